@@ -1,0 +1,147 @@
+"""Table Storage and Storage Queues, through azure-data-tables and azure-storage-queue.
+
+Queue messages are JSON, base64-encoded as the Functions host expects by default, so a message
+put here by the CLI is the same message the host's queue trigger reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient, TransactionOperation, UpdateMode
+from azure.storage.queue import (
+    BinaryBase64DecodePolicy,
+    BinaryBase64EncodePolicy,
+    QueueClient,
+    QueueMessage,
+    QueueServiceClient,
+)
+
+from shared.settings import StorageSettings
+
+# Storage names (contract).
+SYNC_STATE = "SyncState"
+IDENTITY_MAP = "IdentityMap"
+SYNC_RUNS = "SyncRuns"
+CONSENT_AUDIT = "ConsentAudit"
+TABLES = (SYNC_STATE, IDENTITY_MAP, SYNC_RUNS, CONSENT_AUDIT)
+LINKS_QUEUE = "sync-links"
+BATCHES_QUEUE = "sync-batches"
+QUEUES = (LINKS_QUEUE, BATCHES_QUEUE)
+MAX_MESSAGE_BYTES = 64 * 1024
+TRANSACTION_LIMIT = 100  # entities per table batch transaction, all of one partition
+
+Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def poison(queue: str) -> str:
+    return f"{queue}-poison"
+
+
+class MessageTooLarge(ValueError):  # noqa: N818 - reads as the condition it names
+    """A queue message would exceed the 64 KB limit of Storage Queues."""
+
+
+class Storage:
+    """The product's tables and queues in one storage account."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        if settings.connection_string:
+            self.tables = TableServiceClient.from_connection_string(settings.connection_string)
+            self.queues = QueueServiceClient.from_connection_string(settings.connection_string)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+            self.tables = TableServiceClient(endpoint=settings.table_service_uri, credential=credential)
+            self.queues = QueueServiceClient(account_url=settings.queue_service_uri, credential=credential)
+        self._table_clients: dict[str, TableClient] = {}
+        self._queue_clients: dict[str, QueueClient] = {}
+
+    def table(self, name: str) -> TableClient:
+        if name not in self._table_clients:
+            self._table_clients[name] = self.tables.get_table_client(name)
+        return self._table_clients[name]
+
+    def queue(self, name: str) -> QueueClient:
+        if name not in self._queue_clients:
+            self._queue_clients[name] = self.queues.get_queue_client(
+                name, message_encode_policy=BinaryBase64EncodePolicy(),
+                message_decode_policy=BinaryBase64DecodePolicy())
+        return self._queue_clients[name]
+
+    def ensure(self) -> list[str]:
+        """Creates every table and queue (with poison queues) that is missing; returns what it created."""
+        created = []
+        for name in TABLES:
+            try:
+                self.tables.create_table(name)
+                created.append(f"table {name}")
+            except ResourceExistsError:
+                pass
+        for name in (*QUEUES, *(poison(q) for q in QUEUES)):
+            try:
+                self.queues.create_queue(name)
+                created.append(f"queue {name}")
+            except ResourceExistsError:
+                pass
+        return created
+
+    # ---- queues ---------------------------------------------------------------------------
+    def send(self, queue: str, message: dict[str, Any], visibility_timeout: int | None = None) -> None:
+        body = json.dumps(message, separators=(",", ":")).encode()
+        if len(body) * 4 / 3 > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(f"a {queue} message of {len(body)} bytes exceeds the 64 KB queue limit once "
+                                  f"base64-encoded; lower BATCH_SIZE")
+        self.queue(queue).send_message(body, visibility_timeout=visibility_timeout)
+
+    def receive(self, queue: str, visibility_timeout: int, max_messages: int = 32) -> list[QueueMessage]:
+        return list(self.queue(queue).receive_messages(max_messages=max_messages,
+                                                       visibility_timeout=visibility_timeout))
+
+    def delete(self, queue: str, message: QueueMessage) -> None:
+        self.queue(queue).delete_message(message)
+
+    def queue_length(self, queue: str) -> int:
+        return self.queue(queue).get_queue_properties().approximate_message_count
+
+    # ---- tables ---------------------------------------------------------------------------
+    def write(self, table: str, operations: Iterable[Operation]) -> int:
+        """Applies (op, entity[, kwargs]) operations as batch transactions: grouped by partition, 100 at a time.
+
+        Returns the number of transactions submitted (each one storage call).
+        """
+        by_partition: dict[str, list[Operation]] = defaultdict(list)
+        for operation in operations:
+            by_partition[operation[1]["PartitionKey"]].append(operation)
+        client = self.table(table)
+        transactions = 0
+        for group in by_partition.values():
+            for start in range(0, len(group), TRANSACTION_LIMIT):
+                client.submit_transaction(group[start:start + TRANSACTION_LIMIT])  # type: ignore[arg-type]
+                transactions += 1
+        return transactions
+
+    def query(self, table: str, filter_: str, parameters: dict[str, Any] | None = None,
+              select: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        return iter(self.table(table).query_entities(filter_, parameters=parameters, select=select))
+
+    def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return dict(self.table(table).get_entity(partition, row))
+        except ResourceNotFoundError:
+            return None
+
+
+def upsert(entity: dict[str, Any]) -> Operation:
+    return (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.REPLACE})
+
+
+def merge(entity: dict[str, Any]) -> Operation:
+    return (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.MERGE})
