@@ -452,7 +452,8 @@ def main(factory: Callable[[], Emulator], argv: list[str] | None = None) -> None
     args = parser.parse_args(argv)
     server = EmulatorServer(factory(), args.port)
     print(f"listening on port {server.port}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.httpd.shutdown())
+    # shutdown() waits for serve_forever() to return, so it must not run on the serving thread itself
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown, daemon=True).start())
     try:
         server.httpd.serve_forever()
     except KeyboardInterrupt:

@@ -1,0 +1,85 @@
+"""A loopback emulator of the Dataverse (Dynamics 365) Web API v9.2, for development and tests.
+
+Serve it with ``python -m emulators.dataverse --port 0`` or ``EmulatorServer(DataverseEmulator())``
+and point ``DATAVERSE_URL`` at ``http://127.0.0.1:<port>``. No token is needed on loopback; a
+bearer token, when sent, names the user (its ``oid``/``sub`` claim) for the service protection limits.
+
+What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as the real service):
+
+- tables ``contacts``, ``leads``, ``accounts``, ``lists`` and ``listmembers`` (RetrieveMultiple only)
+  with their consent columns, plus custom tables created through the metadata API;
+- ``GET`` collections with ``$select``/``$filter``/``$orderby``/``$top``/``$count``, ``Prefer:
+  odata.maxpagesize`` paging with ``$skiptoken`` next links (``$top`` ignored then), ``$skip``,
+  ``$search``, ``$format`` and unknown ``$`` options refused; ``contacts(<id>)``; ``.../$count``;
+  navigation collections ``lists(<id>)/listcontact_association`` (and lead/account, and from the
+  member side); ``?fetchXml=`` with ``page``/``count``/``paging-cookie`` and the
+  ``fetchxmlpagingcookie``/``morerecords`` annotations;
+- change tracking: ``Prefer: odata.track-changes`` (``$select`` only), ``@odata.deltaLink`` on the
+  last page, ``$deltatoken`` links returning changed rows by version then ``$deletedEntity`` rows,
+  expiry after ``changeTrackingExpireDays`` (7) and refusal on tables without change tracking;
+- writes: ``POST`` (204 + ``OData-EntityId``, or 201 with ``Prefer: return=representation``),
+  ``PATCH`` (``If-Match: *`` no upsert, ``If-Match: W/"n"`` 412, ``If-None-Match: *`` create only,
+  upsert without ``If-Match``), ``DELETE``; unknown, lookup and read-only columns refused; qualified
+  or disqualified leads and inactive contacts/accounts read-only; server-maintained ``createdon``,
+  ``modifiedon`` (emulator clock, whole seconds), ``versionnumber``/``@odata.etag``, ``fullname``,
+  ``_createdby_value``/``_modifiedby_value`` (the caller's ``WhoAmI`` UserId);
+- marketing lists: ``$ref`` associate/disassociate, ``AddMemberList``, ``AddListMembersList``;
+  membership writes a ``listmember`` row and never touches the member's ``modifiedon`` (the list's
+  ``membercount`` follows without a new list version); locked lists take no new members, member types
+  must match ``createdfromcode``; dynamic lists take no manual members and have no ``listmember`` rows:
+  their members are their ``query`` run through ``?fetchXml=`` (``/_admin/state`` shows them);
+- ``$batch`` with change sets (atomic), ``Content-ID`` references, 1,000 requests at most,
+  stop-on-first-error or ``Prefer: odata.continue-on-error``;
+- metadata: ``EntityDefinitions`` (``$select``, a small ``$filter``), ``(LogicalName='x')`` with
+  ``$expand=Attributes``, ``/Attributes``, ``/Attributes(LogicalName='x')`` and its
+  ``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$expand=OptionSet`` cast; ``POST`` of Boolean,
+  Picklist, String, Memo, DateTime, Integer and BigInt columns and of custom tables (publisher prefix
+  checked, entity set name derived as the plural of the logical name); ``PublishXml``/``PublishAllXml``;
+- ``WhoAmI``; service protection per user: 6,000 requests and 1,200,000 ms of execution per 300 s,
+  52 concurrent requests, each answered with 429, ``Retry-After`` and the real error code.
+
+Admin routes, besides those of ``emulators.common`` (calls, faults, clock, requests, reset):
+
+    POST /_admin/seed          {"contacts": [{...}], "leads": [...], "accounts": [...], "<custom set>": [...],
+                                "lists": [{"listid", "listname", "type", "createdfromcode", "query"?,
+                                           "lockstatus"?, "members": [ids]}]}
+                               rows may set any column, also modifiedon/createdon/statecode; ids are generated
+                               when absent; 100,000 rows take about a second
+    GET  /_admin/state         counts, settings, limits and custom metadata; ?entity=contacts[&id=...] the rows
+                               (a list row also carries "members")
+    POST /_admin/edit          {"entity": "contacts", "id": "...", "changes": {...}} or {"entity", "edits": [...]}:
+                               a user editing in Dynamics (new version and modifiedon, record state not checked)
+    POST /_admin/delete        {"entity": "contacts", "ids": [...]}: deletions (memberships go too)
+    POST /_admin/qualify-lead  {"id": "...", "statecode"?: 1 (2 disqualifies), "statuscode"?: ...}
+    POST /_admin/members       {"listid": "...", "add": [ids], "remove": [ids]}: a user editing a static list
+    GET/POST /_admin/throttling {"requests": 6000, "windowSeconds": 300, "executionMs": 1200000,
+                               "concurrent": 52, "retryAfter": null}; retryAfter overrides the computed
+                               Retry-After and may be fractional ("0.1") so tests stay fast; the real service
+                               only sends whole seconds
+    GET/POST /_admin/settings  {"changeTrackingExpireDays": 7, "inactiveReadOnly": true,
+                               "publisherPrefixes": ["new", "cbr"], "requireToken": false,
+                               "latencySeconds": 0 (added to every request while it counts as in flight),
+                               "faultRetryAfter": "1" (Retry-After of injected 429s and 503s)}
+    GET  /_admin/batch-parts   counts of the requests executed inside $batch, by route
+
+Injected faults (``POST /_admin/faults``) answer in Dataverse's shape: 429 with the request-limit
+error and ``Retry-After``, ``429-empty`` with no body, 503 with ``Retry-After``, other statuses with
+an unexpected-error body; ``slow`` delays the request.
+
+Deliberately not reproduced: ``$expand`` and ``$apply`` (501), alternate keys (no keys exist, so a
+key URL gets the real "key ... is not valid" 400), the CSDL ``$metadata`` document (501), ``PUT``
+and ``DELETE`` of metadata, relationships and lookup columns created through metadata, global option
+sets, publishers and solutions (``MSCRM.SolutionUniqueName`` is accepted and ignored; the known
+prefixes are a setting), ``RemoveMemberList``/``CopyDynamicListToStatic``/``QualifyLead`` and other
+actions, direct create/update/delete of ``listmember`` rows (501), plug-ins, duplicate detection,
+auditing, field security, business units and security roles, email format validation, ``Consistency``
+and metadata caching delays, the 32 KB URL limit, and per-web-server limits (one server here).
+Metadata created inside a failed change set is not rolled back. Inactive contacts/accounts refuse
+updates (``inactiveReadOnly``), which the documentation states for the UI while the real API may
+accept them; switch it off to test that. Error texts the published catalogue does not give are the
+emulator's own and are marked ``# text unverified`` in ``errors.py`` and ``server.py``.
+"""
+
+from emulators.dataverse.server import DataverseEmulator
+
+__all__ = ["DataverseEmulator"]

@@ -1,0 +1,113 @@
+"""A loopback emulator of the Mailchimp Marketing API v3.0, faithful in the rules the product depends on.
+
+Serve it with ``python -m emulators.mailchimp --port 0`` or ``EmulatorServer(MailchimpEmulator())``;
+point the 3.0.80 client at it with ``client.api_client.host = url + "/3.0"``.
+
+API (all under /3.0, HTTP Basic ``anystring:<key>`` or Bearer)
+--------------------------------------------------------------
+- Keys look like ``<32 hex>-<dc>`` (``0123456789abcdef0123456789abcdef-us21``); Bearer also takes a 32-hex
+  OAuth token. No credential: 401 "API Key Missing"; a malformed one: 401 "API Key Invalid". Every
+  well-formed key is accepted and each key is its own user.
+- ``GET /ping``, ``GET /`` (account), ``GET /lists``, ``GET /lists/{id}`` (stats.member_count = subscribed).
+- Members: ``GET /lists/{id}/members`` (count ≤ 1000, offset, status, since/before_last_changed,
+  since/before_timestamp_opt, unsubscribed_since (status=unsubscribed only), email_type, vip_only,
+  unique_email_id, interest_category_id + interest_ids + interest_match, sort_field timestamp_opt |
+  timestamp_signup | last_changed, sort_dir ASC | DESC, fields | exclude_fields). Archived members are
+  listed only with ``status=archived``. ``since_*`` and ``before_*`` bounds are **exclusive** (changed
+  strictly after / strictly before) at whole-second precision; a value that is not
+  ``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM|±HHMM)`` is ignored, as the real API ignores malformed filters.
+  ``GET|PUT|PATCH|DELETE /lists/{id}/members/{hash}`` (the path also takes the email address or the
+  contact_id), ``POST /lists/{id}/members``, ``POST .../members/{hash}/actions/delete-permanent``.
+- ``POST /lists/{id}``: batch subscribe (≤ 500 members, update_existing, sync_tags; per-member errors).
+- ``GET|POST /lists/{id}/members/{hash}/tags``; ``GET /lists/{id}/segments`` (tags are static segments),
+  ``GET|POST /lists/{id}/segments/{segment_id}`` (members_to_add / members_to_remove).
+- ``GET|POST /lists/{id}/interest-categories``, ``GET|PATCH|DELETE .../{category_id}``,
+  ``GET|POST .../{category_id}/interests``, ``GET|PATCH|DELETE .../interests/{interest_id}``.
+- ``GET|POST /lists/{id}/webhooks``, ``GET|DELETE /lists/{id}/webhooks/{webhook_id}`` (recorded, never called).
+- ``GET /campaigns`` (status, list_id, since/before_send_time, since/before_create_time, sort_field
+  create_time | send_time, count/offset), ``GET /campaigns/{id}``, ``GET /reports/{id}``,
+  ``GET /reports/{id}/sent-to``, ``/email-activity`` (``since``: only later events, only recipients
+  with such events), ``/unsubscribed``.
+- ``POST /batches``, ``GET /batches``, ``GET|DELETE /batches/{id}``: ``pending`` → (first GET, the
+  operations run) ``started`` → (next GET) ``finished`` with ``response_body_url``: a gzipped tar of
+  JSON arrays ``[{status_code, operation_id, response}]``, served at ``/_batch-results/...`` for ten
+  minutes of the emulator clock. A GET without ``count`` pages through the collection, one result per
+  page of 1,000. ``errored_operations`` counts results with status ≥ 400.
+
+Member rules
+------------
+- subscriber_hash = md5(lower(trim(email))); id = hash; contact_id stays across address changes.
+- Status values per endpoint: POST/PUT/batch write subscribed, unsubscribed, cleaned, pending,
+  transactional; PATCH the same without transactional; ``archived`` only by DELETE.
+- PUT: an existing member takes ``status`` (``status_if_new`` is ignored); a new one takes
+  ``status_if_new``, else ``status``; ``email_address`` is required for a new member. When the path's
+  member is absent and the body's address is another existing member: 400 Member Exists.
+- POST on an existing (not archived) member: 400 Member Exists. An archived member comes back through
+  POST, PUT or batch subscribe with its ids and its compliance history.
+- Setting ``subscribed`` on an unsubscribed or cleaned member (also when archived from those states), by
+  any path: 400 Member In Compliance State. ``pending`` is allowed after an unsubscribe (a confirmation
+  email is recorded) but not for a cleaned member.
+- Entering ``pending`` records one confirmation email; a write that leaves a pending member pending does
+  not send another.
+- An address change (PATCH or PUT with a new email_address) is refused when the new address is already
+  on the list, in any status ("Invalid Resource", errors[].field = email_address), when it was
+  permanently deleted, or when the member is not subscribed (the service only changes subscribers'
+  addresses).
+- After delete-permanent any add of that address (POST, PUT, batch, address change) is 400 Forgotten
+  Email Not Subscribed, even as pending; only the person's own signup (admin resubscribe) brings it back.
+- Addresses: syntactically valid (one @, no spaces, dotted domain with a letter TLD) and not under the
+  reserved TLDs .test, .invalid, .localhost, .example, .local, nor under a configured fake domain;
+  otherwise 400 Invalid Resource "<email> looks fake or invalid, please enter a real email address.".
+  example.com / example.org are accepted because the demo and the tests use them.
+- ``last_changed`` moves only when the member's info really changes (status, address, merge fields,
+  interests, vip, language, email type, opt-in data); tag changes do not move it.
+- Merge fields: unknown tags are ignored; a required field left empty on create is 400 "Your merge
+  fields were invalid." unless ``skip_merge_validation=true``. Unknown interest ids: 400 "Invalid
+  interest ID".
+- More than 10 requests in flight for one key: 429 TooManyRequests.
+
+Admin API (beyond the base's /_admin routes)
+--------------------------------------------
+    POST /_admin/seed        {"audiences": [{"id", "name", "double_optin"?, "merge_fields"?: [{"tag", "name",
+                              "type", "required"}]}],
+                              "interest_categories": [{"list_id", "id"?, "title", "type", "interests": [{"id"?,
+                              "name"}]}],
+                              "members": [{"list_id", "email_address", "status", "merge_fields"?, "interests"?
+                              ({id: bool} or [ids]), "tags"? [names], "last_changed"?, "timestamp_opt"?,
+                              "timestamp_signup"?, "unsubscribe_reason"?, "status_before_archive"?, "vip"?}],
+                              "forgotten": [{"list_id", "email_address"}]}
+                             -> {"audiences": [...], "interest_categories": [{id, title, interests: [...]}],
+                                 "members": n}. 100,000 members take a few seconds.
+    GET  /_admin/state?list_id=L   members by hash (address, status, last_changed, merge fields, interests,
+                             tags...), status counts, forgotten hashes, tags, webhooks, and confirmations sent
+    GET  /_admin/confirmations?list_id=L   the double opt-in emails the service would have sent
+    GET  /_admin/webhooks?list_id=L        the webhooks registered through the API
+    GET  /_admin/stats       {"lastMembersScanned": n, "inFlight": n}: members the last list read touched
+    POST /_admin/settings    {"fakeDomains": [...], "latencySeconds": s, "concurrencyLimit": 10}
+                             latency is spent inside each API call, so it counts against the 10 connections
+    People (body: list_id, email_address or subscriber_hash, "at"? ISO time, default the emulator clock):
+    POST /_admin/people/unsubscribe    {"reason"?}  the person unsubscribes through a link
+    POST /_admin/people/resubscribe    {"merge_fields"?} a signup form: subscribed, or pending with a
+                                       confirmation email on a double opt-in audience; works after an
+                                       unsubscribe, a bounce, an archive or a permanent delete
+    POST /_admin/people/confirm        the person clicks the confirmation email: pending -> subscribed
+    POST /_admin/people/bounce         {"type": "hard" | "soft"} hard cleans the member
+    POST /_admin/people/change-email   {"new_email_address"} through their profile; contact_id stays
+    POST /_admin/people/preferences    {"interests"?: {id: bool}, "merge_fields"?} through their profile
+    Campaigns:
+    POST /_admin/campaigns             {"list_id", "id"?, "title"?, "subject_line"?, "create_time"?, "send"?,
+                                        "send_time"?} -> {"id", "status", "recipients"}
+    POST /_admin/campaigns/{id}/send   {"at"?} delivers to the audience's subscribed members
+    POST /_admin/campaigns/{id}/activity  {"email_address" | "subscriber_hash", "action": open | click |
+                                        bounce | unsubscribe, "at"?, "url"? (click), "type"? (bounce hard|soft),
+                                        "reason"? (unsubscribe)} or {"events": [...]}; a hard bounce cleans the
+                                        member and an unsubscribe unsubscribes them (both move last_changed)
+
+Faults (base ``/_admin/faults``) in Mailchimp's shapes: "429" problem+json TooManyRequests, "429-empty"
+(no body, no content type: the 3.0.80 client returns the raw Response), "500" InternalServerError,
+"503", "502-html" (an HTML page, as from the CDN), and any other status as problem+json.
+"""
+
+from .emulator import MailchimpEmulator
+
+__all__ = ["MailchimpEmulator"]
