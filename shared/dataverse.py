@@ -1,0 +1,607 @@
+"""The product's one door to the Dataverse (Dynamics 365) Web API v9.2.
+
+A thin adapter over ``requests`` that keeps the service's quirks in this module, so the sync engine
+never sees HTTP:
+
+- ``DATAVERSE_URL`` is an ``https://`` environment URL (tokens from azure-identity for scope
+  ``<url>/.default``, cached until five minutes before expiry and never logged) or a plain
+  ``http://127.0.0.1:<port>`` emulator on loopback (no token); anything else is refused;
+- every request carries ``OData-MaxVersion``/``OData-Version: 4.0`` and ``Accept: application/json``,
+  GETs carry ``If-None-Match: null`` as Microsoft recommends, bodies are JSON;
+- 429 and 503 are retried after ``Retry-After`` (seconds, honoured exactly plus a little jitter);
+  502, 504 and network errors after a jittered exponential backoff (a POST whose answer timed out is
+  not repeated: it may have been applied); a 401 refreshes the token once;
+  a throttled request that never gets through raises ``Throttled``;
+- paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize`` (at most 5,000) and keeps
+  the change-tracking ``@odata.deltaLink``; delta pages surface deleted rows as ``DeletedRecord``;
+  an expired delta token raises ``DeltaTokenExpiredError`` (read everything again);
+- FetchXML paging sets ``count``/``page`` and feeds back the twice URL-encoded paging cookie; a
+  FetchXML URL longer than the 32 KB GET limit goes inside ``$batch`` (64 KB);
+- ``$batch`` framing (parts, change sets, ``Content-ID``), batches of at most 1,000 requests, and
+  the multipart answer parsed back into one ``BatchResult`` per operation; parts answered 429/503
+  are sent again after ``Retry-After`` (outside change sets);
+- errors become ``DataverseError`` (``status``, ``code``, ``message``) whose text never carries an
+  email address: addresses are replaced by their member hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+API_PATH = "/api/data/v9.2"
+MAX_PAGE_SIZE = 5000
+BATCH_LIMIT = 1000
+GET_URL_LIMIT = 32_768
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MEMBER_TYPES = {1: ("account", "accountid"), 2: ("contact", "contactid"), 4: ("lead", "leadid")}
+THROTTLED_STATUSES = frozenset({429, 503})
+TRANSIENT_STATUSES = frozenset({502, 504})
+BACKOFF_CAP_SECONDS = 60.0
+TOKEN_REFRESH_MARGIN_SECONDS = 300
+EXPIRED_DELTA_CODE = "0x80044352"
+FETCH_ANNOTATIONS = ('odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,'
+                     'Microsoft.Dynamics.CRM.morerecords"')
+
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
+
+
+def member_hash(email: str) -> str:
+    """Mailchimp's subscriber hash: md5 of the lower-cased, trimmed address."""
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+
+
+def redact(text: str) -> str:
+    """``text`` with every email address replaced by its member hash."""
+    return _EMAIL.sub(lambda m: f"<member {member_hash(m.group(0))}>", text)
+
+
+class DataverseError(Exception):
+    """A request Dataverse refused (or that never reached it: ``status`` 0)."""
+
+    def __init__(self, status: int, code: str, message: str, *, method: str = "", path: str = "") -> None:
+        self.status = status
+        self.code = code
+        self.message = redact(message)
+        self.method = method
+        self.path = redact(path)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.method} {self.path} " if self.method else ""
+        code = f" {self.code}" if self.code else ""
+        return f"Dataverse {where}answered {self.status}{code}: {self.message}"
+
+
+class Throttled(DataverseError):  # noqa: N818 - the name the sync engine codes against
+    """Service protection (429) still refused the request after every retry."""
+
+
+class DeltaTokenExpiredError(DataverseError):
+    """The change-tracking token is older than the organisation keeps changes: read everything again."""
+
+
+@dataclass(frozen=True)
+class DeletedRecord:
+    """A row a delta link reports as deleted."""
+
+    id: str
+    reason: str = "deleted"
+
+
+@dataclass
+class BatchOperation:
+    """One request of a ``$batch``; ``url_path`` is relative to the API root (``contacts(<id>)``) or a
+    ``$<content-id>`` reference to an earlier operation of the same change set."""
+
+    method: str
+    url_path: str
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+    content_id: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """The answer to one BatchOperation. Status 424 means it was not run because an earlier request
+    failed and ``continue_on_error`` was off."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    content_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def entity_id(self) -> str | None:
+        """The id of the record a create or upsert wrote."""
+        found = _ENTITY_ID.search(self.headers.get("OData-EntityId", ""))
+        return found.group(1).lower() if found else None
+
+    def error(self, operation: BatchOperation | None = None) -> DataverseError | None:
+        if self.ok:
+            return None
+        code, message = _error_fields(self.body, self.status)
+        return DataverseError(self.status, code, message, method=operation.method if operation else "",
+                              path=operation.url_path if operation else "")
+
+
+class DataverseSettings(Protocol):
+    dataverse_url: str
+    azure_client_id: str | None
+
+
+class _TokenSource:
+    """Bearer tokens for one scope, cached until shortly before they expire."""
+
+    def __init__(self, credential: Any, scope: str) -> None:
+        self.credential = credential
+        self.scope = scope
+        self._token: Any = None
+        self._lock = threading.Lock()
+
+    def header(self, force: bool = False) -> str:
+        with self._lock:
+            if force or self._token is None or self._token.expires_on - time.time() < TOKEN_REFRESH_MARGIN_SECONDS:
+                self._token = self.credential.get_token(self.scope)
+            return f"Bearer {self._token.token}"
+
+
+def environment_url(url: str) -> str:
+    """The environment root of ``DATAVERSE_URL``, or ValueError naming the setting."""
+    parts = urlsplit((url or "").strip())
+    host = parts.hostname or ""
+    if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and host in LOOPBACK_HOSTS)):
+        raise ValueError("DATAVERSE_URL must be the environment's https URL, e.g. https://contoso.crm4.dynamics.com, "
+                         f"or http://127.0.0.1:<port> for the local emulator; got {url!r}")
+    path = parts.path.rstrip("/")
+    if path.lower().endswith(API_PATH):
+        path = path[: -len(API_PATH)]
+    if path:
+        raise ValueError(f"DATAVERSE_URL must be the environment root without a path; got {url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _error_fields(body: Any, status: int) -> tuple[str, str]:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return str(error.get("code") or ""), str(error.get("message") or "")
+    if isinstance(body, str) and body.strip():
+        return "", body.strip()[:300]
+    try:
+        return "", HTTPStatus(status).phrase
+    except ValueError:
+        return "", "no message"
+
+
+def _query(params: dict[str, str]) -> str:
+    return "&".join(f"{name}={quote(value, safe=chr(39) + '(),')}" for name, value in params.items())
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class Dataverse:
+    """A Dataverse Web API client for one environment."""
+
+    def __init__(self, url: str, *, credential: Any = None, client_id: str | None = None, max_attempts: int = 6,
+                 timeout: float = 120, page_size: int = MAX_PAGE_SIZE,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.org_url = environment_url(url)
+        self.api = self.org_url + API_PATH
+        self.max_attempts = max(1, max_attempts)
+        self.timeout = timeout
+        self.page_size = min(max(1, page_size), MAX_PAGE_SIZE)
+        self.last_delta_link: str | None = None
+        self._sleep = sleep
+        self._token: _TokenSource | None = None
+        if credential is None and self.org_url.startswith("https://"):
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+        if credential is not None:
+            self._token = _TokenSource(credential, f"{self.org_url}/.default")
+        self.session = requests.Session()
+        self.session.headers.update({"Accept": "application/json", "OData-MaxVersion": "4.0",
+                                     "OData-Version": "4.0"})
+
+    @classmethod
+    def from_settings(cls, settings: DataverseSettings) -> Dataverse:
+        return cls(settings.dataverse_url, client_id=settings.azure_client_id)
+
+    # ---- transport ---------------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.api}/{path.lstrip('/')}"
+
+    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None,
+                 data: bytes | None = None, headers: dict[str, str] | None = None,
+                 multipart_errors: bool = False) -> requests.Response:
+        url = self._url(path)
+        if params:
+            url += ("&" if "?" in url else "?") + _query(params)
+        where = urlsplit(url).path
+        refreshed, force_refresh = False, False
+        attempt = 0
+        while True:
+            attempt += 1
+            request_headers = dict(headers or {})
+            if method == "GET":
+                request_headers.setdefault("If-None-Match", "null")
+            if body is not None:
+                request_headers.setdefault("Content-Type", "application/json")
+                data = json.dumps(body).encode()
+            if self._token is not None:
+                request_headers["Authorization"] = self._token.header(force=force_refresh)
+                force_refresh = False
+            try:
+                response = self.session.request(method, url, data=data, headers=request_headers, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                # a POST that timed out while waiting for the answer may have been applied: not sent twice
+                unsure = method == "POST" and isinstance(exc, requests.ReadTimeout)
+                if attempt >= self.max_attempts or unsure:
+                    raise DataverseError(0, "", f"could not reach DATAVERSE_URL {self.org_url} "
+                                                f"({exc.__class__.__name__})", method=method, path=where) from exc
+                self._wait(None, attempt, method, where, exc.__class__.__name__)
+                continue
+            status = response.status_code
+            multipart = response.headers.get("Content-Type", "").startswith("multipart/mixed")
+            if status == 401 and self._token is not None and not refreshed:
+                refreshed = force_refresh = True
+                continue
+            retryable = status in THROTTLED_STATUSES or status in TRANSIENT_STATUSES
+            if retryable and not multipart and attempt < self.max_attempts:
+                self._wait(_retry_after(response), attempt, method, where, str(status))
+                continue
+            if status >= 400 and not (multipart_errors and multipart):
+                raise self._error(response, method, where)
+            return response
+
+    def _wait(self, retry_after: float | None, attempt: int, method: str, where: str, reason: str) -> None:
+        if retry_after is not None:
+            delay = retry_after + random.uniform(0, min(1.0, retry_after * 0.2))
+        else:
+            delay = min(BACKOFF_CAP_SECONDS, 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        log.warning("dataverse %s %s: %s, retrying in %.2fs (attempt %d of %d)", method, redact(where), reason, delay,
+                    attempt + 1, self.max_attempts)
+        self._sleep(delay)
+
+    @staticmethod
+    def _error(response: requests.Response, method: str, where: str) -> DataverseError:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        code, message = _error_fields(body, response.status_code)
+        kind = DataverseError
+        if response.status_code == 429:
+            kind = Throttled
+        elif code.lower() == EXPIRED_DELTA_CODE:
+            kind = DeltaTokenExpiredError
+        return kind(response.status_code, code, message, method=method, path=where)
+
+    @staticmethod
+    def _json(response: requests.Response) -> dict[str, Any]:
+        return response.json() if response.content else {}
+
+    # ---- reads ---------------------------------------------------------------------------------------
+    def get(self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict:
+        return self._json(self._request("GET", path, params=params, headers=headers))
+
+    def iter_pages(self, path: str, *, select: Sequence[str] | str | None = None, filter: str | None = None,  # noqa: A002
+                   orderby: str | None = None, page_size: int | None = None,
+                   track_changes: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Pages of a collection, following ``@odata.nextLink``; afterwards ``last_delta_link`` holds the
+        ``@odata.deltaLink`` of a change-tracking read (None otherwise)."""
+        params: dict[str, str] = {}
+        if select:
+            params["$select"] = select if isinstance(select, str) else ",".join(select)
+        if filter:
+            params["$filter"] = filter
+        if orderby:
+            params["$orderby"] = orderby
+        size = min(page_size or self.page_size, MAX_PAGE_SIZE)
+        prefer = f"odata.maxpagesize={size}" + (",odata.track-changes" if track_changes else "")
+        self.last_delta_link = None
+        url: str | None = path
+        first = True
+        while url:
+            body = self.get(url, params if first else None, {"Prefer": prefer})
+            first = False
+            yield body.get("value", [])
+            url = body.get("@odata.nextLink")
+            if not url:
+                self.last_delta_link = body.get("@odata.deltaLink")
+
+    def iter_delta(self, delta_link: str) -> Iterator[list[dict[str, Any] | DeletedRecord]]:
+        """The changes since a delta link: changed rows as dicts, deleted rows as ``DeletedRecord``.
+        Afterwards ``last_delta_link`` holds the link to keep for next time."""
+        self.last_delta_link = None
+        url: str | None = delta_link
+        while url:
+            body = self.get(url, headers={"Prefer": f"odata.maxpagesize={self.page_size}"})
+            rows: list[dict[str, Any] | DeletedRecord] = []
+            for item in body.get("value", []):
+                if str(item.get("@odata.context", "")).endswith("/$deletedEntity"):
+                    rows.append(DeletedRecord(str(item["id"]).lower(), str(item.get("reason", "deleted"))))
+                else:
+                    rows.append(item)
+            yield rows
+            url = body.get("@odata.nextLink")
+            if not url:
+                self.last_delta_link = body.get("@odata.deltaLink")
+
+    def iter_fetchxml(self, entity_set: str, fetch_xml: str,
+                      page_size: int = MAX_PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
+        """Pages of a FetchXML query (null columns are absent from FetchXML rows)."""
+        root = ElementTree.fromstring(fetch_xml)  # noqa: S314 - FetchXML the product built or Dataverse stores
+        paged = root.get("top") is None
+        page, cookie = 1, None
+        if paged:
+            root.set("count", str(min(page_size, MAX_PAGE_SIZE)))
+        while True:
+            if paged:
+                root.set("page", str(page))
+                if cookie is not None:
+                    root.set("paging-cookie", cookie)
+            body = self._fetch_page(entity_set, ElementTree.tostring(root, encoding="unicode"))
+            yield body.get("value", [])
+            if not paged or not body.get("@Microsoft.Dynamics.CRM.morerecords"):
+                return
+            outer = body.get("@Microsoft.Dynamics.CRM.fetchxmlpagingcookie")
+            page += 1
+            cookie = None
+            if outer:
+                element = ElementTree.fromstring(outer)  # noqa: S314 - the service's own cookie
+                page = int(element.get("pagenumber") or page)
+                cookie = unquote(unquote(element.get("pagingcookie") or "")) or None
+
+    def _fetch_page(self, entity_set: str, fetch_xml: str) -> dict[str, Any]:
+        query = _query({"fetchXml": fetch_xml})
+        if len(f"{self.api}/{entity_set}?{query}") <= GET_URL_LIMIT:
+            return self.get(f"{entity_set}?{query}", headers={"Prefer": FETCH_ANNOTATIONS})
+        result = self.batch([BatchOperation("GET", f"{entity_set}?{query}", headers={"Prefer": FETCH_ANNOTATIONS})],
+                            continue_on_error=False)[0]
+        if not result.ok:
+            raise result.error(BatchOperation("GET", entity_set))  # type: ignore[misc]
+        return result.body or {}
+
+    # ---- writes ---------------------------------------------------------------------------------------
+    def create(self, entity_set: str, body: dict[str, Any]) -> str:
+        """Creates a record and returns its id."""
+        response = self._request("POST", entity_set, body=body)
+        found = _ENTITY_ID.search(response.headers.get("OData-EntityId", ""))
+        if found is None:
+            raise DataverseError(response.status_code, "", "the create answer has no OData-EntityId",
+                                 method="POST", path=entity_set)
+        return found.group(1).lower()
+
+    def update(self, entity_set: str, id: str, changes: dict[str, Any], *, if_match: str | None = "*") -> None:  # noqa: A002
+        """PATCHes a record; ``if_match="*"`` (the default) never creates one, None allows an upsert, an etag
+        makes the write conditional (412 when the record changed)."""
+        headers = {"If-Match": if_match} if if_match is not None else {}
+        self._request("PATCH", f"{entity_set}({id})", body=changes, headers=headers)
+
+    def delete(self, entity_set: str, id: str, *, if_match: str | None = None) -> None:  # noqa: A002
+        headers = {"If-Match": if_match} if if_match is not None else {}
+        self._request("DELETE", f"{entity_set}({id})", headers=headers)
+
+    # ---- $batch ----------------------------------------------------------------------------------------
+    def batch(self, operations: Sequence[BatchOperation], *, atomic: bool = False,
+              continue_on_error: bool = True) -> list[BatchResult]:
+        """Runs the operations in ``$batch`` requests of at most 1,000 and returns one result each, in order.
+        ``atomic`` puts them in one change set (all or nothing; at most 1,000, no GET)."""
+        if atomic and len(operations) > BATCH_LIMIT:
+            raise ValueError(f"an atomic batch holds at most {BATCH_LIMIT} operations, got {len(operations)}")
+        if atomic and any(op.method.upper() == "GET" for op in operations):
+            raise ValueError("GET requests cannot be part of an atomic change set")
+        results: list[BatchResult] = []
+        for start in range(0, len(operations), BATCH_LIMIT):
+            results.extend(self._batch_chunk(list(operations[start:start + BATCH_LIMIT]), atomic, continue_on_error))
+        return results
+
+    def _batch_chunk(self, operations: list[BatchOperation], atomic: bool,
+                     continue_on_error: bool) -> list[BatchResult]:
+        results: list[BatchResult | None] = [None] * len(operations)
+        pending = list(range(len(operations)))
+        for attempt in range(1, self.max_attempts + 1):
+            sent = [operations[i] for i in pending]
+            answers = self._send_batch(sent, atomic, continue_on_error)
+            throttled: list[int] = []
+            waits: list[float] = []
+            for index, answer in zip(pending, answers, strict=True):
+                results[index] = answer
+                if answer.status in THROTTLED_STATUSES and not atomic:
+                    throttled.append(index)
+                    waits.append(float(answer.headers.get("Retry-After") or 1))
+            if not throttled or attempt == self.max_attempts:
+                break
+            self._wait(max(waits), attempt, "POST", f"{API_PATH}/$batch", f"{len(throttled)} parts throttled")
+            pending = throttled
+        return [r for r in results if r is not None]
+
+    def _send_batch(self, operations: list[BatchOperation], atomic: bool,
+                    continue_on_error: bool) -> list[BatchResult]:
+        boundary = f"batch_{uuid.uuid4()}"
+        changeset = f"changeset_{uuid.uuid4()}"
+        parts = [self._batch_part(op, atomic) for op in operations]
+        if atomic:
+            inner = "".join(f"--{changeset}\r\n{part}\r\n" for part in parts) + f"--{changeset}--\r\n"
+            payload = (f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+                       f"{inner}--{boundary}--\r\n")
+        else:
+            payload = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts) + f"--{boundary}--\r\n"
+        headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
+        if continue_on_error:
+            headers["Prefer"] = "odata.continue-on-error"
+        response = self._request("POST", "$batch", data=payload.encode(), headers=headers, multipart_errors=True)
+        answers = _parse_multipart(response.content, response.headers.get("Content-Type", ""))
+        return _match_answers(operations, answers, atomic)
+
+    def _batch_part(self, operation: BatchOperation, atomic: bool) -> str:
+        lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
+        if operation.content_id is not None:
+            lines.append(f"Content-ID: {operation.content_id}")
+        target = operation.url_path if operation.url_path.startswith("$") else \
+            f"{API_PATH}/{operation.url_path.lstrip('/')}"
+        lines += ["", f"{operation.method.upper()} {target} HTTP/1.1"]
+        headers = dict(operation.headers or {})
+        if operation.body is not None:
+            headers.setdefault("Content-Type", "application/json; type=entry")
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        body = json.dumps(operation.body) if operation.body is not None else ""
+        return "\r\n".join(lines) + "\r\n\r\n" + body
+
+    # ---- marketing lists ---------------------------------------------------------------------------------
+    def associate(self, list_id: str, nav: str, member_set: str, member_id: str) -> None:
+        """Adds one member to a static list through its N:N navigation property (e.g. listcontact_association)."""
+        reference = {"@odata.id": f"{self.api}/{member_set}({member_id})"}
+        self._request("POST", f"lists({list_id})/{nav}/$ref", body=reference)
+
+    def disassociate(self, list_id: str, nav: str, member_id: str) -> None:
+        self._request("DELETE", f"lists({list_id})/{nav}({member_id})/$ref")
+
+    def add_list_members(self, list_id: str, member_type_code: int, ids: Sequence[str]) -> None:
+        """Adds members (of the list's type: 1 account, 2 contact, 4 lead) in AddListMembersList calls of 1,000."""
+        if member_type_code not in MEMBER_TYPES:
+            raise ValueError(f"member type code must be 1 (account), 2 (contact) or 4 (lead), got {member_type_code}")
+        logical, key = MEMBER_TYPES[member_type_code]
+        for start in range(0, len(ids), BATCH_LIMIT):
+            members = [{"@odata.type": f"Microsoft.Dynamics.CRM.{logical}", key: member_id}
+                       for member_id in ids[start:start + BATCH_LIMIT]]
+            self._request("POST", "AddListMembersList", body={
+                "List": {"@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list_id}, "Members": members})
+
+    # ---- metadata ------------------------------------------------------------------------------------------
+    def entity_definition(self, logical_name: str, select: Sequence[str] = (
+            "LogicalName", "EntitySetName", "PrimaryIdAttribute", "ChangeTrackingEnabled")) -> dict | None:
+        """The table's definition, or None when there is no such table."""
+        try:
+            return self.get(f"EntityDefinitions(LogicalName='{logical_name}')", {"$select": ",".join(select)})
+        except DataverseError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def attribute_definition(self, entity_logical_name: str, attribute_logical_name: str,
+                             select: Sequence[str] = ("LogicalName", "AttributeType")) -> dict | None:
+        """A column's definition, or None when the table has no such column."""
+        try:
+            return self.get(f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes(LogicalName="
+                            f"'{attribute_logical_name}')", {"$select": ",".join(select)})
+        except DataverseError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_attribute(self, entity_logical_name: str, attribute_metadata: dict[str, Any], *,
+                         solution: str | None = None) -> None:
+        headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
+        self._request("POST", f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes",
+                      body=attribute_metadata, headers=headers)
+
+    def create_entity(self, metadata: dict[str, Any], *, solution: str | None = None) -> None:
+        headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
+        self._request("POST", "EntityDefinitions", body=metadata, headers=headers)
+
+    def publish_all(self) -> None:
+        self._request("POST", "PublishAllXml")
+
+    def whoami(self) -> dict[str, Any]:
+        return self.get("WhoAmI")
+
+
+# ---- multipart answers ------------------------------------------------------------------------------------
+
+_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+
+
+def _split_parts(body: bytes, boundary: str) -> list[bytes]:
+    parts: list[bytes] = []
+    for piece in body.split(b"--" + boundary.encode())[1:]:
+        if piece.startswith(b"--"):
+            break
+        piece = piece.split(b"\n", 1)[1] if b"\n" in piece else b""
+        parts.append(piece[:-2] if piece.endswith(b"\r\n") else piece.rstrip(b"\n"))
+    return parts
+
+
+def _head(data: bytes) -> tuple[list[str], bytes]:
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        index = data.find(separator)
+        if index >= 0:
+            return data[:index].decode("utf-8", "replace").splitlines(), data[index + len(separator):]
+    return data.decode("utf-8", "replace").splitlines(), b""
+
+
+def _parse_multipart(body: bytes, content_type: str) -> list[BatchResult | list[BatchResult]]:
+    found = _BOUNDARY.search(content_type)
+    if not found:
+        raise DataverseError(0, "", f"the $batch answer is not multipart ({content_type or 'no content type'})")
+    answers: list[BatchResult | list[BatchResult]] = []
+    for part in _split_parts(body, found.group(1) or found.group(2)):
+        lines, rest = _head(part)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v}
+        if headers.get("content-type", "").lower().startswith("multipart/mixed"):
+            inner = _parse_multipart(rest, headers["content-type"])
+            answers.append([a for a in inner if isinstance(a, BatchResult)])
+            continue
+        status_lines, payload = _head(rest.lstrip(b"\r\n"))
+        status = int(status_lines[0].split(" ")[1]) if status_lines and " " in status_lines[0] else 0
+        response_headers = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in status_lines[1:])}
+        text = payload.decode("utf-8", "replace").strip()
+        try:
+            content: Any = json.loads(text) if text else None
+        except ValueError:
+            content = text
+        answers.append(BatchResult(status, content, response_headers, headers.get("content-id")))
+    return answers
+
+
+def _match_answers(operations: list[BatchOperation], answers: list[BatchResult | list[BatchResult]],
+                   atomic: bool) -> list[BatchResult]:
+    """One result per operation: a failed change set's single error answers for all its operations,
+    and operations after a stopping error get 424."""
+    flat: list[BatchResult] = []
+    for answer in answers:
+        if isinstance(answer, list):
+            flat.extend(answer)
+        elif atomic:
+            flat.extend(BatchResult(answer.status, answer.body, answer.headers, op.content_id) for op in operations)
+        else:
+            flat.append(answer)
+    results = []
+    for index, operation in enumerate(operations):
+        if index < len(flat):
+            result = flat[index]
+            result.content_id = result.content_id or operation.content_id
+            results.append(result)
+        else:
+            results.append(BatchResult(424, None, {}, operation.content_id))
+    return results
