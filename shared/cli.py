@@ -1,0 +1,252 @@
+"""python -m shared.cli check | provision | sync [--link NAME] [--full] [--dry-run] | status
+
+Settings come from the environment, or from a local.settings.json given with --settings.
+Exit codes: 0 fine; 1 a batch was dead-lettered (sync) or a run failed; 2 configuration problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared import engine
+from shared.settings import Settings, SettingsError, load_settings
+from shared.storage import BATCHES_QUEUE, LINKS_QUEUE, poison
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class QueueRules:
+    """host.json's queue settings, honoured by `sync` as the Functions host would."""
+
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 30.0
+
+    @classmethod
+    def from_host_json(cls, path: Path = ROOT / "host.json") -> QueueRules:
+        queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+        hours, minutes, seconds = (float(part) for part in queues.get("visibilityTimeout", "00:00:30").split(":"))
+        return cls(int(queues.get("maxDequeueCount", 5)), hours * 3600 + minutes * 60 + seconds)
+
+
+def read_environment(settings_file: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if settings_file:
+        values = json.loads(Path(settings_file).read_text()).get("Values", {})
+        env.update({k: str(v) for k, v in values.items() if str(v) != ""})
+    return env
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description="Consent Bridge operations")
+    parser.add_argument("--settings", help="a local.settings.json whose Values override the environment")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="validate the settings and reach both APIs and storage")
+    commands.add_parser("provision", help="create storage tables and queues and the Dataverse columns")
+    sync = commands.add_parser("sync", help="one complete run through the same handlers the Functions host calls")
+    sync.add_argument("--link", help="only this link (a name from SYNC_LINKS)")
+    sync.add_argument("--full", action="store_true", help="a full pass instead of deltas")
+    sync.add_argument("--dry-run", action="store_true", help="print the planned changes; write nothing")
+    sync.add_argument("--retry-delay", type=float, default=None,
+                      help="seconds before a failed message is retried (default: host.json visibilityTimeout)")
+    commands.add_parser("status", help="the latest runs per link with their counts")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(read_environment(args.settings))
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"configuration: {problem}", file=out)
+        return 2
+    if args.command == "check":
+        return check(settings, out)
+    ctx = engine.Context.from_settings(settings)
+    if args.command == "provision":
+        from shared.provision import provision
+
+        try:
+            lines = provision(settings, ctx.storage, ctx.dataverse)
+        except ValueError as exc:
+            print(f"configuration: {exc}", file=out)
+            return 2
+        for line in lines or ["everything was already in place"]:
+            print(line, file=out)
+        return 0
+    if args.command == "status":
+        return status(ctx, out)
+    rules = QueueRules.from_host_json()
+    if args.retry_delay is not None:
+        rules = QueueRules(rules.max_dequeue_count, args.retry_delay)
+    try:
+        return run_sync(ctx, out, link=args.link, full=args.full, dry_run=args.dry_run, rules=rules)
+    except SettingsError as exc:
+        print(f"configuration: {exc}", file=out)
+        return 2
+
+
+def check(settings: Settings, out: TextIO) -> int:
+    from shared.dataverse import Dataverse, DataverseError
+    from shared.mailchimp import Mailchimp, MailchimpError
+    from shared.storage import Storage
+
+    problems: list[str] = []
+    try:
+        mailchimp = Mailchimp.from_settings(settings)
+        mailchimp.ping()
+        for link in settings.links:
+            try:
+                mailchimp.audience(link.audience_id)
+            except MailchimpError as exc:
+                problems.append(f"link {link.name}: Mailchimp audience {link.audience_id}: {exc}")
+    except (MailchimpError, ValueError) as exc:
+        problems.append(f"Mailchimp: {exc}")
+    try:
+        dataverse = Dataverse.from_settings(settings)
+        dataverse.whoami()
+        for link in settings.links:
+            try:
+                dataverse.get(f"lists({link.marketing_list_id})", params={"$select": "listname"})
+            except DataverseError as exc:
+                problems.append(f"link {link.name}: marketing list {link.marketing_list_id}: {exc}")
+    except (DataverseError, ValueError) as exc:
+        problems.append(f"Dataverse: {exc}")
+    try:
+        storage = Storage(settings.storage)
+        list(storage.tables.list_tables(results_per_page=1))
+        storage.queues.get_service_properties()
+    except Exception as exc:
+        problems.append(f"storage (AzureWebJobsStorage): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    for problem in problems:
+        print(problem, file=out)
+    if not problems:
+        print(f"ok: Mailchimp, Dataverse and storage reached; {len(settings.links)} link(s) checked", file=out)
+    return 2 if problems else 0
+
+
+def status(ctx: engine.Context, out: TextIO) -> int:
+    for link in ctx.settings.links:
+        runs = ctx.ledger.latest_runs(link.name)
+        print(f"{link.name}:", file=out)
+        if not runs:
+            print("  no runs yet", file=out)
+        for run in runs:
+            print("  " + describe_run(run), file=out)
+    return 0
+
+
+def describe_run(run: Any) -> str:
+    took = f" in {(run.finished - run.started).total_seconds():.1f}s" if run.finished else ""
+    counts = run.counts
+    rules = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(counts.items()) if k.startswith("rule:"))
+    skips = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(counts.items()) if k.startswith("skip:"))
+    text = (f"{run.started:%Y-%m-%d %H:%M:%S} {run.run_id} {run.status}{took}"
+            f"{' (full pass)' if run.full else ''}{' (dry run)' if run.dry_run else ''}: "
+            f"read {counts.get('mailchimp_read', 0)} members and {counts.get('dataverse_read', 0)} records; "
+            f"wrote {counts.get('mailchimp_writes', 0)} to Mailchimp and {counts.get('dynamics_writes', 0)} "
+            f"to Dynamics; {run.batches} batches")
+    if run.dead_batches:
+        text += f", {run.dead_batches} dead-lettered"
+    if rules:
+        text += f"; rules: {rules}"
+    if skips:
+        text += f"; skipped: {skips}"
+    if run.error:
+        text += f"; error: {run.error}"
+    return text
+
+
+def run_sync(ctx: engine.Context, out: TextIO, *, link: str | None = None, full: bool = False,
+             dry_run: bool = False, rules: QueueRules | None = None,
+             progress: Callable[[str], None] | None = None) -> int:
+    rules = rules or QueueRules.from_host_json()
+    ctx.storage.ensure()
+    say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    planned = engine.plan_sync(ctx, link_name=link, full=full, dry_run=dry_run, trigger="cli")
+    for item in planned:
+        if item.skipped:
+            print(f"{item.link}: skipped, {item.skipped}", file=out)
+    handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+        LINKS_QUEUE: lambda m: engine.scan_link(ctx, m),
+        BATCHES_QUEUE: lambda m: engine.reconcile_batch(ctx, m),
+        poison(LINKS_QUEUE): lambda m: engine.dead_letter_link(ctx, m),
+        poison(BATCHES_QUEUE): lambda m: engine.dead_letter_batch(ctx, m),
+    }
+    drain(ctx, handlers, rules, say)
+    exit_code = 0
+    for item in planned:
+        if not item.run_id:
+            continue
+        summary = ctx.ledger.run(item.link, item.run_id)
+        run = ctx.ledger.summary(summary) if summary else None
+        if run is None:
+            continue
+        print(f"{item.link}: {describe_run(run)}", file=out)
+        if dry_run:
+            for change in ctx.ledger.planned(item.link, item.run_id):
+                print(f"  would {describe_change(change)}", file=out)
+        if run.status == "failed":
+            exit_code = max(exit_code, 1)
+        if run.dead_batches:
+            print(f"{item.link}: {run.dead_batches} batch(es) were dead-lettered; their members are retried by the "
+                  f"next run (see the sync-batches-poison queue)", file=out)
+            exit_code = max(exit_code, 1)
+    return exit_code
+
+
+def describe_change(change: dict[str, Any]) -> str:
+    parts = []
+    if change.get("mailchimp_new"):
+        parts.append(f"set member {change['member_hash']} from {change['mailchimp_old']} to {change['mailchimp_new']} "
+                     f"in Mailchimp")
+    if change.get("dynamics_new"):
+        parts.append(f"write {change['dynamics_new']} on {len(change['record_ids'])} record(s) in Dynamics")
+    return f"{' and '.join(parts) or 'change nothing'} ({change['rule']})"
+
+
+def drain(ctx: engine.Context, handlers: dict[str, Callable[[dict[str, Any]], Any]], rules: QueueRules,
+          say: Callable[[str], None]) -> None:
+    """Handles messages as the Functions host does until every queue is empty: failures become visible again
+    after the visibility timeout, and a message failing maxDequeueCount times moves to its poison queue."""
+    handled: Counter[str] = Counter()
+    started = time.monotonic()
+    while True:
+        busy = False
+        for queue, handler in handlers.items():
+            for message in ctx.storage.receive(queue, visibility_timeout=600, max_messages=16):
+                busy = True
+                body = json.loads(message.content)
+                try:
+                    handler(body)
+                except Exception as exc:
+                    if message.dequeue_count >= rules.max_dequeue_count and not queue.endswith("-poison"):
+                        ctx.storage.send(poison(queue), body)
+                        ctx.storage.delete(queue, message)
+                        say(f"{queue}: message moved to {poison(queue)} after {message.dequeue_count} attempts "
+                            f"({type(exc).__name__}: {str(exc)[:200]})")
+                    else:
+                        ctx.storage.queue(queue).update_message(
+                            message, visibility_timeout=int(rules.visibility_timeout))
+                        say(f"{queue}: attempt {message.dequeue_count} failed ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); retrying")
+                    continue
+                ctx.storage.delete(queue, message)
+                handled[queue] += 1
+                if queue == BATCHES_QUEUE:
+                    say(f"batches reconciled: {handled[queue]} ({time.monotonic() - started:.1f}s)")
+        if busy:
+            continue
+        if not any(ctx.storage.queue_length(q) for q in handlers):
+            return
+        time.sleep(0.2)  # messages are waiting out their visibility timeout
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The bodies of the Functions: each takes a parsed trigger and the process's Context, does one step, returns.
+
+plan_sync        timer or HTTP: one sync-links message per link whose previous run has finished
+scan_link        sync-links message: read both sides' deltas, put sync-batches messages
+reconcile_batch  sync-batches message: merge and write one batch; the last one commits the watermarks
+dead_letter_*    a message that failed maxDequeueCount times: record it, so nothing is lost
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared import telemetry
+from shared.identity import IdentityMap
+from shared.ledger import Ledger, RunSummary, new_run_id
+from shared.model import BatchMessage
+from shared.reconcile import BatchOutcome, Reconciler
+from shared.scan import LinkError, scan
+from shared.settings import Settings, load_settings
+from shared.storage import BATCHES_QUEUE, CONSENT_AUDIT, LINKS_QUEUE, Storage, upsert
+
+log = logging.getLogger("consent_bridge")
+PLANNED_KEEP = 200  # planned changes kept per batch for --dry-run output
+
+
+@dataclass
+class Context:
+    """What a handler needs, built once per process from the settings."""
+
+    settings: Settings
+    storage: Storage
+    mailchimp: Any
+    dataverse: Any
+    ledger: Ledger = field(init=False)
+    identity: IdentityMap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.storage)
+        self.identity = IdentityMap(self.storage)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Context:
+        from shared.dataverse import Dataverse
+        from shared.mailchimp import Mailchimp
+
+        return cls(settings, Storage(settings.storage), Mailchimp.from_settings(settings),
+                   Dataverse.from_settings(settings))
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(settings=self.settings, storage=self.storage, mailchimp=self.mailchimp,
+                          dataverse=self.dataverse, ledger=self.ledger, identity=IdentityMap(self.storage))
+
+
+_context: Context | None = None
+
+
+def context() -> Context:
+    """The process-wide Context of the Functions host, from the app settings."""
+    global _context
+    if _context is None:
+        _context = Context.from_settings(load_settings(os.environ))
+    return _context
+
+
+@dataclass
+class Planned:
+    link: str
+    run_id: str | None
+    skipped: str = ""
+
+
+def plan_sync(ctx: Context, *, link_name: str | None = None, full: bool = False, dry_run: bool = False,
+              now: datetime | None = None, trigger: str = telemetry.TRIGGER_TIMER) -> list[Planned]:
+    now = now or datetime.now(UTC)
+    links = [ctx.settings.link(link_name)] if link_name else list(ctx.settings.links)
+    planned = []
+    for link in links:
+        run_id = new_run_id(now)
+        holder = ctx.ledger.acquire(link.name, run_id, now)
+        if holder:
+            telemetry.run_skipped(link.name, "run-in-progress", run_id=holder)
+            planned.append(Planned(link.name, None, f"run {holder} is still in progress"))
+            continue
+        ctx.ledger.start_run(link.name, run_id, full=full, dry_run=dry_run, now=now)
+        ctx.storage.send(LINKS_QUEUE, {"link": link.name, "run": run_id, "full": full})
+        telemetry.run_started(run_id, link.name, trigger=trigger, full=full)
+        planned.append(Planned(link.name, run_id))
+    return planned
+
+
+def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None) -> Counter[str]:
+    now = now or datetime.now(UTC)
+    link_name, run_id = message["link"], message["run"]
+    run = ctx.ledger.run(link_name, run_id)
+    if run is None or run["status"] not in ("planned", "scanning"):
+        return Counter(duplicate=1)  # already scanned: a redelivered message does nothing
+    ctx.ledger.update_run(link_name, run_id, status="scanning")
+    link = ctx.settings.link(link_name)
+    watermarks = ctx.ledger.watermarks(link_name)
+    full = bool(message.get("full")) or watermarks.last_full is None or (
+        now - watermarks.last_full > timedelta(hours=ctx.settings.full_resync_hours))
+    retries = [] if run.get("dry_run") else ctx.ledger.pending_retries(link_name)
+    try:
+        outcome = scan(link=link, settings=ctx.settings, dataverse=ctx.dataverse, mailchimp=ctx.mailchimp,
+                       watermarks=watermarks, full=full, run_id=run_id,
+                       mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
+                       retries=[row["groups"] for row in retries])
+    except LinkError as exc:
+        ctx.ledger.fail_run(link_name, run_id, str(exc), now)
+        log.error("run %s of link %s failed: %s", run_id, link_name, exc)
+        telemetry.run_finished(run_id, link_name, outcome=telemetry.OUTCOME_FAILED,
+                               duration_seconds=_seconds_since(run))
+        return Counter(failed=1)
+    if outcome.skips and not run.get("dry_run"):
+        _audit_skips(ctx, link_name, run_id, outcome.skips, now)
+    outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
+    _observe(ctx, link_name, run_id, outcome.counts, scan=True)
+    for batch in outcome.batches:
+        ctx.storage.send(BATCHES_QUEUE, batch.encode())
+    ctx.ledger.scanned(link_name, run_id, [b.batch_id for b in outcome.batches], outcome.proposed, outcome.counts)
+    ctx.ledger.clear_retries(link_name, [row["RowKey"] for row in retries])
+    log.info("run %s of link %s scanned: %d batches (full pass: %s)", run_id, link_name, len(outcome.batches), full)
+    if not outcome.batches:
+        _finalize(ctx, link_name, run_id)
+    return outcome.counts
+
+
+def reconcile_batch(ctx: Context, message: dict[str, Any]) -> BatchOutcome:
+    batch = BatchMessage.decode(message)
+    run = ctx.ledger.run(batch.link, batch.run_id) or {}
+    dry_run = bool(run.get("dry_run"))
+    outcome = ctx.reconciler().reconcile(batch, dry_run=dry_run)
+    if outcome.duplicate:
+        return outcome
+    if not dry_run:
+        _observe(ctx, batch.link, batch.run_id, outcome.counts, scan=False)
+    if dry_run:
+        planned = [p.__dict__ | {"member_last_changed": None, "records_modifiedon": None}
+                   for p in outcome.planned if p.side != "none"][:PLANNED_KEEP]
+        ctx.ledger.finish_batch(batch.link, batch.run_id, batch.batch_id, "done", outcome.counts)
+        ctx.ledger.update_planned(batch.link, batch.run_id, batch.batch_id, json.dumps(planned, default=str))
+    _finalize(ctx, batch.link, batch.run_id)
+    return outcome
+
+
+def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
+    """A batch failed maxDequeueCount times: keep its groups for the next run and let this run finish."""
+    link, run_id, batch_id = message["link"], message["run"], message["batch"]
+    if ctx.ledger.batch_state(link, run_id, batch_id) == "done":
+        return
+    ctx.ledger.record_retry(link, run_id, batch_id, _groups_payload(message))
+    members = len(BatchMessage.decode(message).groups)
+    ctx.ledger.finish_batch(link, run_id, batch_id, "dead", Counter(dead_batches=1, dead_members=members))
+    log.error("batch %s of run %s for link %s was dead-lettered; its %d members are retried by the next run",
+              batch_id, run_id, link, members)
+    telemetry.dead_lettered(link, batch_id, run_id=run_id, members=members)
+    _finalize(ctx, link, run_id)
+
+
+def dead_letter_link(ctx: Context, message: dict[str, Any]) -> None:
+    """A scan failed maxDequeueCount times: the run fails, the watermarks stay, the link is free again."""
+    ctx.ledger.fail_run(message["link"], message["run"], "the scan failed repeatedly (see the function's errors)",
+                        datetime.now(UTC))
+    log.error("run %s of link %s failed: its scan was dead-lettered", message["run"], message["link"])
+    telemetry.run_finished(message["run"], message["link"], outcome=telemetry.OUTCOME_FAILED,
+                           duration_seconds=_seconds_since(ctx.ledger.run(message["link"], message["run"])))
+
+
+def _groups_payload(message: dict[str, Any]) -> str:
+    batch = BatchMessage.decode(message)
+    return json.dumps([g.encode() for g in batch.groups], separators=(",", ":"))
+
+
+def _finalize(ctx: Context, link: str, run_id: str) -> RunSummary | None:
+    summary = ctx.ledger.try_finalize(link, run_id, datetime.now(UTC))
+    if summary is not None:
+        counts = summary.counts
+        log.info("run %s of link %s %s: %d batches", run_id, link, summary.status, summary.batches)
+        telemetry.run_finished(
+            run_id, link,
+            outcome=telemetry.OUTCOME_PARTIAL if summary.dead_batches else telemetry.OUTCOME_SUCCEEDED,
+            records_read=counts["mailchimp_read"] + counts["dataverse_read"],
+            changes_applied=counts["mailchimp_writes"] + counts["dynamics_writes"],
+            skipped=sum(v for k, v in counts.items() if k.startswith("skip:")),
+            conflicts=sum(v for k, v in counts.items() if k in CONFLICT_RULES),
+            dead_lettered=summary.dead_batches,
+            duration_seconds=((summary.finished or summary.started) - summary.started).total_seconds())
+    return summary
+
+
+CONFLICT_RULES = {"rule:both-changed-agree", "rule:both-changed-opt-out-wins", "rule:both-changed-mailchimp-newer",
+                  "rule:stale-base-opt-out-wins", "rule:first-meeting-opt-out-wins", "rule:email-conflict"}
+
+
+def _observe(ctx: Context, link: str, run_id: str, counts: Counter[str], *, scan: bool) -> None:
+    """Per-step telemetry: what was read, what changed by rule and side, what was skipped and why."""
+    if scan:
+        telemetry.records_read(link, telemetry.SIDE_MAILCHIMP, counts["mailchimp_read"], run_id=run_id)
+        telemetry.records_read(link, telemetry.SIDE_DATAVERSE, counts["dataverse_read"], run_id=run_id)
+    for key, n in counts.items():
+        if key.startswith("applied:"):
+            _, side, rule = key.split(":", 2)
+            telemetry.changes_applied(link, side, rule, n, run_id=run_id)
+        elif key.startswith("skip:"):
+            telemetry.skipped(link, key.split(":", 1)[1], n, run_id=run_id)
+    conflicts = sum(v for k, v in counts.items() if k in CONFLICT_RULES)
+    if conflicts:
+        telemetry.conflicts(link, conflicts, run_id=run_id)
+
+
+def _seconds_since(run: dict[str, Any] | None) -> float:
+    started = (run or {}).get("started")
+    return max(0.0, (datetime.now(UTC) - started).total_seconds()) if started else 0.0
+
+
+def _audit_skips(ctx: Context, link: str, run_id: str, skips: list[tuple[str, str]], now: datetime) -> None:
+    rows = [upsert({"PartitionKey": f"{link}|{now:%Y%m%d}", "RowKey": f"{run_id}|scan|{index:05d}", "when": now,
+                    "link": link, "run_id": run_id, "member_hash": "", "record_ids": json.dumps([record_id]),
+                    "side": "none", "rule": "skipped", "skipped": json.dumps([[record_id, reason]]),
+                    "detail": f"record {record_id} has no usable email address ({reason})"})
+            for index, (record_id, reason) in enumerate(skips)]
+    ctx.storage.write(CONSENT_AUDIT, rows)

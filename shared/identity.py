@@ -1,0 +1,158 @@
+"""The identity map: per link and member hash, the records it stands for and the last agreed state (the base).
+
+Bases are packed into one IdentityMap entity per link and hash prefix (4,096 shards), compressed:
+a batch of 500 neighbouring hashes reads and writes a few dozen entities instead of 500, which
+keeps storage work a small share of a run. Writes are ETag-guarded read-modify-writes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TransactionOperation, UpdateMode
+
+from shared.model import epoch, from_epoch
+from shared.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage
+
+SHARD_CHARS = 3
+POINT_READ_WORKERS = 8
+
+
+def shard_of(member_hash: str) -> str:
+    return f"s:{member_hash[:SHARD_CHARS]}"
+
+
+@dataclass
+class BaseRow:
+    """What the map knows about one member hash in one link."""
+
+    email: str
+    records: list[tuple[str, str]] = field(default_factory=list)  # (record id, kind) in the marketing list
+    member_status: str | None = None  # last agreed Mailchimp status; None: not in the audience
+    opted_out: bool = False  # last agreed Dynamics meaning
+    member_last_changed: datetime | None = None
+    records_modifiedon: datetime | None = None
+    contact_id: str | None = None
+    tagged: bool = False
+    refused: str | None = None  # why Mailchimp last refused this address, if it did
+    opted_out_records: list[str] = field(default_factory=list)  # which of the records were opted out
+
+    def encode(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"e": self.email, "r": self.records, "s": self.member_status, "o": int(self.opted_out),
+                                "m": epoch(self.member_last_changed), "d": epoch(self.records_modifiedon)}
+        for key, value in (("c", self.contact_id), ("t", int(self.tagged)), ("x", self.refused),
+                           ("p", self.opted_out_records)):
+            if value:
+                data[key] = value
+        return data
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> BaseRow:
+        return cls(data["e"], [tuple(r) for r in data.get("r", [])], data.get("s"), bool(data.get("o")),
+                   from_epoch(data.get("m")), from_epoch(data.get("d")), data.get("c"), bool(data.get("t")),
+                   data.get("x"), list(data.get("p", [])))
+
+
+@dataclass
+class _Shard:
+    bases: dict[str, dict[str, Any]]
+    etag: str | None
+
+
+class IdentityMap:
+    def __init__(self, storage: Storage) -> None:
+        self.table = storage.table(IDENTITY_MAP)
+        self.operations = 0  # storage calls made, for the run's counters
+
+    def load(self, link: str, hashes: Iterable[str]) -> dict[str, BaseRow]:
+        shards = self._read_shards(link, {shard_of(h) for h in hashes})
+        wanted = set(hashes)
+        return {h: BaseRow.decode(data) for shard in shards.values() for h, data in shard.bases.items()
+                if h in wanted}
+
+    def _read_shards(self, link: str, keys: set[str]) -> dict[str, _Shard]:
+        if not keys:
+            return {}
+        first, last = min(keys), max(keys)
+        span = int(last[2:], 16) - int(first[2:], 16) + 1
+        if span <= 4 * len(keys):  # dense: one range query beats many point reads
+            self.operations += 1
+            rows = self.table.query_entities("PartitionKey eq @p and RowKey ge @a and RowKey le @b",
+                                             parameters={"p": link, "a": first, "b": last})
+            found = {row["RowKey"]: _decode_shard(row) for row in rows if row["RowKey"] in keys}
+        else:
+            self.operations += len(keys)
+            with ThreadPoolExecutor(POINT_READ_WORKERS) as pool:
+                pairs = pool.map(lambda key: (key, self._point(link, key)), sorted(keys))
+            found = {key: shard for key, shard in pairs if shard is not None}
+        return {key: found.get(key, _Shard({}, None)) for key in keys}
+
+    def _point(self, link: str, key: str) -> _Shard | None:
+        try:
+            return _decode_shard(self.table.get_entity(link, key))
+        except ResourceNotFoundError:
+            return None
+
+    def save(self, link: str, changes: dict[str, BaseRow | None], attempts: int = 5) -> None:
+        """Writes changed bases (None deletes one), merging into the current shards; retries on ETag conflicts."""
+        by_shard: dict[str, dict[str, BaseRow | None]] = {}
+        for member_hash, row in changes.items():
+            by_shard.setdefault(shard_of(member_hash), {})[member_hash] = row
+        pending = set(by_shard)
+        for _ in range(attempts):
+            shards = self._read_shards(link, pending)
+            operations = []
+            for key in sorted(pending):
+                shard = shards[key]
+                for member_hash, row in by_shard[key].items():
+                    if row is None:
+                        shard.bases.pop(member_hash, None)
+                    else:
+                        shard.bases[member_hash] = row.encode()
+                entity = {"PartitionKey": link, "RowKey": key, "count": len(shard.bases),
+                          "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6)}
+                if shard.etag is None:
+                    operations.append((TransactionOperation.CREATE, entity))
+                else:
+                    operations.append((TransactionOperation.UPDATE, entity,
+                                       {"mode": UpdateMode.REPLACE, "etag": shard.etag,
+                                        "match_condition": MatchConditions.IfNotModified}))
+            failed = set()
+            for start in range(0, len(operations), TRANSACTION_LIMIT):
+                chunk = operations[start:start + TRANSACTION_LIMIT]
+                self.operations += 1
+                try:
+                    self.table.submit_transaction(chunk)  # type: ignore[arg-type]
+                except HttpResponseError:
+                    failed |= {op[1]["RowKey"] for op in chunk}  # a concurrent writer; re-read and merge again
+            if not failed:
+                return
+            pending = failed
+        raise RuntimeError(f"identity map shards of link {link} kept changing under this batch; it will be retried")
+
+    def iter_records(self, link: str) -> Iterable[tuple[str, list[str]]]:
+        """(member hash, record ids) for every base of the link: the full pass's view of the list."""
+        self.operations += 1
+        for row in self.table.query_entities("PartitionKey eq @p", parameters={"p": link}):
+            for member_hash, data in _decode_shard(row).bases.items():
+                if data.get("r"):
+                    yield member_hash, [r[0] for r in data["r"]]
+
+    def count(self, link: str) -> int:
+        return sum(int(row.get("count") or 0) for row in self.table.query_entities(
+            "PartitionKey eq @p", parameters={"p": link}, select=["count"]))
+
+
+def _decode_shard(entity: Any) -> _Shard:
+    payload = entity.get("bases")
+    raw = payload.value if hasattr(payload, "value") else payload
+    bases = json.loads(zlib.decompress(raw)) if raw else {}
+    return _Shard(bases, entity.metadata.get("etag") if hasattr(entity, "metadata") else None)

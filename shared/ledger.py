@@ -1,0 +1,241 @@
+"""Run bookkeeping in Table Storage: one run per link at a time, batch completion, watermarks, retries.
+
+SyncState (PartitionKey = link name):
+    "lease"          the run holding the link, and until when
+    "watermarks"     where the last completed run got to on each side, and when the last full pass was
+    "retry|<run>|<batch>"  a dead-lettered batch's groups, replayed by the next run
+SyncRuns:
+    PartitionKey = link, RowKey = run id (newest first): one row per run with its totals
+    PartitionKey = "<link>|<run id>", RowKey = batch id: one row per finished or dead-lettered batch
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.storage import SYNC_RUNS, SYNC_STATE, Storage
+
+LEASE_MINUTES = 120  # a run that has not finished by then is presumed dead and the link is free again
+
+
+def new_run_id(now: datetime) -> str:
+    # inverted seconds so the newest run sorts first in the table
+    return f"{10**10 - int(now.timestamp()):010d}-{secrets.token_hex(3)}"
+
+
+def run_started_at(run_id: str) -> datetime:
+    return datetime.fromtimestamp(10**10 - int(run_id.split("-")[0]), UTC)
+
+
+@dataclass
+class Watermarks:
+    mailchimp: datetime | None = None
+    dataverse_records: datetime | None = None
+    dataverse_members: datetime | None = None
+    last_full: datetime | None = None
+    map_rows: int = 0
+    completed_runs: int = 0
+
+    def to_entity(self) -> dict[str, Any]:
+        return {"mailchimp": _iso(self.mailchimp), "dataverse_records": _iso(self.dataverse_records),
+                "dataverse_members": _iso(self.dataverse_members), "last_full": _iso(self.last_full),
+                "map_rows": self.map_rows, "completed_runs": self.completed_runs}
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any] | None) -> Watermarks:
+        if not entity:
+            return cls()
+        return cls(_parse(entity.get("mailchimp")), _parse(entity.get("dataverse_records")),
+                   _parse(entity.get("dataverse_members")), _parse(entity.get("last_full")),
+                   int(entity.get("map_rows") or 0), int(entity.get("completed_runs") or 0))
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat() if moment else ""
+
+
+def _parse(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass
+class RunSummary:
+    link: str
+    run_id: str
+    status: str
+    started: datetime
+    finished: datetime | None
+    full: bool
+    dry_run: bool
+    batches: int
+    dead_batches: int
+    counts: Counter[str] = field(default_factory=Counter)
+    error: str = ""
+
+
+class Ledger:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.state = storage.table(SYNC_STATE)
+        self.runs = storage.table(SYNC_RUNS)
+
+    # ---- leases ---------------------------------------------------------------------------
+    def acquire(self, link: str, run_id: str, now: datetime) -> str | None:
+        """Takes the link for this run; returns None on success, else the id of the run holding it."""
+        entity = {"PartitionKey": link, "RowKey": "lease", "run_id": run_id,
+                  "expires": now + timedelta(minutes=LEASE_MINUTES)}
+        try:
+            self.state.create_entity(entity)
+            return None
+        except ResourceExistsError:
+            pass
+        current = self.state.get_entity(link, "lease")
+        if current.get("run_id") and current["expires"] > now:
+            return str(current["run_id"])
+        try:
+            self.state.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                     match_condition=MatchConditions.IfNotModified)
+            return None
+        except ResourceModifiedError:
+            return str(self.state.get_entity(link, "lease").get("run_id"))
+
+    def release(self, link: str, run_id: str) -> None:
+        try:
+            current = self.state.get_entity(link, "lease")
+        except ResourceNotFoundError:
+            return
+        if current.get("run_id") == run_id:
+            current["run_id"] = ""
+            with contextlib.suppress(ResourceModifiedError):
+                self.state.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+
+    # ---- watermarks -----------------------------------------------------------------------
+    def watermarks(self, link: str) -> Watermarks:
+        return Watermarks.from_entity(self._get(SYNC_STATE, link, "watermarks"))
+
+    def _get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
+        client = self.state if table == SYNC_STATE else self.runs
+        try:
+            return dict(client.get_entity(partition, row))
+        except ResourceNotFoundError:
+            return None
+
+    # ---- runs -----------------------------------------------------------------------------
+    def start_run(self, link: str, run_id: str, *, full: bool, dry_run: bool, now: datetime) -> None:
+        self.runs.upsert_entity({"PartitionKey": link, "RowKey": run_id, "status": "planned", "started": now,
+                                 "full": full, "dry_run": dry_run, "batches": "", "counts": "{}",
+                                 "proposed": "", "error": ""}, mode=UpdateMode.REPLACE)
+
+    def run(self, link: str, run_id: str) -> dict[str, Any] | None:
+        return self._get(SYNC_RUNS, link, run_id)
+
+    def update_run(self, link: str, run_id: str, **fields: Any) -> None:
+        self.runs.upsert_entity({"PartitionKey": link, "RowKey": run_id, **fields}, mode=UpdateMode.MERGE)
+
+    def scanned(self, link: str, run_id: str, batch_ids: list[str], proposed: Watermarks,
+                counts: Counter[str]) -> None:
+        self.update_run(link, run_id, status="reconciling", batches=json.dumps(batch_ids),
+                        proposed=json.dumps(proposed.to_entity()), scan_counts=json.dumps(counts))
+
+    def batch_state(self, link: str, run_id: str, batch_id: str) -> str | None:
+        row = self._get(SYNC_RUNS, f"{link}|{run_id}", batch_id)
+        return str(row["state"]) if row else None
+
+    def finish_batch(self, link: str, run_id: str, batch_id: str, state: str, counts: Counter[str]) -> None:
+        self.runs.upsert_entity({"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "state": state,
+                                 "counts": json.dumps(counts)}, mode=UpdateMode.REPLACE)
+
+    def update_planned(self, link: str, run_id: str, batch_id: str, planned: str) -> None:
+        self.runs.upsert_entity({"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "planned": planned[:60000]},
+                                mode=UpdateMode.MERGE)
+
+    def planned(self, link: str, run_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for row in self.runs.query_entities("PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"},
+                                            select=["planned"]):
+            if row.get("planned"):
+                found += json.loads(row["planned"])
+        return found
+
+    def try_finalize(self, link: str, run_id: str, now: datetime) -> RunSummary | None:
+        """Completes the run when every batch it listed is done or dead-lettered; idempotent."""
+        try:
+            run = self.runs.get_entity(link, run_id)
+        except ResourceNotFoundError:
+            return None
+        if run["status"] != "reconciling":
+            return None
+        expected = set(json.loads(run["batches"] or "[]"))
+        finished = {row["RowKey"]: row for row in self.runs.query_entities(
+            "PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"}, select=["RowKey", "state", "counts"])}
+        if not expected <= set(finished):
+            return None
+        counts: Counter[str] = Counter(json.loads(run.get("scan_counts") or "{}"))
+        dead = 0
+        for batch_id in expected:
+            counts.update(json.loads(finished[batch_id]["counts"]))
+            dead += finished[batch_id]["state"] == "dead"
+        run["status"] = "completed" if not dead else "completed-with-dead-letters"
+        run["finished"] = now
+        run["counts"] = json.dumps(counts)
+        run["dead_batches"] = dead
+        try:
+            self.runs.update_entity(run, mode=UpdateMode.REPLACE, etag=run.metadata["etag"],
+                                    match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            return None  # another batch finalized it first
+        if not run.get("dry_run"):
+            self._commit_watermarks(link, json.loads(run["proposed"]))
+        self.release(link, run_id)
+        return self.summary(run)
+
+    def fail_run(self, link: str, run_id: str, error: str, now: datetime) -> None:
+        self.update_run(link, run_id, status="failed", error=error[:1000], finished=now)
+        self.release(link, run_id)
+
+    def _commit_watermarks(self, link: str, proposed: dict[str, Any]) -> None:
+        current = self.watermarks(link)
+        entity = {"PartitionKey": link, "RowKey": "watermarks", **proposed,
+                  "completed_runs": current.completed_runs + 1}
+        self.state.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def summary(self, run: dict[str, Any]) -> RunSummary:
+        return RunSummary(
+            link=run["PartitionKey"], run_id=run["RowKey"], status=run["status"], started=run["started"],
+            finished=run.get("finished"), full=bool(run.get("full")), dry_run=bool(run.get("dry_run")),
+            batches=len(json.loads(run.get("batches") or "[]")), dead_batches=int(run.get("dead_batches") or 0),
+            counts=Counter(json.loads(run.get("counts") or "{}")), error=run.get("error") or "")
+
+    def latest_runs(self, link: str, limit: int = 5) -> list[RunSummary]:
+        rows = self.runs.query_entities("PartitionKey eq @p", parameters={"p": link}, results_per_page=limit)
+        found = []
+        for row in rows:
+            found.append(self.summary(dict(row)))
+            if len(found) >= limit:
+                break
+        return found
+
+    # ---- retries of dead-lettered batches -------------------------------------------------
+    def record_retry(self, link: str, run_id: str, batch_id: str, groups_payload: str) -> None:
+        self.state.upsert_entity({"PartitionKey": link, "RowKey": f"retry|{run_id}|{batch_id}",
+                                  "groups": groups_payload}, mode=UpdateMode.REPLACE)
+
+    def pending_retries(self, link: str) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.state.query_entities(
+            "PartitionKey eq @p and RowKey ge 'retry|' and RowKey lt 'retry}'", parameters={"p": link})]
+
+    def clear_retries(self, link: str, row_keys: list[str]) -> None:
+        for row_key in row_keys:
+            with contextlib.suppress(ResourceNotFoundError):
+                self.state.delete_entity(link, row_key)

@@ -1,0 +1,125 @@
+"""What a scan hands to reconcile: per member hash, the Mailchimp member and the Dynamics records.
+
+A batch travels as one queue message, so the encoding is compact (short keys, epoch seconds,
+zlib) and checked against the 64 KB limit by the scan that builds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+MEMBER_TYPES = {  # createdfromcode -> (kind, entity set, id attribute, list association)
+    1: ("account", "accounts", "accountid", "listaccount_association"),
+    2: ("contact", "contacts", "contactid", "listcontact_association"),
+    4: ("lead", "leads", "leadid", "listlead_association"),
+}
+KIND_SETS = {kind: entity_set for kind, entity_set, _, _ in MEMBER_TYPES.values()}
+
+
+def epoch(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def from_epoch(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass
+class MemberSnapshot:
+    """A member as read from Mailchimp."""
+
+    email: str
+    status: str
+    last_changed: datetime
+    contact_id: str | None = None
+
+    def encode(self) -> list[Any]:
+        return [self.email, self.status, epoch(self.last_changed), self.contact_id]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> MemberSnapshot:
+        return cls(data[0], data[1], from_epoch(data[2]) or datetime.now(UTC), data[3])
+
+
+@dataclass
+class RecordSnapshot:
+    """A Dynamics record as read from Dataverse.
+
+    ``opt_out`` holds the current value of each OPT_OUT_COLUMNS column; ``state`` is the raw statecode.
+    """
+
+    record_id: str
+    kind: str
+    email: str | None
+    opt_out: dict[str, bool]
+    modifiedon: datetime
+    state: int = 0
+    status_code: int | None = None
+
+    @property
+    def opted_out(self) -> bool:
+        return any(self.opt_out.values())
+
+    @property
+    def active(self) -> bool:
+        return self.state == 0
+
+    @property
+    def writable(self) -> bool:
+        # inactive contacts/accounts and qualified or disqualified leads are read-only in Dataverse
+        return self.state == 0
+
+    def encode(self) -> list[Any]:
+        return [self.record_id, self.kind, self.email, self.opt_out, epoch(self.modifiedon), self.state,
+                self.status_code]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> RecordSnapshot:
+        return cls(data[0], data[1], data[2], data[3], from_epoch(data[4]) or datetime.now(UTC), data[5], data[6])
+
+
+@dataclass
+class Group:
+    """Everything one batch knows about one member hash of one link."""
+
+    member_hash: str
+    email: str
+    member: MemberSnapshot | None = None
+    member_seen: bool = False  # False: the scan did not read this member (only a delta was read)
+    records: list[RecordSnapshot] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # record ids that left the marketing list
+
+    def encode(self) -> list[Any]:
+        return [self.member_hash, self.email, self.member.encode() if self.member else None, int(self.member_seen),
+                [r.encode() for r in self.records], self.removed]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> Group:
+        member = MemberSnapshot.decode(data[2]) if data[2] else None
+        return cls(data[0], data[1], member, bool(data[3]), [RecordSnapshot.decode(r) for r in data[4]], data[5])
+
+
+@dataclass
+class BatchMessage:
+    link: str
+    run_id: str
+    batch_id: str
+    fresh: bool  # the link has no identity map yet: nothing to look up
+    full: bool
+    groups: list[Group]
+
+    def encode(self) -> dict[str, Any]:
+        payload = json.dumps([g.encode() for g in self.groups], separators=(",", ":")).encode()
+        return {"link": self.link, "run": self.run_id, "batch": self.batch_id, "fresh": self.fresh,
+                "full": self.full, "groups": base64.b64encode(zlib.compress(payload, 6)).decode()}
+
+    @classmethod
+    def decode(cls, message: dict[str, Any]) -> BatchMessage:
+        groups = json.loads(zlib.decompress(base64.b64decode(message["groups"])))
+        return cls(message["link"], message["run"], message["batch"], bool(message["fresh"]), bool(message["full"]),
+                   [Group.decode(g) for g in groups])

@@ -1,0 +1,65 @@
+"""Creates what the product needs and is not there yet: storage tables and queues, Dataverse columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.consent import SUBSCRIBER_STATUS_CODES
+
+STATUS_LABELS = {"subscribed": "Subscribed", "unsubscribed": "Unsubscribed", "cleaned": "Cleaned",
+                 "pending": "Pending", "transactional": "Transactional", "archived": "Archived"}
+RECORD_TABLES = ("contact", "lead", "account")
+
+
+def label(text: str) -> dict[str, Any]:
+    return {"@odata.type": "Microsoft.Dynamics.CRM.Label",
+            "LocalizedLabels": [{"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text,
+                                 "LanguageCode": 1033}]}
+
+
+def status_column_metadata(logical_name: str) -> dict[str, Any]:
+    """A local choice column with the contract's option values."""
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        "AttributeType": "Picklist",
+        "AttributeTypeName": {"Value": "PicklistType"},
+        "SchemaName": logical_name,
+        "SourceTypeMask": 0,
+        "DisplayName": label("Subscriber Status"),
+        "Description": label("Mailchimp subscription status, written by Consent Bridge"),
+        "RequiredLevel": {"Value": "None", "CanBeChanged": True,
+                          "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"},
+        "OptionSet": {
+            "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata", "IsGlobal": False, "OptionSetType": "Picklist",
+            "Options": [{"Value": code, "Label": label(STATUS_LABELS[status])}
+                        for status, code in SUBSCRIBER_STATUS_CODES.items()],
+        },
+    }
+
+
+def provision(settings: Any, storage: Any, dataverse: Any) -> list[str]:
+    """Idempotent: returns a line per thing it created (nothing on a second call)."""
+    done = [f"created {name}" for name in storage.ensure()]
+    column = settings.subscriber_status_column
+    if column:
+        if not column.startswith(f"{settings.dataverse_prefix}_"):
+            raise ValueError(f"SUBSCRIBER_STATUS_COLUMN {column!r} must start with the publisher prefix "
+                             f"'{settings.dataverse_prefix}_' (DATAVERSE_PREFIX) to be created")
+        for table in RECORD_TABLES:
+            if not attribute_exists(dataverse, table, column):
+                dataverse.create_attribute(table, status_column_metadata(column))
+                done.append(f"created column {column} on {table}")
+    return done
+
+
+def attribute_exists(dataverse: Any, table: str, column: str) -> bool:
+    from shared.dataverse import DataverseError
+
+    try:
+        dataverse.get(f"EntityDefinitions(LogicalName='{table}')/Attributes(LogicalName='{column}')",
+                      params={"$select": "LogicalName"})
+        return True
+    except DataverseError as exc:
+        if exc.status == 404:
+            return False
+        raise

@@ -1,0 +1,473 @@
+"""Reconcile one batch: three-way merge per member hash, bulk writes to both sides, bases and audit.
+
+Order of work, so that a crash at any point loses nothing: decide; write Mailchimp (one batch
+subscribe); write Dataverse (one $batch); then store the new bases and the audit rows; then mark
+the batch done. A redelivered message whose batch is marked done writes nothing. A redelivery of
+a batch that died midway decides again from the bases, and the writes it repeats change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import consent
+from shared.identity import BaseRow, IdentityMap
+from shared.model import KIND_SETS, BatchMessage, Group, MemberSnapshot, RecordSnapshot
+from shared.storage import CONSENT_AUDIT, Storage, upsert
+
+log = logging.getLogger("consent_bridge.reconcile")
+
+UNKNOWN = "unknown"  # the member was not read and the map has never seen it
+# decisions audited even when they write nothing: a refusal to act is part of the consent history
+AUDITED_WITHOUT_WRITES = {"not-added-opted-out", "member-archived-not-revived", "resubscribe-blocked",
+                          "no-syncable-record"}
+
+
+@dataclass
+class Planned:
+    """One group's outcome, for the audit and for --dry-run."""
+
+    member_hash: str
+    rule: str
+    record_ids: list[str]
+    mailchimp_old: str | None = None
+    mailchimp_new: str | None = None
+    dynamics_old: str | None = None
+    dynamics_new: str | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    detail: str = ""
+    member_last_changed: datetime | None = None
+    records_modifiedon: datetime | None = None
+    repeated: bool = False  # the same refusal as last time, on unchanged input: already in the audit
+
+    @property
+    def side(self) -> str:
+        sides = [name for name, new in (("mailchimp", self.mailchimp_new), ("dynamics", self.dynamics_new))
+                 if new is not None]
+        return "both" if len(sides) == 2 else (sides[0] if sides else "none")
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: str
+    duplicate: bool = False
+    counts: Counter[str] = field(default_factory=Counter)
+    planned: list[Planned] = field(default_factory=list)
+
+
+@dataclass
+class _Work:
+    """One group while its batch is being reconciled."""
+
+    group: Group
+    base: BaseRow | None
+    email: str
+    member: consent.Member | str | None
+    records: list[RecordSnapshot]
+    decision: consent.Decision | None = None
+    planned: Planned | None = None
+    member_after: str | None = None
+    member_last_changed: datetime | None = None
+    mailchimp_failed: str | None = None
+    record_failures: dict[str, str] = field(default_factory=dict)
+    record_writes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tagged: bool = False
+    records_written_at: datetime | None = None
+
+
+class Reconciler:
+    def __init__(self, *, settings: Any, storage: Storage, mailchimp: Any, dataverse: Any, ledger: Any,
+                 identity: IdentityMap | None = None) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.mailchimp = mailchimp
+        self.dataverse = dataverse
+        self.ledger = ledger
+        self.identity = identity or IdentityMap(storage)
+        self.policy = consent.Policy(resubscribe=settings.resubscribe_policy,
+                                     new_member_status=settings.new_member_status)
+
+    # ---- entry point ----------------------------------------------------------------------
+    def reconcile(self, message: BatchMessage, *, dry_run: bool = False) -> BatchOutcome:
+        outcome = BatchOutcome(message.batch_id)
+        if not dry_run and self.ledger.batch_state(message.link, message.run_id, message.batch_id):
+            outcome.duplicate = True
+            return outcome
+        link = self.settings.link(message.link)
+        hashes = [g.member_hash for g in message.groups]
+        bases = {} if message.fresh else self.identity.load(link.name, hashes)
+        work = [self._prepare(g, bases.get(g.member_hash), message) for g in message.groups]
+        self._resolve_unknown(link, work)
+        for item in work:
+            self._decide(item)
+        if not dry_run:
+            self._write_mailchimp(link, work, outcome.counts)
+            self._settle_probes(link, work, outcome.counts)
+        statuses = self._statuses_elsewhere(link, work)
+        self._plan_dynamics(work, statuses)
+        if not dry_run:
+            self._write_dataverse(work, outcome.counts)
+            self._write_tags(link, work, outcome.counts)
+        outcome.planned = [self._audit_entry(item) for item in work]
+        for planned in outcome.planned:
+            outcome.counts[f"rule:{planned.rule}"] += 1
+            for _, reason in planned.skipped:
+                outcome.counts[f"skip:{reason}"] += 1
+        if dry_run:
+            return outcome
+        self._save(link.name, message, work, outcome)
+        return outcome
+
+    # ---- preparing the merge --------------------------------------------------------------
+    def _prepare(self, group: Group, base: BaseRow | None, message: BatchMessage) -> _Work:
+        email = group.email or (base.email if base else "")
+        records = list(group.records)
+        if base is not None:  # records the map knows, unchanged since (they would be in the scan otherwise)
+            seen = {r.record_id for r in records}
+            for record_id, kind in base.records:
+                if record_id not in seen and record_id not in group.removed:
+                    opted_out = record_id in base.opted_out_records
+                    records.append(RecordSnapshot(
+                        record_id, kind, email, dict.fromkeys(self.settings.opt_out_columns, opted_out),
+                        base.records_modifiedon or datetime.now(UTC), 0, None))
+        member: consent.Member | str | None
+        if group.member is not None:
+            member = _member(group.member)
+        elif group.member_seen or message.fresh:
+            member = None
+        elif base is not None:
+            member = None if base.member_status is None else consent.Member(
+                base.member_status, base.member_last_changed or datetime.now(UTC), email)
+        else:
+            member = UNKNOWN
+        return _Work(group, base, email, member, records)
+
+    def _resolve_unknown(self, link: Any, work: list[_Work]) -> None:
+        """New records whose address may already be in the audience: ask Mailchimp before deciding.
+
+        Records that are not opted out are probed by the batch subscribe itself (status_if_new only
+        touches new members); opted-out ones must not be added, so their member is read one by one.
+        """
+        for item in work:
+            if item.member != UNKNOWN:
+                continue
+            if any(not r.opted_out for r in item.records if r.active):
+                continue  # probed in _write_mailchimp
+            found = self.mailchimp.member(link.audience_id, item.group.member_hash,
+                                          fields=["email_address", "status", "last_changed", "contact_id"])
+            item.member = _member(_snapshot(found)) if found else None
+
+    def _decide(self, item: _Work) -> None:
+        member = None if item.member == UNKNOWN else item.member
+        base = None if item.base is None else consent.Base(
+            item.base.member_status, item.base.opted_out, item.base.member_last_changed,
+            item.base.records_modifiedon, frozenset(item.base.opted_out_records))
+        records = [_record(r, item.email) for r in item.records]
+        item.decision = consent.decide(member, records, base, self.policy)  # type: ignore[arg-type]
+
+    # ---- Mailchimp ------------------------------------------------------------------------
+    def _write_mailchimp(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
+        entries: list[dict[str, Any]] = []
+        for item in work:
+            write = item.decision.mailchimp if item.decision else None
+            if write is None:
+                continue
+            entry: dict[str, Any] = {"email_address": item.email}
+            if write.action == "add":
+                entry["status_if_new"] = write.status
+            else:
+                entry["status"] = write.status
+            if link.tag and item.records:
+                entry["tags"] = [link.tag]
+            entries.append(entry)
+        if not entries:
+            return
+        result = self.mailchimp.batch_subscribe(link.audience_id, entries, update_existing=True)
+        by_hash = {item.group.member_hash: item for item in work}
+        for answer, created in [(m, True) for m in result.new_members] + [(m, False) for m in result.updated_members]:
+            item = by_hash.get(consent.member_hash(answer["email_address"]))
+            if item is None:
+                continue
+            item.member_after = answer["status"]
+            item.member_last_changed = _parse_time(answer.get("last_changed"))
+            item.tagged = bool(link.tag)
+            if item.member == UNKNOWN:
+                item.member = None if created else _member(_snapshot(answer))
+                if not created:
+                    item.member_after = None  # decided again in _settle_probes
+        for error in result.errors:
+            item = by_hash.get(error.member_hash or "")
+            if item is not None:
+                item.mailchimp_failed = _refusal(error.error)
+                counts["mailchimp_refused"] += 1
+
+    def _settle_probes(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
+        """A probe found an existing member: this is a first meeting, decided again with the real status."""
+        again = [item for item in work if isinstance(item.member, consent.Member) and item.member_after is None
+                 and item.decision and item.decision.mailchimp and item.decision.mailchimp.action == "add"]
+        if not again:
+            return
+        for item in again:
+            self._decide(item)
+        followups = [item for item in again if item.decision and item.decision.mailchimp]
+        for item in again:
+            if item not in followups:
+                item.member_after = item.member.status  # type: ignore[union-attr]
+        if followups:
+            self._write_mailchimp(link, followups, counts)
+
+    # ---- Dataverse ------------------------------------------------------------------------
+    def _statuses_elsewhere(self, link: Any, work: list[_Work]) -> dict[str, list[str]]:
+        """Rule 9: the member's status in the other linked audiences, from their identity maps."""
+        others = [other for other in self.settings.links if other.name != link.name]
+        if not others:
+            return {}
+        hashes = [item.group.member_hash for item in work]
+        found: dict[str, list[str]] = {}
+        for other in others:
+            for member_hash, row in self.identity.load(other.name, hashes).items():
+                if row.member_status:
+                    found.setdefault(member_hash, []).append(row.member_status)
+        return found
+
+    def _plan_dynamics(self, work: list[_Work], statuses: dict[str, list[str]]) -> None:
+        columns = self.settings.opt_out_columns
+        status_column = self.settings.subscriber_status_column
+        for item in work:
+            decision = item.decision
+            if decision is None:
+                continue
+            current = {r.record_id: r for r in item.records}
+            member_status = item.member_after or (decision.mailchimp.status if decision.mailchimp else None) or (
+                item.member.status if isinstance(item.member, consent.Member) else None)
+            if item.mailchimp_failed:
+                member_status = item.member.status if isinstance(item.member, consent.Member) else None
+            for write in decision.records:
+                record = current.get(write.record_id)
+                if record is None or not record.writable:
+                    continue
+                body: dict[str, Any] = {}
+                if write.opted_out is not None and not item.mailchimp_failed:
+                    body.update({c: write.opted_out for c in columns if record.opt_out.get(c) != write.opted_out})
+                if status_column and member_status:
+                    combined = consent.subscriber_status_for([member_status, *statuses.get(item.group.member_hash, [])])
+                    code = consent.SUBSCRIBER_STATUS_CODES.get(combined or "")
+                    if code is not None and record.status_code != code:
+                        body[status_column] = code
+                if body:
+                    item.record_writes[write.record_id] = body
+
+    def _write_dataverse(self, work: list[_Work], counts: Counter[str]) -> None:
+        from shared.dataverse import BatchOperation
+
+        operations: list[BatchOperation] = []
+        owners: list[tuple[_Work, str]] = []
+        for item in work:
+            kinds = {r.record_id: r.kind for r in item.records}
+            for record_id, body in item.record_writes.items():
+                # the answer's modifiedon goes into the base, so the sync's own write is not mistaken later
+                # for a person's edit
+                operations.append(BatchOperation(
+                    "PATCH", f"{KIND_SETS[kinds[record_id]]}({record_id})?$select=modifiedon", body,
+                    {"If-Match": "*", "Prefer": "return=representation"}))
+                owners.append((item, record_id))
+        if not operations:
+            return
+        results = self.dataverse.batch(operations, continue_on_error=True)
+        for (item, record_id), result in zip(owners, results, strict=True):
+            if result.status >= 400:
+                item.record_failures[record_id] = _dataverse_refusal(result)
+                counts["dataverse_refused"] += 1
+            elif isinstance(result.body, dict) and result.body.get("modifiedon"):
+                written = datetime.fromisoformat(str(result.body["modifiedon"]).replace("Z", "+00:00"))
+                if item.records_written_at is None or written > item.records_written_at:
+                    item.records_written_at = written
+
+    def _write_tags(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
+        if not link.tag:
+            return
+        to_remove = [item.email for item in work if item.group.removed and item.base and item.base.tagged
+                     and not item.records and item.email]
+        to_add = [item.email for item in work if item.records and not item.tagged
+                  and not (item.base and item.base.tagged) and _member_exists(item)]
+        if to_add:
+            from shared.mailchimp import MailchimpError
+
+            try:
+                self.mailchimp.add_tag_members(link.audience_id, link.tag, to_add)
+            except MailchimpError as exc:
+                if exc.status != 404:
+                    raise
+                # the audience has no such tag yet: tagging one member creates it
+                self.mailchimp.update_member_tags(link.audience_id, consent.member_hash(to_add[0]), {link.tag: True})
+                if to_add[1:]:
+                    self.mailchimp.add_tag_members(link.audience_id, link.tag, to_add[1:])
+            added = set(to_add)
+            for item in work:
+                if item.email in added:
+                    item.tagged = True
+        if to_remove:
+            result = self.mailchimp.remove_tag_members(link.audience_id, link.tag, to_remove)
+            counts["tags_removed"] += result.changed
+
+    # ---- bases and audit ------------------------------------------------------------------
+    def _audit_entry(self, item: _Work) -> Planned:
+        decision = item.decision
+        assert decision is not None
+        member_before = item.member.status if isinstance(item.member, consent.Member) else None
+        planned = Planned(item.group.member_hash, decision.rule, [r.record_id for r in item.records],
+                          skipped=list(decision.skipped),
+                          member_last_changed=item.member.last_changed if isinstance(item.member,
+                                                                                     consent.Member) else None,
+                          records_modifiedon=max((r.modifiedon for r in item.records), default=None))
+        if decision.mailchimp and not item.mailchimp_failed:
+            planned.mailchimp_old = member_before or "absent"
+            planned.mailchimp_new = item.member_after or decision.mailchimp.status
+            if planned.mailchimp_old == planned.mailchimp_new:
+                planned.mailchimp_new = None
+        if item.mailchimp_failed:
+            planned.skipped.append((item.group.member_hash, item.mailchimp_failed))
+        written = {rid: body for rid, body in item.record_writes.items() if rid not in item.record_failures}
+        if written:
+            before = {r.record_id: r for r in item.records}
+            planned.dynamics_old = json.dumps({rid: _describe(before[rid], body) for rid, body in written.items()})
+            planned.dynamics_new = json.dumps(written)
+        planned.skipped += [(rid, reason) for rid, reason in item.record_failures.items()]
+        if item.group.removed:
+            planned.detail = f"left the marketing list: {len(item.group.removed)} record(s)"
+        base = item.base
+        planned.repeated = base is not None and planned.side == "none" and not item.group.removed and (
+            base.member_status, base.opted_out, sorted(base.opted_out_records), sorted(r[0] for r in base.records)) == (
+            decision.new_base.member_status, decision.new_base.opted_out, sorted(decision.new_base.opted_out_records),
+            sorted(r.record_id for r in item.records))
+        return planned
+
+    def _save(self, link_name: str, message: BatchMessage, work: list[_Work], outcome: BatchOutcome) -> None:
+        changes: dict[str, BaseRow | None] = {}
+        for item in work:
+            row = self._new_base(item)
+            if row is not None:
+                changes[item.group.member_hash] = row
+        self.identity.save(link_name, changes)
+        now = datetime.now(UTC)
+        audit = []
+        for index, planned in enumerate(outcome.planned):
+            if planned.side == "none" and (planned.repeated or (
+                    not planned.skipped and not planned.detail and planned.rule not in AUDITED_WITHOUT_WRITES)):
+                continue
+            audit.append(upsert({
+                "PartitionKey": f"{link_name}|{now:%Y%m%d}",
+                "RowKey": f"{message.run_id}|{message.batch_id}|{index:04d}",
+                "when": now, "link": link_name, "run_id": message.run_id, "member_hash": planned.member_hash,
+                "record_ids": json.dumps(planned.record_ids), "side": planned.side, "rule": planned.rule,
+                "mailchimp_old": planned.mailchimp_old or "", "mailchimp_new": planned.mailchimp_new or "",
+                "dynamics_old": planned.dynamics_old or "", "dynamics_new": planned.dynamics_new or "",
+                "skipped": json.dumps(planned.skipped) if planned.skipped else "", "detail": planned.detail,
+                "member_last_changed": planned.member_last_changed.isoformat() if planned.member_last_changed else "",
+                "records_modifiedon": planned.records_modifiedon.isoformat() if planned.records_modifiedon else "",
+            }))
+            outcome.counts["mailchimp_writes"] += planned.mailchimp_new is not None
+            outcome.counts["dynamics_writes"] += planned.dynamics_new is not None
+            if planned.mailchimp_new is not None:
+                outcome.counts[f"applied:mailchimp:{planned.rule}"] += 1
+            if planned.dynamics_new is not None:
+                outcome.counts[f"applied:dataverse:{planned.rule}"] += 1
+            outcome.counts["skipped"] += len(planned.skipped)
+        if audit:
+            outcome.counts["storage_calls"] += self.storage.write(CONSENT_AUDIT, audit)
+        outcome.counts["storage_calls"] += self.identity.operations
+        self.ledger.finish_batch(link_name, message.run_id, message.batch_id, "done", outcome.counts)
+
+    def _new_base(self, item: _Work) -> BaseRow | None:
+        decision = item.decision
+        assert decision is not None
+        if not item.email:
+            return None
+        records = [(r.record_id, r.kind) for r in item.records]
+        if not records and item.base is None:
+            return None  # a member who is not in the marketing list: nothing to remember
+        new = decision.new_base
+        base = item.base or BaseRow(item.email)
+        member_status = new.member_status
+        member_last_changed = item.member_last_changed or new.member_last_changed
+        if item.mailchimp_failed:
+            member_status = base.member_status if item.base else None
+            member_last_changed = base.member_last_changed
+        opted_out, opted_out_records = new.opted_out, sorted(new.opted_out_records)
+        if item.record_failures:  # what Dynamics holds now, not what was intended
+            opted_out_records = sorted(r.record_id for r in item.records if r.opted_out)
+            opted_out = bool(opted_out_records)
+        return BaseRow(
+            email=item.email, records=records, member_status=member_status, opted_out=opted_out,
+            member_last_changed=member_last_changed,
+            records_modifiedon=max(filter(None, (new.records_modifiedon, item.records_written_at)), default=None),
+            contact_id=(item.group.member.contact_id if item.group.member else None) or base.contact_id,
+            tagged=(item.tagged or base.tagged) and bool(records), refused=item.mailchimp_failed,
+            opted_out_records=opted_out_records)
+
+
+def _member(snapshot: MemberSnapshot) -> consent.Member:
+    return consent.Member(snapshot.status, snapshot.last_changed, snapshot.email)
+
+
+def _snapshot(member: dict[str, Any]) -> MemberSnapshot:
+    return MemberSnapshot(member["email_address"], member["status"],
+                          _parse_time(member.get("last_changed")) or datetime.now(UTC), member.get("contact_id"))
+
+
+def _record(record: RecordSnapshot, email: str) -> consent.Record:
+    return consent.Record(record.record_id, record.kind, record.email if record.email is not None else email,  # type: ignore[arg-type]
+                          record.opted_out, record.modifiedon, record.active, record.writable)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _member_exists(item: _Work) -> bool:
+    if item.member_after:
+        return item.member_after != "archived"
+    return isinstance(item.member, consent.Member) and item.member.status != "archived"
+
+
+def _refusal(error_text: str) -> str:
+    text = error_text.lower()
+    if "compliance" in text:
+        return "member-in-compliance-state"
+    if "forgotten" in text or "permanently deleted" in text:
+        return "forgotten-email"
+    if "fake" in text or "invalid" in text:
+        return "invalid-address"
+    return "mailchimp-refused"
+
+
+def _dataverse_refusal(result: Any) -> str:
+    message = ""
+    if isinstance(result.body, dict):
+        message = str(result.body.get("error", {}).get("message", ""))
+    lowered = message.lower()
+    if "read-only" in lowered or "readonly" in lowered or "closed" in lowered or "inactive" in lowered:
+        return "read-only-record"
+    if result.status == 404:
+        return "record-deleted"
+    return f"dataverse-refused-{result.status}"
+
+
+def _describe(record: RecordSnapshot, body: dict[str, Any]) -> dict[str, Any]:
+    before: dict[str, Any] = {}
+    for column in body:
+        before[column] = record.opt_out.get(column, record.status_code)
+    return before
+
+
+def merge_counts(counters: Iterable[Counter[str]]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return total

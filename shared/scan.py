@@ -1,0 +1,352 @@
+"""Scan one link: read both sides' changes since the watermarks, group them by member hash, emit batches.
+
+Pages are spilled to bucket files on local disk by the first characters of the member hash, then
+each bucket is grouped in memory: peak memory follows the size of one bucket, not of the list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.consent import email_problem, member_hash, normalize_email
+from shared.identity import shard_of
+from shared.ledger import Watermarks
+from shared.model import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, RecordSnapshot
+
+log = logging.getLogger("consent_bridge.scan")
+
+OVERLAP = timedelta(minutes=5)  # re-read a little before each watermark; the merge makes re-reads harmless
+BUCKETS = 64
+MAX_ENCODED_BYTES = 44_000  # a batch message stays well under the 64 KB queue limit once base64-encoded
+MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed", "members.contact_id",
+                 "total_items"]
+IDS_PER_QUERY = 150  # record ids per In(...) filter keeps the GET URL far below 32 KB
+
+
+class LinkError(RuntimeError):
+    """A link's marketing list or audience is missing or unusable; the message names the link."""
+
+
+@dataclass
+class MarketingList:
+    list_id: str
+    name: str
+    dynamic: bool
+    member_type: int
+    query: str | None
+
+    @property
+    def kind(self) -> str:
+        return MEMBER_TYPES[self.member_type][0]
+
+    @property
+    def entity_set(self) -> str:
+        return MEMBER_TYPES[self.member_type][1]
+
+    @property
+    def id_attribute(self) -> str:
+        return MEMBER_TYPES[self.member_type][2]
+
+    @property
+    def association(self) -> str:
+        return MEMBER_TYPES[self.member_type][3]
+
+
+@dataclass
+class ScanOutcome:
+    batches: list[BatchMessage]
+    proposed: Watermarks
+    counts: Counter[str] = field(default_factory=Counter)
+    skips: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason) for unusable records
+
+
+def read_marketing_list(dataverse: Any, link_name: str, list_id: str) -> MarketingList:
+    from shared.dataverse import DataverseError
+
+    try:
+        row = dataverse.get(f"lists({list_id})", params={"$select": "listname,type,createdfromcode,query,statecode"})
+    except DataverseError as exc:
+        if exc.status == 404:
+            raise LinkError(f"link {link_name}: marketing list {list_id} does not exist in Dataverse; "
+                            f"check SYNC_LINKS marketingListId") from None
+        raise
+    code = int(row.get("createdfromcode") or 0)
+    if code not in MEMBER_TYPES:
+        raise LinkError(f"link {link_name}: marketing list {list_id} has member type {code}; "
+                        f"expected 1 (account), 2 (contact) or 4 (lead)")
+    if int(row.get("statecode") or 0) != 0:
+        raise LinkError(f"link {link_name}: marketing list {list_id} is inactive; reactivate it or remove the link")
+    return MarketingList(list_id, str(row.get("listname") or ""), bool(row.get("type")), code, row.get("query"))
+
+
+def record_columns(mlist: MarketingList, opt_out_columns: tuple[str, ...], status_column: str | None) -> list[str]:
+    columns = [mlist.id_attribute, "emailaddress1", "statecode", "modifiedon", *opt_out_columns]
+    return [*columns, status_column] if status_column else columns
+
+
+def to_record(row: dict[str, Any], mlist: MarketingList, opt_out_columns: tuple[str, ...],
+              status_column: str | None) -> RecordSnapshot:
+    return RecordSnapshot(
+        record_id=str(row[mlist.id_attribute]), kind=mlist.kind, email=row.get("emailaddress1"),
+        opt_out={c: bool(row.get(c)) for c in opt_out_columns},
+        modifiedon=datetime.fromisoformat(str(row["modifiedon"]).replace("Z", "+00:00")),
+        state=int(row.get("statecode") or 0),
+        status_code=row.get(status_column) if status_column else None)
+
+
+def dynamic_fetch(query: str, mlist: MarketingList, columns: list[str], since: datetime | None) -> str:
+    """The list's own FetchXML with our columns, and a modifiedon condition for a delta read."""
+    try:
+        fetch = ET.fromstring(query)  # noqa: S314
+    except ET.ParseError as exc:
+        raise LinkError(f"dynamic marketing list {mlist.list_id} has a query that is not valid FetchXML: "
+                        f"{exc}") from None
+    entity = fetch.find("entity")
+    if entity is None or entity.get("name") != mlist.kind:
+        raise LinkError(f"dynamic marketing list {mlist.list_id}: its query must select {mlist.kind} rows")
+    for child in list(entity):
+        if child.tag in ("attribute", "all-attributes", "order"):
+            entity.remove(child)
+    for column in columns:
+        ET.SubElement(entity, "attribute", name=column)
+    ET.SubElement(entity, "order", attribute=mlist.id_attribute)
+    if since is not None:
+        wrapper = ET.Element("filter", type="and")
+        for existing in entity.findall("filter"):
+            entity.remove(existing)
+            wrapper.append(existing)
+        ET.SubElement(wrapper, "condition", attribute="modifiedon", operator="ge",
+                      value=since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        entity.append(wrapper)
+    for attribute in ("count", "page", "paging-cookie"):
+        fetch.attrib.pop(attribute, None)
+    return ET.tostring(fetch, encoding="unicode")
+
+
+def odata_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Buckets:
+    """Spills (kind, hash, payload) lines to files by hash prefix, then yields groups bucket by bucket."""
+
+    def __init__(self, directory: str) -> None:
+        self.files = [open(os.path.join(directory, f"{i:02d}.jsonl"), "w+", encoding="utf-8")  # noqa: SIM115
+                      for i in range(BUCKETS)]
+
+    def add(self, kind: str, member_hash: str, payload: Any) -> None:
+        bucket = int(member_hash[:2], 16) * BUCKETS // 256
+        self.files[bucket].write(json.dumps([kind, member_hash, payload], separators=(",", ":")) + "\n")
+
+    def groups(self, *, full: bool) -> Iterator[Group]:
+        for handle in self.files:
+            handle.seek(0)
+            groups: dict[str, Group] = {}
+            mapped: dict[str, list[str]] = {}
+            for line in handle:
+                kind, key, payload = json.loads(line)
+                if kind == "mapped":
+                    mapped[key] = payload
+                    continue
+                group = groups.get(key)
+                if kind == "retry":
+                    retried = Group.decode(payload)
+                    if group is None:
+                        groups[key] = retried
+                    else:  # a fresh read wins; keep what only the retry knows
+                        group.member = group.member or retried.member
+                        known = {r.record_id for r in group.records}
+                        group.records += [r for r in retried.records if r.record_id not in known]
+                    continue
+                if group is None:
+                    group = groups[key] = Group(key, payload[0] if kind == "member" else "", member_seen=full)
+                if kind == "member":
+                    group.member = MemberSnapshot.decode(payload)
+                    group.email = group.member.email.strip().lower()
+                    group.member_seen = True
+                else:
+                    record = RecordSnapshot.decode(payload)
+                    if all(r.record_id != record.record_id for r in group.records):
+                        group.records.append(record)
+                    group.email = group.email or normalize_email(record.email) or ""
+            for key, record_ids in mapped.items():  # full pass: mapped records no longer in the list
+                group = groups.get(key)
+                seen = {r.record_id for r in group.records} if group else set()
+                gone = [rid for rid in record_ids if rid not in seen]
+                if gone:
+                    if group is None:
+                        group = groups[key] = Group(key, "", member_seen=full)
+                    group.removed = gone
+            for key in sorted(groups):
+                yield groups[key]
+            handle.close()
+
+
+def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks: Watermarks, full: bool,
+         run_id: str, mapped_records: Callable[[], Iterator[tuple[str, list[str]]]],
+         retries: list[str]) -> ScanOutcome:
+    """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards."""
+    counts: Counter[str] = Counter()
+    skips: list[tuple[str, str]] = []
+    skipped_ids: set[str] = set()
+    fresh = watermarks.completed_runs == 0
+    mlist = read_marketing_list(dataverse, link.name, link.marketing_list_id)
+    columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
+    proposed = Watermarks(watermarks.mailchimp, watermarks.dataverse_records, watermarks.dataverse_members,
+                          watermarks.last_full, watermarks.map_rows, watermarks.completed_runs)
+    with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
+        buckets = Buckets(directory)
+
+        def add_record(row: dict[str, Any]) -> None:
+            record = to_record(row, mlist, settings.opt_out_columns, settings.subscriber_status_column)
+            counts["dataverse_read"] += 1
+            email = normalize_email(record.email)
+            if email is None:
+                if record.record_id not in skipped_ids:  # a record can be read twice (changed and newly joined)
+                    skipped_ids.add(record.record_id)
+                    skips.append((record.record_id, email_problem(record.email) or "invalid-email"))
+                return
+            buckets.add("record", member_hash(email), record.encode())
+            if proposed.dataverse_records is None or record.modifiedon > proposed.dataverse_records:
+                proposed.dataverse_records = record.modifiedon
+
+        since_records = None if full or watermarks.dataverse_records is None else \
+            watermarks.dataverse_records - OVERLAP
+        for page in _records(dataverse, mlist, columns, since_records):
+            for row in page:
+                add_record(row)
+        if not mlist.dynamic and not full and watermarks.dataverse_members is not None:
+            joined = _new_memberships(dataverse, mlist, watermarks.dataverse_members - OVERLAP, proposed)
+            for start in range(0, len(joined), IDS_PER_QUERY):
+                ids = ",".join(f"'{record_id}'" for record_id in joined[start:start + IDS_PER_QUERY])
+                in_filter = f"Microsoft.Dynamics.CRM.In(PropertyName='{mlist.id_attribute}',PropertyValues=[{ids}])"
+                for page in dataverse.iter_pages(mlist.entity_set, select=columns, filter=in_filter):
+                    for row in page:
+                        add_record(row)
+        elif not mlist.dynamic and proposed.dataverse_members is None:
+            proposed.dataverse_members = proposed.dataverse_records
+
+        since_members = None if full or watermarks.mailchimp is None else watermarks.mailchimp - OVERLAP
+        for page in _member_pages(mailchimp, link, since_members):
+            for member in page:
+                snapshot = MemberSnapshot(member["email_address"], member["status"],
+                                          datetime.fromisoformat(member["last_changed"]), member.get("contact_id"))
+                counts["mailchimp_read"] += 1
+                buckets.add("member", member_hash(snapshot.email), snapshot.encode())
+                if proposed.mailchimp is None or snapshot.last_changed > proposed.mailchimp:
+                    proposed.mailchimp = snapshot.last_changed
+
+        for payload in retries:
+            for group in json.loads(payload):
+                buckets.add("retry", group[0], group)
+                counts["retried"] += 1
+
+        map_rows = 0
+        if full and not fresh:
+            for key, record_ids in mapped_records():
+                buckets.add("mapped", key, record_ids)
+                map_rows += 1
+
+        batches = list(_batches(buckets.groups(full=full), link.name, run_id, fresh=fresh, full=full,
+                                size=settings.batch_size, counts=counts, keep_unmatched=not fresh))
+    if full:
+        proposed.last_full = datetime.now(proposed.mailchimp.tzinfo if proposed.mailchimp else None) \
+            if proposed.mailchimp else _utcnow()
+        proposed.map_rows = map_rows
+    counts["batches"] = len(batches)
+    return ScanOutcome(batches, proposed, counts, skips)
+
+
+def _utcnow() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
+
+
+def _records(dataverse: Any, mlist: MarketingList, columns: list[str],
+             since: datetime | None) -> Iterator[list[dict[str, Any]]]:
+    if mlist.dynamic:
+        if not mlist.query:
+            raise LinkError(f"dynamic marketing list {mlist.list_id} has no query")
+        yield from dataverse.iter_fetchxml(mlist.entity_set, dynamic_fetch(mlist.query, mlist, columns, since))
+        return
+    member_filter = f"{mlist.association}/any(l:l/listid eq {mlist.list_id})"
+    if since is not None:
+        member_filter += f" and modifiedon ge {odata_time(since)}"
+    yield from dataverse.iter_pages(mlist.entity_set, select=columns, filter=member_filter)
+
+
+def _new_memberships(dataverse: Any, mlist: MarketingList, since: datetime, proposed: Watermarks) -> list[str]:
+    joined: list[str] = []
+    for page in dataverse.iter_pages("listmembers", select=["_entityid_value", "createdon"],
+                                     filter=f"_listid_value eq {mlist.list_id} and createdon ge {odata_time(since)}"):
+        for row in page:
+            joined.append(str(row["_entityid_value"]))
+            created = datetime.fromisoformat(str(row["createdon"]).replace("Z", "+00:00"))
+            if proposed.dataverse_members is None or created > proposed.dataverse_members:
+                proposed.dataverse_members = created
+    return joined
+
+
+def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
+    from shared.mailchimp import MailchimpError
+
+    try:
+        yield from mailchimp.iter_member_pages(link.audience_id, since_last_changed=since, fields=MEMBER_FIELDS,
+                                               newest_first=True)
+    except MailchimpError as exc:
+        if exc.status == 404:
+            raise LinkError(f"link {link.name}: Mailchimp audience {link.audience_id} does not exist; "
+                            f"check SYNC_LINKS audienceId") from None
+        raise
+
+
+def _batches(groups: Iterator[Group], link: str, run_id: str, *, fresh: bool, full: bool, size: int,
+             counts: Counter[str], keep_unmatched: bool) -> Iterator[BatchMessage]:
+    pending: list[Group] = []
+    number = 0
+
+    def emit(chunk: list[Group]) -> Iterator[BatchMessage]:
+        nonlocal number
+        message = BatchMessage(link, run_id, "", fresh, full, chunk)
+        encoded = message.encode()
+        if len(encoded["groups"]) > MAX_ENCODED_BYTES and len(chunk) > 1:
+            half = len(chunk) // 2
+            yield from emit(chunk[:half])
+            yield from emit(chunk[half:])
+            return
+        number += 1
+        digest = hashlib.sha1(encoded["groups"].encode(), usedforsecurity=False).hexdigest()[:10]
+        message.batch_id = f"b{number:05d}-{digest}"
+        yield message
+
+    for group in groups:
+        if not group.records and not group.removed and not keep_unmatched:
+            counts["mailchimp_only"] += 1  # a member of the audience who is not in the marketing list
+            continue
+        pending.append(group)
+        if len(pending) >= size:
+            cut = _shard_boundary(pending)
+            yield from emit(pending[:cut])
+            pending = pending[cut:]
+    if pending:
+        yield from emit(pending)
+
+
+def _shard_boundary(groups: list[Group]) -> int:
+    """Where to cut a full batch so that no identity-map shard is split between two batches, if possible."""
+    last = shard_of(groups[-1].member_hash)
+    for index in range(len(groups) - 1, len(groups) // 2, -1):
+        if shard_of(groups[index - 1].member_hash) != last:
+            return index if shard_of(groups[index].member_hash) == last else len(groups)
+    return len(groups)
