@@ -1,0 +1,154 @@
+"""The main job: a real sync.
+
+With credentials in the environment (or a local.settings.json), it runs `python -m shared.cli sync`
+against the real services. Without them it builds the local world (Azurite and both emulators),
+seeds a realistic scenario, syncs, changes things on both sides as people would, syncs again and
+prints what changed and why, as the ConsentAudit table records it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WHY = {
+    "new-member": "is new in the marketing list and not in the audience: added to Mailchimp",
+    "not-added-opted-out": "is new in the marketing list but opted out in Dynamics: not added to Mailchimp",
+    "mailchimp-changed": "changed status in Mailchimp: Dynamics now says the same",
+    "dynamics-opt-out": "opted out in Dynamics: unsubscribed in Mailchimp",
+    "dynamics-opt-in": "opted in again in Dynamics while still subscribed in Mailchimp: nothing to send",
+    "resubscribe-blocked": "was opted in again in Dynamics, but unsubscribed in Mailchimp: never re-subscribed "
+                           "automatically, so the opt-out is restored in Dynamics",
+    "resubscribe-confirm": "was opted in again in Dynamics after unsubscribing: set to pending, Mailchimp emails "
+                           "a confirmation and only the person's click subscribes them",
+    "first-meeting-agree": "met for the first time and both sides agree: the status column is filled in",
+    "first-meeting-opt-out-wins": "met for the first time and the sides disagree: the opt-out wins on both sides",
+    "both-changed-agree": "changed on both sides to the same meaning",
+    "both-changed-opt-out-wins": "changed on both sides differently: the opt-out wins",
+    "both-changed-mailchimp-newer": "re-subscribed through Mailchimp after the Dynamics change: Mailchimp wins",
+    "stale-base-opt-out-wins": "disagreed with the last agreed state on both sides: the opt-out wins",
+    "member-archived-not-revived": "is archived in Mailchimp: not brought back",
+    "no-syncable-record": "has no record that can be written (inactive, read-only or no valid address)",
+    "skipped": "was skipped",
+}
+COLUMN_NAMES = {"donotbulkemail": "Do not allow Bulk Emails", "donotsendmm": "Send Marketing Materials",
+                "cbr_subscriberstatus": "Subscriber Status"}
+STATUS_NAMES = {100000000: "Subscribed", 100000001: "Unsubscribed", 100000002: "Cleaned", 100000003: "Pending",
+                100000004: "Transactional", 100000005: "Archived"}
+
+
+def has_credentials() -> bool:
+    if os.environ.get("MAILCHIMP_API_KEY") and os.environ.get("DATAVERSE_URL"):
+        return True
+    return (ROOT / "local.settings.json").exists()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a sync: for real with credentials, else on the local world")
+    parser.add_argument("--local", action="store_true", help="use the local world even if credentials are set")
+    args = parser.parse_args(argv)
+    if has_credentials() and not args.local:
+        from shared.cli import main as cli
+
+        settings = ["--settings", str(ROOT / "local.settings.json")] if (ROOT / "local.settings.json").exists() else []
+        return cli([*settings, "sync"])
+    return local_demo()
+
+
+def local_demo() -> int:
+    from demo import changes, scenario
+    from emulators.world import LocalWorld
+    from shared.cli import run_sync
+    from shared.engine import Context
+    from shared.provision import provision
+    from shared.settings import load_settings
+
+    print("Consent Bridge, on the local world (no credentials set): Azurite and the Mailchimp and Dataverse "
+          "emulators on loopback.\n")
+    with LocalWorld() as world:
+        story = scenario.build()
+        world.dataverse_admin.seed(story.dataverse_seed())
+        world.mailchimp_admin.seed(story.mailchimp_seed())
+        print(f"Seeded {len(story.contacts)} contacts and {len(story.leads)} leads in two marketing lists, and "
+              f"{len(story.mailchimp_members)} members in two Mailchimp audiences.\n")
+        settings = load_settings(world.settings_env(scenario.LINKS))
+        ctx = Context.from_settings(settings)
+        for line in provision(settings, ctx.storage, ctx.dataverse):
+            print(f"provision: {line}")
+        print("\n== First sync: both sides meet ==")
+        started = time.monotonic()
+        code = run_sync(ctx, sys.stdout, progress=lambda _: None)
+        print(f"(took {time.monotonic() - started:.1f}s)")
+        print_rules(ctx, scenario.LINKS)
+        print("\n== Meanwhile, people and users change things ==")
+        for line in changes.apply(world, story):
+            print(f"- {line}")
+        print("\n== Second sync: the changes flow ==")
+        code = max(code, run_sync(ctx, sys.stdout, progress=lambda _: None))
+        print("\nWhat changed and why (from the ConsentAudit table):")
+        for link in scenario.LINKS:
+            for line in audit_lines(ctx, link["name"]):
+                print(f"  {line}")
+        print(f"\nMailchimp calls: {sum(world.mailchimp_admin.calls().values())}, "
+              f"Dataverse calls: {sum(world.dataverse_admin.calls().values())} (both runs, including provisioning)")
+    return code
+
+
+def print_rules(ctx: Any, links: list[dict[str, Any]]) -> None:
+    for link in links:
+        run = ctx.ledger.latest_runs(link["name"], 1)[0]
+        rules = sorted(((k.split(":", 1)[1], v) for k, v in run.counts.items() if k.startswith("rule:")),
+                       key=lambda kv: -kv[1])
+        print(f"  {link['name']}: " + "; ".join(f"{n} {WHY.get(rule, rule).split(':')[0]} ({rule})"
+                                                 for rule, n in rules if rule != "no-change"))
+
+
+def audit_lines(ctx: Any, link: str) -> list[str]:
+    from shared.storage import CONSENT_AUDIT
+
+    run = ctx.ledger.latest_runs(link, 1)[0]
+    rows = ctx.storage.query(CONSENT_AUDIT, "RowKey ge @a and RowKey lt @b and link eq @l",
+                             {"a": f"{run.run_id}|", "b": f"{run.run_id}}}", "l": link})
+    lines = []
+    for row in rows:
+        who = f"member {row['member_hash'][:8]}" if row["member_hash"] else "a record"
+        records = json.loads(row["record_ids"] or "[]")
+        text = f"{link}: {who} {WHY.get(row['rule'], row['rule'])}"
+        if row.get("mailchimp_new"):
+            text += f"; Mailchimp {row['mailchimp_old']} → {row['mailchimp_new']}"
+        if row.get("dynamics_new"):
+            text += "; Dynamics " + describe_dynamics(json.loads(row["dynamics_new"]))
+        if row.get("skipped"):
+            reasons = sorted({reason for _, reason in json.loads(row["skipped"])})
+            text += f"; skipped ({', '.join(reasons)})"
+        if row.get("detail"):
+            text += f"; {row['detail']}"
+        lines.append(f"{text} [records {', '.join(r[:8] for r in records)}]")
+    return lines or [f"{link}: nothing changed"]
+
+
+def describe_dynamics(writes: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for body in list(writes.values())[:1]:
+        for column, value in body.items():
+            name = COLUMN_NAMES.get(column, column)
+            if column == "donotbulkemail":
+                value = "Do Not Allow" if value else "Allow"
+            elif column == "donotsendmm":
+                value = "Do Not Send" if value else "Send"
+            else:
+                value = STATUS_NAMES.get(value, value)
+            parts.append(f"{name} = {value}")
+    suffix = f" on {len(writes)} records" if len(writes) > 1 else ""
+    return ", ".join(parts) + suffix
+
+
+if __name__ == "__main__":
+    sys.exit(main())
