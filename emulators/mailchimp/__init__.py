@@ -103,6 +103,13 @@ Admin API (beyond the base's /_admin routes)
                                         "reason"? (unsubscribe)} or {"events": [...]}; a hard bounce cleans the
                                         member and an unsubscribe unsubscribes them (both move last_changed)
 
+Not reproduced: webhook deliveries (and the validation GET), batch webhooks, the 500-pending-batches
+limit, datacenter checks of the key against the host, 403 roles, the "signed up to a lot of lists"
+throttle, merge-field type checks beyond number and address, marketing permissions, member notes,
+activity feeds, e-commerce data, saved (condition) segments, the X-Trigger-Error header and method
+override; operations of a batch run in order; a GET without ``count`` in a batch is split into pages
+but each page is one result entry; ``unsubscribed_since`` compares with ``last_changed``.
+
 Faults (base ``/_admin/faults``) in Mailchimp's shapes: "429" problem+json TooManyRequests, "429-empty"
 (no body, no content type: the 3.0.80 client returns the raw Response), "500" InternalServerError,
 "503", "502-html" (an HTML page, as from the CDN), and any other status as problem+json.

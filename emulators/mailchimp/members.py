@@ -1,7 +1,7 @@
 """The member rules: what each write endpoint accepts, refuses and changes.
 
 Everything here is plain Python over an ``Audience``; the HTTP layer (``emulator.py``) only parses the
-request, takes the lock and renders the result. A refused write raises ``Problem`` before it changes
+request, takes the lock and renders the result. A refused write raises ``ApiError`` before it changes
 anything, so a failed call leaves the member exactly as it was.
 """
 
