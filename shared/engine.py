@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import telemetry
-from shared.identity import IdentityMap
+from shared.identity import AliasIndex, IdentityMap
 from shared.ledger import Ledger, RunSummary, new_run_id
 from shared.model import BatchMessage
 from shared.reconcile import BatchOutcome, Reconciler
@@ -110,7 +110,9 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
         outcome = scan(link=link, settings=ctx.settings, dataverse=ctx.dataverse, mailchimp=ctx.mailchimp,
                        watermarks=watermarks, full=full, run_id=run_id,
                        mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
-                       retries=[row["groups"] for row in retries])
+                       retries=[row["groups"] for row in retries],
+                       indexes=None if run.get("dry_run") else (AliasIndex(ctx.storage, link_name, "records"),
+                                                                AliasIndex(ctx.storage, link_name, "contacts")))
     except LinkError as exc:
         ctx.ledger.fail_run(link_name, run_id, str(exc), now)
         log.error("run %s of link %s failed: %s", run_id, link_name, exc)

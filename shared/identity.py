@@ -156,3 +156,78 @@ def _decode_shard(entity: Any) -> _Shard:
     raw = payload.value if hasattr(payload, "value") else payload
     bases = json.loads(zlib.decompress(raw)) if raw else {}
     return _Shard(bases, entity.metadata.get("etag") if hasattr(entity, "metadata") else None)
+
+
+class AliasIndex:
+    """Where a record id (or a Mailchimp contact_id) pointed last: key -> member hash, per link.
+
+    Packed like the bases: one entity per 3-character key prefix, in partition ``<link>|<kind>``. The scan
+    reads it to notice an address change (a record, or a Mailchimp contact, now under another hash);
+    entries are written for keys never seen before, and by reconcile once it has applied a move.
+    """
+
+    def __init__(self, storage: Storage, link: str, kind: str) -> None:
+        self.table = storage.table(IDENTITY_MAP)
+        self.partition = f"{link}|{kind}"  # table keys may not contain # / \ ?
+        self.operations = 0
+
+    @staticmethod
+    def shard(key: str) -> str:
+        return f"s:{key[:SHARD_CHARS].lower()}"
+
+    def read_range(self, first_shard: str, last_shard: str) -> dict[str, str]:
+        self.operations += 1
+        found: dict[str, str] = {}
+        for row in self.table.query_entities("PartitionKey eq @p and RowKey ge @a and RowKey le @b",
+                                             parameters={"p": self.partition, "a": first_shard, "b": last_shard}):
+            found.update(_decode_shard(row).bases)
+        return found
+
+    def update(self, entries: dict[str, str], attempts: int = 5) -> None:
+        """Sets key -> hash for these keys, merging into the stored shards (ETag-guarded)."""
+        by_shard: dict[str, dict[str, str]] = {}
+        for key, member_hash in entries.items():
+            by_shard.setdefault(self.shard(key), {})[key] = member_hash
+        pending = set(by_shard)
+        for _ in range(attempts):
+            failed: set[str] = set()
+            keys = sorted(pending)
+            current: dict[str, _Shard] = {}
+            for start in range(0, len(keys), TRANSACTION_LIMIT):
+                chunk = keys[start:start + TRANSACTION_LIMIT]
+                self.operations += 1
+                rows = self.table.query_entities("PartitionKey eq @p and RowKey ge @a and RowKey le @b",
+                                                 parameters={"p": self.partition, "a": chunk[0], "b": chunk[-1]})
+                current.update({row["RowKey"]: _decode_shard(row) for row in rows if row["RowKey"] in pending})
+                operations = []
+                for key in chunk:
+                    shard = current.get(key, _Shard({}, None))
+                    shard.bases.update(by_shard[key])
+                    entity = {"PartitionKey": self.partition, "RowKey": key, "count": len(shard.bases),
+                              "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6)}
+                    if shard.etag is None:
+                        operations.append((TransactionOperation.CREATE, entity))
+                    else:
+                        operations.append((TransactionOperation.UPDATE, entity,
+                                           {"mode": UpdateMode.REPLACE, "etag": shard.etag,
+                                            "match_condition": MatchConditions.IfNotModified}))
+                self.operations += 1
+                try:
+                    self.table.submit_transaction(operations)  # type: ignore[arg-type]
+                except HttpResponseError:
+                    failed |= set(chunk)
+            if not failed:
+                return
+            pending = failed
+        raise RuntimeError(f"the {self.partition} index kept changing under this batch; it will be retried")
+
+    def get(self, keys: Iterable[str]) -> dict[str, str]:
+        wanted = set(keys)
+        shards = sorted({self.shard(k) for k in wanted})
+        found: dict[str, str] = {}
+        for start in range(0, len(shards), 50):
+            chunk = shards[start:start + 50]
+            for key, value in self.read_range(chunk[0], chunk[-1]).items():
+                if key in wanted:
+                    found[key] = value
+        return found

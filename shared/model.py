@@ -93,15 +93,20 @@ class Group:
     member_seen: bool = False  # False: the scan did not read this member (only a delta was read)
     records: list[RecordSnapshot] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # record ids that left the marketing list
+    moved: list[list[str]] = field(default_factory=list)  # [record id, old member hash]: address changed in Dynamics
+    renamed_from: str | None = None  # old member hash: the member's address changed in Mailchimp
 
     def encode(self) -> list[Any]:
         return [self.member_hash, self.email, self.member.encode() if self.member else None, int(self.member_seen),
-                [r.encode() for r in self.records], self.removed]
+                [r.encode() for r in self.records], self.removed, self.moved, self.renamed_from]
 
     @classmethod
     def decode(cls, data: list[Any]) -> Group:
         member = MemberSnapshot.decode(data[2]) if data[2] else None
-        return cls(data[0], data[1], member, bool(data[3]), [RecordSnapshot.decode(r) for r in data[4]], data[5])
+        moved = data[6] if len(data) > 6 else []
+        renamed = data[7] if len(data) > 7 else None
+        return cls(data[0], data[1], member, bool(data[3]), [RecordSnapshot.decode(r) for r in data[4]], data[5],
+                   moved, renamed)
 
 
 @dataclass

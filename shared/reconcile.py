@@ -12,12 +12,12 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from shared import consent
-from shared.identity import BaseRow, IdentityMap
+from shared.identity import AliasIndex, BaseRow, IdentityMap
 from shared.model import KIND_SETS, BatchMessage, Group, MemberSnapshot, RecordSnapshot
 from shared.storage import CONSENT_AUDIT, Storage, upsert
 
@@ -62,6 +62,18 @@ class BatchOutcome:
 
 
 @dataclass
+class Moves:
+    """Address changes applied in one batch (rule 5), to be stored with the batch's bases."""
+
+    bases: dict[str, BaseRow | None] = field(default_factory=dict)  # old hashes rewritten or deleted
+    gone: set[str] = field(default_factory=set)  # old hashes whose person now lives under another hash
+    records: dict[str, str] = field(default_factory=dict)  # record id -> its hash now
+    contacts: dict[str, str] = field(default_factory=dict)  # Mailchimp contact_id -> its hash now
+    email_writes: dict[str, str] = field(default_factory=dict)  # record id -> the address Mailchimp now has
+    audits: list[Planned] = field(default_factory=list)
+
+
+@dataclass
 class _Work:
     """One group while its batch is being reconciled."""
 
@@ -79,6 +91,7 @@ class _Work:
     record_writes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tagged: bool = False
     records_written_at: datetime | None = None
+    email_writes: dict[str, str] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -101,8 +114,19 @@ class Reconciler:
             return outcome
         link = self.settings.link(message.link)
         hashes = [g.member_hash for g in message.groups]
-        bases = {} if message.fresh else self.identity.load(link.name, hashes)
-        work = [self._prepare(g, bases.get(g.member_hash), message) for g in message.groups]
+        old_hashes = [h for g in message.groups for h in [*(m[1] for m in g.moved), g.renamed_from] if h]
+        bases = {} if message.fresh else self.identity.load(link.name, [*hashes, *old_hashes])
+        moves = Moves()
+        for group in message.groups:
+            if group.renamed_from:
+                self._mailchimp_address_change(group, bases, moves)
+            for record_id, old_hash in group.moved:
+                self._dynamics_address_change(link, group, record_id, old_hash, bases, moves, dry_run=dry_run)
+        groups = [g for g in message.groups if g.member_hash not in moves.gone]
+        work = [self._prepare(g, bases.get(g.member_hash), message) for g in groups]
+        for item in work:
+            item.email_writes = {rid: email for rid, email in moves.email_writes.items()
+                                 if any(r.record_id == rid for r in item.records)}
         self._resolve_unknown(link, work)
         for item in work:
             self._decide(item)
@@ -114,15 +138,82 @@ class Reconciler:
         if not dry_run:
             self._write_dataverse(work, outcome.counts)
             self._write_tags(link, work, outcome.counts)
-        outcome.planned = [self._audit_entry(item) for item in work]
+        outcome.planned = [*moves.audits, *(self._audit_entry(item) for item in work)]
         for planned in outcome.planned:
             outcome.counts[f"rule:{planned.rule}"] += 1
             for _, reason in planned.skipped:
                 outcome.counts[f"skip:{reason}"] += 1
         if dry_run:
             return outcome
-        self._save(link.name, message, work, outcome)
+        self._save(link.name, message, work, outcome, moves)
         return outcome
+
+    # ---- address changes (rule 5) ---------------------------------------------------------
+    def _mailchimp_address_change(self, group: Group, bases: dict[str, BaseRow], moves: Moves) -> None:
+        """The member's address changed in Mailchimp: the mapped records follow it, and so does their base."""
+        old = bases.get(group.renamed_from or "")
+        if group.member and group.member.contact_id:
+            moves.contacts[group.member.contact_id] = group.member_hash
+        if old is None or not old.records:
+            return
+        new = bases.get(group.member_hash)
+        records = [*(new.records if new else []), *(r for r in old.records if not new or r not in new.records)]
+        bases[group.member_hash] = replace(new or old, email=group.email, records=records)
+        moves.gone.add(old_hash := group.renamed_from or "")
+        moves.bases[old_hash] = None
+        for record_id, _ in old.records:
+            moves.email_writes[record_id] = group.email
+            moves.records[record_id] = group.member_hash
+        moves.audits.append(Planned(group.member_hash, "email-changed-in-mailchimp", [r[0] for r in old.records],
+                                    mailchimp_old=f"member {old_hash}", detail="the records take the new address"))
+
+    def _dynamics_address_change(self, link: Any, group: Group, record_id: str, old_hash: str,
+                                 bases: dict[str, BaseRow], moves: Moves, *, dry_run: bool) -> None:
+        """A record's address changed in Dynamics: the member it alone stood for changes address with it."""
+        from shared.mailchimp import MailchimpError
+
+        moves.records[record_id] = group.member_hash
+        old = bases.get(old_hash)
+        if old is None:
+            return
+        others = [r for r in old.records if r[0] != record_id]
+        member_there = old.member_status not in (None, "archived")
+        if others or not member_there:  # the old member stays for the others; this record is new at its address
+            moves.bases[old_hash] = replace(old, records=others)
+            return
+        target = bases.get(group.member_hash)
+        if group.member is not None or (target is not None and target.member_status):
+            moves.bases[old_hash] = replace(old, records=[])
+            moves.audits.append(Planned(group.member_hash, "email-conflict", [record_id],
+                                        detail=f"the new address is already a member; member {old_hash} keeps its "
+                                               "address"))
+            return
+        if dry_run:
+            moves.audits.append(Planned(group.member_hash, "email-changed-in-dynamics", [record_id],
+                                        mailchimp_old=f"member {old_hash}",
+                                        mailchimp_new=f"member {group.member_hash}"))
+            return
+        try:
+            answer = self.mailchimp.update_member(link.audience_id, old_hash, {"email_address": group.email})
+        except MailchimpError as exc:
+            if not exc.is_member_refusal:
+                raise
+            moves.bases[old_hash] = replace(old, records=[])
+            moves.audits.append(Planned(group.member_hash, "email-change-refused", [record_id],
+                                        skipped=[(old_hash, _refusal(exc.title + " " + exc.detail))]))
+            return
+        changed = _parse_time(answer.get("last_changed"))
+        group.member = MemberSnapshot(group.email, answer["status"], changed or datetime.now(UTC),
+                                      answer.get("contact_id") or old.contact_id)
+        group.member_seen = True
+        bases[group.member_hash] = replace(old, email=group.email, member_last_changed=changed,
+                                           contact_id=group.member.contact_id)
+        moves.gone.add(old_hash)
+        moves.bases[old_hash] = None
+        if group.member.contact_id:
+            moves.contacts[group.member.contact_id] = group.member_hash
+        moves.audits.append(Planned(group.member_hash, "email-changed-in-dynamics", [record_id],
+                                    mailchimp_old=f"member {old_hash}", mailchimp_new=f"member {group.member_hash}"))
 
     # ---- preparing the merge --------------------------------------------------------------
     def _prepare(self, group: Group, base: BaseRow | None, message: BatchMessage) -> _Work:
@@ -262,6 +353,10 @@ class Reconciler:
                         body[status_column] = code
                 if body:
                     item.record_writes[write.record_id] = body
+            for record_id, email in item.email_writes.items():
+                record = current.get(record_id)
+                if record is not None and record.writable:
+                    item.record_writes.setdefault(record_id, {})["emailaddress1"] = email
 
     def _write_dataverse(self, work: list[_Work], counts: Counter[str]) -> None:
         from shared.dataverse import BatchOperation
@@ -348,13 +443,19 @@ class Reconciler:
             sorted(r.record_id for r in item.records))
         return planned
 
-    def _save(self, link_name: str, message: BatchMessage, work: list[_Work], outcome: BatchOutcome) -> None:
-        changes: dict[str, BaseRow | None] = {}
+    def _save(self, link_name: str, message: BatchMessage, work: list[_Work], outcome: BatchOutcome,
+              moves: Moves) -> None:
+        changes: dict[str, BaseRow | None] = dict(moves.bases)
         for item in work:
             row = self._new_base(item)
             if row is not None:
                 changes[item.group.member_hash] = row
         self.identity.save(link_name, changes)
+        for kind, entries in (("records", moves.records), ("contacts", moves.contacts)):
+            if entries:
+                index = AliasIndex(self.storage, link_name, kind)
+                index.update(entries)
+                outcome.counts["storage_calls"] += index.operations
         now = datetime.now(UTC)
         audit = []
         for index, planned in enumerate(outcome.planned):

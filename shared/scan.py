@@ -137,6 +137,46 @@ def odata_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class AliasSpill:
+    """(key, member hash) pairs of one kind (record ids, Mailchimp contact ids), spilled by key prefix,
+    then compared with the stored index one bucket at a time: a key under a new hash is an address change."""
+
+    def __init__(self, directory: str, kind: str) -> None:
+        self.directory = directory
+        self.kind = kind
+        self.files: dict[str, Any] = {}
+
+    def add(self, key: str, under: str) -> None:
+        first = key[:1].lower()
+        handle = self.files.get(first)
+        if handle is None:
+            handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
+                os.path.join(self.directory, f"{self.kind}-{ord(first):03d}.txt"), "w+", encoding="utf-8")
+        handle.write(f"{key}\t{under}\n")
+
+    def resolve(self, index: Any, *, fresh: bool, on_move: Callable[[str, str, str], None]) -> int:
+        """Calls on_move(key, new hash, old hash) for every key now under another hash; records new keys.
+
+        Returns the number of keys seen for the first time (written to the index now: they had no entry, so
+        nothing is lost if the run stops; moved keys are rewritten by reconcile once the move is applied).
+        """
+        new_keys = 0
+        for first, handle in sorted(self.files.items()):
+            handle.seek(0)
+            current = dict(line.rstrip("\n").split("\t") for line in handle)
+            handle.close()
+            known = {} if fresh else index.read_range(f"s:{first}", f"s:{first}~")
+            fresh_entries = {key: h for key, h in current.items() if key not in known}
+            for key, now_under in current.items():
+                old = known.get(key)
+                if old is not None and old != now_under:
+                    on_move(key, now_under, old)
+            if fresh_entries:
+                index.update(fresh_entries)
+                new_keys += len(fresh_entries)
+        return new_keys
+
+
 class Buckets:
     """Spills (kind, hash, payload) lines to files by hash prefix, then yields groups bucket by bucket."""
 
@@ -157,6 +197,13 @@ class Buckets:
                 kind, key, payload = json.loads(line)
                 if kind == "mapped":
                     mapped[key] = payload
+                    continue
+                if kind in ("moved", "renamed"):
+                    group = groups.get(key) or groups.setdefault(key, Group(key, "", member_seen=full))
+                    if kind == "moved" and payload not in group.moved:
+                        group.moved.append(payload)
+                    elif kind == "renamed":
+                        group.renamed_from = payload
                     continue
                 group = groups.get(key)
                 if kind == "retry":
@@ -194,7 +241,7 @@ class Buckets:
 
 def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks: Watermarks, full: bool,
          run_id: str, mapped_records: Callable[[], Iterator[tuple[str, list[str]]]],
-         retries: list[str]) -> ScanOutcome:
+         retries: list[str], indexes: tuple[Any, Any] | None = None) -> ScanOutcome:
     """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards."""
     counts: Counter[str] = Counter()
     skips: list[tuple[str, str]] = []
@@ -206,6 +253,8 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                           watermarks.last_full, watermarks.map_rows, watermarks.completed_runs)
     with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
         buckets = Buckets(directory)
+        record_aliases = AliasSpill(directory, "records")
+        contact_aliases = AliasSpill(directory, "contacts")
 
         def add_record(row: dict[str, Any]) -> None:
             record = to_record(row, mlist, settings.opt_out_columns, settings.subscriber_status_column)
@@ -217,6 +266,7 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                     skips.append((record.record_id, email_problem(record.email) or "invalid-email"))
                 return
             buckets.add("record", member_hash(email), record.encode())
+            record_aliases.add(record.record_id, member_hash(email))
             if proposed.dataverse_records is None or record.modifiedon > proposed.dataverse_records:
                 proposed.dataverse_records = record.modifiedon
 
@@ -243,6 +293,8 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                                           datetime.fromisoformat(member["last_changed"]), member.get("contact_id"))
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
+                if snapshot.contact_id:
+                    contact_aliases.add(snapshot.contact_id, member_hash(snapshot.email))
                 if proposed.mailchimp is None or snapshot.last_changed > proposed.mailchimp:
                     proposed.mailchimp = snapshot.last_changed
 
@@ -250,6 +302,12 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             for group in json.loads(payload):
                 buckets.add("retry", group[0], group)
                 counts["retried"] += 1
+
+        if indexes is not None:
+            counts["new_records"] += record_aliases.resolve(
+                indexes[0], fresh=fresh, on_move=lambda key, new, old: buckets.add("moved", new, [key, old]))
+            counts["new_contacts"] += contact_aliases.resolve(
+                indexes[1], fresh=fresh, on_move=lambda key, new, old: buckets.add("renamed", new, old))
 
         map_rows = 0
         if full and not fresh:

@@ -123,3 +123,44 @@ def test_a_message_handled_twice_writes_nothing_the_second_time(world):
     assert world.mailchimp.admin.calls() == mailchimp_before
     assert world.dataverse.admin.calls() == dataverse_before
     assert ctx.ledger.run(world.link, planned.run_id)["status"] == "completed"
+
+
+def test_an_address_change_in_dynamics_moves_the_member(world):
+    person = contact("old.address@example.org")
+    world.seed([person], [member("old.address@example.org")])
+    assert world.sync()[0] == 0
+    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
+        {"id": person["contactid"], "changes": {"emailaddress1": "New.Address@example.org"}}]})
+    assert world.sync()[0] == 0
+    members = world.members()
+    assert "old.address@example.org" not in members
+    assert members["new.address@example.org"]["status"] == "subscribed"
+    assert "email-changed-in-dynamics" in {row["rule"] for row in world.audit()}
+    assert world.sync()[0] == 0  # and it settles: one member, one record
+    assert [e for e in world.members() if "address" in e] == ["new.address@example.org"]
+
+
+def test_an_address_change_in_mailchimp_reaches_the_record(world):
+    person = contact("before@example.org")
+    world.seed([person], [member("before@example.org")])
+    assert world.sync()[0] == 0
+    world.mailchimp.admin.call("POST", "people/change-email", {"list_id": world.audience,
+                                                              "email_address": "before@example.org",
+                                                              "new_email_address": "after@example.org"})
+    assert world.sync()[0] == 0
+    assert world.records()[person["contactid"]]["emailaddress1"] == "after@example.org"
+    assert "email-changed-in-mailchimp" in {row["rule"] for row in world.audit()}
+    assert world.sync()[0] == 0
+    assert set(world.members()) == {"after@example.org"}
+
+
+def test_an_address_change_onto_an_existing_member_is_a_conflict(world):
+    person = contact("mine@example.org")
+    world.seed([person], [member("mine@example.org"), member("taken@example.org")])
+    assert world.sync()[0] == 0
+    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
+        {"id": person["contactid"], "changes": {"emailaddress1": "taken@example.org"}}]})
+    assert world.sync()[0] == 0
+    members = world.members()
+    assert members["mine@example.org"]["status"] == "subscribed" and "taken@example.org" in members
+    assert "email-conflict" in {row["rule"] for row in world.audit()}
