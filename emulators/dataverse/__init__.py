@@ -52,6 +52,7 @@ Admin routes, besides those of ``emulators.common`` (calls, faults, clock, reque
     POST /_admin/delete        {"entity": "contacts", "ids": [...]}: deletions (memberships go too)
     POST /_admin/qualify-lead  {"id": "...", "statecode"?: 1 (2 disqualifies), "statuscode"?: ...}
     POST /_admin/members       {"listid": "...", "add": [ids], "remove": [ids]}: a user editing a static list
+    GET  /_admin/stats         {"rowsExamined": n}: rows the queries so far have looked at
     GET/POST /_admin/throttling {"requests": 6000, "windowSeconds": 300, "executionMs": 1200000,
                                "concurrent": 52, "retryAfter": null}; retryAfter overrides the computed
                                Retry-After and may be fractional ("0.1") so tests stay fast; the real service

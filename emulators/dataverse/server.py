@@ -139,6 +139,7 @@ class DataverseEmulator(Emulator):
         self.protection = ServiceProtection(lambda: self.clock.now())
         self.batch_parts: Counter[str] = Counter()
         self._register_routes()
+        self.rows_examined = 0  # rows a query looked at: paging must cost the page, not the table
         self._register_admin_routes()
         self.reset()
 
@@ -458,12 +459,14 @@ class DataverseEmulator(Emulator):
                 start = bisect.bisect_right(ids, cursor.last_id) if cursor and cursor.last_id else 0
                 page_ids = ids[start:start + page_size]
                 rows = [data.rows[i] for i in page_ids if i in data.rows]
+                self.rows_examined += len(page_ids)
                 more, total = start + page_size < len(ids), len(ids)
             else:
                 result = self._evaluate(table, data, scope, scope_key, predicate, filter_text or "", orderby,
                                         orderby_text, aliases)
                 start = self._resume(table, result, cursor)
                 rows = [data.rows[i] for i in result.ids[start:start + page_size]]
+                self.rows_examined += len(rows)
                 more, total = start + page_size < len(result.ids), len(result.ids)
             if top is not None and prefer.maxpagesize is None:
                 more = False
@@ -500,6 +503,7 @@ class DataverseEmulator(Emulator):
             return cached
         source = scope if scope is not None else data.order
         rows = [data.rows[i] for i in source if i in data.rows]
+        self.rows_examined += len(source)
         if predicate is not None:
             context = _Context(self)
             rows = [row for row in rows if predicate(row, context)]
@@ -1303,6 +1307,7 @@ class DataverseEmulator(Emulator):
         add("POST", "/_admin/delete", lambda r: self._admin_delete(r.json()))
         add("POST", "/_admin/qualify-lead", lambda r: self._admin_qualify(r.json()))
         add("POST", "/_admin/members", lambda r: self._admin_members(r.json()))
+        add("GET", "/_admin/stats", lambda r: Response.json(200, {"rowsExamined": self.rows_examined}))
         add("GET", "/_admin/throttling", lambda r: Response.json(200, self.protection.limits.to_json()))
         add("POST", "/_admin/throttling", self._admin_throttling)
         add("GET", "/_admin/settings", lambda r: Response.json(200, self.settings))
