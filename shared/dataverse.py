@@ -221,6 +221,7 @@ class Dataverse:
         self.page_size = min(max(1, page_size), MAX_PAGE_SIZE)
         self.last_delta_link: str | None = None
         self._sleep = sleep
+        self.on_throttle: Callable[[float], None] | None = None  # set by the engine for throttling telemetry
         self._token: _TokenSource | None = None
         if credential is None and self.org_url.startswith("https://"):
             from azure.identity import DefaultAzureCredential
@@ -290,6 +291,8 @@ class Dataverse:
             delay = min(BACKOFF_CAP_SECONDS, 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
         log.warning("dataverse %s %s: %s, retrying in %.2fs (attempt %d of %d)", method, redact(where), reason, delay,
                     attempt + 1, self.max_attempts)
+        if self.on_throttle is not None and (reason == "429" or "throttled" in reason):
+            self.on_throttle(delay)
         self._sleep(delay)
 
     @staticmethod

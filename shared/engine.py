@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any
 from shared import telemetry
 from shared.identity import AliasIndex, IdentityMap
 from shared.ledger import Ledger, RunSummary, new_run_id
+from shared.limiter import ConnectionSlots
 from shared.model import BatchMessage
 from shared.reconcile import BatchOutcome, Reconciler
 from shared.scan import LinkError, scan
@@ -43,6 +45,12 @@ class Context:
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.storage)
         self.identity = IdentityMap(self.storage)
+        self.slots = ConnectionSlots(self.storage, self.settings.mailchimp_max_connections)
+        if hasattr(self.mailchimp, "shared_slot"):
+            self.mailchimp.shared_slot = self.slots.slot
+            self.mailchimp.on_throttle = lambda wait: _throttled(telemetry.SERVICE_MAILCHIMP, wait)
+        if hasattr(self.dataverse, "on_throttle"):
+            self.dataverse.on_throttle = lambda wait: _throttled(telemetry.SERVICE_DATAVERSE, wait)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
@@ -58,6 +66,16 @@ class Context:
 
 
 _context: Context | None = None
+_working_on = threading.local()  # the link and run this thread is handling, for throttling telemetry
+
+
+def _throttled(service: str, wait: float) -> None:
+    telemetry.throttled(getattr(_working_on, "link", "unknown"), service, wait,
+                        run_id=getattr(_working_on, "run_id", None))
+
+
+def _handling(link: str, run_id: str) -> None:
+    _working_on.link, _working_on.run_id = link, run_id
 
 
 def context() -> Context:
@@ -97,6 +115,7 @@ def plan_sync(ctx: Context, *, link_name: str | None = None, full: bool = False,
 def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None) -> Counter[str]:
     now = now or datetime.now(UTC)
     link_name, run_id = message["link"], message["run"]
+    _handling(link_name, run_id)
     run = ctx.ledger.run(link_name, run_id)
     if run is None or run["status"] not in ("planned", "scanning"):
         return Counter(duplicate=1)  # already scanned: a redelivered message does nothing
@@ -135,6 +154,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
 
 def reconcile_batch(ctx: Context, message: dict[str, Any]) -> BatchOutcome:
     batch = BatchMessage.decode(message)
+    _handling(batch.link, batch.run_id)
     run = ctx.ledger.run(batch.link, batch.run_id) or {}
     dry_run = bool(run.get("dry_run"))
     outcome = ctx.reconciler().reconcile(batch, dry_run=dry_run)

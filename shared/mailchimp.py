@@ -29,7 +29,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -337,6 +337,9 @@ class Mailchimp:
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self._gate = _gate_for(api_key, max_connections)
+        # set by the engine: a cap shared by every instance (shared.limiter), and a throttling observer
+        self.shared_slot: Callable[[], AbstractContextManager[Any]] | None = None
+        self.on_throttle: Callable[[float], None] | None = None
         self._client = MailchimpMarketing.Client()
         # "server": "" turns off the client's url.replace('server', dc); the host below is already final
         self._client.set_config({"api_key": api_key, "server": "", "timeout": timeout})
@@ -361,7 +364,7 @@ class Mailchimp:
               email: str | None = None, missing_ok: bool = False) -> Any:
         """One API call through the connection cap, retried while Mailchimp says it may succeed later."""
         for attempt in range(1, self.max_attempts + 1):
-            with self._gate.slot():
+            with self._gate.slot(), (self.shared_slot() if self.shared_slot else nullcontext()):
                 outcome = _attempt(send)
             if not isinstance(outcome, _Failure):
                 return outcome
@@ -372,6 +375,8 @@ class Mailchimp:
                 log.warning("Mailchimp %s answered %s%s; retry %d of %d in %.2f s", operation,
                             outcome.status or "no response", f" for member {member_hash}" if member_hash else "",
                             attempt, self.max_attempts - 1, delay)
+                if outcome.status == 429 and self.on_throttle is not None:
+                    self.on_throttle(delay)
                 time.sleep(delay)
                 continue
             title, detail, errors = _problem(outcome, email)
