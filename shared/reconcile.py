@@ -315,16 +315,17 @@ class Reconciler:
 
     # ---- Dataverse ------------------------------------------------------------------------
     def _statuses_elsewhere(self, link: Any, work: list[_Work]) -> dict[str, list[str]]:
-        """Rule 9: the member's status in the other linked audiences, from their identity maps."""
+        """Rule 9: per record, its member's status in the other audiences whose lists hold that record."""
         others = [other for other in self.settings.links if other.name != link.name]
         if not others:
             return {}
         hashes = [item.group.member_hash for item in work]
         found: dict[str, list[str]] = {}
         for other in others:
-            for member_hash, row in self.identity.load(other.name, hashes).items():
+            for row in self.identity.load(other.name, hashes).values():
                 if row.member_status:
-                    found.setdefault(member_hash, []).append(row.member_status)
+                    for record_id, _ in row.records:
+                        found.setdefault(record_id, []).append(row.member_status)
         return found
 
     def _plan_dynamics(self, work: list[_Work], statuses: dict[str, list[str]]) -> None:
@@ -347,7 +348,7 @@ class Reconciler:
                 if write.opted_out is not None and not item.mailchimp_failed:
                     body.update({c: write.opted_out for c in columns if record.opt_out.get(c) != write.opted_out})
                 if status_column and member_status:
-                    combined = consent.subscriber_status_for([member_status, *statuses.get(item.group.member_hash, [])])
+                    combined = consent.subscriber_status_for([member_status, *statuses.get(write.record_id, [])])
                     code = consent.SUBSCRIBER_STATUS_CODES.get(combined or "")
                     if code is not None and record.status_code != code:
                         body[status_column] = code

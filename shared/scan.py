@@ -30,7 +30,6 @@ BUCKETS = 64
 MAX_ENCODED_BYTES = 44_000  # a batch message stays well under the 64 KB queue limit once base64-encoded
 MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed", "members.contact_id",
                  "total_items"]
-IDS_PER_QUERY = 150  # record ids per In(...) filter keeps the GET URL far below 32 KB
 
 
 class LinkError(RuntimeError):
@@ -276,15 +275,15 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             for row in page:
                 add_record(row)
         if not mlist.dynamic and not full and watermarks.dataverse_members is not None:
-            joined = _new_memberships(dataverse, mlist, watermarks.dataverse_members - OVERLAP, proposed)
-            for start in range(0, len(joined), IDS_PER_QUERY):
-                ids = ",".join(f"'{record_id}'" for record_id in joined[start:start + IDS_PER_QUERY])
-                in_filter = f"Microsoft.Dynamics.CRM.In(PropertyName='{mlist.id_attribute}',PropertyValues=[{ids}])"
-                for page in dataverse.iter_pages(mlist.entity_set, select=columns, filter=in_filter):
-                    for row in page:
-                        add_record(row)
-        elif not mlist.dynamic and proposed.dataverse_members is None:
-            proposed.dataverse_members = proposed.dataverse_records
+            # records that joined the list since the watermark without being edited (joining a list does not
+            # touch a record's modifiedon); edited ones came with the first query
+            joined = joined_fetch(mlist, columns, watermarks.dataverse_members - OVERLAP, since_records)
+            for page in dataverse.iter_fetchxml(mlist.entity_set, joined):
+                for row in page:
+                    add_record(row)
+        if not mlist.dynamic:
+            # memberships are read by their createdon, on the same Dataverse clock as modifiedon
+            proposed.dataverse_members = proposed.dataverse_records or watermarks.dataverse_members
 
         since_members = None if full or watermarks.mailchimp is None else watermarks.mailchimp - OVERLAP
         for page in _member_pages(mailchimp, link, since_members):
@@ -344,16 +343,24 @@ def _records(dataverse: Any, mlist: MarketingList, columns: list[str],
     yield from dataverse.iter_pages(mlist.entity_set, select=columns, filter=member_filter)
 
 
-def _new_memberships(dataverse: Any, mlist: MarketingList, since: datetime, proposed: Watermarks) -> list[str]:
-    joined: list[str] = []
-    for page in dataverse.iter_pages("listmembers", select=["_entityid_value", "createdon"],
-                                     filter=f"_listid_value eq {mlist.list_id} and createdon ge {odata_time(since)}"):
-        for row in page:
-            joined.append(str(row["_entityid_value"]))
-            created = datetime.fromisoformat(str(row["createdon"]).replace("Z", "+00:00"))
-            if proposed.dataverse_members is None or created > proposed.dataverse_members:
-                proposed.dataverse_members = created
-    return joined
+def joined_fetch(mlist: MarketingList, columns: list[str], joined_since: datetime,
+                 modified_before: datetime | None) -> str:
+    """FetchXML for the list's members whose membership is newer than a time and whose row is not."""
+    fetch = ET.Element("fetch")
+    entity = ET.SubElement(fetch, "entity", name=mlist.kind)
+    for column in columns:
+        ET.SubElement(entity, "attribute", name=column)
+    ET.SubElement(entity, "order", attribute=mlist.id_attribute)
+    if modified_before is not None:
+        row_filter = ET.SubElement(entity, "filter", type="and")
+        ET.SubElement(row_filter, "condition", attribute="modifiedon", operator="lt",
+                      value=odata_time(modified_before))
+    link = ET.SubElement(entity, "link-entity", name="listmember", attrib={
+        "from": "entityid", "to": mlist.id_attribute, "intersect": "true", "link-type": "inner"})
+    link_filter = ET.SubElement(link, "filter", type="and")
+    ET.SubElement(link_filter, "condition", attribute="listid", operator="eq", value=mlist.list_id)
+    ET.SubElement(link_filter, "condition", attribute="createdon", operator="ge", value=odata_time(joined_since))
+    return ET.tostring(fetch, encoding="unicode")
 
 
 def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator[list[dict[str, Any]]]:

@@ -164,3 +164,18 @@ def test_an_address_change_onto_an_existing_member_is_a_conflict(world):
     members = world.members()
     assert members["mine@example.org"]["status"] == "subscribed" and "taken@example.org" in members
     assert "email-conflict" in {row["rule"] for row in world.audit()}
+
+
+def test_a_record_added_to_the_list_without_being_edited_is_added_to_mailchimp(world):
+    first = contact("first@example.org")
+    joiner = contact("joiner@example.org", modifiedon="2024-03-01T10:00:00Z")
+    world.seed([first, joiner], in_list=[first["contactid"]])
+    assert world.sync()[0] == 0
+    assert "joiner@example.org" not in world.members()
+    world.dataverse.admin.call("POST", "members", {"listid": world.list_id, "add": [joiner["contactid"]]})
+    calls_before = world.dataverse.admin.calls()
+    assert world.sync()[0] == 0
+    assert world.members()["joiner@example.org"]["status"] == "subscribed"
+    assert world.members()["joiner@example.org"]["tags"] == ["crm"]
+    reads = {k: v - calls_before.get(k, 0) for k, v in world.dataverse.admin.calls().items()}
+    assert reads.get("GET /api/data/v9.2/{entityset}", 0) <= 3  # list, changed records, newly joined records
