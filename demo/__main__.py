@@ -37,6 +37,9 @@ WHY = {
     "member-archived-not-revived": "is archived in Mailchimp: not brought back",
     "no-syncable-record": "has no record that can be written (inactive, read-only or no valid address)",
     "skipped": "was skipped",
+    "email-changed-in-dynamics": "changed address in Dynamics: the Mailchimp member's address follows",
+    "email-changed-in-mailchimp": "changed address in Mailchimp: the records' address follows",
+    "email-conflict": "changed address in Dynamics to one that is already a member: nothing was merged",
 }
 COLUMN_NAMES = {"donotbulkemail": "Do not allow Bulk Emails", "donotsendmm": "Send Marketing Materials",
                 "cbr_subscriberstatus": "Subscriber Status"}
@@ -110,17 +113,31 @@ def print_rules(ctx: Any, links: list[dict[str, Any]]) -> None:
                                                  for rule, n in rules if rule != "no-change"))
 
 
-def audit_lines(ctx: Any, link: str) -> list[str]:
+def audit_lines(ctx: Any, link: str, examples: int = 3) -> list[str]:
+    """The latest run's audit rows, grouped by the rule that decided, with a few examples each."""
     from shared.storage import CONSENT_AUDIT
 
     run = ctx.ledger.latest_runs(link, 1)[0]
     rows = ctx.storage.query(CONSENT_AUDIT, "RowKey ge @a and RowKey lt @b and link eq @l",
                              {"a": f"{run.run_id}|", "b": f"{run.run_id}}}", "l": link})
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_rule.setdefault(row["rule"], []).append(row)
+    lines = []
+    for rule, found in sorted(by_rule.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"{link}: {len(found)} x {rule}")
+        lines += [f"    {line}" for line in describe_rows(link, found[:examples])]
+        if len(found) > examples:
+            lines.append(f"    … and {len(found) - examples} more")
+    return lines or [f"{link}: nothing changed"]
+
+
+def describe_rows(link: str, rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
         who = f"member {row['member_hash'][:8]}" if row["member_hash"] else "a record"
         records = json.loads(row["record_ids"] or "[]")
-        text = f"{link}: {who} {WHY.get(row['rule'], row['rule'])}"
+        text = f"{who} {WHY.get(row['rule'], row['rule'])}"
         if row.get("mailchimp_new"):
             text += f"; Mailchimp {row['mailchimp_old']} → {row['mailchimp_new']}"
         if row.get("dynamics_new"):
@@ -131,7 +148,7 @@ def audit_lines(ctx: Any, link: str) -> list[str]:
         if row.get("detail"):
             text += f"; {row['detail']}"
         lines.append(f"{text} [records {', '.join(r[:8] for r in records)}]")
-    return lines or [f"{link}: nothing changed"]
+    return lines
 
 
 def describe_dynamics(writes: dict[str, dict[str, Any]]) -> str:

@@ -242,9 +242,10 @@ def _seconds_since(run: dict[str, Any] | None) -> float:
 
 
 def _audit_skips(ctx: Context, link: str, run_id: str, skips: list[tuple[str, str]], now: datetime) -> None:
-    rows = [upsert({"PartitionKey": f"{link}|{now:%Y%m%d}", "RowKey": f"{run_id}|scan|{index:05d}", "when": now,
+    # one row per record, reason and day: a record re-read by later runs of the day is not audited again
+    rows = [upsert({"PartitionKey": f"{link}|{now:%Y%m%d}", "RowKey": f"skip|{record_id}|{reason}", "when": now,
                     "link": link, "run_id": run_id, "member_hash": "", "record_ids": json.dumps([record_id]),
                     "side": "none", "rule": "skipped", "skipped": json.dumps([[record_id, reason]]),
                     "detail": f"record {record_id} has no usable email address ({reason})"})
-            for index, (record_id, reason) in enumerate(skips)]
+            for record_id, reason in skips]
     ctx.storage.write(CONSENT_AUDIT, rows)
