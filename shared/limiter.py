@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
@@ -29,6 +30,17 @@ class SlotsBusy(RuntimeError):  # noqa: N818 - reads as the condition it names
     """Every slot stayed taken for longer than the wait allows; the message is retried later."""
 
 
+@dataclass
+class Lease:
+    key: str
+    holder: str
+    abandoned: bool = False
+
+    def abandon(self) -> None:
+        """The request timed out on our side: Mailchimp may still be on it, so the slot runs out its lease."""
+        self.abandoned = True
+
+
 class ConnectionSlots:
     def __init__(self, storage: Storage, limit: int, *, max_wait_seconds: float = 300,
                  lease_seconds: float = LEASE_SECONDS) -> None:
@@ -40,12 +52,13 @@ class ConnectionSlots:
         self.waited_seconds = 0.0
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        claimed = self._acquire()
+    def slot(self) -> Iterator[Lease]:
+        lease = Lease(*self._acquire())
         try:
-            yield
+            yield lease
         finally:
-            self._release(*claimed)
+            if not lease.abandoned:
+                self._release(lease.key, lease.holder)
 
     def _acquire(self) -> tuple[str, str]:
         started = time.monotonic()

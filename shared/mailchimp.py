@@ -364,8 +364,10 @@ class Mailchimp:
               email: str | None = None, missing_ok: bool = False) -> Any:
         """One API call through the connection cap, retried while Mailchimp says it may succeed later."""
         for attempt in range(1, self.max_attempts + 1):
-            with self._gate.slot(), (self.shared_slot() if self.shared_slot else nullcontext()):
+            with self._gate.slot(), (self.shared_slot() if self.shared_slot else nullcontext()) as lease:
                 outcome = _attempt(send)
+                if lease is not None and isinstance(outcome, _Failure) and isinstance(outcome.body, requests.Timeout):
+                    lease.abandon()  # Mailchimp may still be working on it: the slot stays taken until its lease ends
             if not isinstance(outcome, _Failure):
                 return outcome
             if missing_ok and outcome.status == 404:

@@ -65,3 +65,22 @@ def test_a_slot_whose_lease_ran_out_is_taken_over(azurite):
     with waiting.slot():
         assert waiting.waited_seconds > 0
     stuck._release(*holder)  # too late: the slot was given away, and releasing it changes nothing
+
+
+def test_a_request_that_timed_out_keeps_its_slot_until_the_lease_ends(mailchimp_emulator, azurite):
+    from shared.limiter import PARTITION, SlotsBusy
+
+    storage = Storage(StorageSettings(connection_string=azurite))
+    storage.ensure()
+    for row in storage.table("SyncState").query_entities("PartitionKey eq @p", parameters={"p": PARTITION}):
+        storage.table("SyncState").delete_entity(PARTITION, row["RowKey"])
+    mailchimp_emulator.admin.call("POST", "settings", {"latencySeconds": 0.5})
+    impatient = Mailchimp(KEY, f"{mailchimp_emulator.url}/3.0", timeout=0.2, max_attempts=1)
+    impatient.shared_slot = ConnectionSlots(storage, 1).slot
+    with pytest.raises(MailchimpError):
+        impatient.ping()
+    with pytest.raises(SlotsBusy, match="MAILCHIMP_MAX_CONNECTIONS"), ConnectionSlots(storage, 1,
+                                                                                     max_wait_seconds=0.3).slot():
+        pass
+    for row in storage.table("SyncState").query_entities("PartitionKey eq @p", parameters={"p": PARTITION}):
+        storage.table("SyncState").delete_entity(PARTITION, row["RowKey"])  # leave no slot held for later tests
