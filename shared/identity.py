@@ -117,14 +117,7 @@ class IdentityMap:
                         shard.bases.pop(member_hash, None)
                     else:
                         shard.bases[member_hash] = row.encode()
-                entity = {"PartitionKey": link, "RowKey": key, "count": len(shard.bases),
-                          "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6)}
-                if shard.etag is None:
-                    operations.append((TransactionOperation.CREATE, entity))
-                else:
-                    operations.append((TransactionOperation.UPDATE, entity,
-                                       {"mode": UpdateMode.REPLACE, "etag": shard.etag,
-                                        "match_condition": MatchConditions.IfNotModified}))
+                operations.append(_shard_write(link, key, shard))
             failed = set()
             for start in range(0, len(operations), TRANSACTION_LIMIT):
                 chunk = operations[start:start + TRANSACTION_LIMIT]
@@ -149,6 +142,16 @@ class IdentityMap:
     def count(self, link: str) -> int:
         return sum(int(row.get("count") or 0) for row in self.table.query_entities(
             "PartitionKey eq @p", parameters={"p": link}, select=["count"]))
+
+
+def _shard_write(partition: str, key: str, shard: _Shard) -> tuple[Any, ...]:
+    """The transaction operation storing a shard: insert when new, else replace if nobody changed it since."""
+    entity = {"PartitionKey": partition, "RowKey": key, "count": len(shard.bases),
+              "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6)}
+    if shard.etag is None:
+        return (TransactionOperation.CREATE, entity)
+    return (TransactionOperation.UPDATE, entity,
+            {"mode": UpdateMode.REPLACE, "etag": shard.etag, "match_condition": MatchConditions.IfNotModified})
 
 
 def _decode_shard(entity: Any) -> _Shard:
@@ -203,14 +206,7 @@ class AliasIndex:
                 for key in chunk:
                     shard = current.get(key, _Shard({}, None))
                     shard.bases.update(by_shard[key])
-                    entity = {"PartitionKey": self.partition, "RowKey": key, "count": len(shard.bases),
-                              "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6)}
-                    if shard.etag is None:
-                        operations.append((TransactionOperation.CREATE, entity))
-                    else:
-                        operations.append((TransactionOperation.UPDATE, entity,
-                                           {"mode": UpdateMode.REPLACE, "etag": shard.etag,
-                                            "match_condition": MatchConditions.IfNotModified}))
+                    operations.append(_shard_write(self.partition, key, shard))
                 self.operations += 1
                 try:
                     self.table.submit_transaction(operations)  # type: ignore[arg-type]
