@@ -103,6 +103,8 @@ class Member:
     status: str
     last_changed: datetime
     email: str
+    # timestamp_opt: when the person last opted in; moves on a re-subscription, unlike a profile edit
+    opted_in: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,8 @@ def decide(member: Member | None, records: Sequence[Record], base: Base | None, 
         return _first_meeting(member, group, base)
 
     status_now = member.status if member else "archived"
-    mailchimp_changed = status_now != base.member_status
+    # an unsubscribe and a re-subscription between two runs leave the status as it was, but not the opt-in time
+    mailchimp_changed = status_now != base.member_status or _opted_in_since(member, base)
     dynamics_changed = group.opted_out != base.opted_out or bool(group.opted_out_ids - base.opted_out_records)
     if (mailchimp_changed and status_now == "subscribed" and group.opted_out and _records_changed_since(base, group)
             and not _resubscribed_after(member, group)):
@@ -418,9 +421,20 @@ def _records_changed_since(base: Base, group: _Group) -> bool:
 
 
 def _resubscribed_after(member: Member | None, group: _Group) -> bool:
-    """Mailchimp's last change is newer than the last change of every syncable record (rule 4's exception)."""
+    """The person opted in through Mailchimp after the last change of every syncable record (rule 4's exception).
+
+    The opt-in time is used when Mailchimp gives it: a later profile edit also moves last_changed, and must
+    not undo an opt-out made in Dynamics in between."""
     newest = group.newest_modifiedon
-    return member is not None and newest is not None and _utc(member.last_changed) > newest
+    if member is None or newest is None:
+        return False
+    return _utc(member.opted_in or member.last_changed) > newest
+
+
+def _opted_in_since(member: Member | None, base: Base) -> bool:
+    """The member subscribed again after the base was agreed, even if the status reads the same."""
+    return (member is not None and member.status == "subscribed" and member.opted_in is not None
+            and base.member_last_changed is not None and _utc(member.opted_in) > _utc(base.member_last_changed))
 
 
 def _disagree(status: str, opted_out: bool) -> bool:

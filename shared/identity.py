@@ -44,12 +44,13 @@ class BaseRow:
     tagged: bool = False
     refused: str | None = None  # why Mailchimp last refused this address, if it did
     opted_out_records: list[str] = field(default_factory=list)  # which of the records were opted out
+    skipped: list[list[str]] = field(default_factory=list)  # [record id, reason] refused last time, audited then
 
     def encode(self) -> dict[str, Any]:
         data: dict[str, Any] = {"e": self.email, "r": self.records, "s": self.member_status, "o": int(self.opted_out),
                                 "m": epoch(self.member_last_changed), "d": epoch(self.records_modifiedon)}
         for key, value in (("c", self.contact_id), ("t", int(self.tagged)), ("x", self.refused),
-                           ("p", self.opted_out_records)):
+                           ("p", self.opted_out_records), ("k", self.skipped)):
             if value:
                 data[key] = value
         return data
@@ -58,7 +59,7 @@ class BaseRow:
     def decode(cls, data: dict[str, Any]) -> BaseRow:
         return cls(data["e"], [tuple(r) for r in data.get("r", [])], data.get("s"), bool(data.get("o")),
                    from_epoch(data.get("m")), from_epoch(data.get("d")), data.get("c"), bool(data.get("t")),
-                   data.get("x"), list(data.get("p", [])))
+                   data.get("x"), list(data.get("p", [])), [list(k) for k in data.get("k", [])])
 
 
 @dataclass

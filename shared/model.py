@@ -37,13 +37,15 @@ class MemberSnapshot:
     status: str
     last_changed: datetime
     contact_id: str | None = None
+    opted_in: datetime | None = None  # timestamp_opt
 
     def encode(self) -> list[Any]:
-        return [self.email, self.status, epoch(self.last_changed), self.contact_id]
+        return [self.email, self.status, epoch(self.last_changed), self.contact_id, epoch(self.opted_in)]
 
     @classmethod
     def decode(cls, data: list[Any]) -> MemberSnapshot:
-        return cls(data[0], data[1], from_epoch(data[2]) or datetime.now(UTC), data[3])
+        opted_in = from_epoch(data[4]) if len(data) > 4 else None
+        return cls(data[0], data[1], from_epoch(data[2]) or datetime.now(UTC), data[3], opted_in)
 
 
 @dataclass

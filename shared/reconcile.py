@@ -70,6 +70,7 @@ class Moves:
     records: dict[str, str] = field(default_factory=dict)  # record id -> its hash now
     contacts: dict[str, str] = field(default_factory=dict)  # Mailchimp contact_id -> its hash now
     email_writes: dict[str, str] = field(default_factory=dict)  # record id -> the address Mailchimp now has
+    held: set[str] = field(default_factory=set)  # records left out of this run (an address conflict)
     audits: list[Planned] = field(default_factory=list)
 
 
@@ -92,6 +93,7 @@ class _Work:
     tagged: bool = False
     records_written_at: datetime | None = None
     email_writes: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Reconciler:
@@ -123,6 +125,8 @@ class Reconciler:
             for record_id, old_hash in group.moved:
                 self._dynamics_address_change(link, group, record_id, old_hash, bases, moves, dry_run=dry_run)
         groups = [g for g in message.groups if g.member_hash not in moves.gone]
+        for group in groups:
+            group.records = [r for r in group.records if r.record_id not in moves.held]
         work = [self._prepare(g, bases.get(g.member_hash), message) for g in groups]
         for item in work:
             item.email_writes = {rid: email for rid, email in moves.email_writes.items()
@@ -172,21 +176,23 @@ class Reconciler:
         """A record's address changed in Dynamics: the member it alone stood for changes address with it."""
         from shared.mailchimp import MailchimpError
 
-        moves.records[record_id] = group.member_hash
         old = bases.get(old_hash)
         if old is None:
+            moves.records[record_id] = group.member_hash
             return
         others = [r for r in old.records if r[0] != record_id]
         member_there = old.member_status not in (None, "archived")
-        if others or not member_there:  # the old member stays for the others; this record is new at its address
-            moves.bases[old_hash] = replace(old, records=others)
-            return
         target = bases.get(group.member_hash)
-        if group.member is not None or (target is not None and target.member_status):
-            moves.bases[old_hash] = replace(old, records=[])
+        if member_there and not others and (group.member is not None or (target is not None and target.member_status)):
+            # design rule 5: write nothing; the record stays with its old member until someone resolves it
+            moves.held.add(record_id)
             moves.audits.append(Planned(group.member_hash, "email-conflict", [record_id],
                                         detail=f"the new address is already a member; member {old_hash} keeps its "
-                                               "address"))
+                                               "address and nothing was written"))
+            return
+        moves.records[record_id] = group.member_hash
+        if others or not member_there:  # the old member stays for the others; this record is new at its address
+            moves.bases[old_hash] = replace(old, records=others)
             return
         if dry_run:
             moves.audits.append(Planned(group.member_hash, "email-changed-in-dynamics", [record_id],
@@ -251,7 +257,8 @@ class Reconciler:
             if any(not r.opted_out for r in item.records if r.active):
                 continue  # probed in _write_mailchimp
             found = self.mailchimp.member(link.audience_id, item.group.member_hash,
-                                          fields=["email_address", "status", "last_changed", "contact_id"])
+                                          fields=["email_address", "status", "last_changed", "contact_id",
+                                                  "timestamp_opt"])
             item.member = _member(_snapshot(found)) if found else None
 
     def _decide(self, item: _Work) -> None:
@@ -347,8 +354,11 @@ class Reconciler:
                 body: dict[str, Any] = {}
                 if write.opted_out is not None and not item.mailchimp_failed:
                     body.update({c: write.opted_out for c in columns if record.opt_out.get(c) != write.opted_out})
-                if status_column and member_status:
-                    combined = consent.subscriber_status_for([member_status, *statuses.get(write.record_id, [])])
+                own_status = member_status
+                if own_status is None and decision.mailchimp is None:
+                    own_status = write.subscriber_status  # an archived member is absent from the read
+                if status_column and own_status:
+                    combined = consent.subscriber_status_for([own_status, *statuses.get(write.record_id, [])])
                     code = consent.SUBSCRIBER_STATUS_CODES.get(combined or "")
                     if code is not None and record.status_code != code:
                         body[status_column] = code
@@ -435,13 +445,15 @@ class Reconciler:
             planned.dynamics_old = json.dumps({rid: _describe(before[rid], body) for rid, body in written.items()})
             planned.dynamics_new = json.dumps(written)
         planned.skipped += [(rid, reason) for rid, reason in item.record_failures.items()]
+        item.skipped = list(planned.skipped)
         if item.group.removed:
             planned.detail = f"left the marketing list: {len(item.group.removed)} record(s)"
         base = item.base
         planned.repeated = base is not None and planned.side == "none" and not item.group.removed and (
-            base.member_status, base.opted_out, sorted(base.opted_out_records), sorted(r[0] for r in base.records)) == (
+            base.member_status, base.opted_out, sorted(base.opted_out_records), sorted(r[0] for r in base.records),
+            sorted(map(tuple, base.skipped))) == (
             decision.new_base.member_status, decision.new_base.opted_out, sorted(decision.new_base.opted_out_records),
-            sorted(r.record_id for r in item.records))
+            sorted(r.record_id for r in item.records), sorted(planned.skipped))
         return planned
 
     def _save(self, link_name: str, message: BatchMessage, work: list[_Work], outcome: BatchOutcome,
@@ -511,16 +523,17 @@ class Reconciler:
             records_modifiedon=max(filter(None, (new.records_modifiedon, item.records_written_at)), default=None),
             contact_id=(item.group.member.contact_id if item.group.member else None) or base.contact_id,
             tagged=(item.tagged or base.tagged) and bool(records), refused=item.mailchimp_failed,
-            opted_out_records=opted_out_records)
+            opted_out_records=opted_out_records, skipped=sorted([list(k) for k in item.skipped]))
 
 
 def _member(snapshot: MemberSnapshot) -> consent.Member:
-    return consent.Member(snapshot.status, snapshot.last_changed, snapshot.email)
+    return consent.Member(snapshot.status, snapshot.last_changed, snapshot.email, snapshot.opted_in)
 
 
 def _snapshot(member: dict[str, Any]) -> MemberSnapshot:
     return MemberSnapshot(member["email_address"], member["status"],
-                          _parse_time(member.get("last_changed")) or datetime.now(UTC), member.get("contact_id"))
+                          _parse_time(member.get("last_changed")) or datetime.now(UTC), member.get("contact_id"),
+                          _parse_time(member.get("timestamp_opt")))
 
 
 def _record(record: RecordSnapshot, email: str) -> consent.Record:

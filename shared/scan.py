@@ -29,7 +29,7 @@ OVERLAP = timedelta(minutes=5)  # re-read a little before each watermark; the me
 BUCKETS = 64
 MAX_ENCODED_BYTES = 44_000  # a batch message stays well under the 64 KB queue limit once base64-encoded
 MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed", "members.contact_id",
-                 "total_items"]
+                 "members.timestamp_opt", "total_items"]
 
 
 class LinkError(RuntimeError):
@@ -289,7 +289,8 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
         for page in _member_pages(mailchimp, link, since_members):
             for member in page:
                 snapshot = MemberSnapshot(member["email_address"], member["status"],
-                                          datetime.fromisoformat(member["last_changed"]), member.get("contact_id"))
+                                          datetime.fromisoformat(member["last_changed"]), member.get("contact_id"),
+                                          _time(member.get("timestamp_opt")))
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
                 if snapshot.contact_id:
@@ -322,6 +323,10 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
         proposed.map_rows = map_rows
     counts["batches"] = len(batches)
     return ScanOutcome(batches, proposed, counts, skips)
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _utcnow() -> datetime:
