@@ -461,9 +461,10 @@ class Reconciler:
         changes: dict[str, BaseRow | None] = dict(moves.bases)
         for item in work:
             row = self._new_base(item)
-            if row is not None:
-                changes[item.group.member_hash] = row
-        self.identity.save(link_name, changes)
+            if row is not None and (item.base is None or row.encode() != item.base.encode()):
+                changes[item.group.member_hash] = row  # an unchanged base is not written again
+        if changes:
+            self.identity.save(link_name, changes)
         for kind, entries in (("records", moves.records), ("contacts", moves.contacts)):
             if entries:
                 index = AliasIndex(self.storage, link_name, kind)
