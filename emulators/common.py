@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message
+from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -403,7 +404,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             print(f"{self.emulator.name} emulator error on {self.command} {parts.path}: {exc!r}", file=sys.stderr)
             response = Response.json(500, {"error": f"emulator bug: {exc!r}"})
         head = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"]
-        headers = {"Content-Length": str(len(response.body)), **response.headers}
+        # as every real server does, on the emulator's own clock (which tests may move forward)
+        headers = {"Date": format_datetime(self.emulator.clock.now(), usegmt=True),
+                   "Content-Length": str(len(response.body)), **response.headers}
         if response.status in (204, 304):
             headers.pop("Content-Length")
         head += [f"{k}: {v}" for k, v in headers.items()]

@@ -26,6 +26,7 @@ never sees HTTP:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +38,8 @@ import uuid
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
@@ -222,6 +225,7 @@ class Dataverse:
         self.last_delta_link: str | None = None
         self._sleep = sleep
         self.on_throttle: Callable[[float], None] | None = None  # set by the engine for throttling telemetry
+        self.last_server_time: datetime | None = None
         self._token: _TokenSource | None = None
         if credential is None and self.org_url.startswith("https://"):
             from azure.identity import DefaultAzureCredential
@@ -272,6 +276,8 @@ class Dataverse:
                 self._wait(None, attempt, method, where, exc.__class__.__name__)
                 continue
             status = response.status_code
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # the service's clock: watermarks use it
+                self.last_server_time = parsedate_to_datetime(response.headers["Date"])
             multipart = response.headers.get("Content-Type", "").startswith("multipart/mixed")
             if status == 401 and self._token is not None and not refreshed:
                 refreshed = force_refresh = True

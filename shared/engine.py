@@ -130,6 +130,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
                        watermarks=watermarks, full=full, run_id=run_id,
                        mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
                        retries=[row["groups"] for row in retries],
+                       send=lambda batch: ctx.storage.send(BATCHES_QUEUE, batch.encode()),
                        indexes=None if run.get("dry_run") else (AliasIndex(ctx.storage, link_name, "records"),
                                                                 AliasIndex(ctx.storage, link_name, "contacts")))
     except LinkError as exc:
@@ -142,13 +143,10 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
         _audit_skips(ctx, link_name, run_id, outcome.skips, now)
     outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
     _observe(ctx, link_name, run_id, outcome.counts, scan=True)
-    for batch in outcome.batches:
-        ctx.storage.send(BATCHES_QUEUE, batch.encode())
-    ctx.ledger.scanned(link_name, run_id, [b.batch_id for b in outcome.batches], outcome.proposed, outcome.counts)
+    ctx.ledger.scanned(link_name, run_id, outcome.batch_ids, outcome.proposed, outcome.counts)
     ctx.ledger.clear_retries(link_name, [row["RowKey"] for row in retries])
-    log.info("run %s of link %s scanned: %d batches (full pass: %s)", run_id, link_name, len(outcome.batches), full)
-    if not outcome.batches:
-        _finalize(ctx, link_name, run_id)
+    log.info("run %s of link %s scanned: %d batches (full pass: %s)", run_id, link_name, len(outcome.batch_ids), full)
+    _finalize(ctx, link_name, run_id)  # every batch may have finished while the scan was still going
     return outcome.counts
 
 

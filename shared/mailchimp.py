@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -344,6 +345,16 @@ class Mailchimp:
         # "server": "" turns off the client's url.replace('server', dc); the host below is already final
         self._client.set_config({"api_key": api_key, "server": "", "timeout": timeout})
         self._client.api_client.host = self.base_url
+        # the service's clock, from the Date header of the latest answer: watermarks are set on it
+        self.last_server_time: datetime | None = None
+        send = self._client.api_client.request
+
+        def request_noting_the_time(*args: Any, **kwargs: Any) -> requests.Response:
+            response = send(*args, **kwargs)
+            self.last_server_time = _server_time(response) or self.last_server_time
+            return response
+
+        self._client.api_client.request = request_noting_the_time
 
     @classmethod
     def from_settings(cls, settings: MailchimpSettings) -> Mailchimp:
@@ -693,6 +704,13 @@ def _api_root(api_key: str, base_url: str | None) -> str:
         raise ValueError("MAILCHIMP_BASE_URL must be the API root ending in /3.0, "
                          "e.g. https://us21.api.mailchimp.com/3.0 or http://127.0.0.1:4010/3.0")
     return root
+
+
+def _server_time(response: requests.Response) -> datetime | None:
+    try:
+        return parsedate_to_datetime(response.headers["Date"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _attempt(send: Callable[[], Any]) -> Any:

@@ -111,6 +111,51 @@ class Group:
                    moved, renamed)
 
 
+KIND_CODES = {"contact": "c", "lead": "l", "account": "a"}
+KINDS_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
+
+
+def pack(group: Group, columns: list[str]) -> list[Any]:
+    """A group in as few bytes as a queue message allows: what can be derived is left out.
+
+    The member hash is the md5 of the address (kept only for a group with no address); members and records
+    carry the group's address; opt-out columns are one character each, in the message's column order.
+    """
+    head = group.email or f"#{group.member_hash}"
+    member = None
+    if group.member is not None:
+        m = group.member
+        # the contact id only matters to reconcile for an address change; the scan has used it already
+        contact_id = m.contact_id if group.moved or group.renamed_from else None
+        member = [m.status, epoch(m.last_changed), contact_id, epoch(m.opted_in)]
+    records = [[r.record_id, KIND_CODES[r.kind], "".join("1" if r.opt_out.get(c) else "0" for c in columns),
+                epoch(r.modifiedon), r.state, r.status_code] for r in group.records]
+    packed: list[Any] = [head, member, int(group.member_seen), records]
+    extras = [group.removed, group.moved, group.renamed_from]
+    while extras and not extras[-1]:
+        extras.pop()
+    return packed + extras
+
+
+def unpack(data: list[Any], columns: list[str]) -> Group:
+    import hashlib
+
+    head = data[0]
+    email = "" if head.startswith("#") else head
+    member_hash = head[1:] if head.startswith("#") else hashlib.md5(email.encode(), usedforsecurity=False).hexdigest()
+    member = None
+    if data[1] is not None:
+        status, changed, contact_id, opted_in = data[1]
+        member = MemberSnapshot(email, status, from_epoch(changed) or datetime.now(UTC), contact_id,
+                                from_epoch(opted_in))
+    records = [RecordSnapshot(rid, KINDS_BY_CODE[kind], email, {c: flag == "1" for c, flag in zip(columns, flags,
+                                                                                                  strict=True)},
+                              from_epoch(changed) or datetime.now(UTC), state, status_code)
+               for rid, kind, flags, changed, state, status_code in data[3]]
+    extras = [*data[4:], None, None, None]
+    return Group(member_hash, email, member, bool(data[2]), records, extras[0] or [], extras[1] or [], extras[2])
+
+
 @dataclass
 class BatchMessage:
     link: str
@@ -119,14 +164,17 @@ class BatchMessage:
     fresh: bool  # the link has no identity map yet: nothing to look up
     full: bool
     groups: list[Group]
+    columns: list[str] = field(default_factory=list)  # the opt-out columns, in the order packed records use
 
     def encode(self) -> dict[str, Any]:
-        payload = json.dumps([g.encode() for g in self.groups], separators=(",", ":")).encode()
+        payload = json.dumps([pack(g, self.columns) for g in self.groups], separators=(",", ":")).encode()
         return {"link": self.link, "run": self.run_id, "batch": self.batch_id, "fresh": self.fresh,
-                "full": self.full, "groups": base64.b64encode(zlib.compress(payload, 6)).decode()}
+                "full": self.full, "columns": self.columns,
+                "groups": base64.b64encode(zlib.compress(payload, 9)).decode()}
 
     @classmethod
     def decode(cls, message: dict[str, Any]) -> BatchMessage:
         groups = json.loads(zlib.decompress(base64.b64decode(message["groups"])))
+        columns = list(message.get("columns") or [])
         return cls(message["link"], message["run"], message["batch"], bool(message["fresh"]), bool(message["full"]),
-                   [Group.decode(g) for g in groups])
+                   [unpack(g, columns) for g in groups], columns)

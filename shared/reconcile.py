@@ -183,7 +183,11 @@ class Reconciler:
         others = [r for r in old.records if r[0] != record_id]
         member_there = old.member_status not in (None, "archived")
         target = bases.get(group.member_hash)
-        if member_there and not others and (group.member is not None or (target is not None and target.member_status)):
+        taken = group.member is not None or (target is not None and target.member_status)
+        if member_there and not others and not taken and not group.member_seen and not dry_run:
+            # the scan read only a delta: ask whether the new address is already a member before moving anyone
+            taken = self.mailchimp.member(link.audience_id, group.member_hash, fields=["status"]) is not None
+        if member_there and not others and taken:
             # design rule 5: write nothing; the record stays with its old member until someone resolves it
             moves.held.add(record_id)
             moves.audits.append(Planned(group.member_hash, "email-conflict", [record_id],
@@ -204,6 +208,14 @@ class Reconciler:
         except MailchimpError as exc:
             if not exc.is_member_refusal:
                 raise
+            said = " ".join([exc.detail, *(str(e.get("message", "")) for e in exc.errors)]).lower()
+            if "already" in said:  # the new address is a member the scan did not read
+                moves.records.pop(record_id, None)
+                moves.held.add(record_id)
+                moves.audits.append(Planned(group.member_hash, "email-conflict", [record_id],
+                                            detail=f"the new address is already a member; member {old_hash} keeps "
+                                                   "its address and nothing was written"))
+                return
             moves.bases[old_hash] = replace(old, records=[])
             moves.audits.append(Planned(group.member_hash, "email-change-refused", [record_id],
                                         skipped=[(old_hash, _refusal(exc.title + " " + exc.detail))]))

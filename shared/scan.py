@@ -63,7 +63,7 @@ class MarketingList:
 
 @dataclass
 class ScanOutcome:
-    batches: list[BatchMessage]
+    batch_ids: list[str]
     proposed: Watermarks
     counts: Counter[str] = field(default_factory=Counter)
     skips: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason) for unusable records
@@ -240,13 +240,15 @@ class Buckets:
 
 def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks: Watermarks, full: bool,
          run_id: str, mapped_records: Callable[[], Iterator[tuple[str, list[str]]]],
-         retries: list[str], indexes: tuple[Any, Any] | None = None) -> ScanOutcome:
+         retries: list[str], send: Callable[[BatchMessage], None],
+         indexes: tuple[Any, Any] | None = None) -> ScanOutcome:
     """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards."""
     counts: Counter[str] = Counter()
     skips: list[tuple[str, str]] = []
     skipped_ids: set[str] = set()
     fresh = watermarks.completed_runs == 0
     mlist = read_marketing_list(dataverse, link.name, link.marketing_list_id)
+    dataverse_started = getattr(dataverse, "last_server_time", None)  # Dataverse's clock as the read begins
     columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
     proposed = Watermarks(watermarks.mailchimp, watermarks.dataverse_records, watermarks.dataverse_members,
                           watermarks.last_full, watermarks.map_rows, watermarks.completed_runs)
@@ -286,7 +288,11 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             proposed.dataverse_members = proposed.dataverse_records or watermarks.dataverse_members
 
         since_members = None if full or watermarks.mailchimp is None else watermarks.mailchimp - OVERLAP
+        mailchimp_started: datetime | None = None
         for page in _member_pages(mailchimp, link, since_members):
+            # Mailchimp's clock when the first page was served (slightly after the read began: the overlap
+            # covers the difference)
+            mailchimp_started = mailchimp_started or getattr(mailchimp, "last_server_time", None)
             for member in page:
                 snapshot = MemberSnapshot(member["email_address"], member["status"],
                                           datetime.fromisoformat(member["last_changed"]), member.get("contact_id"),
@@ -303,6 +309,14 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                 buckets.add("retry", group[0], group)
                 counts["retried"] += 1
 
+        # The next run reads from when this one began (on each service's clock), less the overlap: whatever
+        # changed during this run, its own writes included, is read again then; nothing older is.
+        if dataverse_started is not None:
+            proposed.dataverse_records = dataverse_started
+            if not mlist.dynamic:
+                proposed.dataverse_members = dataverse_started
+        if mailchimp_started is not None:
+            proposed.mailchimp = mailchimp_started
         if indexes is not None:
             counts["new_records"] += record_aliases.resolve(
                 indexes[0], fresh=fresh, on_move=lambda key, new, old: buckets.add("moved", new, [key, old]))
@@ -315,14 +329,18 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                 buckets.add("mapped", key, record_ids)
                 map_rows += 1
 
-        batches = list(_batches(buckets.groups(full=full), link.name, run_id, fresh=fresh, full=full,
-                                size=settings.batch_size, counts=counts, keep_unmatched=not fresh))
+        batch_ids = []
+        for batch in _batches(buckets.groups(full=full), link.name, run_id, fresh=fresh, full=full,
+                              size=settings.batch_size, counts=counts, keep_unmatched=not fresh,
+                              columns=settings.opt_out_columns):
+            send(batch)  # queued as it is made: the scan never holds more than one batch
+            batch_ids.append(batch.batch_id)
     if full:
         proposed.last_full = datetime.now(proposed.mailchimp.tzinfo if proposed.mailchimp else None) \
             if proposed.mailchimp else _utcnow()
         proposed.map_rows = map_rows
-    counts["batches"] = len(batches)
-    return ScanOutcome(batches, proposed, counts, skips)
+    counts["batches"] = len(batch_ids)
+    return ScanOutcome(batch_ids, proposed, counts, skips)
 
 
 def _time(text: str | None) -> datetime | None:
@@ -382,13 +400,13 @@ def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator
 
 
 def _batches(groups: Iterator[Group], link: str, run_id: str, *, fresh: bool, full: bool, size: int,
-             counts: Counter[str], keep_unmatched: bool) -> Iterator[BatchMessage]:
+             counts: Counter[str], keep_unmatched: bool, columns: tuple[str, ...]) -> Iterator[BatchMessage]:
     pending: list[Group] = []
     number = 0
 
     def emit(chunk: list[Group]) -> Iterator[BatchMessage]:
         nonlocal number
-        message = BatchMessage(link, run_id, "", fresh, full, chunk)
+        message = BatchMessage(link, run_id, "", fresh, full, chunk, list(columns))
         encoded = message.encode()
         if len(encoded["groups"]) > MAX_ENCODED_BYTES and len(chunk) > 1:
             half = len(chunk) // 2
