@@ -1,0 +1,222 @@
+"""Drives the benchmark: a fresh local world per size, seeding, four measured runs, the figures.
+
+The driver seeds and changes the emulators through their admin APIs and reads their call counts; each
+sync runs in its own process (``bench.runner``), so the peak RSS measured is the sync's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench import population as pop
+from bench.model import TARGETS, Work, checks, explain, minimum
+from emulators.world import API_KEY, LocalWorld
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ("initial", "settling", "incremental", "no-change")
+BATCH_SUBSCRIBE_ROUTE = "/3.0/lists/{list_id}"
+RUN_TIMEOUT = 3600.0  # seconds; a sync that takes longer is reported as failed, not waited for forever
+REQUEST_LOG_SIZE = 2000  # the emulators keep the last 2,000 requests
+
+
+def run_benchmark(records: int, scale: int, *, interval_minutes: float = 15.0, change_share: float = 0.01,
+                  tag: str | None = None, profile_dir: str | None = None, batch_size: int | None = None,
+                  say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    sizes = [records] if scale <= 1 else [records, records * scale]
+    link = {**pop.LINK, "tag": tag} if tag else dict(pop.LINK)
+    result: dict[str, Any] = {
+        "benchmark": {
+            "records": records, "scale": scale, "sizes": sizes, "link": link,
+            "interval_minutes": interval_minutes, "change_share": change_share,
+            "batch_size": batch_size or 500,
+            "python": sys.version.split()[0], "cpus": os.cpu_count(),
+        },
+        "targets": TARGETS,
+        "sizes": [],
+    }
+    for size in sizes:
+        result["sizes"].append(bench_size(size, link, interval_minutes=interval_minutes, change_share=change_share,
+                                          profile_dir=profile_dir, batch_size=batch_size, say=say))
+    result["rss_growth_percent"] = rss_growth(result["sizes"])
+    return result
+
+
+def bench_size(records: int, link: dict[str, str], *, interval_minutes: float, change_share: float,
+               profile_dir: str | None, say: Callable[[str], None], batch_size: int | None = None) -> dict[str, Any]:
+    from shared.engine import Context
+    from shared.ledger import Ledger
+    from shared.provision import provision
+    from shared.settings import load_settings
+
+    population = pop.Population(records)
+    with LocalWorld() as world, tempfile.TemporaryDirectory(prefix="cbr-bench-") as workdir:
+        say(f"[{records:,}] seeding")
+        started = time.perf_counter()
+        pop.seed(world, population)
+        seeded = time.perf_counter() - started
+        env = world.settings_env([link], **({"BATCH_SIZE": str(batch_size)} if batch_size else {}))
+        settings = load_settings(env)
+        ctx = Context.from_settings(settings)
+        provision(settings, ctx.storage, ctx.dataverse)
+        ledger = Ledger(ctx.storage)
+        say(f"[{records:,}] seeded {records:,} records and {population.members:,} members in {seeded:.1f}s")
+        size: dict[str, Any] = {"records": records, "members": population.members,
+                                "linked_members": sum(p.member_status is not None for p in population.people),
+                                "opted_out": sum(p.opted_out for p in population.people),
+                                "seed_seconds": round(seeded, 2), "runs": []}
+        previous_start: tuple[datetime, datetime] | None = None
+        for name in RUNS:
+            if name == "incremental":  # people and users act halfway between two timer runs
+                advance_clocks(world, interval_minutes * 30)
+                size["changes"] = vars(pop.apply_changes(world, population, change_share))
+                advance_clocks(world, interval_minutes * 30)
+            elif name != "initial":
+                advance_clocks(world, interval_minutes * 60)
+            needed = to_read(world, ctx.dataverse, link, previous_start)
+            previous_start = clocks(world)
+            say(f"[{records:,}] {name} run")
+            profile = str(Path(profile_dir) / f"{records}-{name}.prof") if profile_dir else None
+            run = measure_run(world, env, link, name, Path(workdir), ledger, needed=needed, profile=profile,
+                              static_incremental=name != "initial")
+            say(f"[{records:,}] {name}: {run['wall_seconds']:.1f}s, {run['api_calls']['total']} API calls "
+                f"(minimum {run['minimum']['total']}), peak RSS {run['peak_rss_mb']:.0f} MB")
+            run["targets"] = checks(run, records)
+            size["runs"].append(run)
+    return size
+
+
+def advance_clocks(world: Any, seconds: float) -> None:
+    """Time passes between timer runs on both services alike."""
+    if seconds > 0:
+        world.mailchimp_admin.advance_clock(seconds)
+        world.dataverse_admin.advance_clock(seconds)
+
+
+def clocks(world: Any) -> tuple[datetime, datetime]:
+    """Now on Mailchimp and on Dataverse, each by its own clock."""
+    return (datetime.fromisoformat(world.mailchimp_admin.call("GET", "clock")["now"]),
+            datetime.fromisoformat(world.dataverse_admin.call("GET", "clock")["now"]))
+
+
+def to_read(world: Any, dataverse: Any, link: dict[str, str],
+            since: tuple[datetime, datetime] | None) -> tuple[int, int]:
+    """(members, records) changed since the previous run started (everything before the first run): what the
+    next run has to read. Asked before the run's call counts are reset, so these reads are not counted."""
+    params = {"count": "1", "fields": "total_items"}
+    list_filter = f"listcontact_association/any(l:l/listid eq {link['marketingListId']})"
+    if since is not None:
+        # Mailchimp's bound is exclusive and whole-second; Dataverse's ge is inclusive
+        params["since_last_changed"] = (since[0].replace(microsecond=0) - timedelta(seconds=1)).isoformat()
+        list_filter += f" and modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}"
+    answer = requests.get(f"{world.mailchimp.url}/3.0/lists/{link['audienceId']}/members", params=params,
+                          auth=("bench", API_KEY), timeout=120)
+    answer.raise_for_status()
+    records = sum(len(page) for page in dataverse.iter_pages("contacts", select=["contactid"], filter=list_filter))
+    return int(answer.json()["total_items"]), records
+
+
+def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str, workdir: Path, ledger: Any, *,
+                needed: tuple[int, int], profile: str | None, static_incremental: bool) -> dict[str, Any]:
+    mailchimp, dataverse = world.mailchimp_admin, world.dataverse_admin
+    mailchimp.reset_calls()
+    dataverse.reset_calls()
+    mailchimp.clear_requests()
+    parts_before = dataverse.call("GET", "batch-parts")["parts"]
+    load_before = os.getloadavg()
+    out = workdir / f"{name}.json"
+    command = [sys.executable, "-m", "bench.runner", "--out", str(out)] + (["--profile", profile] if profile else [])
+    launched = datetime.now(UTC)
+    started = time.perf_counter()
+    with open(workdir / f"{name}.stderr", "w+") as errors:
+        try:
+            process = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                     stderr=errors, timeout=RUN_TIMEOUT, check=False)
+            code = process.returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+        errors.seek(0)
+        stderr = errors.read()[-4000:]
+    process_seconds = time.perf_counter() - started
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"the {name} run's process failed (exit {code}):\n{stderr}")
+    measured = json.loads(out.read_text())
+
+    mailchimp_calls = mailchimp.calls()
+    dataverse_calls = dataverse.calls()
+    parts_after = dataverse.call("GET", "batch-parts")["parts"]
+    logged = mailchimp.requests()
+    members_sent = sum(len((r.get("body") or {}).get("members") or []) for r in logged
+                       if r["method"] == "POST" and r["route"] == BATCH_SUBSCRIBE_ROUTE)
+    patches = sum(count - parts_before.get(route, 0) for route, count in parts_after.items()
+                  if route.startswith("PATCH "))
+    latest = ledger.latest_runs(link["name"], 1)
+    if not latest or latest[0].started < launched.replace(microsecond=0):
+        raise RuntimeError(f"the {name} run recorded no run of link {link['name']}:\n{measured['summary']}\n{stderr}")
+    summary = latest[0]
+    counts = dict(summary.counts)
+    work = Work(members_read=needed[0], members_written=counts.get("mailchimp_writes", 0),
+                records_read=needed[1], records_written=patches, static_incremental=static_incremental)
+    as_read = Work(members_read=counts.get("mailchimp_read", 0), members_written=work.members_written,
+                   records_read=counts.get("dataverse_read", 0), records_written=patches,
+                   static_incremental=static_incremental)
+    low, low_as_read = minimum(work), minimum(as_read)
+    total = sum(mailchimp_calls.values()) + sum(dataverse_calls.values())
+    storage_total = sum(measured["storage_calls"].values())
+    wall = measured["wall_seconds"]
+    return {
+        "run": name,
+        "exit_code": measured["exit_code"],
+        "status": summary.status,
+        "full_pass": name == "initial",
+        "wall_seconds": round(wall, 2),
+        "process_seconds": round(process_seconds, 2),
+        "cpu_seconds": round(measured["cpu_seconds"], 2),
+        "records_per_second": round(as_read.records_read / wall, 1) if wall else 0.0,
+        "peak_rss_mb": round(measured["peak_rss_kb"] / 1024, 1),
+        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "api_calls": {
+            "mailchimp": {"endpoints": dict(sorted(mailchimp_calls.items())), "total": sum(mailchimp_calls.values())},
+            "dataverse": {"endpoints": dict(sorted(dataverse_calls.items())), "total": sum(dataverse_calls.values())},
+            "total": total,
+        },
+        "work": {"members_to_read": work.members_read, "members_read": as_read.members_read,
+                 "members_written": work.members_written, "records_to_read": work.records_read,
+                 "records_read": as_read.records_read, "records_written": patches,
+                 "static_incremental": static_incremental, "members_sent_in_batch_subscribes": members_sent,
+                 "members_sent_complete": len(logged) < REQUEST_LOG_SIZE,
+                 "record_groups_written": counts.get("dynamics_writes", 0), "batches": summary.batches},
+        "minimum": {**low.to_json(), "explained": explain(work, low)},
+        "ratio": round(total / low.total, 2),
+        "minimum_as_read": {**low_as_read.to_json(), "explained": explain(as_read, low_as_read)},
+        "ratio_as_read": round(total / low_as_read.total, 2),
+        "storage": {"operations": dict(sorted(measured["storage_calls"].items())), "total": storage_total,
+                    "engine_counter": counts.get("storage_calls", 0)},
+        "counts": counts,
+        "summary": measured["summary"].strip(),
+        **({"log_tail": stderr} if summary.status != "completed" else {}),
+    }
+
+
+def rss_growth(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Peak RSS at the largest size against the smallest, per run and for the worst run."""
+    if len(sizes) < 2:
+        return None
+    small, large = sizes[0], sizes[-1]
+    per_run = {s["run"]: round((b["peak_rss_mb"] / s["peak_rss_mb"] - 1) * 100, 1)
+               for s, b in zip(small["runs"], large["runs"], strict=True)}
+    worst_small = max(r["peak_rss_mb"] for r in small["runs"])
+    worst_large = max(r["peak_rss_mb"] for r in large["runs"])
+    peak = round((worst_large / worst_small - 1) * 100, 1)
+    return {"from_records": small["records"], "to_records": large["records"], "per_run": per_run, "peak": peak,
+            "target": f"< {TARGETS['rss_growth_percent']:g} %", "met": peak < TARGETS["rss_growth_percent"]}

@@ -1,0 +1,116 @@
+"""The efficiency model of design.md: the fewest API calls a run's work could take, and the targets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import ceil
+from typing import Any
+
+MAILCHIMP_READ_PAGE = 1000  # members per GET /lists/{id}/members
+MAILCHIMP_WRITE_PAGE = 500  # members per batch subscribe
+DATAVERSE_READ_PAGE = 5000  # records per page with Prefer: odata.maxpagesize=5000
+DATAVERSE_WRITE_PAGE = 1000  # requests per $batch
+
+TARGETS = {
+    "no_change_calls_per_link": 6,
+    "ratio_max": 1.25,
+    "initial_seconds": 60.0,
+    "initial_seconds_at_records": 50_000,
+    "peak_rss_mb": 300.0,
+    "rss_growth_percent": 25.0,
+}
+
+HOW_N_IS_DERIVED = (
+    "n per kind of work, for each run. Reads: what the run had to read, counted on the services just before it "
+    "started: members whose last_changed is after the previous run's start (GET members with "
+    "since_last_changed, total_items) and records of the list whose modifiedon is at or after it (a paged "
+    "$select=contactid read), each by the service's own clock; for the initial run, the whole audience and the "
+    "whole list. This includes the echoes of the previous run's own writes, which any watermark-based read must "
+    "see again. Writes: members written = the run's mailchimp_writes counter (members whose status the run "
+    "changed in Mailchimp, one ConsentAudit row with a Mailchimp side each); records written = PATCH requests "
+    "executed inside $batch (the Dataverse emulator's /_admin/batch-parts, before and after the run). "
+    "Minimum = ceil(members to read / 1,000) (at least 1) + ceil(members written / 500) + 1 (the marketing "
+    "list's definition) + ceil(records to read / 5,000) (at least 1) + 1 for the new memberships of a static "
+    "list in an incremental run + ceil(records written / 1,000); the list definition and the memberships call "
+    "belong to the minimum of a correct design, which cannot otherwise know what the list is or who joined it. "
+    "'Minimum as read' and 'ratio read' use instead the members and records the run actually read (its mailchimp_read "
+    "and dataverse_read counters): that ratio shows how well the calls were packed, the difference between the "
+    "two shows reads that were not needed (overlap re-reads).")
+
+
+@dataclass
+class Work:
+    """What one run read and wrote, per kind."""
+
+    members_read: int
+    members_written: int
+    records_read: int
+    records_written: int
+    static_incremental: bool  # a static list read incrementally also asks for its new memberships
+
+
+@dataclass
+class Minimum:
+    mailchimp_read: int
+    mailchimp_write: int
+    dataverse_list: int
+    dataverse_read: int
+    dataverse_memberships: int
+    dataverse_write: int
+
+    @property
+    def mailchimp(self) -> int:
+        return self.mailchimp_read + self.mailchimp_write
+
+    @property
+    def dataverse(self) -> int:
+        return self.dataverse_list + self.dataverse_read + self.dataverse_memberships + self.dataverse_write
+
+    @property
+    def total(self) -> int:
+        return self.mailchimp + self.dataverse
+
+    def to_json(self) -> dict[str, int]:
+        return {**asdict(self), "mailchimp": self.mailchimp, "dataverse": self.dataverse, "total": self.total}
+
+
+def minimum(work: Work) -> Minimum:
+    return Minimum(
+        mailchimp_read=max(1, ceil(work.members_read / MAILCHIMP_READ_PAGE)),
+        mailchimp_write=ceil(work.members_written / MAILCHIMP_WRITE_PAGE),
+        dataverse_list=1,
+        dataverse_read=max(1, ceil(work.records_read / DATAVERSE_READ_PAGE)),
+        dataverse_memberships=1 if work.static_incremental else 0,
+        dataverse_write=ceil(work.records_written / DATAVERSE_WRITE_PAGE),
+    )
+
+
+def explain(work: Work, low: Minimum) -> str:
+    """One line: how the minimum of this run adds up."""
+    def part(n: int, page: int, calls: int) -> str:
+        return f"⌈{n:,}/{page:,}⌉={calls}"
+
+    text = (f"Mailchimp read {part(work.members_read, MAILCHIMP_READ_PAGE, low.mailchimp_read)}"
+            f" + write {part(work.members_written, MAILCHIMP_WRITE_PAGE, low.mailchimp_write)}"
+            f"; Dataverse list 1 + read {part(work.records_read, DATAVERSE_READ_PAGE, low.dataverse_read)}")
+    if low.dataverse_memberships:
+        text += " + memberships 1"
+    text += f" + write {part(work.records_written, DATAVERSE_WRITE_PAGE, low.dataverse_write)} = {low.total}"
+    return text
+
+
+def checks(run: dict[str, Any], records: int) -> list[dict[str, Any]]:
+    """The targets that apply to one measured run, each with whether the run met it (reported, not asserted)."""
+    found = []
+    if run["run"] in ("initial", "incremental"):
+        found.append({"target": f"calls <= {TARGETS['ratio_max']:g} x minimum",
+                      "met": run["ratio"] <= TARGETS["ratio_max"]})
+    if run["run"] == "no-change":
+        limit = TARGETS["no_change_calls_per_link"]
+        found.append({"target": f"<= {limit} API calls per link", "met": run["api_calls"]["total"] <= limit})
+    if run["run"] == "initial" and records == TARGETS["initial_seconds_at_records"]:
+        found.append({"target": f"<= {TARGETS['initial_seconds']:g} s at {records:,} records",
+                      "met": run["wall_seconds"] <= TARGETS["initial_seconds"]})
+    found.append({"target": f"peak RSS <= {TARGETS['peak_rss_mb']:g} MB",
+                  "met": run["peak_rss_mb"] <= TARGETS["peak_rss_mb"]})
+    return found
