@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
 from typing import Any
 
-import mailchimp_marketing
 import pytest
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
-KEY = "0123456789abcdef0123456789abcdef-us21"
-LIST = "a1b2c3d4e5"
-
-
-def md5(email: str) -> str:
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+from tests.emulators.mailchimp_support import LIST, md5, official_client
 
 
 @pytest.fixture
 def mc(mailchimp_emulator: Any) -> Any:
     mailchimp_emulator.admin.seed({"audiences": [{"id": LIST, "name": "Newsletter"}]})
-    client = mailchimp_marketing.Client()
-    client.set_config({"api_key": KEY, "server": "us21"})
-    client.api_client.host = mailchimp_emulator.url + "/3.0"
-    return client
+    return official_client(mailchimp_emulator)
 
 
 def seed_members(emulator: Any, *members: dict[str, Any]) -> None:

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
-import mailchimp_marketing
 import pytest
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
-KEY = "0123456789abcdef0123456789abcdef-us21"
-LIST = "a1b2c3d4e5"
-
-
-def md5(email: str) -> str:
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+from tests.emulators.mailchimp_support import KEY, LIST, md5, official_client
 
 
 @pytest.fixture
@@ -25,10 +18,7 @@ def mc(mailchimp_emulator: Any) -> Any:
         "audiences": [{"id": LIST, "name": "Newsletter"}],
         "members": [{"list_id": LIST, "email_address": e, "status": "subscribed"}
                     for e in ("a@example.org", "b@example.org")]})
-    client = mailchimp_marketing.Client()
-    client.set_config({"api_key": KEY, "server": "us21"})
-    client.api_client.host = mailchimp_emulator.url + "/3.0"
-    return client
+    return official_client(mailchimp_emulator)
 
 
 def test_interest_categories_and_interests(mc: Any) -> None:

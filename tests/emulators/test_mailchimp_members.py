@@ -6,17 +6,11 @@ import hashlib
 import json
 from typing import Any
 
-import mailchimp_marketing
 import pytest
 import requests
 from mailchimp_marketing.api_client import ApiClientError
 
-KEY = "0123456789abcdef0123456789abcdef-us21"
-LIST = "a1b2c3d4e5"
-
-
-def md5(email: str) -> str:
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+from tests.emulators.mailchimp_support import KEY, LIST, md5, official_client
 
 
 def problem(error: ApiClientError) -> dict[str, Any]:
@@ -27,10 +21,7 @@ def problem(error: ApiClientError) -> dict[str, Any]:
 
 @pytest.fixture
 def mc(mailchimp_emulator: Any) -> Any:
-    client = mailchimp_marketing.Client()
-    client.set_config({"api_key": KEY, "server": "us21"})
-    client.api_client.host = mailchimp_emulator.url + "/3.0"
-    return client
+    return official_client(mailchimp_emulator)
 
 
 @pytest.fixture
