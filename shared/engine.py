@@ -87,14 +87,14 @@ def context() -> Context:
 
 
 @dataclass
-class Planned:
+class PlannedRun:
     link: str
     run_id: str | None
     skipped: str = ""
 
 
 def plan_sync(ctx: Context, *, link_name: str | None = None, full: bool = False, dry_run: bool = False,
-              now: datetime | None = None, trigger: str = telemetry.TRIGGER_TIMER) -> list[Planned]:
+              now: datetime | None = None, trigger: str = telemetry.TRIGGER_TIMER) -> list[PlannedRun]:
     now = now or datetime.now(UTC)
     links = [ctx.settings.link(link_name)] if link_name else list(ctx.settings.links)
     planned = []
@@ -103,12 +103,12 @@ def plan_sync(ctx: Context, *, link_name: str | None = None, full: bool = False,
         holder = ctx.ledger.acquire(link.name, run_id, now)
         if holder:
             telemetry.run_skipped(link.name, "run-in-progress", run_id=holder)
-            planned.append(Planned(link.name, None, f"run {holder} is still in progress"))
+            planned.append(PlannedRun(link.name, None, f"run {holder} is still in progress"))
             continue
         ctx.ledger.start_run(link.name, run_id, full=full, dry_run=dry_run, now=now)
         ctx.storage.send(LINKS_QUEUE, {"link": link.name, "run": run_id, "full": full})
         telemetry.run_started(run_id, link.name, trigger=trigger, full=full)
-        planned.append(Planned(link.name, run_id))
+        planned.append(PlannedRun(link.name, run_id))
     return planned
 
 

@@ -140,9 +140,6 @@ class IdentityMap:
                 if data.get("r"):
                     yield member_hash, [r[0] for r in data["r"]]
 
-    def count(self, link: str) -> int:
-        return sum(int(row.get("count") or 0) for row in self.table.query_entities(
-            "PartitionKey eq @p", parameters={"p": link}, select=["count"]))
 
 
 def _shard_write(partition: str, key: str, shard: _Shard) -> tuple[Any, ...]:
@@ -219,12 +216,9 @@ class AliasIndex:
         raise RuntimeError(f"the {self.partition} index kept changing under this batch; it will be retried")
 
     def get(self, keys: Iterable[str]) -> dict[str, str]:
+        """The hash each of these keys points to, for the keys the index knows."""
         wanted = set(keys)
-        shards = sorted({self.shard(k) for k in wanted})
         found: dict[str, str] = {}
-        for start in range(0, len(shards), 50):
-            chunk = shards[start:start + 50]
-            for key, value in self.read_range(chunk[0], chunk[-1]).items():
-                if key in wanted:
-                    found[key] = value
+        for shard in sorted({self.shard(k) for k in wanted}):
+            found.update({k: v for k, v in self.read_range(shard, shard).items() if k in wanted})
         return found

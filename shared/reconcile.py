@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -454,7 +453,8 @@ class Reconciler:
         written = {rid: body for rid, body in item.record_writes.items() if rid not in item.record_failures}
         if written:
             before = {r.record_id: r for r in item.records}
-            planned.dynamics_old = json.dumps({rid: _describe(before[rid], body) for rid, body in written.items()})
+            planned.dynamics_old = json.dumps({rid: _describe(before[rid], body, self.settings.subscriber_status_column)
+                                               for rid, body in written.items()})
             planned.dynamics_new = json.dumps(written)
         planned.skipped += [(rid, reason) for rid, reason in item.record_failures.items()]
         item.skipped = list(planned.skipped)
@@ -587,15 +587,15 @@ def _dataverse_refusal(result: Any) -> str:
     return f"dataverse-refused-{result.status}"
 
 
-def _describe(record: RecordSnapshot, body: dict[str, Any]) -> dict[str, Any]:
+def _describe(record: RecordSnapshot, body: dict[str, Any], status_column: str | None) -> dict[str, Any]:
+    """The values the written columns held before the write, as far as the scan read them."""
     before: dict[str, Any] = {}
     for column in body:
-        before[column] = record.opt_out.get(column, record.status_code)
+        if column in record.opt_out:
+            before[column] = record.opt_out[column]
+        elif column == status_column:
+            before[column] = record.status_code
+        elif column == "emailaddress1":
+            before[column] = "(the previous address)"  # addresses never go into the audit
     return before
 
-
-def merge_counts(counters: Iterable[Counter[str]]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for counter in counters:
-        total.update(counter)
-    return total

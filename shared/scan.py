@@ -336,8 +336,7 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             send(batch)  # queued as it is made: the scan never holds more than one batch
             batch_ids.append(batch.batch_id)
     if full:
-        proposed.last_full = datetime.now(proposed.mailchimp.tzinfo if proposed.mailchimp else None) \
-            if proposed.mailchimp else _utcnow()
+        proposed.last_full = dataverse_started or _utcnow()
         proposed.map_rows = map_rows
     counts["batches"] = len(batch_ids)
     return ScanOutcome(batch_ids, proposed, counts, skips)

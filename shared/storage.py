@@ -142,6 +142,3 @@ class Storage:
 def upsert(entity: dict[str, Any]) -> Operation:
     return (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.REPLACE})
 
-
-def merge(entity: dict[str, Any]) -> Operation:
-    return (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.MERGE})

@@ -395,13 +395,17 @@ class DataverseEmulator(Emulator):
         table = self._set_table(request.params["entityset"])
         return self._query(request, table, None, None)
 
-    def _get_related(self, request: Request) -> Response:
+    def _navigation(self, request: Request) -> tuple[Table, Any, str]:
+        """(table, navigation property, record id) of an ``<set>(<id>)/<nav>`` path."""
         table = self._set_table(request.params["entityset"])
         nav_name = request.params["nav"]
         navigation = table.navigations.get(nav_name)
         if navigation is None:
             raise errors.segment_not_found(nav_name)
-        record_id = self._record_id(table, request.params["key"])
+        return table, navigation, self._record_id(table, request.params["key"])
+
+    def _get_related(self, request: Request) -> Response:
+        table, navigation, record_id = self._navigation(request)
         target = self.tables[navigation.target]
         with self.data_lock:
             row = self.store.data(table.logical_name).rows.get(record_id)
@@ -412,7 +416,8 @@ class DataverseEmulator(Emulator):
                 ids = self.store.member_ids(record_id) if member_type == target.logical_name else []
             else:
                 ids = sorted(self.store.lists_of(record_id))
-            return self._query(request, target, list(ids), ("nav", table.logical_name, record_id, nav_name))
+            scope_key = ("nav", table.logical_name, record_id, request.params["nav"])
+            return self._query(request, target, list(ids), scope_key)
 
     def _count(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
@@ -932,18 +937,13 @@ class DataverseEmulator(Emulator):
 
     def _membership_target(self, request: Request, other: str | None) -> tuple[dict[str, Any], Table, str]:
         """(list row, member table, member id) for a $ref request made from either side."""
-        table = self._set_table(request.params["entityset"])
-        nav_name = request.params["nav"]
-        navigation = table.navigations.get(nav_name)
-        if navigation is None:
-            raise errors.segment_not_found(nav_name)
-        record_id = self._record_id(table, request.params["key"])
+        table, navigation, record_id = self._navigation(request)
         if other is None:
             raise ApiError(400, "0x80060888", "The related record is missing: give '@odata.id'.")  # unverified
         other_table, other_id = self._reference(other)
         if other_table.logical_name != navigation.target:
             raise ApiError(400, "0x80060888", f"The entity set '{other_table.entity_set_name}' does not match the "
-                                              f"navigation property '{nav_name}'.")  # text unverified
+                                              f"navigation property '{request.params['nav']}'.")  # text unverified
         if table.logical_name == "list":
             return self._list_row(record_id), other_table, other_id
         if record_id not in self.store.data(table.logical_name).rows:
