@@ -347,6 +347,7 @@ class Mailchimp:
         self._client.api_client.host = self.base_url
         # the service's clock, from the Date header of the latest answer: watermarks are set on it
         self.last_server_time: datetime | None = None
+        self._segments: dict[tuple[str, str], str] = {}
         send = self._client.api_client.request
 
         def request_noting_the_time(*args: Any, **kwargs: Any) -> requests.Response:
@@ -511,7 +512,18 @@ class Mailchimp:
                    member_hash=member_hash)
 
     def tag_segment_id(self, list_id: str, tag_name: str) -> str | None:
-        """The id of the static segment behind a tag, or None when the audience has no such tag."""
+        """The id of the static segment behind a tag, or None when the audience has no such tag.
+
+        Found ids are kept: a tag's segment keeps its id, so each batch need not look it up again."""
+        known = self._segments.get((list_id, tag_name))
+        if known is not None:
+            return known
+        found = self._find_segment(list_id, tag_name)
+        if found is not None:
+            self._segments[(list_id, tag_name)] = found
+        return found
+
+    def _find_segment(self, list_id: str, tag_name: str) -> str | None:
         def fetch(offset: int, count: int) -> Any:
             return self._client.lists.list_segments(list_id, type="static", count=count, offset=offset,
                                                     fields=["segments.id", "segments.name", "total_items"])
@@ -548,8 +560,13 @@ class Mailchimp:
         changed_key = "total_added" if key == "members_to_add" else "total_removed"
         for start in range(0, len(addresses), SEGMENT_BATCH_MAX):
             body = {key: addresses[start:start + SEGMENT_BATCH_MAX]}
-            answer = self._call("POST segment members", lambda body=body: self._client.lists.batch_segment_members(
-                body, list_id, segment_id)) or {}
+            try:
+                answer = self._call("POST segment members", lambda body=body: self._client.lists.batch_segment_members(
+                    body, list_id, segment_id)) or {}
+            except MailchimpError as exc:
+                if exc.status == 404:  # the tag was deleted (and maybe made again): look it up afresh next time
+                    self._segments.pop((list_id, tag_name), None)
+                raise
             result.calls += 1
             result.changed += int(answer.get(changed_key) or 0)
             for item in answer.get("errors") or []:

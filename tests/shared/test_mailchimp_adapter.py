@@ -705,3 +705,14 @@ def test_without_the_cap_the_emulator_would_refuse_the_eleventh_connection(mailc
     loose = adapter(mailchimp_emulator, key=fresh_key(), max_connections=16, max_attempts=1)
     failures = _hammer([loose], 32)
     assert failures and all(isinstance(f, MailchimpError) and f.status == 429 for f in failures)
+
+
+def test_a_tags_segment_is_looked_up_once(mailchimp_emulator: Running, mc: Mailchimp) -> None:
+    seed(mailchimp_emulator, people(4))
+    mc.update_member_tags(LIST, subscriber_hash("person0@example.com"), {"crm": True})
+    mailchimp_emulator.admin.reset_calls()
+    mc.add_tag_members(LIST, "crm", ["person1@example.com"])
+    mc.add_tag_members(LIST, "crm", ["person2@example.com"])
+    calls = mailchimp_emulator.admin.calls()
+    assert calls["GET /3.0/lists/{list_id}/segments"] == 1
+    assert calls["POST /3.0/lists/{list_id}/segments/{segment_id}"] == 2
