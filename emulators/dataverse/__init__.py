@@ -7,7 +7,8 @@ bearer token, when sent, names the user (its ``oid``/``sub`` claim) for the serv
 What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as the real service):
 
 - tables ``contacts``, ``leads``, ``accounts``, ``lists`` and ``listmembers`` (RetrieveMultiple only)
-  with their consent columns, plus custom tables created through the metadata API;
+  with their consent columns, ``savedqueries`` (system views: ``returnedtypecode`` must name a table and
+  the ``fetchxml`` must query it), plus custom tables created through the metadata API;
 - ``GET`` collections with ``$select``/``$filter``/``$orderby``/``$top``/``$count``, ``Prefer:
   odata.maxpagesize`` paging with ``$skiptoken`` next links (``$top`` ignored then), ``$skip``,
   ``$search``, ``$format`` and unknown ``$`` options refused; ``contacts(<id>)``; ``.../$count``;
@@ -35,6 +36,14 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
   ``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$expand=OptionSet`` cast; ``POST`` of Boolean,
   Picklist, String, Memo, DateTime, Integer and BigInt columns and of custom tables (publisher prefix
   checked, entity set name derived as the plural of the logical name); ``PublishXml``/``PublishAllXml``;
+- one-to-many relationships: ``POST RelationshipDefinitions`` with a ``OneToManyRelationshipMetadata`` body
+  and its ``Lookup`` adds the lookup column to the referencing table (read and filtered as
+  ``_<lookup>_value``, in FetchXML by its logical name), written with ``<Lookup SchemaName>@odata.bind``
+  (case-sensitive: another case gets the service's "undeclared property" 400; a bind to a missing row its
+  404); ``GET RelationshipDefinitions(SchemaName='x')``/``(<MetadataId>)`` and the collection (``$select``,
+  the small ``$filter``); a second relationship or lookup of the same name is refused; deleting a
+  referenced row applies the relationship's ``CascadeConfiguration.Delete`` (Cascade, RemoveLink,
+  Restrict);
 - ``WhoAmI``; service protection per user: 6,000 requests and 1,200,000 ms of execution per 300 s,
   52 concurrent requests, each answered with 429, ``Retry-After`` and the real error code.
 
@@ -45,7 +54,8 @@ Admin routes, besides those of ``emulators.common`` (calls, faults, clock, reque
                                            "lockstatus"?, "members": [ids]}]}
                                rows may set any column, also modifiedon/createdon/statecode; ids are generated
                                when absent; 100,000 rows take about a second
-    GET  /_admin/state         counts, settings, limits and custom metadata; ?entity=contacts[&id=...] the rows
+    GET  /_admin/state         counts, settings, limits and custom metadata (tables, columns, relationships);
+                               ?entity=contacts[&id=...] the rows
                                (a list row also carries "members")
     POST /_admin/edit          {"entity": "contacts", "id": "...", "changes": {...}} or {"entity", "edits": [...]}:
                                a user editing in Dynamics (new version and modifiedon, record state not checked)
@@ -69,7 +79,8 @@ an unexpected-error body; ``slow`` delays the request.
 
 Deliberately not reproduced: ``$expand`` and ``$apply`` (501), alternate keys (no keys exist, so a
 key URL gets the real "key ... is not valid" 400), the CSDL ``$metadata`` document (501), ``PUT``
-and ``DELETE`` of metadata, relationships and lookup columns created through metadata, global option
+and ``DELETE`` of metadata and relationships, many-to-many and multi-table (polymorphic) relationships
+created through metadata, the referenced side's collection navigation of a created relationship, global option
 sets, publishers and solutions (``MSCRM.SolutionUniqueName`` is accepted and ignored; the known
 prefixes are a setting), ``RemoveMemberList``/``CopyDynamicListToStatic``/``QualifyLead`` and other
 actions, direct create/update/delete of ``listmember`` rows (501), plug-ins, duplicate detection,

@@ -45,6 +45,15 @@ def undeclared_property(name: str, type_name: str) -> ApiError:
                     "property names that are defined by the type or mark the type as open type.")
 
 
+def undeclared_navigation(name: str) -> ApiError:
+    """An ``<name>@odata.bind`` whose navigation property does not exist (names are case-sensitive)."""
+    return ApiError(400, "0x0", "An error occurred while validating input parameters: Microsoft.OData.ODataException: "
+                                f"An undeclared property '{name}' which only has property annotations in the payload "
+                                "but no property value was found in the payload. In OData, only declared navigation "
+                                "properties and declared named streams can be represented as properties without "
+                                "values.")
+
+
 def bad_literal(value: object, edm_type: str) -> ApiError:
     return ApiError(400, "0x80060888", f"Cannot convert the literal '{value}' to the expected type '{edm_type}'.")
 

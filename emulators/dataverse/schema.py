@@ -321,7 +321,22 @@ def builtin_tables() -> list[Table]:
                  options=[Option(1, "Account"), Option(2, "Contact"), Option(4, "Lead")]),
          *_common("listmember")],
         ownership="None", is_intersect=True, can_retrieve=False)
-    return [contact, lead, account, marketing_list, list_member]
+    saved_query = _table(
+        "savedquery", "SavedQuery", "savedqueries", "savedqueryid", "name", "View", "Views", 1039,
+        [Attribute("savedqueryid", GUID, "View", valid_for_update=False, required_level="SystemRequired"),
+         _string("name", "Name", 200, required_level="SystemRequired"),
+         Attribute("returnedtypecode", ENTITYNAME, "Returned Type Code", valid_for_update=False,
+                   required_level="SystemRequired"),
+         Attribute("fetchxml", MEMO, "Fetch Xml", max_length=1073741823),
+         Attribute("layoutxml", MEMO, "Grid Layout", max_length=1073741823),
+         Attribute("querytype", INTEGER, "Query Type", default=0, min_value=0, max_value=2147483647),
+         Attribute("isdefault", BOOLEAN, "Is Default", default=False, options=[Option(0, "No"), Option(1, "Yes")]),
+         Attribute("description", MEMO, "Description", max_length=2000),
+         _state([(0, "Active"), (1, "Inactive")]),
+         _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
+         *_common("savedquery")],
+        ownership="OrganizationOwned", change_tracking=False)
+    return [contact, lead, account, marketing_list, list_member, saved_query]
 
 
 # ---- metadata created through the Web API ------------------------------------------------------
@@ -462,6 +477,139 @@ def table_from_metadata(body: Any, prefixes: Iterable[str], object_type_code: in
     return Table(logical, schema_name, entity_set, primary_id, primary.logical_name, display, collection,
                  {a.logical_name: a for a in columns}, object_type_code, change_tracking=change_tracking,
                  is_custom=True, ownership=ownership)
+
+
+# ---- one-to-many relationships and their lookup columns ------------------------------------------
+
+CASCADE_TYPES = frozenset({"NoCascade", "Cascade", "Active", "UserOwned", "RemoveLink", "Restrict"})
+DEFAULT_CASCADE = {"Assign": "NoCascade", "Delete": "RemoveLink", "Merge": "NoCascade", "Reparent": "NoCascade",
+                   "Share": "NoCascade", "Unshare": "NoCascade", "RollupView": "NoCascade"}
+ONE_TO_MANY = "OneToManyRelationshipMetadata"
+MANY_TO_MANY = "ManyToManyRelationshipMetadata"
+
+
+@dataclass
+class Relationship:
+    """A one-to-many relationship: ``referencing_entity.referencing_attribute`` (a lookup) points at
+    ``referenced_entity.referenced_attribute`` (its primary key)."""
+
+    schema_name: str
+    referenced_entity: str
+    referenced_attribute: str
+    referencing_entity: str
+    referencing_attribute: str
+    referencing_navigation: str  # single-valued, on the referencing table: the name ``@odata.bind`` uses
+    referenced_navigation: str  # collection-valued, on the referenced table
+    cascade: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CASCADE))
+    menu: dict[str, Any] = field(default_factory=dict)
+    is_custom: bool = True
+    metadata_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def metadata_type(body: dict[str, Any]) -> str:
+    """The EntityType name of a metadata body's ``@odata.type`` (``#`` and namespace dropped)."""
+    return str(body.get("@odata.type") or "").lstrip("#").rsplit(".", 1)[-1]
+
+
+def lookup_from_metadata(body: Any, prefixes: Iterable[str], target: str) -> Attribute:
+    """The ``Lookup`` of a OneToManyRelationshipMetadata body as an Attribute of the referencing table."""
+    if not isinstance(body, dict):
+        raise metadata_error("The Lookup of a one-to-many relationship must be a LookupAttributeMetadata "
+                             "object.")  # text unverified
+    kind = metadata_type(body)
+    declared = body.get("AttributeType")
+    if (kind and kind != _METADATA_TYPES[LOOKUP]) or (declared is not None and declared != LOOKUP):
+        raise metadata_error(f"The Lookup of a one-to-many relationship must be of type "
+                             f"Microsoft.Dynamics.CRM.LookupAttributeMetadata, not '{kind or declared}'.")  # unverified
+    schema_name = check_schema_name(body.get("SchemaName"), prefixes, "attribute")
+    display = _required_label(body, "DisplayName", "attribute")
+    required = body.get("RequiredLevel")
+    level = required.get("Value", "None") if isinstance(required, dict) else "None"
+    return Attribute(schema_name.lower(), LOOKUP, display, schema_name=schema_name, targets=(target,),
+                     is_custom=True, required_level=level)
+
+
+def relationship_from_metadata(body: Any, prefixes: Iterable[str],
+                               tables: Callable[[str], Table | None]) -> tuple[Relationship, Attribute]:
+    """A OneToManyRelationshipMetadata body (as POSTed to ``RelationshipDefinitions``) as the relationship
+    and the lookup column it adds to the referencing table."""
+    if not isinstance(body, dict):
+        raise metadata_error("The request body must be a RelationshipMetadataBase object.")  # text unverified
+    if metadata_type(body) != ONE_TO_MANY:
+        raise metadata_error("The @odata.type of a relationship must be Microsoft.Dynamics.CRM."
+                             "OneToManyRelationshipMetadata or ManyToManyRelationshipMetadata.")  # unverified
+    schema_name = check_schema_name(body.get("SchemaName"), prefixes, "relationship")
+    found: dict[str, Table] = {}
+    for key in ("ReferencedEntity", "ReferencingEntity"):
+        name = body.get(key)
+        table = tables(name) if isinstance(name, str) else None
+        if table is None:
+            raise ApiError(404, "0x80040217", f"Could not find entity with logical name '{name}' "
+                                              f"({key}).")  # text unverified
+        if table.is_intersect or table.logical_name == "savedquery":
+            raise metadata_error(f"The entity '{name}' cannot take part in a one-to-many relationship as the "
+                                 f"{'referenced' if key == 'ReferencedEntity' else 'referencing'} entity.")  # unver.
+        found[key] = table
+    referenced, referencing = found["ReferencedEntity"], found["ReferencingEntity"]
+    referenced_attribute = body.get("ReferencedAttribute") or referenced.primary_id
+    if referenced_attribute != referenced.primary_id:
+        raise metadata_error(f"ReferencedAttribute must be the primary key '{referenced.primary_id}' of "
+                             f"'{referenced.logical_name}'.")  # text unverified
+    lookup = lookup_from_metadata(body.get("Lookup"), prefixes, referenced.logical_name)
+    referencing_attribute = body.get("ReferencingAttribute")
+    if referencing_attribute not in (None, "", lookup.logical_name):
+        raise metadata_error(f"ReferencingAttribute '{referencing_attribute}' does not match the Lookup "
+                             f"'{lookup.logical_name}'.")  # text unverified
+    cascade = dict(DEFAULT_CASCADE)
+    given = body.get("CascadeConfiguration") or {}
+    if not isinstance(given, dict):
+        raise metadata_error("CascadeConfiguration must be an object.")  # text unverified
+    for action, value in given.items():
+        if action.startswith("@"):
+            continue
+        if action not in DEFAULT_CASCADE or value not in CASCADE_TYPES:
+            raise metadata_error(f"Invalid cascade configuration {action}={value!r}.")  # text unverified
+        cascade[action] = value
+    menu = body.get("AssociatedMenuConfiguration") if isinstance(body.get("AssociatedMenuConfiguration"), dict) \
+        else {"Behavior": "UseCollectionName", "Group": "Details", "Order": 10000}
+    relationship = Relationship(
+        schema_name, referenced.logical_name, referenced_attribute, referencing.logical_name, lookup.logical_name,
+        body.get("ReferencingEntityNavigationPropertyName") or lookup.schema_name,
+        body.get("ReferencedEntityNavigationPropertyName") or schema_name, cascade, menu)
+    return relationship, lookup
+
+
+def builtin_relationships() -> list[Relationship]:
+    """The out-of-box relationships behind the lookups the built-in tables have."""
+    return [Relationship("contact_customer_accounts", "account", "accountid", "contact", "parentcustomerid",
+                         "parentcustomerid_account", "contact_customer_accounts", is_custom=False),
+            Relationship("contact_customer_contacts", "contact", "contactid", "contact", "parentcustomerid",
+                         "parentcustomerid_contact", "contact_customer_contacts", is_custom=False)]
+
+
+def relationship_metadata(relationship: Relationship) -> dict[str, Any]:
+    return {
+        "@odata.type": f"#Microsoft.Dynamics.CRM.{ONE_TO_MANY}",
+        "MetadataId": relationship.metadata_id,
+        "SchemaName": relationship.schema_name,
+        "RelationshipType": "OneToManyRelationship",
+        "IsCustomRelationship": relationship.is_custom,
+        "IsManaged": not relationship.is_custom,
+        "IsValidForAdvancedFind": True,
+        "SecurityTypes": "Append",
+        "IsHierarchical": False,
+        "ReferencedEntity": relationship.referenced_entity,
+        "ReferencedAttribute": relationship.referenced_attribute,
+        "ReferencingEntity": relationship.referencing_entity,
+        "ReferencingAttribute": relationship.referencing_attribute,
+        "ReferencedEntityNavigationPropertyName": relationship.referenced_navigation,
+        "ReferencingEntityNavigationPropertyName": relationship.referencing_navigation,
+        "CascadeConfiguration": dict(relationship.cascade),
+        "AssociatedMenuConfiguration": relationship.menu,
+    }
+
+
+RELATIONSHIP_METADATA_PROPERTIES = frozenset(relationship_metadata(builtin_relationships()[0])) - {"@odata.type"}
 
 
 # ---- metadata JSON ---------------------------------------------------------------------------------

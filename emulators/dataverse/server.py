@@ -33,12 +33,19 @@ from .schema import (
     ENTITY_METADATA_PROPERTIES,
     LIST_NAVIGATIONS,
     LOOKUP,
+    MANY_TO_MANY,
     MEMBER_TYPE_CODES,
+    RELATIONSHIP_METADATA_PROPERTIES,
+    Relationship,
     Table,
     attribute_from_metadata,
     attribute_metadata,
+    builtin_relationships,
     builtin_tables,
     entity_metadata,
+    metadata_type,
+    relationship_from_metadata,
+    relationship_metadata,
     table_from_metadata,
 )
 from .store import Store, TableData
@@ -153,6 +160,7 @@ class DataverseEmulator(Emulator):
             for table in builtin_tables():
                 self._register_table(table)
             self.store = Store(list(self.tables.values()))
+            self.relationships: dict[str, Relationship] = {r.schema_name: r for r in builtin_relationships()}
             self.cache: OrderedDict[tuple, _Cached] = OrderedDict()
             self.join_indexes: dict[tuple[str, str], tuple[int, dict[Any, list[dict]]]] = {}
             self.defaults: dict[str, dict[str, Any]] = {}
@@ -229,6 +237,8 @@ class DataverseEmulator(Emulator):
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             add(method, "/EntityDefinitions{rest}", r"^/api/data/v9\.2/EntityDefinitions(?P<rest>.*)$",
                 self._metadata)
+            add(method, "/RelationshipDefinitions{rest}", r"^/api/data/v9\.2/RelationshipDefinitions(?P<rest>.*)$",
+                self._relationship_definitions)
         add("POST", "/{entityset}({id})/Microsoft.Dynamics.CRM.AddMemberList",
             rf"^/api/data/v9\.2/{_SET}{_KEY}/(Microsoft\.Dynamics\.CRM\.)?AddMemberList$", self._add_member_list)
         add("POST", "/{entityset}({id})/{nav}/$ref", rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}/\$ref$",
@@ -717,8 +727,8 @@ class DataverseEmulator(Emulator):
                 continue  # instance annotations such as @odata.type
             if key.endswith("@odata.bind"):
                 binding = table.bindings.get(key)
-                if binding is None:
-                    raise errors.undeclared_property(key.split("@")[0], table.logical_name)
+                if binding is None:  # navigation property names are case-sensitive: the lookup's SchemaName
+                    raise errors.undeclared_navigation(key.split("@")[0])
                 lookup, target = binding
                 changes[f"_{lookup}_value"] = self._bound_id(value, target)
                 changes[f"_{lookup}_value@target"] = target
@@ -787,12 +797,27 @@ class DataverseEmulator(Emulator):
         return row
 
     def _check_required(self, table: Table, row: dict[str, Any]) -> None:
+        if table.logical_name == "savedquery":
+            self._check_view(row)
         if table.logical_name == "list":
             for name in ("listname", "createdfromcode"):
                 if row.get(name) is None:
                     raise ApiError(400, "0x80040203", f"Attribute '{name}' is required for list.")  # unverified
             if row.get("type") and row.get("lockstatus"):
                 raise ApiError(400, "0x8004F703", "Lock Status cannot be specified for a dynamic list.")
+
+    def _check_view(self, row: dict[str, Any]) -> None:
+        """A system view needs a name, the table it returns and FetchXML over that table."""
+        for name in ("name", "returnedtypecode", "fetchxml"):
+            if not row.get(name):
+                raise ApiError(400, "0x80040203", f"Attribute '{name}' is required for savedquery.")  # unverified
+        if row["returnedtypecode"] not in self.tables:
+            raise ApiError(400, "0x80040203", f"'{row['returnedtypecode']}' is not a valid entity name for "
+                                              "returnedtypecode.")  # text unverified
+        plan = compile_fetch(row["fetchxml"], self.tables.get)  # a FetchXML error answers 400 like a query's
+        if plan.entity != row["returnedtypecode"]:
+            raise ApiError(400, "0x80040203", f"The view's fetchxml queries '{plan.entity}', not its returnedtypecode "
+                                              f"'{row['returnedtypecode']}'.")  # text unverified
 
     def _create(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
@@ -897,7 +922,30 @@ class DataverseEmulator(Emulator):
         elif table.logical_name in LIST_NAVIGATIONS:
             for list_id in sorted(store.lists_of(record_id)):
                 store.remove_member(list_id, record_id)
+        self._cascade_delete(table, record_id)
         store.delete(table.logical_name, record_id)
+
+    def _cascade_delete(self, table: Table, record_id: str) -> None:
+        """What deleting a referenced record does to the rows whose lookups point at it."""
+        for relationship in self.relationships.values():
+            if relationship.referenced_entity != table.logical_name or not relationship.is_custom:
+                continue
+            key = f"_{relationship.referencing_attribute}_value"
+            data = self.store.data(relationship.referencing_entity)
+            referencing = [row for row in data.rows.values() if row.get(key) == record_id]
+            if not referencing:
+                continue
+            behaviour = relationship.cascade.get("Delete", "RemoveLink")
+            if behaviour == "Restrict":
+                raise ApiError(400, "0x80040227", f"The record cannot be deleted because it is referenced by "
+                                                  f"{relationship.referencing_entity} records through "
+                                                  f"{relationship.schema_name}.")  # text unverified
+            child = self.tables[relationship.referencing_entity]
+            for row in referencing:
+                if behaviour == "Cascade":
+                    self._delete_record(child, row[child.primary_id])
+                else:
+                    self._update(child, row, {key: None}, row.get("_modifiedby_value") or DYNAMICS_USER)
 
     # ================================================================================================
     # marketing lists
@@ -1210,6 +1258,81 @@ class DataverseEmulator(Emulator):
         return Response(204, b"", {"OData-Version": "4.0",
                                    "OData-EntityId": f"{self._base(request)}/EntityDefinitions({table.metadata_id})"})
 
+    # ---- relationships ------------------------------------------------------------------------------
+    _RELATIONSHIP_PATH = re.compile(r"^(?:\((?P<key>[^)]*)\)(?:/(?P<cast>Microsoft\.Dynamics\.CRM\.\w+))?)?$")
+
+    def _relationship_definitions(self, request: Request) -> Response:
+        rest = unquote(request.params.get("rest", ""))
+        found = self._RELATIONSHIP_PATH.match(rest)
+        if not found:
+            raise errors.segment_not_found(rest.strip("/").split("/")[-1].split("(")[0] or "RelationshipDefinitions")
+        method = request.method
+        with self.data_lock:
+            if found.group("key") is None:
+                if found.group("cast"):
+                    raise errors.not_implemented("casts on the RelationshipDefinitions collection")
+                if method == "GET":
+                    return self._list_relationships(request)
+                if method == "POST":
+                    return self._create_relationship(request)
+                raise _method_not_allowed(method)
+            relationship = self._relationship(found.group("key"))
+            if method != "GET":
+                raise errors.not_implemented(f"{method} on RelationshipDefinitions")
+            body = relationship_metadata(relationship)
+            cast = found.group("cast")
+            if cast is not None and cast != body["@odata.type"].lstrip("#"):
+                raise ApiError(400, "0x80060888", f"The relationship '{relationship.schema_name}' is not of type "
+                                                  f"'{cast}'.")  # text unverified
+            select = self._metadata_select(request, RELATIONSHIP_METADATA_PROPERTIES, "RelationshipMetadataBase")
+            return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#RelationshipDefinitions"
+                                                      "/$entity", **self._pick(body, select)})
+
+    def _relationship(self, key: str) -> Relationship:
+        named = re.match(r"^SchemaName='([^']*)'$", key.strip())
+        guid = parse_guid(key)
+        for relationship in self.relationships.values():
+            if (named and relationship.schema_name == named.group(1)) or (guid and relationship.metadata_id == guid):
+                return relationship
+        raise ApiError(404, "0x80040217", f"Could not find relationship with "
+                                          f"{'SchemaName' if named else 'id'} '{named.group(1) if named else key}'.")
+        # text unverified
+
+    def _list_relationships(self, request: Request) -> Response:
+        select = self._metadata_select(request, RELATIONSHIP_METADATA_PROPERTIES, "RelationshipMetadataBase")
+        test = _metadata_filter(request.arg("$filter"), RELATIONSHIP_METADATA_PROPERTIES, "RelationshipMetadataBase")
+        items = [self._pick(body, select) for body in map(relationship_metadata, self.relationships.values())
+                 if test(body)]
+        columns = f"({','.join(select)})" if select else ""
+        return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#RelationshipDefinitions"
+                                                  f"{columns}", "value": items})
+
+    def _create_relationship(self, request: Request) -> Response:
+        body = self._body(request)
+        if metadata_type(body) == MANY_TO_MANY:
+            raise errors.not_implemented("many-to-many relationships")
+        relationship, lookup = relationship_from_metadata(body, self.settings["publisherPrefixes"], self.tables.get)
+        if any(r.schema_name.lower() == relationship.schema_name.lower() for r in self.relationships.values()):
+            raise ApiError(400, "0x80047010", f"A relationship with the name '{relationship.schema_name}' already "
+                                              "exists.")  # text unverified
+        referencing = self.tables[relationship.referencing_entity]
+        referenced = self.tables[relationship.referenced_entity]
+        clash = next((a for a in referencing.attributes.values() if a.logical_name == lookup.logical_name or
+                      a.schema_name.lower() == lookup.schema_name.lower()), None)
+        if clash is not None:
+            raise ApiError(400, "0x80047013", f"Attribute {lookup.schema_name} already exists for entity "
+                                              f"{referencing.logical_name}.")
+        binding = f"{relationship.referencing_navigation}@odata.bind"
+        if binding in referencing.bindings or relationship.referenced_navigation in referenced.navigations:
+            raise ApiError(400, "0x80047010", "A navigation property of this relationship already exists.")  # unver.
+        referencing.add_attribute(lookup)
+        referencing.bindings[binding] = (lookup.logical_name, referenced.logical_name)
+        self.relationships[relationship.schema_name] = relationship
+        self.defaults.pop(referencing.logical_name, None)
+        self.store.mutations += 1
+        return Response(204, b"", {"OData-Version": "4.0", "OData-EntityId":
+                                   f"{self._base(request)}/RelationshipDefinitions({relationship.metadata_id})"})
+
     # ================================================================================================
     # $batch
     # ================================================================================================
@@ -1422,7 +1545,8 @@ class DataverseEmulator(Emulator):
                     "throttling": self.protection.limits.to_json(),
                     "customTables": [t.logical_name for t in self.tables.values() if t.is_custom],
                     "customColumns": {t.logical_name: [a.logical_name for a in t.attributes.values() if a.is_custom]
-                                      for t in self.tables.values()}})
+                                      for t in self.tables.values()},
+                    "customRelationships": [r.schema_name for r in self.relationships.values() if r.is_custom]})
             table = self.sets.get(name)
             if table is None:
                 raise ValueError(f"unknown entity set {name!r}; known: {sorted(self.sets)}")
