@@ -32,6 +32,7 @@ REQUEST_LOG_SIZE = 2000  # the emulators keep the last 2,000 requests
 
 def run_benchmark(records: int, scale: int, *, interval_minutes: float = 15.0, change_share: float = 0.01,
                   tag: str | None = None, profile_dir: str | None = None, batch_size: int | None = None,
+                  interests: int = pop.DEFAULT_INTERESTS,
                   say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     sizes = [records] if scale <= 1 else [records, records * scale]
     link = {**pop.LINK, "tag": tag} if tag else dict(pop.LINK)
@@ -39,7 +40,7 @@ def run_benchmark(records: int, scale: int, *, interval_minutes: float = 15.0, c
         "benchmark": {
             "records": records, "scale": scale, "sizes": sizes, "link": link,
             "interval_minutes": interval_minutes, "change_share": change_share,
-            "batch_size": batch_size or 500,
+            "batch_size": batch_size or 500, "interests": interests,
             "python": sys.version.split()[0], "cpus": os.cpu_count(),
         },
         "targets": TARGETS,
@@ -47,19 +48,21 @@ def run_benchmark(records: int, scale: int, *, interval_minutes: float = 15.0, c
     }
     for size in sizes:
         result["sizes"].append(bench_size(size, link, interval_minutes=interval_minutes, change_share=change_share,
-                                          profile_dir=profile_dir, batch_size=batch_size, say=say))
+                                          profile_dir=profile_dir, batch_size=batch_size, interests=interests,
+                                          say=say))
     result["rss_growth_percent"] = rss_growth(result["sizes"])
     return result
 
 
 def bench_size(records: int, link: dict[str, str], *, interval_minutes: float, change_share: float,
-               profile_dir: str | None, say: Callable[[str], None], batch_size: int | None = None) -> dict[str, Any]:
+               profile_dir: str | None, say: Callable[[str], None], batch_size: int | None = None,
+               interests: int = pop.DEFAULT_INTERESTS) -> dict[str, Any]:
     from shared.engine import Context
     from shared.ledger import Ledger
     from shared.provision import provision
     from shared.settings import load_settings
 
-    population = pop.Population(records)
+    population = pop.Population(records, interests=interests)
     with LocalWorld() as world, tempfile.TemporaryDirectory(prefix="cbr-bench-") as workdir:
         say(f"[{records:,}] seeding")
         started = time.perf_counter()
@@ -83,12 +86,12 @@ def bench_size(records: int, link: dict[str, str], *, interval_minutes: float, c
                 advance_clocks(world, interval_minutes * 30)
             elif name != "initial":
                 advance_clocks(world, interval_minutes * 60)
-            needed = to_read(world, ctx.dataverse, link, previous_start)
+            needed = to_read(world, ctx.dataverse, link, previous_start, preferences=interests > 0)
             previous_start = clocks(world)
             say(f"[{records:,}] {name} run")
             profile = str(Path(profile_dir) / f"{records}-{name}.prof") if profile_dir else None
             run = measure_run(world, env, link, name, Path(workdir), ledger, needed=needed, profile=profile,
-                              static_incremental=name != "initial")
+                              static_incremental=name != "initial", interests=interests)
             say(f"[{records:,}] {name}: {run['wall_seconds']:.1f}s, {run['api_calls']['total']} API calls "
                 f"(minimum {run['minimum']['total']}), peak RSS {run['peak_rss_mb']:.0f} MB")
             run["targets"] = checks(run, records)
@@ -109,10 +112,11 @@ def clocks(world: Any) -> tuple[datetime, datetime]:
             datetime.fromisoformat(world.dataverse_admin.call("GET", "clock")["now"]))
 
 
-def to_read(world: Any, dataverse: Any, link: dict[str, str],
-            since: tuple[datetime, datetime] | None) -> tuple[int, int]:
-    """(members, records) changed since the previous run started (everything before the first run): what the
-    next run has to read. Asked before the run's call counts are reset, so these reads are not counted."""
+def to_read(world: Any, dataverse: Any, link: dict[str, str], since: tuple[datetime, datetime] | None, *,
+            preferences: bool = False) -> tuple[int, int, int]:
+    """(members, records, preference rows) changed since the previous run started (everything before the first
+    run): what the next run has to read. Asked before the run's call counts are reset, so these reads are not
+    counted."""
     params = {"count": "1", "fields": "total_items"}
     list_filter = f"listcontact_association/any(l:l/listid eq {link['marketingListId']})"
     if since is not None:
@@ -123,11 +127,19 @@ def to_read(world: Any, dataverse: Any, link: dict[str, str],
                           auth=("bench", API_KEY), timeout=120)
     answer.raise_for_status()
     records = sum(len(page) for page in dataverse.iter_pages("contacts", select=["contactid"], filter=list_filter))
-    return int(answer.json()["total_items"]), records
+    rows = 0
+    if preferences:
+        row_filter = "_cbr_contact_value ne null" + (f" and modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}" if since
+                                                     else "")
+        rows = sum(len(page) for page in dataverse.iter_pages("cbr_preferencesubscriptions",
+                                                              select=["cbr_preferencesubscriptionid"],
+                                                              filter=row_filter))
+    return int(answer.json()["total_items"]), records, rows
 
 
 def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str, workdir: Path, ledger: Any, *,
-                needed: tuple[int, int], profile: str | None, static_incremental: bool) -> dict[str, Any]:
+                needed: tuple[int, int, int], profile: str | None, static_incremental: bool,
+                interests: int = 0) -> dict[str, Any]:
     mailchimp, dataverse = world.mailchimp_admin, world.dataverse_admin
     mailchimp.reset_calls()
     dataverse.reset_calls()
@@ -165,13 +177,23 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
         raise RuntimeError(f"the {name} run recorded no run of link {link['name']}:\n{measured['summary']}\n{stderr}")
     summary = latest[0]
     counts = dict(summary.counts)
-    work = Work(members_read=needed[0], members_written=counts.get("mailchimp_writes", 0),
-                records_read=needed[1], records_written=patches, static_incremental=static_incremental)
-    as_read = Work(members_read=counts.get("mailchimp_read", 0), members_written=work.members_written,
-                   records_read=counts.get("dataverse_read", 0), records_written=patches,
-                   static_incremental=static_incremental)
+    # the catalog mirror's upserts are PATCH parts of their own $batch; the subscription rows share reconcile's
+    catalog_written = counts.get("catalog_changes", 0)
+    row_patches = sum(counts.get(k, 0) for k in ("preference_rows_written", "preference_rows_stamped",
+                                                  "preference_rows_refused"))
+    preference_members = counts.get("preference_members_written", 0)
+    common = {"static_incremental": static_incremental, "interests": interests > 0,
+              "catalog_categories": len(pop.interest_categories(interests)) if counts.get("catalog_reads") else None,
+              "catalog_written": catalog_written, "preference_rows_written": row_patches,
+              "preference_members_written": preference_members,
+              "members_written": counts.get("mailchimp_writes", 0) + preference_members,
+              "records_written": patches - catalog_written}
+    work = Work(members_read=needed[0], records_read=needed[1], preference_rows_read=needed[2], **common)
+    as_read = Work(members_read=counts.get("mailchimp_read", 0), records_read=counts.get("dataverse_read", 0),
+                   preference_rows_read=counts.get("preference_rows_read", 0), **common)
     low, low_as_read = minimum(work), minimum(as_read)
     total = sum(mailchimp_calls.values()) + sum(dataverse_calls.values())
+    preference_part = measure_preferences(mailchimp_calls, counts, low)
     storage_total = sum(measured["storage_calls"].values())
     wall = measured["wall_seconds"]
     return {
@@ -198,6 +220,7 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
                  "record_groups_written": counts.get("dynamics_writes", 0), "batches": summary.batches},
         "minimum": {**low.to_json(), "explained": explain(work, low)},
         "ratio": round(total / low.total, 2),
+        "preferences": preference_part,
         "minimum_as_read": {**low_as_read.to_json(), "explained": explain(as_read, low_as_read)},
         "ratio_as_read": round(total / low_as_read.total, 2),
         "storage": {"operations": dict(sorted(measured["storage_calls"].items())), "total": storage_total,
@@ -206,6 +229,28 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
         "summary": measured["summary"].strip(),
         **({"log_tail": stderr} if summary.status != "completed" else {}),
     }
+
+
+def measure_preferences(mailchimp_calls: dict[str, int], counts: dict[str, int], low: Any) -> dict[str, Any]:
+    """The calls the preference part of a run made, against its minimum.
+
+    The sync counts them where it makes them (the Dataverse emulator names no table in its routes): catalog
+    reads and writes, pages of subscription rows, and the batch subscribe and $batch calls that exist only
+    because interests or rows were added to the status sync's. Mailchimp's interest-category routes, measured
+    on the emulator, cross-check the catalog part."""
+    mailchimp = counts.get("preference_calls_mailchimp", 0)
+    dataverse = counts.get("preference_calls_dataverse", 0)
+    calls = mailchimp + dataverse
+    return {"calls": calls, "minimum": low.preferences,
+            "ratio": round(calls / low.preferences, 2) if low.preferences else None,
+            "mailchimp": mailchimp, "dataverse": dataverse,
+            "mailchimp_catalog_measured": sum(n for route, n in mailchimp_calls.items()
+                                              if "/interest-categories" in route),
+            "rows_read": counts.get("preference_rows_read", 0),
+            "rows_written": counts.get("preference_rows_written", 0),
+            "rows_stamped": counts.get("preference_rows_stamped", 0),
+            "members_written": counts.get("preference_members_written", 0),
+            "catalog_changes": counts.get("catalog_changes", 0)}
 
 
 def rss_growth(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:

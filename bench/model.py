@@ -33,6 +33,12 @@ HOW_N_IS_DERIVED = (
     "list's definition) + ceil(records to read / 5,000) (at least 1) + 1 for the new memberships of a static "
     "list in an incremental run + ceil(records written / 1,000); the list definition and the memberships call "
     "belong to the minimum of a correct design, which cannot otherwise know what the list is or who joined it. "
+    "Marketing preferences add: ceil(preference rows to read / 5,000) (at least 1 while the audience has interests; "
+    "rows whose modifiedon is at or after the previous run's start, counted on Dataverse before the run); on a run "
+    "that reads the interest catalog (the initial run, a full pass, or an interest the catalog does not know), "
+    "1 + categories Mailchimp calls, 1 read of the preference rows and ceil(preference rows written / 1,000); "
+    "members written count members whose interests alone were sent too, and records written count the "
+    "subscription rows upserted in the same $batch (so they share its pages). "
     "'Minimum as read' and 'ratio read' use instead the members and records the run actually read (its mailchimp_read "
     "and dataverse_read counters): that ratio shows how well the calls were packed, the difference between the "
     "two shows reads that were not needed (overlap re-reads).")
@@ -47,6 +53,12 @@ class Work:
     records_read: int
     records_written: int
     static_incremental: bool  # a static list read incrementally also asks for its new memberships
+    preference_rows_read: int = 0
+    interests: bool = False  # the audience has interests: its changed preference rows are read
+    catalog_categories: int | None = None  # categories of a catalog the run read (None: it did not read one)
+    catalog_written: int = 0  # preference (catalog) rows the run created, renamed or deactivated
+    preference_rows_written: int = 0  # subscription rows among records_written
+    preference_members_written: int = 0  # members among members_written whose interests alone were sent
 
 
 @dataclass
@@ -57,31 +69,52 @@ class Minimum:
     dataverse_read: int
     dataverse_memberships: int
     dataverse_write: int
+    mailchimp_catalog: int = 0
+    dataverse_catalog: int = 0
+    dataverse_preferences: int = 0
+    preference_writes: int = 0  # the $batch calls among dataverse_write that the subscription rows add
+    preference_member_writes: int = 0  # the batch subscribes among mailchimp_write that interests alone add
 
     @property
     def mailchimp(self) -> int:
-        return self.mailchimp_read + self.mailchimp_write
+        return self.mailchimp_read + self.mailchimp_write + self.mailchimp_catalog
 
     @property
     def dataverse(self) -> int:
-        return self.dataverse_list + self.dataverse_read + self.dataverse_memberships + self.dataverse_write
+        return (self.dataverse_list + self.dataverse_read + self.dataverse_memberships + self.dataverse_write
+                + self.dataverse_catalog + self.dataverse_preferences)
+
+    @property
+    def preferences(self) -> int:
+        """The calls the preference part needs beyond the status sync's."""
+        return (self.mailchimp_catalog + self.dataverse_catalog + self.dataverse_preferences + self.preference_writes
+                + self.preference_member_writes)
 
     @property
     def total(self) -> int:
         return self.mailchimp + self.dataverse
 
     def to_json(self) -> dict[str, int]:
-        return {**asdict(self), "mailchimp": self.mailchimp, "dataverse": self.dataverse, "total": self.total}
+        return {**asdict(self), "mailchimp": self.mailchimp, "dataverse": self.dataverse,
+                "preferences": self.preferences, "total": self.total}
 
 
 def minimum(work: Work) -> Minimum:
+    write = ceil(work.records_written / DATAVERSE_WRITE_PAGE)
+    catalog = work.catalog_categories is not None
     return Minimum(
         mailchimp_read=max(1, ceil(work.members_read / MAILCHIMP_READ_PAGE)),
         mailchimp_write=ceil(work.members_written / MAILCHIMP_WRITE_PAGE),
         dataverse_list=1,
         dataverse_read=max(1, ceil(work.records_read / DATAVERSE_READ_PAGE)),
         dataverse_memberships=1 if work.static_incremental else 0,
-        dataverse_write=ceil(work.records_written / DATAVERSE_WRITE_PAGE),
+        dataverse_write=write,
+        mailchimp_catalog=1 + (work.catalog_categories or 0) if catalog else 0,
+        dataverse_catalog=1 + ceil(work.catalog_written / DATAVERSE_WRITE_PAGE) if catalog else 0,
+        dataverse_preferences=max(1, ceil(work.preference_rows_read / DATAVERSE_READ_PAGE)) if work.interests else 0,
+        preference_writes=write - ceil((work.records_written - work.preference_rows_written) / DATAVERSE_WRITE_PAGE),
+        preference_member_writes=ceil(work.members_written / MAILCHIMP_WRITE_PAGE) - ceil(
+            (work.members_written - work.preference_members_written) / MAILCHIMP_WRITE_PAGE),
     )
 
 
@@ -95,8 +128,13 @@ def explain(work: Work, low: Minimum) -> str:
             f"; Dataverse list 1 + read {part(work.records_read, DATAVERSE_READ_PAGE, low.dataverse_read)}")
     if low.dataverse_memberships:
         text += " + memberships 1"
-    text += f" + write {part(work.records_written, DATAVERSE_WRITE_PAGE, low.dataverse_write)} = {low.total}"
-    return text
+    text += f" + write {part(work.records_written, DATAVERSE_WRITE_PAGE, low.dataverse_write)}"
+    if low.dataverse_preferences:
+        text += f" + preference rows {part(work.preference_rows_read, DATAVERSE_READ_PAGE, low.dataverse_preferences)}"
+    if low.mailchimp_catalog:
+        text += (f"; catalog: Mailchimp 1 + {work.catalog_categories} categories, Dataverse read 1 + write "
+                 f"{part(work.catalog_written, DATAVERSE_WRITE_PAGE, low.dataverse_catalog - 1)}")
+    return f"{text} = {low.total}"
 
 
 def checks(run: dict[str, Any], records: int) -> list[dict[str, Any]]:
@@ -105,6 +143,10 @@ def checks(run: dict[str, Any], records: int) -> list[dict[str, Any]]:
     if run["run"] in ("initial", "incremental"):
         found.append({"target": f"calls <= {TARGETS['ratio_max']:g} x minimum",
                       "met": run["ratio"] <= TARGETS["ratio_max"]})
+    part = run.get("preferences") or {}
+    if part.get("ratio") is not None and run["run"] in ("initial", "incremental"):
+        found.append({"target": f"preference calls <= {TARGETS['ratio_max']:g} x their minimum",
+                      "met": part["ratio"] <= TARGETS["ratio_max"]})
     if run["run"] == "no-change":
         limit = TARGETS["no_change_calls_per_link"]
         found.append({"target": f"<= {limit} API calls per link", "met": run["api_calls"]["total"] <= limit})

@@ -9,7 +9,10 @@ Shape of a population of N records (seeded deterministically from one number):
   real disagreements;
 - 10 % of N more members are in the audience only (people who signed up through a Mailchimp form);
 - a few oddities: 0.2 % of contacts without a usable address, 0.1 % inactive, 0.1 % upper-case
-  addresses, 0.1 % sharing an address with another contact.
+  addresses, 0.1 % sharing an address with another contact;
+- ``interests`` marketing preferences (default 5): the first three in a visible category "Topics", the rest
+  in a hidden one "Internal"; every member has chosen each with a 20 % chance. Dynamics holds no preference
+  rows yet: the first run makes them.
 
 Only what the changes of the incremental step need is kept in memory (ids, flags and statuses, not
 the payloads), so the driver stays small at 4 x N.
@@ -27,6 +30,7 @@ from typing import Any
 from demo.scenario import NEWSLETTER_AUDIENCE, NEWSLETTER_LIST
 
 LINK = {"name": "newsletter", "marketingListId": NEWSLETTER_LIST, "audienceId": NEWSLETTER_AUDIENCE}
+DEFAULT_INTERESTS = 5  # marketing preferences (interests) of the benchmark's audience
 CHUNK = 10_000  # rows per admin seed call: fast, and no single request of hundreds of megabytes
 FIRST = ["ada", "ben", "cleo", "dev", "eve", "finn", "gia", "hal", "ines", "jo", "kai", "lena", "milo", "nia"]
 LAST = ["archer", "brook", "castell", "dunmore", "ellis", "frost", "garner", "holt", "irving", "joss"]
@@ -43,12 +47,30 @@ class Person:
     opted_out: bool
     member_status: str | None  # None: not in the audience
     active: bool = True
+    interests: frozenset[int] = frozenset()  # positions of the member's chosen interests
+
+
+def interest_id(position: int) -> str:
+    return f"intr{position:06d}"
+
+
+def interest_categories(interests: int) -> list[dict[str, Any]]:
+    """The audience's interest categories: up to three visible interests, the rest hidden (private)."""
+    visible = [{"id": interest_id(n), "name": f"Topic {n + 1}"} for n in range(min(3, interests))]
+    hidden = [{"id": interest_id(n), "name": f"Internal {n - 2}"} for n in range(3, interests)]
+    categories = [{"list_id": NEWSLETTER_AUDIENCE, "id": "cattopics1", "title": "Topics", "type": "checkboxes",
+                   "interests": visible}] if visible else []
+    if hidden:
+        categories.append({"list_id": NEWSLETTER_AUDIENCE, "id": "catintern2", "title": "Internal",
+                           "type": "hidden", "interests": hidden})
+    return categories
 
 
 @dataclass
 class Population:
     records: int
     seed: int = 11
+    interests: int = DEFAULT_INTERESTS
     people: list[Person] = field(default_factory=list)
     audience_only: list[tuple[str, str]] = field(default_factory=list)  # (email, status)
 
@@ -69,7 +91,7 @@ class Population:
                     members.append(member)
             for n in range(start // 10, min(start + CHUNK, self.records) // 10):
                 email = f"{rng.choice(FIRST)}.{rng.choice(LAST)}{n}@example.com"
-                member = _member(rng, email)
+                member = _member(rng, email, self.interests)
                 self.audience_only.append((email, member["status"]))
                 members.append(member)
             yield contacts, members
@@ -96,23 +118,29 @@ class Population:
         member = None
         usable = email and "@" in email and "@@" not in email
         if usable and rng.random() < 0.75 and (not self.people or self.people[-1].email != email):
-            member = _member(rng, email.lower())  # type: ignore[union-attr]
-        self.people.append(Person(contact["contactid"], email, opted_out, member and member["status"], active))
+            member = _member(rng, email.lower(), self.interests)  # type: ignore[union-attr]
+        chosen = frozenset(int(k[4:]) for k, on in (member or {}).get("interests", {}).items() if on)
+        self.people.append(Person(contact["contactid"], email, opted_out, member and member["status"], active,
+                                  chosen))
         return contact, member
 
 
-def _member(rng: random.Random, email: str) -> dict[str, Any]:
+def _member(rng: random.Random, email: str, interests: int = 0) -> dict[str, Any]:
     roll = rng.random()
     status = "subscribed" if roll < 0.85 else "unsubscribed" if roll < 0.93 else \
         "cleaned" if roll < 0.97 else "pending"
     when = (LONG_AGO + timedelta(seconds=rng.randrange(YEAR_SECONDS))).isoformat()
-    return {"list_id": NEWSLETTER_AUDIENCE, "email_address": email, "status": status, "last_changed": when,
-            "timestamp_opt": when}
+    member = {"list_id": NEWSLETTER_AUDIENCE, "email_address": email, "status": status, "last_changed": when,
+              "timestamp_opt": when}
+    if interests:
+        member["interests"] = {interest_id(n): rng.random() < 0.2 for n in range(interests)}
+    return member
 
 
 def seed(world: Any, population: Population) -> None:
     """Both emulators, in chunks; the list's memberships are added with the chunk's contacts."""
-    world.mailchimp_admin.seed({"audiences": [{"id": NEWSLETTER_AUDIENCE, "name": "Newsletter"}]})
+    world.mailchimp_admin.seed({"audiences": [{"id": NEWSLETTER_AUDIENCE, "name": "Newsletter"}],
+                                "interest_categories": interest_categories(population.interests)})
     first = True
     for contacts, members in population.chunks():
         ids = [c["contactid"] for c in contacts]
@@ -135,6 +163,8 @@ class Changes:
     opt_ins: int = 0
     unsubscribes: int = 0
     resubscribes: int = 0
+    preference_edits_dynamics: int = 0  # rows users ticked or cleared
+    preference_edits_mailchimp: int = 0  # members who changed their interests through their profile
 
     @property
     def dynamics(self) -> int:
@@ -177,7 +207,46 @@ def apply_changes(world: Any, population: Population, share: float = 0.01, seed:
     for email in returning:
         world.mailchimp_admin.call("POST", "people/resubscribe", {"list_id": NEWSLETTER_AUDIENCE,
                                                                   "email_address": email})
-    return Changes(len(to_opt_out), len(to_opt_in), len(leaving), len(returning))
+    changes = Changes(len(to_opt_out), len(to_opt_in), len(leaving), len(returning))
+    if population.interests:
+        touched |= set(leaving) | set(returning)
+        changes.preference_edits_dynamics, changes.preference_edits_mailchimp = change_preferences(
+            world, population, share, rng, touched)
+    return changes
+
+
+def change_preferences(world: Any, population: Population, share: float, rng: random.Random,
+                       touched: set[str]) -> tuple[int, int]:
+    """``share`` of the subscribed members get one preference changed: half by a Dynamics user on the contact,
+    half by the person in Mailchimp; none of them is a person whose status changed."""
+    from shared.preferences import preference_id, subscription_id
+
+    people = [p for p in population.people if p.active and p.email and p.member_status == "subscribed"
+              and not p.opted_out and p.email.lower() not in touched]
+    chosen = rng.sample(people, min(len(people), max(2, round(population.records * share))))
+    half = len(chosen) // 2
+    rows, edits = [], []
+    for person in chosen[:half]:
+        position = rng.randrange(population.interests)
+        interest = interest_id(position)
+        if position in person.interests:  # the sync made this row in the first run: the user clears it
+            edits.append({"id": subscription_id(person.contact_id, NEWSLETTER_AUDIENCE, interest),
+                          "changes": {"cbr_optedin": False}})
+        else:  # the user ticks a preference the contact does not have: a new row
+            rows.append({"cbr_preferencesubscriptionid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                         "cbr_name": interest, "_cbr_contact_value": person.contact_id,
+                         "_cbr_preference_value": preference_id(NEWSLETTER_AUDIENCE, interest), "cbr_optedin": True})
+    for start in range(0, len(rows), CHUNK):
+        world.dataverse_admin.seed({"cbr_preferencesubscriptions": rows[start:start + CHUNK]})
+    for start in range(0, len(edits), CHUNK):
+        world.dataverse_admin.call("POST", "edit", {"entity": "cbr_preferencesubscriptions",
+                                                    "edits": edits[start:start + CHUNK]})
+    for person in chosen[half:]:
+        position = rng.randrange(population.interests)
+        world.mailchimp_admin.call("POST", "people/preferences", {
+            "list_id": NEWSLETTER_AUDIENCE, "email_address": (person.email or "").lower(),
+            "interests": {interest_id(position): position not in person.interests}})
+    return half, len(chosen) - half
 
 
 def _member_statuses(usable: list[Person], population: Population) -> Iterator[tuple[str, str]]:

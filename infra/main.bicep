@@ -73,6 +73,11 @@ param mailchimpMaxConnections int = 8
 @maxValue(1000)
 param batchSize int = 500
 
+@description('CAMPAIGN_ACTIVITY_DAYS: days after a campaign is sent during which its activity keeps being read.')
+@minValue(1)
+@maxValue(180)
+param campaignActivityDays int = 30
+
 @description('Most instances per function the Flex Consumption plan may run; 40 is the lowest most regions accept. The Mailchimp cap does not depend on it (docs/deploy.md).')
 @minValue(1)
 @maxValue(1000)
@@ -213,6 +218,7 @@ module functionApp 'modules/functionapp.bicep' = {
     subscriberStatusColumn: subscriberStatusColumn
     mailchimpMaxConnections: mailchimpMaxConnections
     batchSize: batchSize
+    campaignActivityDays: campaignActivityDays
   }
 }
 

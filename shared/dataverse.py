@@ -539,6 +539,27 @@ class Dataverse:
         headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
         self._request("POST", "EntityDefinitions", body=metadata, headers=headers)
 
+    def relationship_definition(self, schema_name: str, select: Sequence[str] = (
+            "SchemaName", "ReferencedEntity", "ReferencingEntity", "ReferencingAttribute")) -> dict | None:
+        """A relationship's definition, or None when there is no relationship of that SchemaName."""
+        try:
+            return self.get(f"RelationshipDefinitions(SchemaName='{schema_name}')", {"$select": ",".join(select)})
+        except DataverseError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_relationship(self, metadata: dict[str, Any], *, solution: str | None = None) -> None:
+        """Creates a relationship (a one-to-many one brings its lookup column with it)."""
+        headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
+        self._request("POST", "RelationshipDefinitions", body=metadata, headers=headers)
+
+    def publish(self, entity_logical_names: Sequence[str]) -> None:
+        """Publishes the customizations (views, forms) of these tables only."""
+        entities = "".join(f"<entity>{name}</entity>" for name in entity_logical_names)
+        self._request("POST", "PublishXml",
+                      body={"ParameterXml": f"<importexportxml><entities>{entities}</entities></importexportxml>"})
+
     def publish_all(self) -> None:
         self._request("POST", "PublishAllXml")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import telemetry
+from shared import campaigns, telemetry
 from shared.identity import AliasIndex, IdentityMap
 from shared.ledger import Ledger, RunSummary, new_run_id
 from shared.limiter import ConnectionSlots
@@ -143,6 +143,9 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
         _audit_skips(ctx, link_name, run_id, outcome.skips, now)
     outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
     _observe(ctx, link_name, run_id, outcome.counts, scan=True)
+    if not run.get("dry_run"):  # campaign activity: one sync-batches message per campaign with something to read
+        outcome.batch_ids += campaigns.plan_campaigns(ctx, link_name, run_id,
+                                                      quiet=not outcome.counts["mailchimp_read"])
     ctx.ledger.scanned(link_name, run_id, outcome.batch_ids, outcome.proposed, outcome.counts)
     ctx.ledger.clear_retries(link_name, [row["RowKey"] for row in retries])
     log.info("run %s of link %s scanned: %d batches (full pass: %s)", run_id, link_name, len(outcome.batch_ids), full)
@@ -151,6 +154,9 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
 
 
 def reconcile_batch(ctx: Context, message: dict[str, Any]) -> BatchOutcome:
+    if message.get("kind") == campaigns.KIND:
+        _handling(message["link"], message["run"])
+        return campaigns.reconcile_campaign(ctx, message, _finalize)
     batch = BatchMessage.decode(message)
     _handling(batch.link, batch.run_id)
     run = ctx.ledger.run(batch.link, batch.run_id) or {}
@@ -171,6 +177,8 @@ def reconcile_batch(ctx: Context, message: dict[str, Any]) -> BatchOutcome:
 
 def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
     """A batch failed maxDequeueCount times: keep its groups for the next run and let this run finish."""
+    if message.get("kind") == campaigns.KIND:
+        return campaigns.dead_letter_campaign(ctx, message, _finalize)
     link, run_id, batch_id = message["link"], message["run"], message["batch"]
     if ctx.ledger.batch_state(link, run_id, batch_id) == "done":
         return

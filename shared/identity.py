@@ -45,12 +45,21 @@ class BaseRow:
     refused: str | None = None  # why Mailchimp last refused this address, if it did
     opted_out_records: list[str] = field(default_factory=list)  # which of the records were opted out
     skipped: list[list[str]] = field(default_factory=list)  # [record id, reason] refused last time, audited then
+    # marketing preferences (shared.preferences): the agreed value per interest id, what Dynamics holds that
+    # Mailchimp may not take yet (interest id -> [value, epoch of the change]), the newest preference row time
+    # agreed, and the ids of rows a user made ("<record id>|<interest id>" -> row id)
+    interests: dict[str, bool] = field(default_factory=dict)
+    held: dict[str, list[Any]] = field(default_factory=dict)
+    preferences_modifiedon: datetime | None = None
+    preference_rows: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> dict[str, Any]:
         data: dict[str, Any] = {"e": self.email, "r": self.records, "s": self.member_status, "o": int(self.opted_out),
                                 "m": epoch(self.member_last_changed), "d": epoch(self.records_modifiedon)}
         for key, value in (("c", self.contact_id), ("t", int(self.tagged)), ("x", self.refused),
-                           ("p", self.opted_out_records), ("k", self.skipped)):
+                           ("p", self.opted_out_records), ("k", self.skipped),
+                           ("i", {k: int(v) for k, v in sorted(self.interests.items())}), ("h", self.held),
+                           ("q", epoch(self.preferences_modifiedon)), ("w", self.preference_rows)):
             if value:
                 data[key] = value
         return data
@@ -59,7 +68,9 @@ class BaseRow:
     def decode(cls, data: dict[str, Any]) -> BaseRow:
         return cls(data["e"], [tuple(r) for r in data.get("r", [])], data.get("s"), bool(data.get("o")),
                    from_epoch(data.get("m")), from_epoch(data.get("d")), data.get("c"), bool(data.get("t")),
-                   data.get("x"), list(data.get("p", [])), [list(k) for k in data.get("k", [])])
+                   data.get("x"), list(data.get("p", [])), [list(k) for k in data.get("k", [])],
+                   {k: bool(v) for k, v in data.get("i", {}).items()}, dict(data.get("h", {})),
+                   from_epoch(data.get("q")), dict(data.get("w", {})))
 
 
 @dataclass
@@ -168,6 +179,7 @@ class AliasIndex:
     """
 
     def __init__(self, storage: Storage, link: str, kind: str) -> None:
+        self.storage = storage  # the scan keeps the link's interest catalog beside its watermarks
         self.table = storage.table(IDENTITY_MAP)
         self.partition = f"{link}|{kind}"  # table keys may not contain # / \ ?
         self.operations = 0

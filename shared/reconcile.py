@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import consent
+from shared import campaigns, consent, preferences
 from shared.identity import AliasIndex, BaseRow, IdentityMap
 from shared.model import KIND_SETS, BatchMessage, Group, MemberSnapshot, RecordSnapshot
 from shared.storage import CONSENT_AUDIT, Storage, upsert
@@ -23,6 +23,8 @@ from shared.storage import CONSENT_AUDIT, Storage, upsert
 log = logging.getLogger("consent_bridge.reconcile")
 
 UNKNOWN = "unknown"  # the member was not read and the map has never seen it
+BATCH_SUBSCRIBE_PAGE = 500  # members per batch subscribe call
+BATCH_PAGE = 1000  # requests per $batch call
 # decisions audited even when they write nothing: a refusal to act is part of the consent history
 AUDITED_WITHOUT_WRITES = {"not-added-opted-out", "member-archived-not-revived", "resubscribe-blocked",
                           "no-syncable-record"}
@@ -44,6 +46,7 @@ class Planned:
     member_last_changed: datetime | None = None
     records_modifiedon: datetime | None = None
     repeated: bool = False  # the same refusal as last time, on unchanged input: already in the audit
+    preference: bool = False  # a marketing preference change (counted apart from status changes)
 
     @property
     def side(self) -> str:
@@ -66,6 +69,7 @@ class Moves:
 
     bases: dict[str, BaseRow | None] = field(default_factory=dict)  # old hashes rewritten or deleted
     gone: set[str] = field(default_factory=set)  # old hashes whose person now lives under another hash
+    arrived: set[str] = field(default_factory=set)  # new hashes whose base came from an old one: always stored
     records: dict[str, str] = field(default_factory=dict)  # record id -> its hash now
     contacts: dict[str, str] = field(default_factory=dict)  # Mailchimp contact_id -> its hash now
     email_writes: dict[str, str] = field(default_factory=dict)  # record id -> the address Mailchimp now has
@@ -93,6 +97,15 @@ class _Work:
     records_written_at: datetime | None = None
     email_writes: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # marketing preferences
+    member_interests: frozenset[str] | None = None  # chosen interests, when read or answered in this run
+    probed: bool = False  # the member was unknown until the batch subscribe answered
+    preference_plan: preferences.MemberPlan | None = None
+    preferences_sent: bool = False
+    preference_failed: str | None = None
+    preference_failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    preferences_written_at: datetime | None = None
+    preference_base: preferences.PreferenceBase | None = None
 
 
 class Reconciler:
@@ -133,15 +146,21 @@ class Reconciler:
         self._resolve_unknown(link, work)
         for item in work:
             self._decide(item)
+        interests = message.interest_ids
+        for item in work if interests else []:
+            self._plan_preferences(link, item, interests)
         if not dry_run:
             self._write_mailchimp(link, work, outcome.counts)
             self._settle_probes(link, work, outcome.counts)
+            if interests:
+                self._late_preferences(link, work, interests, outcome.counts)
         statuses = self._statuses_elsewhere(link, work)
         self._plan_dynamics(work, statuses)
         if not dry_run:
-            self._write_dataverse(work, outcome.counts)
+            self._write_dataverse(work, outcome.counts, link=link, interest_names=dict(message.interests))
             self._write_tags(link, work, outcome.counts)
-        outcome.planned = [*moves.audits, *(self._audit_entry(item) for item in work)]
+        outcome.planned = [*moves.audits, *(self._audit_entry(item) for item in work),
+                           *self._preference_audits(work, dict(message.interests))]
         for planned in outcome.planned:
             outcome.counts[f"rule:{planned.rule}"] += 1
             for _, reason in planned.skipped:
@@ -162,6 +181,7 @@ class Reconciler:
         new = bases.get(group.member_hash)
         records = [*(new.records if new else []), *(r for r in old.records if not new or r not in new.records)]
         bases[group.member_hash] = replace(new or old, email=group.email, records=records)
+        moves.arrived.add(group.member_hash)
         moves.gone.add(old_hash := group.renamed_from or "")
         moves.bases[old_hash] = None
         for record_id, _ in old.records:
@@ -221,10 +241,11 @@ class Reconciler:
             return
         changed = _parse_time(answer.get("last_changed"))
         group.member = MemberSnapshot(group.email, answer["status"], changed or datetime.now(UTC),
-                                      answer.get("contact_id") or old.contact_id)
+                                      answer.get("contact_id") or old.contact_id, interests=_chosen(answer))
         group.member_seen = True
         bases[group.member_hash] = replace(old, email=group.email, member_last_changed=changed,
                                            contact_id=group.member.contact_id)
+        moves.arrived.add(group.member_hash)
         moves.gone.add(old_hash)
         moves.bases[old_hash] = None
         if group.member.contact_id:
@@ -254,7 +275,9 @@ class Reconciler:
                 base.member_status, base.member_last_changed or datetime.now(UTC), email)
         else:
             member = UNKNOWN
-        return _Work(group, base, email, member, records)
+        chosen = group.member.interests if group.member is not None else None
+        return _Work(group, base, email, member, records, probed=member == UNKNOWN,
+                     member_interests=None if chosen is None else frozenset(chosen))
 
     def _resolve_unknown(self, link: Any, work: list[_Work]) -> None:
         """New records whose address may already be in the audience: ask Mailchimp before deciding.
@@ -269,8 +292,10 @@ class Reconciler:
                 continue  # probed in _write_mailchimp
             found = self.mailchimp.member(link.audience_id, item.group.member_hash,
                                           fields=["email_address", "status", "last_changed", "contact_id",
-                                                  "timestamp_opt"])
+                                                  "timestamp_opt", "interests"])
             item.member = _member(_snapshot(found)) if found else None
+            item.member_interests = _chosen(found) if found else None
+            item.probed = False
 
     def _decide(self, item: _Work) -> None:
         member = None if item.member == UNKNOWN else item.member
@@ -281,22 +306,41 @@ class Reconciler:
         item.decision = consent.decide(member, records, base, self.policy)  # type: ignore[arg-type]
 
     # ---- Mailchimp ------------------------------------------------------------------------
-    def _write_mailchimp(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
+    def _write_mailchimp(self, link: Any, work: list[_Work], counts: Counter[str], *, statuses: bool = True) -> None:
+        """One batch subscribe: the status decisions (unless ``statuses`` is off) and the interests to send."""
         entries: list[dict[str, Any]] = []
+        with_status: set[str] = set()
+        with_interests: set[str] = set()
         for item in work:
-            write = item.decision.mailchimp if item.decision else None
-            if write is None:
+            write = item.decision.mailchimp if statuses and item.decision else None
+            plan = item.preference_plan
+            interests = plan.mailchimp if plan is not None and not item.preferences_sent else {}
+            if write is None and not interests:
                 continue
             entry: dict[str, Any] = {"email_address": item.email}
-            if write.action == "add":
+            if write is None:
+                # interests only: an existing member keeps its status; one archived since the read comes back
+                # only once the person confirms
+                entry["status_if_new"] = "pending"
+                counts["preference_members_written"] += 1
+            elif write.action == "add":
                 entry["status_if_new"] = write.status
+                with_status.add(item.group.member_hash)
             else:
                 entry["status"] = write.status
+                with_status.add(item.group.member_hash)
+            if interests:
+                entry["interests"] = dict(interests)
+                item.preferences_sent = True
+                with_interests.add(item.group.member_hash)
             if link.tag and item.records:
                 entry["tags"] = [link.tag]
             entries.append(entry)
         if not entries:
             return
+        # calls that exist only because of interests: the efficiency report charges them to preferences
+        counts["preference_calls_mailchimp"] += _pages(len(entries), BATCH_SUBSCRIBE_PAGE) - _pages(
+            len(with_status), BATCH_SUBSCRIBE_PAGE)
         result = self.mailchimp.batch_subscribe(link.audience_id, entries, update_existing=True)
         by_hash = {item.group.member_hash: item for item in work}
         for answer, created in [(m, True) for m in result.new_members] + [(m, False) for m in result.updated_members]:
@@ -308,13 +352,19 @@ class Reconciler:
             item.tagged = bool(link.tag)
             if item.member == UNKNOWN:
                 item.member = None if created else _member(_snapshot(answer))
+                item.member_interests = _chosen(answer)
                 if not created:
                     item.member_after = None  # decided again in _settle_probes
         for error in result.errors:
             item = by_hash.get(error.member_hash or "")
             if item is not None:
-                item.mailchimp_failed = _refusal(error.error)
-                counts["mailchimp_refused"] += 1
+                reason = _refusal(error.error)
+                if item.group.member_hash in with_status:
+                    item.mailchimp_failed = reason
+                    counts["mailchimp_refused"] += 1
+                if item.group.member_hash in with_interests:
+                    item.preference_failed = reason
+                    counts["preference_mailchimp_refused"] += 1
 
     def _settle_probes(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
         """A probe found an existing member: this is a first meeting, decided again with the real status."""
@@ -330,6 +380,55 @@ class Reconciler:
                 item.member_after = item.member.status  # type: ignore[union-attr]
         if followups:
             self._write_mailchimp(link, followups, counts)
+
+    # ---- marketing preferences -----------------------------------------------------------
+    def _plan_preferences(self, link: Any, item: _Work, interests: list[str]) -> None:
+        """Decides every (record, interest) pair of the person, once their status for this run is decided."""
+        decision = item.decision
+        if decision is None or item.member == UNKNOWN:
+            return  # an unknown member is planned once the batch subscribe has answered (_late_preferences)
+        skipped = {record_id for record_id, _ in decision.skipped}
+        records = [(r.record_id, r.kind) for r in item.records if r.record_id not in skipped]
+        if not records:
+            return  # nothing in Dynamics can show a choice; the base keeps what was agreed
+        member = item.member if isinstance(item.member, consent.Member) else None
+        status_after = decision.new_base.member_status
+        item.preference_plan = preferences.plan_member(
+            audience_id=link.audience_id, interests=interests, base=preferences.PreferenceBase.of(item.base),
+            member=preferences.MemberView(member is not None, item.member_interests,
+                                          member.last_changed if member else None),
+            records=records, known_records=[r for r, _ in item.base.records] if item.base else [],
+            rows=item.group.preferences, writable=status_after in preferences.WRITABLE_STATUSES)
+
+    def _late_preferences(self, link: Any, work: list[_Work], interests: list[str], counts: Counter[str]) -> None:
+        """Members the batch subscribe found (or added): their interests are known now; send what they lack."""
+        late = [item for item in work if item.probed and item.preference_plan is None and item.member != UNKNOWN]
+        for item in late:
+            self._plan_preferences(link, item, interests)
+        if any(item.preference_plan and item.preference_plan.mailchimp for item in late):
+            self._write_mailchimp(link, late, counts, statuses=False)
+
+    def _preference_audits(self, work: list[_Work], names: dict[str, str]) -> list[Planned]:
+        """Settles each person's preference base from what was written, and audits every change."""
+        found = []
+        for item in work:
+            plan = item.preference_plan
+            if plan is None:
+                continue
+            item.preference_base = preferences.settle(plan, mailchimp_ok=item.preference_failed is None,
+                                                      failed_rows=set(item.preference_failures),
+                                                      written_at=item.preferences_written_at)
+            for audit in preferences.audits(plan, names, member_hash=item.group.member_hash,
+                                            record_ids=[r.record_id for r in item.records],
+                                            mailchimp_failure=item.preference_failed,
+                                            row_failures=item.preference_failures):
+                found.append(Planned(item.group.member_hash, audit.rule, audit.record_ids,
+                                     mailchimp_old=audit.mailchimp_old, mailchimp_new=audit.mailchimp_new,
+                                     dynamics_old=audit.dynamics_old, dynamics_new=audit.dynamics_new,
+                                     skipped=audit.skipped, detail=audit.detail,
+                                     member_last_changed=audit.member_last_changed,
+                                     records_modifiedon=audit.rows_modifiedon, preference=True))
+        return found
 
     # ---- Dataverse ------------------------------------------------------------------------
     def _statuses_elsewhere(self, link: Any, work: list[_Work]) -> dict[str, list[str]]:
@@ -380,11 +479,13 @@ class Reconciler:
                 if record is not None and record.writable:
                     item.record_writes.setdefault(record_id, {})["emailaddress1"] = email
 
-    def _write_dataverse(self, work: list[_Work], counts: Counter[str]) -> None:
+    def _write_dataverse(self, work: list[_Work], counts: Counter[str], *, link: Any,
+                         interest_names: dict[str, str]) -> None:
         from shared.dataverse import BatchOperation
 
         operations: list[BatchOperation] = []
         owners: list[tuple[_Work, str]] = []
+        rows: list[tuple[_Work, preferences.RowWrite]] = []
         for item in work:
             kinds = {r.record_id: r.kind for r in item.records}
             for record_id, body in item.record_writes.items():
@@ -394,10 +495,30 @@ class Reconciler:
                     "PATCH", f"{KIND_SETS[kinds[record_id]]}({record_id})?$select=modifiedon", body,
                     {"If-Match": "*", "Prefer": "return=representation"}))
                 owners.append((item, record_id))
+        names = preferences.Names(self.settings.dataverse_prefix)
+        for item in work:
+            plan = item.preference_plan
+            for write in plan.rows if plan is not None else []:
+                # in the same $batch as the status columns: preference rows cost no call of their own
+                operations.append(preferences.row_operation(names, link.audience_id, write,
+                                                            interest_names.get(write.interest_id, "")))
+                rows.append((item, write))
         if not operations:
             return
+        counts["preference_calls_dataverse"] += _pages(len(operations), BATCH_PAGE) - _pages(len(owners), BATCH_PAGE)
         results = self.dataverse.batch(operations, continue_on_error=True)
-        for (item, record_id), result in zip(owners, results, strict=True):
+        for (item, write), result in zip(rows, results[len(owners):], strict=True):
+            if result.status >= 400:
+                if write.opted_in is not None:
+                    item.preference_failures[(write.record_id, write.interest_id)] = _dataverse_refusal(result)
+                counts["preference_rows_refused"] += 1
+                continue
+            counts["preference_rows_written" if write.opted_in is not None else "preference_rows_stamped"] += 1
+            if isinstance(result.body, dict) and result.body.get("modifiedon"):
+                written = datetime.fromisoformat(str(result.body["modifiedon"]).replace("Z", "+00:00"))
+                if item.preferences_written_at is None or written > item.preferences_written_at:
+                    item.preferences_written_at = written
+        for (item, record_id), result in zip(owners, results, strict=False):
             if result.status >= 400:
                 item.record_failures[record_id] = _dataverse_refusal(result)
                 counts["dataverse_refused"] += 1
@@ -473,8 +594,9 @@ class Reconciler:
         changes: dict[str, BaseRow | None] = dict(moves.bases)
         for item in work:
             row = self._new_base(item)
-            if row is not None and (item.base is None or row.encode() != item.base.encode()):
-                changes[item.group.member_hash] = row  # an unchanged base is not written again
+            if row is not None and (item.base is None or item.group.member_hash in moves.arrived
+                                    or row.encode() != item.base.encode()):
+                changes[item.group.member_hash] = row  # an unchanged base is not written again (unless it moved)
         if changes:
             self.identity.save(link_name, changes)
         for kind, entries in (("records", moves.records), ("contacts", moves.contacts)):
@@ -484,23 +606,26 @@ class Reconciler:
                 outcome.counts["storage_calls"] += index.operations
         now = datetime.now(UTC)
         audit = []
-        for index, planned in enumerate(outcome.planned):
+        seen: Counter[str] = Counter()  # keys depend on the member, not on how batches were grouped
+        for planned in outcome.planned:
             if planned.side == "none" and (planned.repeated or (
                     not planned.skipped and not planned.detail and planned.rule not in AUDITED_WITHOUT_WRITES)):
                 continue
             audit.append(upsert({
                 "PartitionKey": f"{link_name}|{now:%Y%m%d}",
-                "RowKey": f"{message.run_id}|{message.batch_id}|{index:04d}",
+                "RowKey": f"{message.run_id}|{planned.member_hash or '-'}|{_nth(seen, planned.member_hash)}",
                 "when": now, "link": link_name, "run_id": message.run_id, "member_hash": planned.member_hash,
                 "record_ids": json.dumps(planned.record_ids), "side": planned.side, "rule": planned.rule,
                 "mailchimp_old": planned.mailchimp_old or "", "mailchimp_new": planned.mailchimp_new or "",
                 "dynamics_old": planned.dynamics_old or "", "dynamics_new": planned.dynamics_new or "",
-                "skipped": json.dumps(planned.skipped) if planned.skipped else "", "detail": planned.detail,
+                "skipped": json.dumps(planned.skipped) if planned.skipped else "",
+                "detail": campaigns.audit_detail(self.storage, link_name, message.run_id, planned),
                 "member_last_changed": planned.member_last_changed.isoformat() if planned.member_last_changed else "",
                 "records_modifiedon": planned.records_modifiedon.isoformat() if planned.records_modifiedon else "",
             }))
-            outcome.counts["mailchimp_writes"] += planned.mailchimp_new is not None
-            outcome.counts["dynamics_writes"] += planned.dynamics_new is not None
+            counted = "preference_" if planned.preference else ""  # status and preference changes apart
+            outcome.counts[f"{counted}mailchimp_writes"] += planned.mailchimp_new is not None
+            outcome.counts[f"{counted}dynamics_writes"] += planned.dynamics_new is not None
             if planned.mailchimp_new is not None:
                 outcome.counts[f"applied:mailchimp:{planned.rule}"] += 1
             if planned.dynamics_new is not None:
@@ -530,13 +655,23 @@ class Reconciler:
         if item.record_failures:  # what Dynamics holds now, not what was intended
             opted_out_records = sorted(r.record_id for r in item.records if r.opted_out)
             opted_out = bool(opted_out_records)
+        kept = item.preference_base or preferences.PreferenceBase.of(item.base)
         return BaseRow(
             email=item.email, records=records, member_status=member_status, opted_out=opted_out,
             member_last_changed=member_last_changed,
             records_modifiedon=max(filter(None, (new.records_modifiedon, item.records_written_at)), default=None),
             contact_id=(item.group.member.contact_id if item.group.member else None) or base.contact_id,
             tagged=(item.tagged or base.tagged) and bool(records), refused=item.mailchimp_failed,
-            opted_out_records=opted_out_records, skipped=sorted([list(k) for k in item.skipped]))
+            opted_out_records=opted_out_records, skipped=sorted([list(k) for k in item.skipped]), **kept.fields())
+
+
+def _pages(items: int, page: int) -> int:
+    return -(-items // page)
+
+
+def _nth(seen: Counter[str], key: str) -> int:
+    seen[key] += 1
+    return seen[key]
 
 
 def _member(snapshot: MemberSnapshot) -> consent.Member:
@@ -544,9 +679,16 @@ def _member(snapshot: MemberSnapshot) -> consent.Member:
 
 
 def _snapshot(member: dict[str, Any]) -> MemberSnapshot:
+    chosen = _chosen(member)
     return MemberSnapshot(member["email_address"], member["status"],
                           _parse_time(member.get("last_changed")) or datetime.now(UTC), member.get("contact_id"),
-                          _parse_time(member.get("timestamp_opt")))
+                          _parse_time(member.get("timestamp_opt")), None if chosen is None else sorted(chosen))
+
+
+def _chosen(member: dict[str, Any]) -> frozenset[str] | None:
+    """The interest ids a member answer shows as chosen; None when the answer carries no interests."""
+    interests = member.get("interests")
+    return None if interests is None else frozenset(k for k, on in interests.items() if on)
 
 
 def _record(record: RecordSnapshot, email: str) -> consent.Record:

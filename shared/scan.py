@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import preferences
 from shared.consent import email_problem, member_hash, normalize_email
 from shared.identity import shard_of
 from shared.ledger import Watermarks
-from shared.model import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, RecordSnapshot
+from shared.model import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
 
 log = logging.getLogger("consent_bridge.scan")
 
@@ -29,7 +30,7 @@ OVERLAP = timedelta(minutes=5)  # re-read a little before each watermark; the me
 BUCKETS = 64
 MAX_ENCODED_BYTES = 44_000  # a batch message stays well under the 64 KB queue limit once base64-encoded
 MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed", "members.contact_id",
-                 "members.timestamp_opt", "total_items"]
+                 "members.timestamp_opt", "members.interests", "total_items"]
 
 
 class LinkError(RuntimeError):
@@ -153,6 +154,16 @@ class AliasSpill:
                 os.path.join(self.directory, f"{self.kind}-{ord(first):03d}.txt"), "w+", encoding="utf-8")
         handle.write(f"{key}\t{under}\n")
 
+    def peek(self, first: str) -> dict[str, str]:
+        """The keys spilled under one first character so far, and their hashes (the file stays open)."""
+        handle = self.files.get(first)
+        if handle is None:
+            return {}
+        handle.seek(0)
+        current = dict(line.rstrip("\n").split("\t") for line in handle)
+        handle.seek(0, os.SEEK_END)
+        return current
+
     def resolve(self, index: Any, *, fresh: bool, on_move: Callable[[str, str, str], None]) -> int:
         """Calls on_move(key, new hash, old hash) for every key now under another hash; records new keys.
 
@@ -176,6 +187,45 @@ class AliasSpill:
         return new_keys
 
 
+class PreferenceSpill:
+    """Subscription rows read by the scan, spilled by the first character of their record id, then given the
+    member hash of their record: the one read in this run, else the one the records index holds."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.files: dict[str, Any] = {}
+        self.rows = 0
+
+    def add(self, row: PreferenceRow) -> None:
+        first = row.record_id[:1].lower()
+        handle = self.files.get(first)
+        if handle is None:
+            handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
+                os.path.join(self.directory, f"preferences-{ord(first):03d}.jsonl"), "w+", encoding="utf-8")
+        handle.write(json.dumps(row.encode(), separators=(",", ":")) + "\n")
+        self.rows += 1
+
+    def resolve(self, records: AliasSpill, index: Any, *, fresh: bool,
+                add: Callable[[str, PreferenceRow], None]) -> int:
+        """Calls add(member hash, row) for every row whose record the link knows; returns the rows left out."""
+        unknown = 0
+        for first, handle in sorted(self.files.items()):
+            handle.seek(0)
+            rows = [PreferenceRow.decode(json.loads(line)) for line in handle]
+            handle.close()
+            current = records.peek(first)
+            known: dict[str, str] = {}
+            if index is not None and not fresh and any(r.record_id not in current for r in rows):
+                known = index.read_range(f"s:{first}", f"s:{first}~")
+            for row in rows:
+                under = current.get(row.record_id) or known.get(row.record_id)
+                if under is None:
+                    unknown += 1  # a record that has never been in this link's marketing list
+                    continue
+                add(under, row)
+        return unknown
+
+
 class Buckets:
     """Spills (kind, hash, payload) lines to files by hash prefix, then yields groups bucket by bucket."""
 
@@ -197,12 +247,14 @@ class Buckets:
                 if kind == "mapped":
                     mapped[key] = payload
                     continue
-                if kind in ("moved", "renamed"):
+                if kind in ("moved", "renamed", "preference"):
                     group = groups.get(key) or groups.setdefault(key, Group(key, "", member_seen=full))
                     if kind == "moved" and payload not in group.moved:
                         group.moved.append(payload)
                     elif kind == "renamed":
                         group.renamed_from = payload
+                    elif kind == "preference":
+                        group.preferences.append(PreferenceRow.decode(payload))
                     continue
                 group = groups.get(key)
                 if kind == "retry":
@@ -213,6 +265,9 @@ class Buckets:
                         group.member = group.member or retried.member
                         known = {r.record_id for r in group.records}
                         group.records += [r for r in retried.records if r.record_id not in known]
+                        read = {(p.record_id, p.interest_id) for p in group.preferences}
+                        group.preferences += [p for p in retried.preferences
+                                              if (p.record_id, p.interest_id) not in read]
                     continue
                 if group is None:
                     group = groups[key] = Group(key, payload[0] if kind == "member" else "", member_seen=full)
@@ -252,10 +307,15 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
     columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
     proposed = Watermarks(watermarks.mailchimp, watermarks.dataverse_records, watermarks.dataverse_members,
                           watermarks.last_full, watermarks.map_rows, watermarks.completed_runs)
+    # the interest catalog is kept in SyncState beside the watermarks; a dry run (no indexes) reads it afresh
+    state = getattr(indexes[0], "storage", None) if indexes is not None else None
+    stored = preferences.load_catalog(state, link.name) if state is not None else None
+    watch = preferences.CatalogWatch(stored)
     with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
         buckets = Buckets(directory)
         record_aliases = AliasSpill(directory, "records")
         contact_aliases = AliasSpill(directory, "contacts")
+        preference_rows = PreferenceSpill(directory)
 
         def add_record(row: dict[str, Any]) -> None:
             record = to_record(row, mlist, settings.opt_out_columns, settings.subscriber_status_column)
@@ -296,7 +356,7 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             for member in page:
                 snapshot = MemberSnapshot(member["email_address"], member["status"],
                                           datetime.fromisoformat(member["last_changed"]), member.get("contact_id"),
-                                          _time(member.get("timestamp_opt")))
+                                          _time(member.get("timestamp_opt")), watch.chosen(member))
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
                 if snapshot.contact_id:
@@ -308,6 +368,15 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             for group in json.loads(payload):
                 buckets.add("retry", group[0], group)
                 counts["retried"] += 1
+
+        catalog = current_catalog(link=link, settings=settings, mailchimp=mailchimp, dataverse=dataverse,
+                                  state=state, stored=stored, stale=watch.stale, full=full,
+                                  dry_run=indexes is None, counts=counts)
+        if catalog.interests:
+            read_preference_rows(dataverse, settings, link, mlist, catalog, since_records, preference_rows, counts)
+            counts["preference_rows_unmapped"] += preference_rows.resolve(
+                record_aliases, indexes[0] if indexes is not None else None, fresh=fresh,
+                add=lambda under, row: buckets.add("preference", under, row.encode()))
 
         # The next run reads from when this one began (on each service's clock), less the overlap: whatever
         # changed during this run, its own writes included, is read again then; nothing older is.
@@ -332,7 +401,7 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
         batch_ids = []
         for batch in _batches(buckets.groups(full=full), link.name, run_id, fresh=fresh, full=full,
                               size=settings.batch_size, counts=counts, keep_unmatched=not fresh,
-                              columns=settings.opt_out_columns):
+                              columns=settings.opt_out_columns, interests=catalog.message_form()):
             send(batch)  # queued as it is made: the scan never holds more than one batch
             batch_ids.append(batch.batch_id)
     if full:
@@ -340,6 +409,61 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
         proposed.map_rows = map_rows
     counts["batches"] = len(batch_ids)
     return ScanOutcome(batch_ids, proposed, counts, skips)
+
+
+def current_catalog(*, link: Any, settings: Any, mailchimp: Any, dataverse: Any, state: Any,
+                    stored: preferences.Catalog | None, stale: bool, full: bool, dry_run: bool,
+                    counts: Counter[str]) -> preferences.Catalog:
+    """The audience's interests for this run. Read from Mailchimp (and mirrored into Dataverse) only on a full
+    pass, when a member page showed interests the stored catalog does not match, or when none is stored yet
+    for a dry run; otherwise the stored one, so a run with nothing changed makes no catalog call."""
+    from shared.dataverse import DataverseError
+
+    if stored is not None and not full and not stale:
+        return stored
+    if stored is None and not full and not stale and not dry_run:
+        return preferences.Catalog()  # no member has shown an interest, and the last full pass found none
+    catalog = preferences.read_catalog(mailchimp, link.audience_id, counts)
+    counts["catalog_reads"] += 1
+    if dry_run:
+        return catalog
+    if catalog.interests or (stored is not None and stored.interests):
+        names = preferences.Names(settings.dataverse_prefix)
+        try:
+            changes = preferences.mirror_catalog(dataverse, names, link.audience_id, catalog, counts)
+        except DataverseError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("link %s: the marketing preference tables are missing in Dataverse; preferences are not "
+                        "synced until `python -m shared.cli provision` creates them", link.name)
+            return preferences.Catalog()
+        counts["catalog_changes"] += len(changes)
+        for change in changes:
+            log.info("link %s: %s", link.name, change)
+    if state is not None:
+        preferences.save_catalog(state, link.name, catalog)
+    return catalog
+
+
+def read_preference_rows(dataverse: Any, settings: Any, link: Any, mlist: MarketingList,
+                         catalog: preferences.Catalog, since: datetime | None, spill: PreferenceSpill,
+                         counts: Counter[str]) -> None:
+    """The subscription rows of the list's record kind changed since the watermark: one paged read."""
+    from shared.dataverse import DataverseError
+
+    names = preferences.Names(settings.dataverse_prefix)
+    try:
+        for page in preferences.read_rows(dataverse, names, audience_id=link.audience_id, kind=mlist.kind,
+                                          interests=catalog.ids, since=since):
+            counts["preference_calls_dataverse"] += 1
+            for row in page:
+                spill.add(row)
+    except DataverseError as exc:
+        if exc.status != 404:
+            raise
+        log.warning("link %s: the preference subscription table is missing in Dataverse; run `python -m "
+                    "shared.cli provision`", link.name)
+    counts["preference_rows_read"] += spill.rows
 
 
 def _time(text: str | None) -> datetime | None:
@@ -399,13 +523,14 @@ def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator
 
 
 def _batches(groups: Iterator[Group], link: str, run_id: str, *, fresh: bool, full: bool, size: int,
-             counts: Counter[str], keep_unmatched: bool, columns: tuple[str, ...]) -> Iterator[BatchMessage]:
+             counts: Counter[str], keep_unmatched: bool, columns: tuple[str, ...],
+             interests: list[list[str]] | None = None) -> Iterator[BatchMessage]:
     pending: list[Group] = []
     number = 0
 
     def emit(chunk: list[Group]) -> Iterator[BatchMessage]:
         nonlocal number
-        message = BatchMessage(link, run_id, "", fresh, full, chunk, list(columns))
+        message = BatchMessage(link, run_id, "", fresh, full, chunk, list(columns), interests or [])
         encoded = message.encode()
         if len(encoded["groups"]) > MAX_ENCODED_BYTES and len(chunk) > 1:
             half = len(chunk) // 2

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
@@ -940,28 +941,37 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                 raise not_found()
             return self._ok(render_report(campaign, self._base(request)))
 
+    def _report_page(self, request: Request, chosen: list[Any], render: Callable[[Any], Any], key: str,
+                     path: str, campaign_id: str) -> Response:
+        """A report collection paged before it is rendered: a page costs its own rows, not the campaign's."""
+        projection = self._projection(request, shapes.loose(key, "campaign_id"))
+        count, offset = self._paging(request)
+        body = {key: [render(item) for item in chosen[offset:offset + count]], "campaign_id": campaign_id,
+                "total_items": len(chosen), "_links": self._links(request, path, "self", "parent")}
+        return self._ok(projection.apply(body))
+
     def _sent_to(self, request: Request) -> Response:
         with self.lock:
             campaign = self._campaign_of(request)
-            items = [render_sent_to(campaign, r) for r in campaign.recipients.values()]
-        return self._page(request, items, shapes.loose("sent_to", "campaign_id"), "sent_to",
-                          f"/reports/{campaign.id}/sent-to", {"campaign_id": campaign.id})
+            return self._report_page(request, list(campaign.recipients.values()),
+                                     lambda r: render_sent_to(campaign, r), "sent_to",
+                                     f"/reports/{campaign.id}/sent-to", campaign.id)
 
     def _email_activity(self, request: Request) -> Response:
         since = parse_filter(request.arg("since"))
         with self.lock:
             campaign = self._campaign_of(request)
-            rendered = (render_email_activity(campaign, r, since) for r in campaign.recipients.values())
-            items = [item for item in rendered if item is not None]
-        return self._page(request, items, shapes.loose("emails", "campaign_id"), "emails",
-                          f"/reports/{campaign.id}/email-activity", {"campaign_id": campaign.id})
+            chosen = [r for r in campaign.recipients.values()
+                      if since is None or (r.last_event is not None and r.last_event > since)]
+            return self._report_page(request, chosen, lambda r: render_email_activity(campaign, r, since), "emails",
+                                     f"/reports/{campaign.id}/email-activity", campaign.id)
 
     def _unsubscribed(self, request: Request) -> Response:
         with self.lock:
             campaign = self._campaign_of(request)
-            items = [render_unsubscribe(campaign, entry) for entry in campaign.unsubscribes]
-        return self._page(request, items, shapes.loose("unsubscribes", "campaign_id"), "unsubscribes",
-                          f"/reports/{campaign.id}/unsubscribed", {"campaign_id": campaign.id})
+            return self._report_page(request, list(campaign.unsubscribes),
+                                     lambda entry: render_unsubscribe(campaign, entry), "unsubscribes",
+                                     f"/reports/{campaign.id}/unsubscribed", campaign.id)
 
     # ---- batch operations ------------------------------------------------------------------------------------------
     def _start_batch(self, request: Request) -> Response:

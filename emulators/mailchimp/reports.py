@@ -28,6 +28,12 @@ class Recipient:
     open_count: int = 0
     last_open: int | None = None
     activity: list[dict[str, Any]] = field(default_factory=list)
+    last_event: int | None = None  # newest open, click or bounce: what ``since`` compares against
+
+    def note(self, event: dict[str, Any]) -> None:
+        self.activity.append(event)
+        at = event["timestamp"]
+        self.last_event = at if self.last_event is None else max(self.last_event, at)
 
 
 @dataclass
@@ -92,17 +98,17 @@ class CampaignBook:
         if action == "open":
             recipient.open_count += 1
             recipient.last_open = at if recipient.last_open is None else max(recipient.last_open, at)
-            recipient.activity.append({"action": "open", "timestamp": at, "ip": SAMPLE_IP})
+            recipient.note({"action": "open", "timestamp": at, "ip": SAMPLE_IP})
         elif action == "click":
             if not spec.get("url"):
                 raise ValueError("a click needs the url that was clicked")
-            recipient.activity.append({"action": "click", "timestamp": at, "url": str(spec["url"]), "ip": SAMPLE_IP})
+            recipient.note({"action": "click", "timestamp": at, "url": str(spec["url"]), "ip": SAMPLE_IP})
         elif action == "bounce":
             kind = spec.get("type", "hard")
             if kind not in ("hard", "soft"):
                 raise ValueError("a bounce is of type hard or soft")
             recipient.status = kind
-            recipient.activity.append({"action": "bounce", "type": kind, "timestamp": at})
+            recipient.note({"action": "bounce", "type": kind, "timestamp": at})
         elif action == "unsubscribe":
             campaign.unsubscribes.append({"hash": recipient.hash, "email_address": recipient.email_address,
                                           "merge_fields": recipient.merge_fields, "vip": recipient.vip,

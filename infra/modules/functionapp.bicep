@@ -101,6 +101,11 @@ param mailchimpMaxConnections int = 8
 @maxValue(1000)
 param batchSize int = 500
 
+@description('CAMPAIGN_ACTIVITY_DAYS: days after a campaign is sent during which its activity keeps being read.')
+@minValue(1)
+@maxValue(180)
+param campaignActivityDays int = 30
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy of Flex Consumption is limited to some regions; a run interrupted by a zone outage resumes from its watermarks on the next tick
   name: planName
@@ -253,6 +258,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'BATCH_SIZE'
           value: string(batchSize)
+        }
+        {
+          name: 'CAMPAIGN_ACTIVITY_DAYS'
+          value: string(campaignActivityDays)
         }
       ]
     }
