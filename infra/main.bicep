@@ -73,6 +73,11 @@ param mailchimpMaxConnections int = 8
 @maxValue(1000)
 param batchSize int = 500
 
+@description('RECONCILE_MAX_EMAILS: most emails one reconcile invocation takes on, from waiting batches of one run.')
+@minValue(1)
+@maxValue(20000)
+param reconcileMaxEmails int = 5000
+
 @description('Most instances per function the Flex Consumption plan may run; 40 is the lowest most regions accept. The Mailchimp cap does not depend on it (docs/deploy.md).')
 @minValue(1)
 @maxValue(1000)
@@ -213,6 +218,7 @@ module functionApp 'modules/functionapp.bicep' = {
     subscriberStatusColumn: subscriberStatusColumn
     mailchimpMaxConnections: mailchimpMaxConnections
     batchSize: batchSize
+    reconcileMaxEmails: reconcileMaxEmails
   }
 }
 

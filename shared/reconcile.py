@@ -484,13 +484,14 @@ class Reconciler:
                 outcome.counts["storage_calls"] += index.operations
         now = datetime.now(UTC)
         audit = []
-        for index, planned in enumerate(outcome.planned):
+        seen: Counter[str] = Counter()  # keys depend on the member, not on how batches were grouped
+        for planned in outcome.planned:
             if planned.side == "none" and (planned.repeated or (
                     not planned.skipped and not planned.detail and planned.rule not in AUDITED_WITHOUT_WRITES)):
                 continue
             audit.append(upsert({
                 "PartitionKey": f"{link_name}|{now:%Y%m%d}",
-                "RowKey": f"{message.run_id}|{message.batch_id}|{index:04d}",
+                "RowKey": f"{message.run_id}|{planned.member_hash or '-'}|{_nth(seen, planned.member_hash)}",
                 "when": now, "link": link_name, "run_id": message.run_id, "member_hash": planned.member_hash,
                 "record_ids": json.dumps(planned.record_ids), "side": planned.side, "rule": planned.rule,
                 "mailchimp_old": planned.mailchimp_old or "", "mailchimp_new": planned.mailchimp_new or "",
@@ -537,6 +538,11 @@ class Reconciler:
             contact_id=(item.group.member.contact_id if item.group.member else None) or base.contact_id,
             tagged=(item.tagged or base.tagged) and bool(records), refused=item.mailchimp_failed,
             opted_out_records=opted_out_records, skipped=sorted([list(k) for k in item.skipped]))
+
+
+def _nth(seen: Counter[str], key: str) -> int:
+    seen[key] += 1
+    return seen[key]
 
 
 def _member(snapshot: MemberSnapshot) -> consent.Member:

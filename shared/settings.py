@@ -30,6 +30,7 @@ DEFAULTS = {
     "SUBSCRIBER_STATUS_COLUMN": "cbr_subscriberstatus",
     "MAILCHIMP_MAX_CONNECTIONS": "8",
     "BATCH_SIZE": "500",
+    "RECONCILE_MAX_EMAILS": "5000",
 }
 
 
@@ -92,6 +93,7 @@ class Settings:
     subscriber_status_column: str | None
     mailchimp_max_connections: int
     batch_size: int
+    reconcile_max_emails: int = 5000
 
     def __repr__(self) -> str:  # never show the key
         return (f"Settings(links={[link.name for link in self.links]}, dataverse_url={self.dataverse_url!r}, "
@@ -187,6 +189,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                                               f"or empty to disable; got {status_column!r}")
     max_connections = read.integer("MAILCHIMP_MAX_CONNECTIONS", 1, 10)
     batch_size = read.integer("BATCH_SIZE", 1, 1000)
+    reconcile_max_emails = read.integer("RECONCILE_MAX_EMAILS", 1, 20000)
     if read.problems:
         raise SettingsError(read.problems)
     return Settings(
@@ -195,6 +198,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         full_resync_hours=hours, resubscribe_policy=policy, new_member_status=new_status, opt_out_columns=columns,
         dataverse_prefix=prefix, subscriber_status_column=status_column,
         mailchimp_max_connections=max_connections, batch_size=batch_size,
+        reconcile_max_emails=reconcile_max_emails,
     )
 
 

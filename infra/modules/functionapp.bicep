@@ -101,6 +101,11 @@ param mailchimpMaxConnections int = 8
 @maxValue(1000)
 param batchSize int = 500
 
+@description('RECONCILE_MAX_EMAILS: most emails one reconcile invocation takes on, from waiting batches of one run.')
+@minValue(1)
+@maxValue(20000)
+param reconcileMaxEmails int = 5000
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy of Flex Consumption is limited to some regions; a run interrupted by a zone outage resumes from its watermarks on the next tick
   name: planName
@@ -253,6 +258,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'BATCH_SIZE'
           value: string(batchSize)
+        }
+        {
+          name: 'RECONCILE_MAX_EMAILS'
+          value: string(reconcileMaxEmails)
         }
       ]
     }
