@@ -20,7 +20,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TransactionOperation, UpdateMode
 
 from shared.model import epoch, from_epoch
-from shared.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage
+from shared.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage, submit
 
 SHARD_CHARS = 3
 POINT_READ_WORKERS = 8
@@ -124,7 +124,7 @@ class IdentityMap:
                 chunk = operations[start:start + TRANSACTION_LIMIT]
                 self.operations += 1
                 try:
-                    self.table.submit_transaction(chunk)  # type: ignore[arg-type]
+                    submit(self.table, chunk)
                 except HttpResponseError:
                     failed |= {op[1]["RowKey"] for op in chunk}  # a concurrent writer; re-read and merge again
             if not failed:
@@ -207,7 +207,7 @@ class AliasIndex:
                     operations.append(_shard_write(self.partition, key, shard))
                 self.operations += 1
                 try:
-                    self.table.submit_transaction(operations)  # type: ignore[arg-type]
+                    submit(self.table, operations)
                 except HttpResponseError:
                     failed |= set(chunk)
             if not failed:
