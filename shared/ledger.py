@@ -18,7 +18,7 @@ import contextlib
 import json
 import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,9 +86,7 @@ class Unit:
 
     def message(self) -> BatchMessage:
         """The unit as one batch named after its lead: the batches are of one run and share no member."""
-        first = self.batches[0]
-        return BatchMessage(self.link, self.run_id, self.lead, first.fresh, first.full,
-                            [g for batch in self.batches for g in batch.groups], first.columns)
+        return replace(self.batches[0], batch_id=self.lead, groups=[g for b in self.batches for g in b.groups])
 
     @property
     def others(self) -> list[str]:
@@ -96,9 +94,8 @@ class Unit:
 
 
 def _payload(link: str, run_id: str, row: Any) -> BatchMessage:
-    return BatchMessage.decode({"link": link, "run": run_id, "batch": row["RowKey"], "fresh": row.get("fresh"),
-                                "full": row.get("full"), "columns": json.loads(row.get("columns") or "[]"),
-                                "groups": base64.b64encode(row["payload"]).decode()})
+    message = json.loads(row["message"]) | {"link": link, "run": run_id, "batch": row["RowKey"]}
+    return BatchMessage.decode(message | {"groups": base64.b64encode(row["payload"]).decode()})
 
 
 @dataclass
@@ -190,9 +187,10 @@ class Ledger:
     def queue_batch(self, batch: BatchMessage) -> None:
         """Keeps a batch's payload for whichever invocation takes it; a scan delivered twice keeps the first."""
         encoded = batch.encode()
+        payload = base64.b64decode(encoded.pop("groups"))  # compressed already; kept as binary (64 KB a property)
         entity = {"PartitionKey": f"{batch.link}|{batch.run_id}", "RowKey": batch.batch_id, "state": "waiting",
-                  "emails": len(batch.groups), "attempts": 0, "unit": "", "fresh": batch.fresh, "full": batch.full,
-                  "columns": json.dumps(batch.columns), "payload": base64.b64decode(encoded["groups"])}
+                  "emails": len(batch.groups), "attempts": 0, "unit": "", "message": json.dumps(encoded),
+                  "payload": payload}
         with contextlib.suppress(ResourceExistsError):
             self.runs.create_entity(entity)
 
