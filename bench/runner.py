@@ -1,9 +1,10 @@
 """One measured sync, in its own process: ``python -m bench.runner --out result.json``.
 
 Runs ``shared.cli.run_sync`` with the settings in the environment, exactly as ``python -m shared.cli
-sync`` does, and writes what only this process can see: its own peak RSS (``ru_maxrss`` of
-RUSAGE_SELF), its CPU time, the wall time of the sync, and every storage request it sent, counted
-by a transport that wraps the Azure SDK's default one (the requests themselves are unchanged).
+sync`` does, and writes what only this process can see: its own peak RSS (VmHWM: not ``ru_maxrss``,
+which a child inherits from its parent), its CPU time, the wall time of the sync, and every storage
+request it sent, counted by a transport that wraps the Azure SDK's default one (the requests themselves
+are unchanged).
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ def counting_storage(settings: Any, calls: Counter[str]) -> Any:
     return storage
 
 
+def peak_rss_kb(usage: resource.struct_rusage) -> int:
+    """This process's own peak RSS. ``ru_maxrss`` survives exec, so a process started by a large parent reports
+    the parent's size; VmHWM belongs to the address space this process runs in."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])  # kB
+    except OSError:
+        pass
+    return int(usage.ru_maxrss)  # kilobytes on Linux
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runner", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="where to write the result (JSON)")
@@ -97,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "exit_code": code,
         "wall_seconds": wall,
         "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "peak_rss_kb": after.ru_maxrss,  # kilobytes on Linux
+        "peak_rss_kb": peak_rss_kb(after),
         "storage_calls": dict(calls),
         "summary": summary.getvalue(),
     }

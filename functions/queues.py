@@ -20,7 +20,7 @@ def scan_link(message: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="message", queue_name="sync-batches", connection="AzureWebJobsStorage")
 def reconcile_batch(message: func.QueueMessage) -> None:
-    engine.reconcile_batch(engine.context(), _body(message))
+    engine.reconcile_batch(engine.context(), _body(message), message.dequeue_count or 1)
 
 
 @bp.queue_trigger(arg_name="message", queue_name="sync-links-poison", connection="AzureWebJobsStorage")

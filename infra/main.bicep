@@ -78,6 +78,11 @@ param batchSize int = 500
 @maxValue(180)
 param campaignActivityDays int = 30
 
+@description('RECONCILE_MAX_EMAILS: most emails one reconcile invocation takes on, from waiting batches of one run.')
+@minValue(1)
+@maxValue(20000)
+param reconcileMaxEmails int = 5000
+
 @description('Most instances per function the Flex Consumption plan may run; 40 is the lowest most regions accept. The Mailchimp cap does not depend on it (docs/deploy.md).')
 @minValue(1)
 @maxValue(1000)
@@ -219,6 +224,7 @@ module functionApp 'modules/functionapp.bicep' = {
     mailchimpMaxConnections: mailchimpMaxConnections
     batchSize: batchSize
     campaignActivityDays: campaignActivityDays
+    reconcileMaxEmails: reconcileMaxEmails
   }
 }
 

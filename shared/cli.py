@@ -173,11 +173,11 @@ def run_sync(ctx: engine.Context, out: TextIO, *, link: str | None = None, full:
     for item in planned:
         if item.skipped:
             print(f"{item.link}: skipped, {item.skipped}", file=out)
-    handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
-        LINKS_QUEUE: lambda m: engine.scan_link(ctx, m),
-        BATCHES_QUEUE: lambda m: engine.reconcile_batch(ctx, m),
-        poison(LINKS_QUEUE): lambda m: engine.dead_letter_link(ctx, m),
-        poison(BATCHES_QUEUE): lambda m: engine.dead_letter_batch(ctx, m),
+    handlers: dict[str, Callable[[dict[str, Any], int], Any]] = {
+        LINKS_QUEUE: lambda m, _: engine.scan_link(ctx, m),
+        BATCHES_QUEUE: lambda m, attempt: engine.reconcile_batch(ctx, m, attempt),
+        poison(LINKS_QUEUE): lambda m, _: engine.dead_letter_link(ctx, m),
+        poison(BATCHES_QUEUE): lambda m, _: engine.dead_letter_batch(ctx, m),
     }
     drain(ctx, handlers, rules, say)
     exit_code = 0
@@ -211,7 +211,7 @@ def describe_change(change: dict[str, Any]) -> str:
     return f"{' and '.join(parts) or 'change nothing'} ({change['rule']})"
 
 
-def drain(ctx: engine.Context, handlers: dict[str, Callable[[dict[str, Any]], Any]], rules: QueueRules,
+def drain(ctx: engine.Context, handlers: dict[str, Callable[[dict[str, Any], int], Any]], rules: QueueRules,
           say: Callable[[str], None]) -> None:
     """Handles messages as the Functions host does until every queue is empty: failures become visible again
     after the visibility timeout, and a message failing maxDequeueCount times moves to its poison queue."""
@@ -224,7 +224,7 @@ def drain(ctx: engine.Context, handlers: dict[str, Callable[[dict[str, Any]], An
                 busy = True
                 body = json.loads(message.content)
                 try:
-                    handler(body)
+                    handler(body, message.dequeue_count)
                 except Exception as exc:
                     if message.dequeue_count >= rules.max_dequeue_count and not queue.endswith("-poison"):
                         ctx.storage.send(poison(queue), body)

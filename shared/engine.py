@@ -19,7 +19,7 @@ from typing import Any
 
 from shared import campaigns, telemetry
 from shared.identity import AliasIndex, IdentityMap
-from shared.ledger import Ledger, RunSummary, new_run_id
+from shared.ledger import Ledger, RunSummary, Unit, new_run_id
 from shared.limiter import ConnectionSlots
 from shared.model import BatchMessage
 from shared.reconcile import BatchOutcome, Reconciler
@@ -130,7 +130,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
                        watermarks=watermarks, full=full, run_id=run_id,
                        mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
                        retries=[row["groups"] for row in retries],
-                       send=lambda batch: ctx.storage.send(BATCHES_QUEUE, batch.encode()),
+                       send=lambda batch: _queue_batch(ctx, batch),
                        indexes=None if run.get("dry_run") else (AliasIndex(ctx.storage, link_name, "records"),
                                                                 AliasIndex(ctx.storage, link_name, "contacts")))
     except LinkError as exc:
@@ -153,25 +153,42 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     return outcome.counts
 
 
-def reconcile_batch(ctx: Context, message: dict[str, Any]) -> BatchOutcome:
+def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 1) -> BatchOutcome:
+    """Reconciles the batch the message points at, with more waiting batches of its run when it may."""
     if message.get("kind") == campaigns.KIND:
         _handling(message["link"], message["run"])
         return campaigns.reconcile_campaign(ctx, message, _finalize)
-    batch = BatchMessage.decode(message)
-    _handling(batch.link, batch.run_id)
-    run = ctx.ledger.run(batch.link, batch.run_id) or {}
+    link, run_id, batch_id = message["link"], message["run"], message["batch"]
+    _handling(link, run_id)
+    unit = ctx.ledger.claim_unit(link, run_id, batch_id, datetime.now(UTC), alone=dequeue_count > 1,
+                                 max_emails=ctx.settings.reconcile_max_emails)
+    for released in unit.released if unit else []:
+        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": released})
+    if unit is None or not unit.batches:
+        return BatchOutcome(batch_id, duplicate=True)  # finished, or in a unit another invocation works on
+    run = ctx.ledger.run(link, run_id) or {}
     dry_run = bool(run.get("dry_run"))
-    outcome = ctx.reconciler().reconcile(batch, dry_run=dry_run)
+    try:
+        outcome = ctx.reconciler().reconcile(unit.message(), dry_run=dry_run)
+    except Exception:
+        for released in ctx.ledger.release_unit(unit):
+            ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": released})
+        raise
     if outcome.duplicate:
         return outcome
     if not dry_run:
-        _observe(ctx, batch.link, batch.run_id, outcome.counts, scan=False)
+        _observe(ctx, link, run_id, outcome.counts, scan=False)
     if dry_run:
         planned = [p.__dict__ | {"member_last_changed": None, "records_modifiedon": None}
                    for p in outcome.planned if p.side != "none"][:PLANNED_KEEP]
-        ctx.ledger.finish_batch(batch.link, batch.run_id, batch.batch_id, "done", outcome.counts)
-        ctx.ledger.update_planned(batch.link, batch.run_id, batch.batch_id, json.dumps(planned, default=str))
-    _finalize(ctx, batch.link, batch.run_id)
+        ctx.ledger.finish_batch(link, run_id, batch_id, "done", outcome.counts)
+        ctx.ledger.update_planned(link, run_id, batch_id, json.dumps(planned, default=str))
+    for other in unit.others:
+        ctx.ledger.finish_batch(link, run_id, other, "done", Counter(merged_into=1))
+    if unit.others:
+        log.info("batch %s of run %s for link %s was reconciled together with %d more", batch_id, run_id, link,
+                 len(unit.others))
+    _finalize(ctx, link, run_id)
     return outcome
 
 
@@ -180,10 +197,14 @@ def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
     if message.get("kind") == campaigns.KIND:
         return campaigns.dead_letter_campaign(ctx, message, _finalize)
     link, run_id, batch_id = message["link"], message["run"], message["batch"]
+    for released in ctx.ledger.release_unit(Unit(link, run_id, batch_id)):
+        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": released})
     if ctx.ledger.batch_state(link, run_id, batch_id) == "done":
         return
-    ctx.ledger.record_retry(link, run_id, batch_id, _groups_payload(message))
-    members = len(BatchMessage.decode(message).groups)
+    batch = ctx.ledger.batch_payload(link, run_id, batch_id)
+    groups = batch.groups if batch else []
+    ctx.ledger.record_retry(link, run_id, batch_id, json.dumps([g.encode() for g in groups], separators=(",", ":")))
+    members = len(groups)
     ctx.ledger.finish_batch(link, run_id, batch_id, "dead", Counter(dead_batches=1, dead_members=members))
     log.error("batch %s of run %s for link %s was dead-lettered; its %d members are retried by the next run",
               batch_id, run_id, link, members)
@@ -200,9 +221,10 @@ def dead_letter_link(ctx: Context, message: dict[str, Any]) -> None:
                            duration_seconds=_seconds_since(ctx.ledger.run(message["link"], message["run"])))
 
 
-def _groups_payload(message: dict[str, Any]) -> str:
-    batch = BatchMessage.decode(message)
-    return json.dumps([g.encode() for g in batch.groups], separators=(",", ":"))
+def _queue_batch(ctx: Context, batch: BatchMessage) -> None:
+    # the payload waits in the run's ledger; the message only says where, so any invocation can take it
+    ctx.ledger.queue_batch(batch)
+    ctx.storage.send(BATCHES_QUEUE, {"link": batch.link, "run": batch.run_id, "batch": batch.batch_id})
 
 
 def _finalize(ctx: Context, link: str, run_id: str) -> RunSummary | None:

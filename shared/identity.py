@@ -20,10 +20,11 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TransactionOperation, UpdateMode
 
 from shared.model import epoch, from_epoch
-from shared.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage
+from shared.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage, submit
 
 SHARD_CHARS = 3
 POINT_READ_WORKERS = 8
+SHARDS_AT_ONCE = TRANSACTION_LIMIT  # shards decoded at a time: memory follows this, not the size of the map
 
 
 def shard_of(member_hash: str) -> str:
@@ -85,10 +86,13 @@ class IdentityMap:
         self.operations = 0  # storage calls made, for the run's counters
 
     def load(self, link: str, hashes: Iterable[str]) -> dict[str, BaseRow]:
-        shards = self._read_shards(link, {shard_of(h) for h in hashes})
         wanted = set(hashes)
-        return {h: BaseRow.decode(data) for shard in shards.values() for h, data in shard.bases.items()
-                if h in wanted}
+        found: dict[str, BaseRow] = {}
+        keys = sorted({shard_of(h) for h in wanted})
+        for start in range(0, len(keys), SHARDS_AT_ONCE):  # a shard holds every base of its prefix: few at once
+            for shard in self._read_shards(link, set(keys[start:start + SHARDS_AT_ONCE])).values():
+                found.update({h: BaseRow.decode(data) for h, data in shard.bases.items() if h in wanted})
+        return found
 
     def _read_shards(self, link: str, keys: set[str]) -> dict[str, _Shard]:
         if not keys:
@@ -120,24 +124,25 @@ class IdentityMap:
             by_shard.setdefault(shard_of(member_hash), {})[member_hash] = row
         pending = set(by_shard)
         for _ in range(attempts):
-            shards = self._read_shards(link, pending)
-            operations = []
-            for key in sorted(pending):
-                shard = shards[key]
-                for member_hash, row in by_shard[key].items():
-                    if row is None:
-                        shard.bases.pop(member_hash, None)
-                    else:
-                        shard.bases[member_hash] = row.encode()
-                operations.append(_shard_write(link, key, shard))
             failed = set()
-            for start in range(0, len(operations), TRANSACTION_LIMIT):
-                chunk = operations[start:start + TRANSACTION_LIMIT]
+            keys = sorted(pending)
+            for start in range(0, len(keys), TRANSACTION_LIMIT):  # read, merge and write a transaction's worth
+                chunk = keys[start:start + TRANSACTION_LIMIT]
+                shards = self._read_shards(link, set(chunk))
+                operations = []
+                for key in chunk:
+                    shard = shards[key]
+                    for member_hash, row in by_shard[key].items():
+                        if row is None:
+                            shard.bases.pop(member_hash, None)
+                        else:
+                            shard.bases[member_hash] = row.encode()
+                    operations.append(_shard_write(link, key, shard))
                 self.operations += 1
                 try:
-                    self.table.submit_transaction(chunk)  # type: ignore[arg-type]
+                    submit(self.table, operations)
                 except HttpResponseError:
-                    failed |= {op[1]["RowKey"] for op in chunk}  # a concurrent writer; re-read and merge again
+                    failed |= set(chunk)  # a concurrent writer; re-read and merge again
             if not failed:
                 return
             pending = failed
@@ -219,7 +224,7 @@ class AliasIndex:
                     operations.append(_shard_write(self.partition, key, shard))
                 self.operations += 1
                 try:
-                    self.table.submit_transaction(operations)  # type: ignore[arg-type]
+                    submit(self.table, operations)
                 except HttpResponseError:
                     failed |= set(chunk)
             if not failed:

@@ -6,16 +6,19 @@ SyncState (PartitionKey = link name):
     "retry|<run>|<batch>"  a dead-lettered batch's groups, replayed by the next run
 SyncRuns:
     PartitionKey = link, RowKey = run id (newest first): one row per run with its totals
-    PartitionKey = "<link>|<run id>", RowKey = batch id: one row per finished or dead-lettered batch
+    PartitionKey = "<link>|<run id>", RowKey = batch id: one row per batch of the run. The scan writes it
+        "waiting" with the batch's payload (the queue message only points at it); a reconcile invocation
+        "claims" it, alone or together with other waiting batches of the run (a unit); it ends "done" or "dead".
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,9 +26,12 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared.model import BatchMessage
 from shared.storage import SYNC_RUNS, SYNC_STATE, Storage
 
 LEASE_MINUTES = 120  # a run that has not finished by then is presumed dead and the link is free again
+CLAIM_SECONDS = 660  # longer than host.json's functionTimeout: a claim outlives the invocation that made it
+FINAL_STATES = ("done", "dead")
 
 
 def new_run_id(now: datetime) -> str:
@@ -66,6 +72,30 @@ def _iso(moment: datetime | None) -> str:
 
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+@dataclass
+class Unit:
+    """The batches one reconcile invocation works on: the one its message named (the lead), maybe more."""
+
+    link: str
+    run_id: str
+    lead: str
+    batches: list[BatchMessage] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # batches an earlier attempt left claimed: queue them again
+
+    def message(self) -> BatchMessage:
+        """The unit as one batch named after its lead: the batches are of one run and share no member."""
+        return replace(self.batches[0], batch_id=self.lead, groups=[g for b in self.batches for g in b.groups])
+
+    @property
+    def others(self) -> list[str]:
+        return [b.batch_id for b in self.batches if b.batch_id != self.lead]
+
+
+def _payload(link: str, run_id: str, row: Any) -> BatchMessage:
+    message = json.loads(row["message"]) | {"link": link, "run": run_id, "batch": row["RowKey"]}
+    return BatchMessage.decode(message | {"groups": base64.b64encode(row["payload"]).decode()})
 
 
 @dataclass
@@ -149,8 +179,96 @@ class Ledger:
                         proposed=json.dumps(proposed.to_entity()), scan_counts=json.dumps(counts))
 
     def batch_state(self, link: str, run_id: str, batch_id: str) -> str | None:
+        """"done" or "dead" once the batch is finished; None while it waits or is being worked on."""
         row = self._get(SYNC_RUNS, f"{link}|{run_id}", batch_id)
-        return str(row["state"]) if row else None
+        return str(row["state"]) if row and row.get("state") in FINAL_STATES else None
+
+    # ---- batch payloads and units ---------------------------------------------------------
+    def queue_batch(self, batch: BatchMessage) -> None:
+        """Keeps a batch's payload for whichever invocation takes it; a scan delivered twice keeps the first."""
+        encoded = batch.encode()
+        payload = base64.b64decode(encoded.pop("groups"))  # compressed already; kept as binary (64 KB a property)
+        entity = {"PartitionKey": f"{batch.link}|{batch.run_id}", "RowKey": batch.batch_id, "state": "waiting",
+                  "emails": len(batch.groups), "attempts": 0, "unit": "", "message": json.dumps(encoded),
+                  "payload": payload}
+        with contextlib.suppress(ResourceExistsError):
+            self.runs.create_entity(entity)
+
+    def claim_unit(self, link: str, run_id: str, batch_id: str, now: datetime, *, alone: bool,
+                   max_emails: int) -> Unit | None:
+        """Claims the batch a message points at and, unless it must go alone, more waiting batches of the run
+        (never tried before) up to max_emails, so that one invocation's writes fill whole pages.
+
+        None when there is nothing to do: the batch is finished, or another live unit holds it. A batch that
+        was already tried goes alone, so a failing batch cannot take healthy ones down with it.
+        """
+        partition = f"{link}|{run_id}"
+        unit = Unit(link, run_id, batch_id)
+        unit.released = self._release_extras(partition, batch_id)  # left behind by an attempt that died
+        try:
+            lead = self.runs.get_entity(partition, batch_id)
+        except ResourceNotFoundError:
+            return None
+        state, holder = lead.get("state"), lead.get("unit") or ""
+        if state in FINAL_STATES:
+            return unit if unit.released else None
+        if state == "claimed" and holder != batch_id and lead.get("until") and lead["until"] > now:
+            return unit if unit.released else None
+        alone = alone or int(lead.get("attempts") or 0) > 0 or state != "waiting"
+        if not self._claim(lead, batch_id, now):
+            return unit if unit.released else None
+        unit.batches.append(_payload(link, run_id, lead))
+        if alone:
+            return unit
+        emails = int(lead.get("emails") or 0)
+        waiting = self.runs.query_entities("PartitionKey eq @p and state eq 'waiting' and attempts eq 0",
+                                           parameters={"p": partition}, select=["RowKey", "emails"])
+        for row in waiting:
+            if emails >= max_emails:
+                break
+            if row["RowKey"] == batch_id or emails + int(row.get("emails") or 0) > max_emails:
+                continue
+            try:
+                extra = self.runs.get_entity(partition, row["RowKey"])
+            except ResourceNotFoundError:
+                continue
+            if extra.get("state") != "waiting" or not self._claim(extra, batch_id, now):
+                continue  # taken by another invocation in the meantime
+            unit.batches.append(_payload(link, run_id, extra))
+            emails += int(extra.get("emails") or 0)
+        return unit
+
+    def _claim(self, row: Any, unit: str, now: datetime) -> bool:
+        claimed = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "state": "claimed", "unit": unit,
+                   "until": now + timedelta(seconds=CLAIM_SECONDS), "attempts": int(row.get("attempts") or 0) + 1}
+        try:
+            self.runs.update_entity(claimed, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
+                                    match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+
+    def _release_extras(self, partition: str, unit: str) -> list[str]:
+        """Batches a unit claimed but did not finish go back to waiting, each to be reconciled on its own."""
+        released = []
+        for row in self.runs.query_entities("PartitionKey eq @p and unit eq @u and state eq 'claimed'",
+                                            parameters={"p": partition, "u": unit}, select=["RowKey"]):
+            if row["RowKey"] == unit:
+                continue
+            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                self.runs.update_entity({"PartitionKey": partition, "RowKey": row["RowKey"], "state": "waiting",
+                                         "unit": ""}, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+                released.append(row["RowKey"])
+        return released
+
+    def release_unit(self, unit: Unit) -> list[str]:
+        """After a failed attempt: the unit's other batches wait again (each will go alone); returns their ids."""
+        return self._release_extras(f"{unit.link}|{unit.run_id}", unit.lead)
+
+    def batch_payload(self, link: str, run_id: str, batch_id: str) -> BatchMessage | None:
+        row = self._get(SYNC_RUNS, f"{link}|{run_id}", batch_id)
+        return _payload(link, run_id, row) if row and row.get("payload") else None
 
     def finish_batch(self, link: str, run_id: str, batch_id: str, state: str, counts: Counter[str]) -> None:
         self.runs.upsert_entity({"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "state": state,
@@ -178,7 +296,8 @@ class Ledger:
             return None
         expected = set(json.loads(run["batches"] or "[]"))
         finished = {row["RowKey"]: row for row in self.runs.query_entities(
-            "PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"}, select=["RowKey", "state", "counts"])}
+            "PartitionKey eq @p and (state eq 'done' or state eq 'dead')", parameters={"p": f"{link}|{run_id}"},
+            select=["RowKey", "state", "counts"])}
         if not expected <= set(finished):
             return None
         counts: Counter[str] = Counter(json.loads(run.get("scan_counts") or "{}"))

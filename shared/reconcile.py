@@ -674,6 +674,11 @@ def _nth(seen: Counter[str], key: str) -> int:
     return seen[key]
 
 
+def _nth(seen: Counter[str], key: str) -> int:
+    seen[key] += 1
+    return seen[key]
+
+
 def _member(snapshot: MemberSnapshot) -> consent.Member:
     return consent.Member(snapshot.status, snapshot.last_changed, snapshot.email, snapshot.opted_in)
 

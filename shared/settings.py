@@ -31,6 +31,7 @@ DEFAULTS = {
     "MAILCHIMP_MAX_CONNECTIONS": "8",
     "BATCH_SIZE": "500",
     "CAMPAIGN_ACTIVITY_DAYS": "30",
+    "RECONCILE_MAX_EMAILS": "5000",
 }
 
 
@@ -94,6 +95,7 @@ class Settings:
     mailchimp_max_connections: int
     batch_size: int
     campaign_activity_days: int = 30
+    reconcile_max_emails: int = 5000
 
     def __repr__(self) -> str:  # never show the key
         return (f"Settings(links={[link.name for link in self.links]}, dataverse_url={self.dataverse_url!r}, "
@@ -190,6 +192,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     max_connections = read.integer("MAILCHIMP_MAX_CONNECTIONS", 1, 10)
     batch_size = read.integer("BATCH_SIZE", 1, 1000)
     campaign_days = read.integer("CAMPAIGN_ACTIVITY_DAYS", 1, 180)
+    reconcile_max_emails = read.integer("RECONCILE_MAX_EMAILS", 1, 20000)
     if read.problems:
         raise SettingsError(read.problems)
     return Settings(
@@ -198,6 +201,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         full_resync_hours=hours, resubscribe_policy=policy, new_member_status=new_status, opt_out_columns=columns,
         dataverse_prefix=prefix, subscriber_status_column=status_column,
         mailchimp_max_connections=max_connections, batch_size=batch_size, campaign_activity_days=campaign_days,
+        reconcile_max_emails=reconcile_max_emails,
     )
 
 

@@ -7,12 +7,20 @@ put here by the CLI is the same message the host's queue trigger reads.
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, TableServiceClient, TransactionOperation, UpdateMode
+
+# The SDK's own entity serialiser (Edm types, UTC datetimes), so a row written here reads back exactly as one
+# written through the SDK; private in azure-data-tables, which requirements.txt pins.
+from azure.data.tables._serialize import _add_entity_properties
 from azure.storage.queue import (
     BinaryBase64DecodePolicy,
     BinaryBase64EncodePolicy,
@@ -40,6 +48,10 @@ Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, An
 
 def poison(queue: str) -> str:
     return f"{queue}-poison"
+
+
+class TransactionError(HttpResponseError):
+    """A table batch transaction was refused; nothing of it was applied."""
 
 
 class MessageTooLarge(ValueError):  # noqa: N818 - reads as the condition it names
@@ -122,7 +134,7 @@ class Storage:
         transactions = 0
         for group in by_partition.values():
             for start in range(0, len(group), TRANSACTION_LIMIT):
-                client.submit_transaction(group[start:start + TRANSACTION_LIMIT])  # type: ignore[arg-type]
+                submit(client, group[start:start + TRANSACTION_LIMIT])
                 transactions += 1
         return transactions
 
@@ -137,6 +149,72 @@ class Storage:
             return dict(self.table(table).get_entity(partition, row))
         except ResourceNotFoundError:
             return None
+
+
+_METHODS = {(TransactionOperation.UPSERT, UpdateMode.REPLACE): "PUT",
+            (TransactionOperation.UPSERT, UpdateMode.MERGE): "MERGE",
+            (TransactionOperation.UPDATE, UpdateMode.REPLACE): "PUT",
+            (TransactionOperation.UPDATE, UpdateMode.MERGE): "MERGE",
+            (TransactionOperation.DELETE, None): "DELETE", (TransactionOperation.CREATE, None): "POST"}
+_PART_STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
+
+
+def submit(client: TableClient, operations: list[Operation]) -> None:
+    """One batch transaction (at most 100 operations on one partition), framed here rather than by the SDK.
+
+    The SDK builds and parses every operation as a full HTTP message through the stdlib email package, about
+    half a millisecond of CPU per entity; a run writes tens of thousands of audit rows and bases. The framing
+    is the documented Table service $batch format; the request still goes through the client's pipeline
+    (authentication, retries). Supports create, upsert and update (replace or merge; update with an etag
+    is conditional) and delete.
+    """
+    batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+    base = client.url.split("?")[0].rstrip("/")
+    parts = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
+    for operation in operations:
+        kind, entity = operation[0], operation[1]
+        options = operation[2] if len(operation) > 2 else {}  # type: ignore[misc]
+        updating = kind in (TransactionOperation.UPSERT, TransactionOperation.UPDATE)
+        mode = options.get("mode", UpdateMode.MERGE) if updating else None
+        method = _METHODS.get((kind, mode))
+        if method is None:
+            raise ValueError(f"table operation {kind} {options} is not supported in a transaction here")
+        if method == "POST":
+            target, body = f"{base}/{client.table_name}", json.dumps(_add_entity_properties(entity))
+        else:
+            keys = f"PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}'"
+            target = f"{base}/{client.table_name}({keys})"
+            body = "" if method == "DELETE" else json.dumps(_add_entity_properties(entity))
+        headers = ["Accept: application/json;odata=nometadata", "DataServiceVersion: 3.0"]
+        if method == "POST":
+            headers.append("Prefer: return-no-content")
+        if kind in (TransactionOperation.UPDATE, TransactionOperation.DELETE):
+            headers.append(f"If-Match: {options.get('etag') or '*'}")  # an etag means: only if unchanged since
+        if body:
+            headers.append("Content-Type: application/json")
+        parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                     f"{method} {target} HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in headers) + f"\r\n{body}\r\n")
+    parts.append(f"--{changeset}--\r\n--{batch}--\r\n")
+    request = HttpRequest("POST", f"{base}/$batch", content="".join(parts).encode(), headers={
+        "Content-Type": f"multipart/mixed; boundary={batch}", "Accept": "application/json",
+        "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx", "x-ms-version": client.api_version})
+    response = client._client.send_request(request, stream=True)  # the client's authenticated pipeline
+    content = response.read()
+    statuses = [int(code) for code in _PART_STATUS.findall(content or b"")]
+    if response.status_code != 202 or any(not 200 <= code < 300 for code in statuses):
+        detail = (content or b"").decode(errors="replace")
+        message = (re.search(r'"(?:value|message)"\s*:\s*"([^"]*)"', detail)
+                   or re.search(r"<message[^>]*>([^<]*)", detail))
+        raise TransactionError(message=f"a transaction of {len(operations)} operations on table "
+                                       f"{client.table_name} was refused ({response.status_code}, parts "
+                                       f"{sorted(set(statuses))}): {message.group(1) if message else detail[:300]}")
+    if len(statuses) != len(operations):
+        raise TransactionError(message=f"a transaction on table {client.table_name} answered {len(statuses)} of "
+                                       f"{len(operations)} operations")
+
+
+def _key(value: Any) -> str:
+    return quote(str(value).replace("'", "''"), safe="")
 
 
 def upsert(entity: dict[str, Any]) -> Operation:

@@ -106,6 +106,11 @@ param batchSize int = 500
 @maxValue(180)
 param campaignActivityDays int = 30
 
+@description('RECONCILE_MAX_EMAILS: most emails one reconcile invocation takes on, from waiting batches of one run.')
+@minValue(1)
+@maxValue(20000)
+param reconcileMaxEmails int = 5000
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy of Flex Consumption is limited to some regions; a run interrupted by a zone outage resumes from its watermarks on the next tick
   name: planName
@@ -262,6 +267,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'CAMPAIGN_ACTIVITY_DAYS'
           value: string(campaignActivityDays)
+        }
+        {
+          name: 'RECONCILE_MAX_EMAILS'
+          value: string(reconcileMaxEmails)
         }
       ]
     }
