@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", help="link the list with this Mailchimp tag (default: no tag; the efficiency model "
                         "has no row for tag writes, so their calls count against the ratio)")
     parser.add_argument("--batch-size", type=int, help="BATCH_SIZE for the runs (default: the setting's default, 500)")
+    parser.add_argument("--interests", type=int, default=5,
+                        help="Mailchimp interests in the audience, synced as preferences (default 5; 0: none)")
     parser.add_argument("--profile", metavar="DIR",
                         help="profile each sync with cProfile into DIR and print its top costs (slows the runs)")
     args = parser.parse_args(argv)
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     # stopped from outside: unwind, so the local world's processes stop with the benchmark
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run_benchmark(args.records, args.scale, interval_minutes=args.interval_minutes, tag=args.tag,
-                           profile_dir=args.profile, batch_size=args.batch_size,
+                           profile_dir=args.profile, batch_size=args.batch_size, interests=args.interests,
                            say=lambda text: print(text, file=sys.stderr, flush=True))
     if args.save:
         Path(args.save).write_text(json.dumps(result, indent=2))

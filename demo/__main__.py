@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def local_demo() -> int:
-    from demo import changes, scenario
+    from demo import campaigns, changes, preferences, scenario
     from emulators.world import LocalWorld
     from shared.cli import run_sync
     from shared.engine import Context
@@ -80,7 +80,10 @@ def local_demo() -> int:
         world.dataverse_admin.seed(story.dataverse_seed())
         world.mailchimp_admin.seed(story.mailchimp_seed())
         print(f"Seeded {len(story.contacts)} contacts and {len(story.leads)} leads in two marketing lists, and "
-              f"{len(story.mailchimp_members)} members in two Mailchimp audiences.\n")
+              f"{len(story.mailchimp_members)} members in two Mailchimp audiences.")
+        for line in preferences.seed(world, story):
+            print(line)
+        print()
         settings = load_settings(world.settings_env(scenario.LINKS))
         ctx = Context.from_settings(settings)
         for line in provision(settings, ctx.storage, ctx.dataverse):
@@ -93,12 +96,23 @@ def local_demo() -> int:
         print("\n== Meanwhile, people and users change things ==")
         for line in changes.apply(world, story):
             print(f"- {line}")
+        for line in preferences.change(world, story):
+            print(f"- {line}")
+        in_dynamics = {c["emailaddress1"] for c in story.contacts if c.get("emailaddress1")}
+        for line in campaigns.send_campaign(world.mailchimp_admin, in_dynamics=in_dynamics):
+            print(f"- {line}")
         print("\n== Second sync: the changes flow ==")
         code = max(code, run_sync(ctx, sys.stdout, progress=lambda _: None))
         print("\nWhat changed and why (from the ConsentAudit table):")
         for link in scenario.LINKS:
             for line in audit_lines(ctx, link["name"]):
                 print(f"  {line}")
+        print("\nMarketing preferences:")
+        for line in preferences.report(ctx):
+            print(f"  {line}")
+        print("\nCampaigns in Dynamics:")
+        for line in campaigns.campaign_lines(ctx):
+            print(f"  {line}")
         print(f"\nMailchimp calls: {sum(world.mailchimp_admin.calls().values())}, "
               f"Dataverse calls: {sum(world.dataverse_admin.calls().values())} (both runs, including provisioning)")
     return code
