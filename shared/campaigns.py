@@ -365,8 +365,7 @@ def dead_letter_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[
 
 def _campaign_report(mailchimp: Any, campaign_id: str) -> dict[str, Any]:
     """GET /reports/{id}: Mailchimp's own totals, through the adapter's retry loop and connection cap."""
-    return mailchimp._call("GET campaign report", lambda: mailchimp._client.reports.get_campaign_report(
-        campaign_id, fields=REPORT_FIELDS)) or {}
+    return mailchimp.campaign_report(campaign_id, fields=REPORT_FIELDS)
 
 
 def summary_signature(summary: dict[str, Any] | None) -> str:

@@ -7,6 +7,7 @@ keeps storage work a small share of a run. Writes are ETag-guarded read-modify-w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Iterable
@@ -29,6 +30,16 @@ SHARDS_AT_ONCE = TRANSACTION_LIMIT  # shards decoded at a time: memory follows t
 
 def shard_of(member_hash: str) -> str:
     return f"s:{member_hash[:SHARD_CHARS]}"
+
+
+def alias_digest(key: str) -> str:
+    """Where an alias key lives: a digest, because record ids need not be random (imported or sequential ids
+    share their first characters and would all fall into one shard)."""
+    return hashlib.md5(key.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def alias_bucket(key: str) -> str:
+    return alias_digest(key)[:1]
 
 
 @dataclass
@@ -191,7 +202,7 @@ class AliasIndex:
 
     @staticmethod
     def shard(key: str) -> str:
-        return f"s:{key[:SHARD_CHARS].lower()}"
+        return f"s:{alias_digest(key)[:SHARD_CHARS]}"
 
     def read_range(self, first_shard: str, last_shard: str) -> dict[str, str]:
         self.operations += 1

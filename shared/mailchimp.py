@@ -605,6 +605,12 @@ class Mailchimp:
         for page in self._pages("GET campaigns", fetch, "campaigns", PAGE_SIZE_MAX):
             yield from page
 
+    def campaign_report(self, campaign_id: str, fields: list[str] | None = None) -> dict[str, Any]:
+        """GET /reports/{id}: the campaign's totals as Mailchimp counts them."""
+        answer = self._call("GET campaign report", lambda: self._client.reports.get_campaign_report(
+            campaign_id, **_params(fields=fields)))
+        return answer or {}
+
     def iter_email_activity(self, campaign_id: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Per-member opens, clicks and bounces of one campaign."""
         after = mailchimp_time(since) if since is not None else None

@@ -20,7 +20,7 @@ from typing import Any
 
 from shared import preferences
 from shared.consent import email_problem, member_hash, normalize_email
-from shared.identity import shard_of
+from shared.identity import alias_bucket, shard_of
 from shared.ledger import Watermarks
 from shared.model import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
 
@@ -147,7 +147,7 @@ class AliasSpill:
         self.files: dict[str, Any] = {}
 
     def add(self, key: str, under: str) -> None:
-        first = key[:1].lower()
+        first = alias_bucket(key)
         handle = self.files.get(first)
         if handle is None:
             handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
@@ -197,7 +197,7 @@ class PreferenceSpill:
         self.rows = 0
 
     def add(self, row: PreferenceRow) -> None:
-        first = row.record_id[:1].lower()
+        first = alias_bucket(row.record_id)
         handle = self.files.get(first)
         if handle is None:
             handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
