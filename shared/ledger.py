@@ -4,6 +4,9 @@ SyncState (PartitionKey = link name):
     "lease"          the run holding the link, and until when
     "watermarks"     where the last completed run got to on each side, and when the last full pass was
     "retry|<run>|<batch>"  a dead-lettered batch's groups, replayed by the next run
+    "catalog"        the audience's interest catalog (shared.preferences)
+    "campaigns", "campaign|<id>"  the campaign watermark and each campaign's read progress (shared.campaigns)
+SyncState (PartitionKey = "<link>|causes", RowKey = member hash): the campaign behind an unsubscribe or bounce
 SyncRuns:
     PartitionKey = link, RowKey = run id (newest first): one row per run with its totals
     PartitionKey = "<link>|<run id>", RowKey = batch id: one row per batch of the run. The scan writes it
