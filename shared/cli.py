@@ -154,6 +154,12 @@ def describe_run(run: Any) -> str:
             f"to Dynamics; {run.batches} batches")
     if run.dead_batches:
         text += f", {run.dead_batches} dead-lettered"
+    if counts.get("preference_mailchimp_writes") or counts.get("preference_dynamics_writes"):
+        text += (f"; preferences: {counts.get('preference_mailchimp_writes', 0)} members written in Mailchimp, "
+                 f"{counts.get('preference_dynamics_writes', 0)} changes in Dynamics")
+    if counts.get("campaign_passes"):
+        text += (f"; campaigns: {counts['campaign_passes']} read, "
+                 f"{counts.get('campaign_engagements_written', 0)} engagement rows written")
     if rules:
         text += f"; rules: {rules}"
     if skips:

@@ -96,3 +96,18 @@ def test_batches_claimed_by_a_worker_that_died_are_freed_when_its_message_comes_
     assert engine.reconcile_batch(ctx, third).duplicate  # the original message, late: nothing left to do
     assert ctx.ledger.run(world.link, run_id)["status"] == "completed"
     assert world.mailchimp.admin.calls().get(BATCH_SUBSCRIBE, 0) == 3 and len(world.members()) == 6
+
+
+def test_a_run_summary_names_preference_and_campaign_work():
+    from shared.cli import describe_run
+    from shared.ledger import RunSummary
+
+    started = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    run = RunSummary("newsletter", "r1", "completed", started, started, False, False, 3, 0, Counter(
+        mailchimp_read=10, dataverse_read=12, preference_mailchimp_writes=2, preference_dynamics_writes=5,
+        campaign_passes=1, campaign_engagements_written=40))
+    text = describe_run(run)
+    assert "preferences: 2 members written in Mailchimp, 5 changes in Dynamics" in text
+    assert "campaigns: 1 read, 40 engagement rows written" in text
+    assert "preferences" not in describe_run(RunSummary("newsletter", "r2", "completed", started, started, False,
+                                                         False, 1, 0, Counter(mailchimp_read=1)))
