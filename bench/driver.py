@@ -24,7 +24,7 @@ from bench.model import TARGETS, Work, checks, explain, minimum
 from emulators.world import API_KEY, LocalWorld
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = ("initial", "settling", "incremental", "no-change")
+RUNS = ("initial", "settling", "incremental", "no-change", "idle")
 BATCH_SUBSCRIBE_ROUTE = "/3.0/lists/{list_id}"
 RUN_TIMEOUT = 3600.0  # seconds; a sync that takes longer is reported as failed, not waited for forever
 REQUEST_LOG_SIZE = 2000  # the emulators keep the last 2,000 requests

@@ -147,7 +147,7 @@ def checks(run: dict[str, Any], records: int) -> list[dict[str, Any]]:
     if part.get("ratio") is not None and run["run"] in ("initial", "incremental"):
         found.append({"target": f"preference calls <= {TARGETS['ratio_max']:g} x their minimum",
                       "met": part["ratio"] <= TARGETS["ratio_max"]})
-    if run["run"] == "no-change":
+    if run["run"] in ("no-change", "idle"):
         limit = TARGETS["no_change_calls_per_link"]
         found.append({"target": f"<= {limit} API calls per link", "met": run["api_calls"]["total"] <= limit})
     if run["run"] == "initial" and records == TARGETS["initial_seconds_at_records"]:

@@ -10,7 +10,8 @@ WHAT_EACH_RUN_IS = {
     "initial": "first run: a full pass, both sides meet",
     "settling": "re-reads the initial run's own writes (its echoes)",
     "incremental": "after {changes}",
-    "no-change": "nothing changed since the incremental run",
+    "no-change": "nothing changed since the incremental run (it re-reads that run's own writes)",
+    "idle": "a settled link: nothing changed, and the previous run wrote nothing",
 }
 
 

@@ -29,7 +29,7 @@ def test_benchmark_reports_every_figure_for_every_run() -> None:
     assert size["records"] == RECORDS and size["members"] > 0
     assert size["changes"]["opt_outs"] > 0 and size["changes"]["unsubscribes"] > 0
     runs = {run["run"]: run for run in size["runs"]}
-    assert list(runs) == ["initial", "settling", "incremental", "no-change"]
+    assert list(runs) == ["initial", "settling", "incremental", "no-change", "idle"]
     for name, run in runs.items():
         assert set(run) >= RUN_FIGURES, f"{name} lacks {RUN_FIGURES - set(run)}"
         assert run["exit_code"] == 0 and run["status"] == "completed", run["summary"]
@@ -53,6 +53,8 @@ def test_benchmark_reports_every_figure_for_every_run() -> None:
     quiet = runs["no-change"]
     assert quiet["api_calls"]["total"] <= 8
     assert quiet["work"]["members_written"] == quiet["work"]["records_written"] == 0
+    idle = runs["idle"]  # settled: one page or one read of each kind, the campaign list
+    assert idle["api_calls"]["total"] <= 6 and idle["work"]["records_written"] == 0
 
 
 def test_minimum_adds_one_call_per_page_of_each_kind_of_work() -> None:
