@@ -117,11 +117,7 @@ def provision_schema(dataverse: Any, prefix: str) -> list[str]:
           schema.boolean_column(f"{p}_Unsubscribed", "Unsubscribed"),
           schema.datetime_column(f"{p}_LastActivity", "Last Activity")]),
     ]
-    for metadata, columns in tables:
-        logical = metadata["SchemaName"].lower()
-        if schema.ensure_table(dataverse, metadata):
-            done.append(f"created table {logical}")
-        done += [f"created column {name} on {logical}" for name in schema.ensure_columns(dataverse, logical, columns)]
+    done += schema.ensure_tables(dataverse, tables)
     lookups = [(campaign, f"{p}_Campaign", "Campaign", f"{p}_{campaign}_{engagement}"),
                ("contact", f"{p}_Contact", "Contact", f"{p}_contact_{engagement}"),
                ("lead", f"{p}_Lead", "Lead", f"{p}_lead_{engagement}"),

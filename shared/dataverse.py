@@ -511,19 +511,17 @@ class Dataverse:
     def entity_definition(self, logical_name: str, select: Sequence[str] = (
             "LogicalName", "EntitySetName", "PrimaryIdAttribute", "ChangeTrackingEnabled")) -> dict | None:
         """The table's definition, or None when there is no such table."""
-        try:
-            return self.get(f"EntityDefinitions(LogicalName='{logical_name}')", {"$select": ",".join(select)})
-        except DataverseError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._definition(f"EntityDefinitions(LogicalName='{logical_name}')", select)
 
     def attribute_definition(self, entity_logical_name: str, attribute_logical_name: str,
                              select: Sequence[str] = ("LogicalName", "AttributeType")) -> dict | None:
         """A column's definition, or None when the table has no such column."""
+        return self._definition(f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes(LogicalName="
+                                    f"'{attribute_logical_name}')", select)
+
+    def _definition(self, path: str, select: Sequence[str]) -> dict | None:
         try:
-            return self.get(f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes(LogicalName="
-                            f"'{attribute_logical_name}')", {"$select": ",".join(select)})
+            return self.get(path, {"$select": ",".join(select)})
         except DataverseError as exc:
             if exc.status == 404:
                 return None
@@ -542,12 +540,7 @@ class Dataverse:
     def relationship_definition(self, schema_name: str, select: Sequence[str] = (
             "SchemaName", "ReferencedEntity", "ReferencingEntity", "ReferencingAttribute")) -> dict | None:
         """A relationship's definition, or None when there is no relationship of that SchemaName."""
-        try:
-            return self.get(f"RelationshipDefinitions(SchemaName='{schema_name}')", {"$select": ",".join(select)})
-        except DataverseError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._definition(f"RelationshipDefinitions(SchemaName='{schema_name}')", select)
 
     def create_relationship(self, metadata: dict[str, Any], *, solution: str | None = None) -> None:
         """Creates a relationship (a one-to-many one brings its lookup column with it)."""

@@ -634,11 +634,7 @@ def provision_schema(dataverse: Any, prefix: str) -> list[str]:
                                                                 CHANGED_BY["dynamics"]: "Dynamics"}),
           schema.datetime_column(f"{p}_ChangedOn", "Changed On")]),
     ]
-    for metadata, columns in tables:
-        logical = metadata["SchemaName"].lower()
-        if schema.ensure_table(dataverse, metadata):
-            done.append(f"created table {logical}")
-        done += [f"created column {name} on {logical}" for name in schema.ensure_columns(dataverse, logical, columns)]
+    done += schema.ensure_tables(dataverse, tables)
     subscription = names.subscription_table
     lookups = [(names.preference_table, names.navigation("preference"), "Preference",
                 f"{p}_{names.preference_table}_{subscription}", "Restrict")]

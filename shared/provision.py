@@ -164,6 +164,17 @@ def ensure_table(dataverse: Any, metadata: dict[str, Any]) -> bool:
     return True
 
 
+def ensure_tables(dataverse: Any, tables: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
+    """ensure_table and ensure_columns for (table metadata, columns) pairs; returns a line per thing created."""
+    done = []
+    for metadata, columns in tables:
+        logical = metadata["SchemaName"].lower()
+        if ensure_table(dataverse, metadata):
+            done.append(f"created table {logical}")
+        done += [f"created column {name} on {logical}" for name in ensure_columns(dataverse, logical, columns)]
+    return done
+
+
 def ensure_column(dataverse: Any, table_logical: str, metadata: dict[str, Any]) -> bool:
     """Adds the column to the table unless a column of that logical name exists."""
     if attribute_exists(dataverse, table_logical, metadata["SchemaName"].lower()):
@@ -213,13 +224,4 @@ def ensure_view(dataverse: Any, table_logical: str, name: str, fetchxml: str, la
 
 
 def attribute_exists(dataverse: Any, table: str, column: str) -> bool:
-    from shared.dataverse import DataverseError
-
-    try:
-        dataverse.get(f"EntityDefinitions(LogicalName='{table}')/Attributes(LogicalName='{column}')",
-                      params={"$select": "LogicalName"})
-        return True
-    except DataverseError as exc:
-        if exc.status == 404:
-            return False
-        raise
+    return dataverse.attribute_definition(table, column, select=("LogicalName",)) is not None
