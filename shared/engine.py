@@ -19,7 +19,7 @@ from typing import Any
 
 from shared import campaigns, telemetry
 from shared.identity import AliasIndex, IdentityMap
-from shared.ledger import Ledger, RunSummary, Unit, new_run_id
+from shared.ledger import Ledger, RunSummary, new_run_id
 from shared.limiter import ConnectionSlots
 from shared.model import BatchMessage
 from shared.reconcile import BatchOutcome, Reconciler
@@ -132,7 +132,8 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
                        retries=[row["groups"] for row in retries],
                        send=lambda batch: _queue_batch(ctx, batch),
                        indexes=None if run.get("dry_run") else (AliasIndex(ctx.storage, link_name, "records"),
-                                                                AliasIndex(ctx.storage, link_name, "contacts")))
+                                                                AliasIndex(ctx.storage, link_name, "contacts")),
+                       state=None if run.get("dry_run") else ctx.storage)
     except LinkError as exc:
         ctx.ledger.fail_run(link_name, run_id, str(exc), now)
         log.error("run %s of link %s failed: %s", run_id, link_name, exc)
@@ -162,8 +163,7 @@ def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 
     _handling(link, run_id)
     unit = ctx.ledger.claim_unit(link, run_id, batch_id, datetime.now(UTC), alone=dequeue_count > 1,
                                  max_emails=ctx.settings.reconcile_max_emails)
-    for released in unit.released if unit else []:
-        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": released})
+    _point_at(ctx, link, run_id, unit.released if unit else [])
     if unit is None or not unit.batches:
         return BatchOutcome(batch_id, duplicate=True)  # finished, or in a unit another invocation works on
     run = ctx.ledger.run(link, run_id) or {}
@@ -171,8 +171,7 @@ def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 
     try:
         outcome = ctx.reconciler().reconcile(unit.message(), dry_run=dry_run)
     except Exception:
-        for released in ctx.ledger.release_unit(unit):
-            ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": released})
+        _point_at(ctx, link, run_id, ctx.ledger.release_unit(link, run_id, batch_id))
         raise
     if outcome.duplicate:
         return outcome
@@ -197,8 +196,7 @@ def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
     if message.get("kind") == campaigns.KIND:
         return campaigns.dead_letter_campaign(ctx, message, _finalize)
     link, run_id, batch_id = message["link"], message["run"], message["batch"]
-    for released in ctx.ledger.release_unit(Unit(link, run_id, batch_id)):
-        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": released})
+    _point_at(ctx, link, run_id, ctx.ledger.release_unit(link, run_id, batch_id))
     if ctx.ledger.batch_state(link, run_id, batch_id) == "done":
         return
     batch = ctx.ledger.batch_payload(link, run_id, batch_id)
@@ -224,7 +222,12 @@ def dead_letter_link(ctx: Context, message: dict[str, Any]) -> None:
 def _queue_batch(ctx: Context, batch: BatchMessage) -> None:
     # the payload waits in the run's ledger; the message only says where, so any invocation can take it
     ctx.ledger.queue_batch(batch)
-    ctx.storage.send(BATCHES_QUEUE, {"link": batch.link, "run": batch.run_id, "batch": batch.batch_id})
+    _point_at(ctx, batch.link, batch.run_id, [batch.batch_id])
+
+
+def _point_at(ctx: Context, link: str, run_id: str, batch_ids: list[str]) -> None:
+    for batch_id in batch_ids:
+        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": batch_id})
 
 
 def _finalize(ctx: Context, link: str, run_id: str) -> RunSummary | None:

@@ -195,7 +195,6 @@ class AliasIndex:
     """
 
     def __init__(self, storage: Storage, link: str, kind: str) -> None:
-        self.storage = storage  # the scan keeps the link's interest catalog beside its watermarks
         self.table = storage.table(IDENTITY_MAP)
         self.partition = f"{link}|{kind}"  # table keys may not contain # / \ ?
         self.operations = 0

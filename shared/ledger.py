@@ -265,9 +265,9 @@ class Ledger:
                 released.append(row["RowKey"])
         return released
 
-    def release_unit(self, unit: Unit) -> list[str]:
+    def release_unit(self, link: str, run_id: str, lead: str) -> list[str]:
         """After a failed attempt: the unit's other batches wait again (each will go alone); returns their ids."""
-        return self._release_extras(f"{unit.link}|{unit.run_id}", unit.lead)
+        return self._release_extras(f"{link}|{run_id}", lead)
 
     def batch_payload(self, link: str, run_id: str, batch_id: str) -> BatchMessage | None:
         row = self._get(SYNC_RUNS, f"{link}|{run_id}", batch_id)

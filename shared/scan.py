@@ -296,8 +296,11 @@ class Buckets:
 def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks: Watermarks, full: bool,
          run_id: str, mapped_records: Callable[[], Iterator[tuple[str, list[str]]]],
          retries: list[str], send: Callable[[BatchMessage], None],
-         indexes: tuple[Any, Any] | None = None) -> ScanOutcome:
-    """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards."""
+         indexes: tuple[Any, Any] | None = None, state: Any = None) -> ScanOutcome:
+    """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards.
+
+    ``state`` is the storage that keeps the link's interest catalog beside its watermarks; a dry run passes
+    None and reads the catalog afresh."""
     counts: Counter[str] = Counter()
     skips: list[tuple[str, str]] = []
     skipped_ids: set[str] = set()
@@ -307,8 +310,6 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
     columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
     proposed = Watermarks(watermarks.mailchimp, watermarks.dataverse_records, watermarks.dataverse_members,
                           watermarks.last_full, watermarks.map_rows, watermarks.completed_runs)
-    # the interest catalog is kept in SyncState beside the watermarks; a dry run (no indexes) reads it afresh
-    state = getattr(indexes[0], "storage", None) if indexes is not None else None
     stored = preferences.load_catalog(state, link.name) if state is not None else None
     watch = preferences.CatalogWatch(stored)
     with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
