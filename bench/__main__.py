@@ -14,21 +14,38 @@ from bench.report import format_report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Measures the sync at N and at scale x N "
-                                     "records: API calls against the efficiency model, time and peak memory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measures the sync at N and at scale x N "
+        "records: API calls against the efficiency model, time and peak memory.",
+    )
     parser.add_argument("--records", type=int, default=50_000, help="records in the marketing list (default 50,000)")
     parser.add_argument("--scale", type=int, default=4, help="then measure scale x records too; 1 measures N only")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--save", metavar="PATH", help="also write the JSON document to this file")
-    parser.add_argument("--interval-minutes", type=float, default=15.0,
-                        help="time that passes on both services between runs (the timer's schedule; default 15)")
-    parser.add_argument("--tag", help="link the list with this Mailchimp tag (default: no tag; the efficiency model "
-                        "has no row for tag writes, so their calls count against the ratio)")
+    parser.add_argument(
+        "--interval-minutes",
+        type=float,
+        default=15.0,
+        help="time that passes on both services between runs (the timer's schedule; default 15)",
+    )
+    parser.add_argument(
+        "--tag",
+        help="link the list with this Mailchimp tag (default: no tag; the efficiency model "
+        "has no row for tag writes, so their calls count against the ratio)",
+    )
     parser.add_argument("--batch-size", type=int, help="BATCH_SIZE for the runs (default: the setting's default, 500)")
-    parser.add_argument("--interests", type=int, default=5,
-                        help="Mailchimp interests in the audience, synced as preferences (default 5; 0: none)")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="profile each sync with cProfile into DIR and print its top costs (slows the runs)")
+    parser.add_argument(
+        "--interests",
+        type=int,
+        default=5,
+        help="Mailchimp interests in the audience, synced as preferences (default 5; 0: none)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile each sync with cProfile into DIR and print its top costs (slows the runs)",
+    )
     args = parser.parse_args(argv)
     if args.records < 10 or args.scale < 1:
         parser.error("--records must be at least 10 and --scale at least 1")
@@ -36,9 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     # stopped from outside: unwind, so the local world's processes stop with the benchmark
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run_benchmark(args.records, args.scale, interval_minutes=args.interval_minutes, tag=args.tag,
-                           profile_dir=args.profile, batch_size=args.batch_size, interests=args.interests,
-                           say=lambda text: print(text, file=sys.stderr, flush=True))
+    result = run_benchmark(
+        args.records,
+        args.scale,
+        interval_minutes=args.interval_minutes,
+        tag=args.tag,
+        profile_dir=args.profile,
+        batch_size=args.batch_size,
+        interests=args.interests,
+        say=lambda text: print(text, file=sys.stderr, flush=True),
+    )
     if args.save:
         Path(args.save).write_text(json.dumps(result, indent=2))
     if args.json:

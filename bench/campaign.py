@@ -53,10 +53,12 @@ HOW_THE_MINIMUM_IS_COUNTED = (
     "once (the campaign row when its totals changed, and on the first read one row per recipient in Dynamics). "
     "Status work of the same run (the members the bounces and unsubscribes changed), as design.md's model counts "
     "it: ⌈members changed/1,000⌉ reads (at least 1) + ⌈status writes/500⌉ + 1 list definition + ⌈records changed/"
-    "5,000⌉ reads (at least 1) + 1 new-memberships read + ⌈records written/1,000⌉.")
+    "5,000⌉ reads (at least 1) + 1 new-memberships read + ⌈records written/1,000⌉."
+)
 
 
 # ---- the child: one sync, with RSS sampled while it runs ----------------------------------------------
+
 
 def child(out: str) -> int:
     from shared.cli import run_sync
@@ -79,9 +81,17 @@ def child(out: str) -> int:
     wall = time.perf_counter() - started
     stop.set()
     sampler.join()
-    Path(out).write_text(json.dumps({"exit_code": code, "wall_seconds": wall, "samples": samples,
-                                     "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                                     "summary": summary.text}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "exit_code": code,
+                "wall_seconds": wall,
+                "samples": samples,
+                "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "summary": summary.text,
+            }
+        )
+    )
     return 0
 
 
@@ -104,6 +114,7 @@ def _rss_mb() -> float:
 
 # ---- the driver ----------------------------------------------------------------------------------------
 
+
 def run(recipients: int, say: Any) -> dict[str, Any]:
     from bench.driver import advance_clocks, clocks
     from emulators.world import LocalWorld
@@ -114,29 +125,66 @@ def run(recipients: int, say: Any) -> dict[str, Any]:
 
     rng = random.Random(7)
     mapped = recipients * 95 // 100
-    result: dict[str, Any] = {"recipients": recipients, "mapped": mapped, "runs": [],
-                              "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    result: dict[str, Any] = {
+        "recipients": recipients,
+        "mapped": mapped,
+        "runs": [],
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
     with LocalWorld() as world, tempfile.TemporaryDirectory(prefix="cbr-campaign-") as workdir:
         started = time.perf_counter()
         emails = [f"reader{n:07d}@example.org" for n in range(recipients)]
         for start in range(0, recipients, CHUNK):
             chunk = range(start, min(start + CHUNK, recipients))
-            contacts = [{"contactid": _guid(n), "lastname": f"Reader {n}", "emailaddress1": emails[n],
-                         "modifiedon": "2024-01-08T09:00:00Z"} for n in chunk if n < mapped]
+            contacts = [
+                {
+                    "contactid": _guid(n),
+                    "lastname": f"Reader {n}",
+                    "emailaddress1": emails[n],
+                    "modifiedon": "2024-01-08T09:00:00Z",
+                }
+                for n in chunk
+                if n < mapped
+            ]
             if contacts:
                 world.dataverse_admin.seed({"contacts": contacts})
             audiences = [{"id": AUDIENCE, "name": "Readers"}] if start == 0 else []  # seeded once, then added to
-            world.mailchimp_admin.seed({"audiences": audiences, "members": [
-                {"list_id": AUDIENCE, "email_address": emails[n], "status": "subscribed",
-                 "last_changed": "2024-01-08T09:00:00+00:00"} for n in chunk]})
-        world.dataverse_admin.seed({"lists": [{"listid": LIST_ID, "listname": "Readers", "type": False,
-                                               "createdfromcode": 2, "members": [_guid(n) for n in range(mapped)]}]})
+            world.mailchimp_admin.seed(
+                {
+                    "audiences": audiences,
+                    "members": [
+                        {
+                            "list_id": AUDIENCE,
+                            "email_address": emails[n],
+                            "status": "subscribed",
+                            "last_changed": "2024-01-08T09:00:00+00:00",
+                        }
+                        for n in chunk
+                    ],
+                }
+            )
+        world.dataverse_admin.seed(
+            {
+                "lists": [
+                    {
+                        "listid": LIST_ID,
+                        "listname": "Readers",
+                        "type": False,
+                        "createdfromcode": 2,
+                        "members": [_guid(n) for n in range(mapped)],
+                    }
+                ]
+            }
+        )
         env = world.settings_env([LINK])
         settings = load_settings(env)
         ctx = Context.from_settings(settings)
         provision(settings, ctx.storage, ctx.dataverse)
-        say(f"seeded {mapped:,} contacts and {recipients:,} members in {time.perf_counter() - started:.0f}s; "
-            "first sync (builds the identity map) and the settling sync (reads the first one's writes back)")
+        say(
+            f"seeded {mapped:,} contacts and {recipients:,} members in {time.perf_counter() - started:.0f}s; "
+            "first sync (builds the identity map) and the settling sync (reads the first one's writes back)"
+        )
         for step in ("first", "settling"):
             started = time.perf_counter()
             summary = _Capture()
@@ -145,8 +193,11 @@ def run(recipients: int, say: Any) -> dict[str, Any]:
             advance_clocks(world, 15 * 60)
             say(f"{step} sync took {time.perf_counter() - started:.0f}s: {summary.text.strip()}")
         say("sending the campaign")
-        world.mailchimp_admin.call("POST", "campaigns", {"list_id": AUDIENCE, "id": CAMPAIGN, "send": True,
-                                                         "title": "Bench campaign", "subject_line": "Hello"})
+        world.mailchimp_admin.call(
+            "POST",
+            "campaigns",
+            {"list_id": AUDIENCE, "id": CAMPAIGN, "send": True, "title": "Bench campaign", "subject_line": "Hello"},
+        )
         advance_clocks(world, 60)
         first = _first_activity(rng, emails)
         _record(world, first)
@@ -179,21 +230,34 @@ def _first_activity(rng: random.Random, emails: list[str]) -> list[tuple[str, st
     openers = shuffled[: n * 40 // 100]
     events: list[tuple[str, str, dict[str, Any]]] = [(e, "open", {}) for e in openers]
     events += [(e, "open", {}) for e in openers[: len(openers) // 10] for _ in range(2)]
-    events += [(e, "click", {"url": f"https://example.org/story/{i % 7}"})
-               for i, e in enumerate(openers[: n * 8 // 100])]
-    rest = shuffled[n * 40 // 100:]
+    events += [
+        (e, "click", {"url": f"https://example.org/story/{i % 7}"}) for i, e in enumerate(openers[: n * 8 // 100])
+    ]
+    rest = shuffled[n * 40 // 100 :]
     events += [(e, "bounce", {"type": "soft"}) for e in rest[: n // 100]]
-    events += [(e, "bounce", {"type": "hard"}) for e in rest[n // 100: n // 100 + n // 200]]
-    events += [(e, "unsubscribe", {}) for e in openers[-(n * 3 // 1000):]]
+    events += [(e, "bounce", {"type": "hard"}) for e in rest[n // 100 : n // 100 + n // 200]]
+    events += [(e, "unsubscribe", {}) for e in openers[-(n * 3 // 1000) :]]
     return events
 
 
 def _record(world: Any, events: list[tuple[str, str, dict[str, Any]]]) -> None:
     now = datetime.fromisoformat(world.mailchimp_admin.call("GET", "clock")["now"]).replace(microsecond=0)
     for start in range(0, len(events), CHUNK * 2):
-        world.mailchimp_admin.call("POST", f"campaigns/{CAMPAIGN}/activity", {"events": [
-            {"email_address": email, "action": action, "at": (now + timedelta(seconds=i % 600)).isoformat(),
-             **extra} for i, (email, action, extra) in enumerate(events[start:start + CHUNK * 2], start)]})
+        world.mailchimp_admin.call(
+            "POST",
+            f"campaigns/{CAMPAIGN}/activity",
+            {
+                "events": [
+                    {
+                        "email_address": email,
+                        "action": action,
+                        "at": (now + timedelta(seconds=i % 600)).isoformat(),
+                        **extra,
+                    }
+                    for i, (email, action, extra) in enumerate(events[start : start + CHUNK * 2], start)
+                ]
+            },
+        )
 
 
 def _campaign_work(world: Any, ctx: Any) -> dict[str, int]:
@@ -204,8 +268,9 @@ def _campaign_work(world: Any, ctx: Any) -> dict[str, int]:
     from shared import campaigns
     from shared.storage import SYNC_STATE
 
-    progress = campaigns.Progress.from_entity(CAMPAIGN, ctx.storage.get(SYNC_STATE, LINK["name"],
-                                                                        f"campaign|{CAMPAIGN}"))
+    progress = campaigns.Progress.from_entity(
+        CAMPAIGN, ctx.storage.get(SYNC_STATE, LINK["name"], f"campaign|{CAMPAIGN}")
+    )
     base = f"{world.mailchimp.url}/3.0/reports/{CAMPAIGN}"
 
     def get(path: str, **params: str) -> dict[str, Any]:
@@ -222,8 +287,12 @@ def _campaign_work(world: Any, ctx: Any) -> dict[str, int]:
             params["since"] = progress.activity_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
         activity = int(get("/email-activity", **params)["total_items"])
     unsubscribes = int(report["unsubscribed"]) if int(report["unsubscribed"]) != progress.unsubscribes_seen else 0
-    return {"recipients": int(report["emails_sent"]) if not progress.sent_to_read else 0,
-            "activity_members": activity, "unsubscribes": unsubscribes, "first": int(not progress.sent_to_read)}
+    return {
+        "recipients": int(report["emails_sent"]) if not progress.sent_to_read else 0,
+        "activity_members": activity,
+        "unsubscribes": unsubscribes,
+        "first": int(not progress.sent_to_read),
+    }
 
 
 def _status_work(world: Any, ctx: Any, since: tuple[datetime, datetime]) -> tuple[int, int]:
@@ -233,20 +302,25 @@ def _status_work(world: Any, ctx: Any, since: tuple[datetime, datetime]) -> tupl
 
     from emulators.world import API_KEY
 
-    params = {"count": "1", "fields": "total_items",  # Mailchimp's bound is exclusive and whole-second
-              "since_last_changed": (since[0].replace(microsecond=0) - timedelta(seconds=1)).isoformat()}
-    answer = requests.get(f"{world.mailchimp.url}/3.0/lists/{AUDIENCE}/members", params=params,
-                          auth=("bench", API_KEY), timeout=120)
+    params = {
+        "count": "1",
+        "fields": "total_items",  # Mailchimp's bound is exclusive and whole-second
+        "since_last_changed": (since[0].replace(microsecond=0) - timedelta(seconds=1)).isoformat(),
+    }
+    answer = requests.get(
+        f"{world.mailchimp.url}/3.0/lists/{AUDIENCE}/members", params=params, auth=("bench", API_KEY), timeout=120
+    )
     answer.raise_for_status()
-    list_filter = (f"listcontact_association/any(l:l/listid eq {LIST_ID}) and "
-                   f"modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}")
-    records = sum(len(page) for page in ctx.dataverse.iter_pages("contacts", select=["contactid"],
-                                                                  filter=list_filter))
+    list_filter = (
+        f"listcontact_association/any(l:l/listid eq {LIST_ID}) and modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    records = sum(len(page) for page in ctx.dataverse.iter_pages("contacts", select=["contactid"], filter=list_filter))
     return int(answer.json()["total_items"]), records
 
 
-def _measure(world: Any, env: dict[str, str], ctx: Any, name: str, workdir: Path,
-             previous: tuple[datetime, datetime], say: Any) -> dict[str, Any]:
+def _measure(
+    world: Any, env: dict[str, str], ctx: Any, name: str, workdir: Path, previous: tuple[datetime, datetime], say: Any
+) -> dict[str, Any]:
     needed = _campaign_work(world, ctx)
     members_changed, records_changed = _status_work(world, ctx, previous)
     rows_before = world.dataverse_admin.state()["tables"].get("cbr_emailengagements", 0)
@@ -256,16 +330,25 @@ def _measure(world: Any, env: dict[str, str], ctx: Any, name: str, workdir: Path
     out = workdir / f"{name.replace(' ', '-')}.json"
     say(f"{name}: running the sync")
     launched = datetime.now(UTC)
-    process = subprocess.run([sys.executable, "-m", "bench.campaign", "--child", str(out)], cwd=ROOT,
-                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, timeout=3600, check=False)
+    process = subprocess.run(
+        [sys.executable, "-m", "bench.campaign", "--child", str(out)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     if process.returncode != 0 or not out.exists():
         raise RuntimeError(f"the {name} sync failed (exit {process.returncode}):\n{process.stderr[-3000:]}")
     measured = json.loads(out.read_text())
     retries = [line for line in process.stderr.splitlines() if "retrying" in line]
     mailchimp, dataverse = world.mailchimp_admin.calls(), world.dataverse_admin.calls()
-    parts = {route: n - parts_before.get(route, 0)
-             for route, n in world.dataverse_admin.call("GET", "batch-parts")["parts"].items()}
+    parts = {
+        route: n - parts_before.get(route, 0)
+        for route, n in world.dataverse_admin.call("GET", "batch-parts")["parts"].items()
+    }
     runs = ctx.ledger.latest_runs(LINK["name"], 1)
     if not runs or runs[0].started < launched.replace(microsecond=0) - timedelta(seconds=1):
         raise RuntimeError(f"the {name} sync recorded no run:\n{measured['summary']}")
@@ -273,7 +356,8 @@ def _measure(world: Any, env: dict[str, str], ctx: Any, name: str, workdir: Path
     rows_after = world.dataverse_admin.state()["tables"].get("cbr_emailengagements", 0)
     mapped_active = counts["campaign_activity_members_read"] - counts["campaign_activity_unmapped"]
     rows_to_write = counts["campaign_rows_written"] + (
-        rows_after - rows_before if needed["first"] else counts["campaign_engagements_written"])
+        rows_after - rows_before if needed["first"] else counts["campaign_engagements_written"]
+    )
     campaign_minimum = {
         "campaigns_list": 1,
         "report": counts["campaign_passes"],  # a quiet run reads no report of a campaign with nothing new
@@ -295,25 +379,37 @@ def _measure(world: Any, env: dict[str, str], ctx: Any, name: str, workdir: Path
     total = sum(mailchimp.values()) + sum(dataverse.values())
     samples = measured["samples"]
     result = {
-        "run": name, "exit_code": measured["exit_code"], "status": runs[0].status,
+        "run": name,
+        "exit_code": measured["exit_code"],
+        "status": runs[0].status,
         "wall_seconds": round(measured["wall_seconds"], 1),
         "peak_rss_mb": round(measured["peak_rss_kb"] / 1024, 1),
         "rss_mb_while_streaming": _rss_profile(samples),
-        "api_calls": {"mailchimp": dict(sorted((k, v) for k, v in mailchimp.items() if v)),
-                      "dataverse": dict(sorted((k, v) for k, v in dataverse.items() if v)), "total": total,
-                      "inside_dataverse_batches": dict(sorted((k, v) for k, v in parts.items() if v))},
-        "work": {**needed, "members_changed": members_changed, "records_changed": records_changed,
-                 "engagement_rows_written": counts["campaign_engagements_written"],
-                 "engagement_rows_read_back": counts["campaign_rows_read"],
-                 "activity_members_read": counts["campaign_activity_members_read"],
-                 "activity_members_not_in_dynamics": counts["campaign_activity_unmapped"],
-                 "status_writes_to_dynamics": counts["dynamics_writes"]},
+        "api_calls": {
+            "mailchimp": dict(sorted((k, v) for k, v in mailchimp.items() if v)),
+            "dataverse": dict(sorted((k, v) for k, v in dataverse.items() if v)),
+            "total": total,
+            "inside_dataverse_batches": dict(sorted((k, v) for k, v in parts.items() if v)),
+        },
+        "work": {
+            **needed,
+            "members_changed": members_changed,
+            "records_changed": records_changed,
+            "engagement_rows_written": counts["campaign_engagements_written"],
+            "engagement_rows_read_back": counts["campaign_rows_read"],
+            "activity_members_read": counts["campaign_activity_members_read"],
+            "activity_members_not_in_dynamics": counts["campaign_activity_unmapped"],
+            "status_writes_to_dynamics": counts["dynamics_writes"],
+        },
         "minimum": {"campaign": campaign_minimum, "status": status, "total": total_minimum},
         "ratio": round(total / total_minimum, 3),
-        "retries_logged": len(retries), **({"retry_examples": retries[:3]} if retries else {}),
+        "retries_logged": len(retries),
+        **({"retry_examples": retries[:3]} if retries else {}),
     }
-    say(f"{name}: {result['wall_seconds']}s, {total} API calls (minimum {total_minimum}, ratio {result['ratio']}), "
-        f"peak RSS {result['peak_rss_mb']} MB")
+    say(
+        f"{name}: {result['wall_seconds']}s, {total} API calls (minimum {total_minimum}, ratio {result['ratio']}), "
+        f"peak RSS {result['peak_rss_mb']} MB"
+    )
     return result
 
 
@@ -326,16 +422,24 @@ def _rss_profile(samples: list[list[float]]) -> dict[str, float]:
     def at(share: float) -> float:
         return round(values[min(len(values) - 1, int(len(values) * share))], 1)
 
-    return {"at_10_percent": at(0.1), "at_50_percent": at(0.5), "at_90_percent": at(0.9),
-            "rise_after_first_tenth": round(max(values[len(values) // 10:]) - at(0.1), 1)}
+    return {
+        "at_10_percent": at(0.1),
+        "at_50_percent": at(0.5),
+        "at_90_percent": at(0.9),
+        "rise_after_first_tenth": round(max(values[len(values) // 10 :]) - at(0.1), 1),
+    }
 
 
 def describe(result: dict[str, Any]) -> str:
-    lines = [f"Campaign activity: {result['recipients']:,} recipients, {result['mapped']:,} of them in Dynamics "
-             f"(Python {result['python']}, {result['cpus']} CPUs)"]
+    lines = [
+        f"Campaign activity: {result['recipients']:,} recipients, {result['mapped']:,} of them in Dynamics "
+        f"(Python {result['python']}, {result['cpus']} CPUs)"
+    ]
     for run in result["runs"]:
-        lines.append(f"\n{run['run']}: {run['wall_seconds']} s, peak RSS {run['peak_rss_mb']} MB "
-                     f"(while streaming: {run['rss_mb_while_streaming']}), status {run['status']}")
+        lines.append(
+            f"\n{run['run']}: {run['wall_seconds']} s, peak RSS {run['peak_rss_mb']} MB "
+            f"(while streaming: {run['rss_mb_while_streaming']}), status {run['status']}"
+        )
         for side in ("mailchimp", "dataverse"):
             for endpoint, n in run["api_calls"][side].items():
                 lines.append(f"  {side:9} {n:6,}  {endpoint}")
@@ -343,8 +447,10 @@ def describe(result: dict[str, Any]) -> str:
             lines.append(f"  {'in $batch':9} {n:6,}  {endpoint}")
         low = run["minimum"]
         parts = ", ".join(f"{k} {v}" for k, v in low["campaign"].items() if v)
-        lines.append(f"  calls {run['api_calls']['total']:,}; minimum {low['total']:,} (campaign: {parts}; status "
-                     f"sync: {sum(low['status'].values())}); ratio {run['ratio']} (target <= {RATIO_MAX})")
+        lines.append(
+            f"  calls {run['api_calls']['total']:,}; minimum {low['total']:,} (campaign: {parts}; status "
+            f"sync: {sum(low['status'].values())}); ratio {run['ratio']} (target <= {RATIO_MAX})"
+        )
         lines.append(f"  work: {json.dumps(run['work'])}")
     lines.append(f"\nall runs within {RATIO_MAX} x the minimum: {result['met']}")
     lines.append(f"\nHow the minimum is counted: {result['minimum_counted_as']}")

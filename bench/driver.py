@@ -30,33 +30,64 @@ RUN_TIMEOUT = 3600.0  # seconds; a sync that takes longer is reported as failed,
 REQUEST_LOG_SIZE = 2000  # the emulators keep the last 2,000 requests
 
 
-def run_benchmark(records: int, scale: int, *, interval_minutes: float = 15.0, change_share: float = 0.01,
-                  tag: str | None = None, profile_dir: str | None = None, batch_size: int | None = None,
-                  interests: int = pop.DEFAULT_INTERESTS,
-                  say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+def run_benchmark(
+    records: int,
+    scale: int,
+    *,
+    interval_minutes: float = 15.0,
+    change_share: float = 0.01,
+    tag: str | None = None,
+    profile_dir: str | None = None,
+    batch_size: int | None = None,
+    interests: int = pop.DEFAULT_INTERESTS,
+    say: Callable[[str], None] = lambda text: None,
+) -> dict[str, Any]:
     sizes = [records] if scale <= 1 else [records, records * scale]
     link = {**pop.LINK, "tag": tag} if tag else dict(pop.LINK)
     result: dict[str, Any] = {
         "benchmark": {
-            "records": records, "scale": scale, "sizes": sizes, "link": link,
-            "interval_minutes": interval_minutes, "change_share": change_share,
-            "batch_size": batch_size or 500, "interests": interests,
-            "python": sys.version.split()[0], "cpus": os.cpu_count(),
+            "records": records,
+            "scale": scale,
+            "sizes": sizes,
+            "link": link,
+            "interval_minutes": interval_minutes,
+            "change_share": change_share,
+            "batch_size": batch_size or 500,
+            "interests": interests,
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
         },
         "targets": TARGETS,
         "sizes": [],
     }
     for size in sizes:
-        result["sizes"].append(bench_size(size, link, interval_minutes=interval_minutes, change_share=change_share,
-                                          profile_dir=profile_dir, batch_size=batch_size, interests=interests,
-                                          say=say))
+        result["sizes"].append(
+            bench_size(
+                size,
+                link,
+                interval_minutes=interval_minutes,
+                change_share=change_share,
+                profile_dir=profile_dir,
+                batch_size=batch_size,
+                interests=interests,
+                say=say,
+            )
+        )
     result["rss_growth_percent"] = rss_growth(result["sizes"])
     return result
 
 
-def bench_size(records: int, link: dict[str, str], *, interval_minutes: float, change_share: float,
-               profile_dir: str | None, say: Callable[[str], None], batch_size: int | None = None,
-               interests: int = pop.DEFAULT_INTERESTS) -> dict[str, Any]:
+def bench_size(
+    records: int,
+    link: dict[str, str],
+    *,
+    interval_minutes: float,
+    change_share: float,
+    profile_dir: str | None,
+    say: Callable[[str], None],
+    batch_size: int | None = None,
+    interests: int = pop.DEFAULT_INTERESTS,
+) -> dict[str, Any]:
     from shared.engine import Context
     from shared.ledger import Ledger
     from shared.provision import provision
@@ -74,10 +105,14 @@ def bench_size(records: int, link: dict[str, str], *, interval_minutes: float, c
         provision(settings, ctx.storage, ctx.dataverse)
         ledger = Ledger(ctx.storage)
         say(f"[{records:,}] seeded {records:,} records and {population.members:,} members in {seeded:.1f}s")
-        size: dict[str, Any] = {"records": records, "members": population.members,
-                                "linked_members": sum(p.member_status is not None for p in population.people),
-                                "opted_out": sum(p.opted_out for p in population.people),
-                                "seed_seconds": round(seeded, 2), "runs": []}
+        size: dict[str, Any] = {
+            "records": records,
+            "members": population.members,
+            "linked_members": sum(p.member_status is not None for p in population.people),
+            "opted_out": sum(p.opted_out for p in population.people),
+            "seed_seconds": round(seeded, 2),
+            "runs": [],
+        }
         previous_start: tuple[datetime, datetime] | None = None
         for name in RUNS:
             if name == "incremental":  # people and users act halfway between two timer runs
@@ -90,10 +125,22 @@ def bench_size(records: int, link: dict[str, str], *, interval_minutes: float, c
             previous_start = clocks(world)
             say(f"[{records:,}] {name} run")
             profile = str(Path(profile_dir) / f"{records}-{name}.prof") if profile_dir else None
-            run = measure_run(world, env, link, name, Path(workdir), ledger, needed=needed, profile=profile,
-                              static_incremental=name != "initial", interests=interests)
-            say(f"[{records:,}] {name}: {run['wall_seconds']:.1f}s, {run['api_calls']['total']} API calls "
-                f"(minimum {run['minimum']['total']}), peak RSS {run['peak_rss_mb']:.0f} MB")
+            run = measure_run(
+                world,
+                env,
+                link,
+                name,
+                Path(workdir),
+                ledger,
+                needed=needed,
+                profile=profile,
+                static_incremental=name != "initial",
+                interests=interests,
+            )
+            say(
+                f"[{records:,}] {name}: {run['wall_seconds']:.1f}s, {run['api_calls']['total']} API calls "
+                f"(minimum {run['minimum']['total']}), peak RSS {run['peak_rss_mb']:.0f} MB"
+            )
             run["targets"] = checks(run, records)
             size["runs"].append(run)
     return size
@@ -108,12 +155,20 @@ def advance_clocks(world: Any, seconds: float) -> None:
 
 def clocks(world: Any) -> tuple[datetime, datetime]:
     """Now on Mailchimp and on Dataverse, each by its own clock."""
-    return (datetime.fromisoformat(world.mailchimp_admin.call("GET", "clock")["now"]),
-            datetime.fromisoformat(world.dataverse_admin.call("GET", "clock")["now"]))
+    return (
+        datetime.fromisoformat(world.mailchimp_admin.call("GET", "clock")["now"]),
+        datetime.fromisoformat(world.dataverse_admin.call("GET", "clock")["now"]),
+    )
 
 
-def to_read(world: Any, dataverse: Any, link: dict[str, str], since: tuple[datetime, datetime] | None, *,
-            preferences: bool = False) -> tuple[int, int, int]:
+def to_read(
+    world: Any,
+    dataverse: Any,
+    link: dict[str, str],
+    since: tuple[datetime, datetime] | None,
+    *,
+    preferences: bool = False,
+) -> tuple[int, int, int]:
     """(members, records, preference rows) changed since the previous run started (everything before the first
     run): what the next run has to read. Asked before the run's call counts are reset, so these reads are not
     counted."""
@@ -123,23 +178,41 @@ def to_read(world: Any, dataverse: Any, link: dict[str, str], since: tuple[datet
         # Mailchimp's bound is exclusive and whole-second; Dataverse's ge is inclusive
         params["since_last_changed"] = (since[0].replace(microsecond=0) - timedelta(seconds=1)).isoformat()
         list_filter += f" and modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}"
-    answer = requests.get(f"{world.mailchimp.url}/3.0/lists/{link['audienceId']}/members", params=params,
-                          auth=("bench", API_KEY), timeout=120)
+    answer = requests.get(
+        f"{world.mailchimp.url}/3.0/lists/{link['audienceId']}/members",
+        params=params,
+        auth=("bench", API_KEY),
+        timeout=120,
+    )
     answer.raise_for_status()
     records = sum(len(page) for page in dataverse.iter_pages("contacts", select=["contactid"], filter=list_filter))
     rows = 0
     if preferences:
-        row_filter = "_cbr_contact_value ne null" + (f" and modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}" if since
-                                                     else "")
-        rows = sum(len(page) for page in dataverse.iter_pages("cbr_preferencesubscriptions",
-                                                              select=["cbr_preferencesubscriptionid"],
-                                                              filter=row_filter))
+        row_filter = "_cbr_contact_value ne null" + (
+            f" and modifiedon ge {since[1]:%Y-%m-%dT%H:%M:%SZ}" if since else ""
+        )
+        rows = sum(
+            len(page)
+            for page in dataverse.iter_pages(
+                "cbr_preferencesubscriptions", select=["cbr_preferencesubscriptionid"], filter=row_filter
+            )
+        )
     return int(answer.json()["total_items"]), records, rows
 
 
-def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str, workdir: Path, ledger: Any, *,
-                needed: tuple[int, int, int], profile: str | None, static_incremental: bool,
-                interests: int = 0) -> dict[str, Any]:
+def measure_run(
+    world: Any,
+    env: dict[str, str],
+    link: dict[str, str],
+    name: str,
+    workdir: Path,
+    ledger: Any,
+    *,
+    needed: tuple[int, int, int],
+    profile: str | None,
+    static_incremental: bool,
+    interests: int = 0,
+) -> dict[str, Any]:
     mailchimp, dataverse = world.mailchimp_admin, world.dataverse_admin
     mailchimp.reset_calls()
     dataverse.reset_calls()
@@ -152,8 +225,15 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
     started = time.perf_counter()
     with open(workdir / f"{name}.stderr", "w+") as errors:
         try:
-            process = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                     stderr=errors, timeout=RUN_TIMEOUT, check=False)
+            process = subprocess.run(
+                command,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                timeout=RUN_TIMEOUT,
+                check=False,
+            )
             code = process.returncode
         except subprocess.TimeoutExpired:
             code = -1
@@ -168,10 +248,14 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
     dataverse_calls = dataverse.calls()
     parts_after = dataverse.call("GET", "batch-parts")["parts"]
     logged = mailchimp.requests()
-    members_sent = sum(len((r.get("body") or {}).get("members") or []) for r in logged
-                       if r["method"] == "POST" and r["route"] == BATCH_SUBSCRIBE_ROUTE)
-    patches = sum(count - parts_before.get(route, 0) for route, count in parts_after.items()
-                  if route.startswith("PATCH "))
+    members_sent = sum(
+        len((r.get("body") or {}).get("members") or [])
+        for r in logged
+        if r["method"] == "POST" and r["route"] == BATCH_SUBSCRIBE_ROUTE
+    )
+    patches = sum(
+        count - parts_before.get(route, 0) for route, count in parts_after.items() if route.startswith("PATCH ")
+    )
     latest = ledger.latest_runs(link["name"], 1)
     if not latest or latest[0].started < launched.replace(microsecond=0):
         raise RuntimeError(f"the {name} run recorded no run of link {link['name']}:\n{measured['summary']}\n{stderr}")
@@ -179,18 +263,27 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
     counts = dict(summary.counts)
     # the catalog mirror's upserts are PATCH parts of their own $batch; the subscription rows share reconcile's
     catalog_written = counts.get("catalog_changes", 0)
-    row_patches = sum(counts.get(k, 0) for k in ("preference_rows_written", "preference_rows_stamped",
-                                                  "preference_rows_refused"))
+    row_patches = sum(
+        counts.get(k, 0) for k in ("preference_rows_written", "preference_rows_stamped", "preference_rows_refused")
+    )
     preference_members = counts.get("preference_members_written", 0)
-    common = {"static_incremental": static_incremental, "interests": interests > 0,
-              "catalog_categories": len(pop.interest_categories(interests)) if counts.get("catalog_reads") else None,
-              "catalog_written": catalog_written, "preference_rows_written": row_patches,
-              "preference_members_written": preference_members,
-              "members_written": counts.get("mailchimp_writes", 0) + preference_members,
-              "records_written": patches - catalog_written}
+    common = {
+        "static_incremental": static_incremental,
+        "interests": interests > 0,
+        "catalog_categories": len(pop.interest_categories(interests)) if counts.get("catalog_reads") else None,
+        "catalog_written": catalog_written,
+        "preference_rows_written": row_patches,
+        "preference_members_written": preference_members,
+        "members_written": counts.get("mailchimp_writes", 0) + preference_members,
+        "records_written": patches - catalog_written,
+    }
     work = Work(members_read=needed[0], records_read=needed[1], preference_rows_read=needed[2], **common)
-    as_read = Work(members_read=counts.get("mailchimp_read", 0), records_read=counts.get("dataverse_read", 0),
-                   preference_rows_read=counts.get("preference_rows_read", 0), **common)
+    as_read = Work(
+        members_read=counts.get("mailchimp_read", 0),
+        records_read=counts.get("dataverse_read", 0),
+        preference_rows_read=counts.get("preference_rows_read", 0),
+        **common,
+    )
     low, low_as_read = minimum(work), minimum(as_read)
     total = sum(mailchimp_calls.values()) + sum(dataverse_calls.values())
     preference_part = measure_preferences(mailchimp_calls, counts, low)
@@ -212,19 +305,29 @@ def measure_run(world: Any, env: dict[str, str], link: dict[str, str], name: str
             "dataverse": {"endpoints": dict(sorted(dataverse_calls.items())), "total": sum(dataverse_calls.values())},
             "total": total,
         },
-        "work": {"members_to_read": work.members_read, "members_read": as_read.members_read,
-                 "members_written": work.members_written, "records_to_read": work.records_read,
-                 "records_read": as_read.records_read, "records_written": patches,
-                 "static_incremental": static_incremental, "members_sent_in_batch_subscribes": members_sent,
-                 "members_sent_complete": len(logged) < REQUEST_LOG_SIZE,
-                 "record_groups_written": counts.get("dynamics_writes", 0), "batches": summary.batches},
+        "work": {
+            "members_to_read": work.members_read,
+            "members_read": as_read.members_read,
+            "members_written": work.members_written,
+            "records_to_read": work.records_read,
+            "records_read": as_read.records_read,
+            "records_written": patches,
+            "static_incremental": static_incremental,
+            "members_sent_in_batch_subscribes": members_sent,
+            "members_sent_complete": len(logged) < REQUEST_LOG_SIZE,
+            "record_groups_written": counts.get("dynamics_writes", 0),
+            "batches": summary.batches,
+        },
         "minimum": {**low.to_json(), "explained": explain(work, low)},
         "ratio": round(total / low.total, 2),
         "preferences": preference_part,
         "minimum_as_read": {**low_as_read.to_json(), "explained": explain(as_read, low_as_read)},
         "ratio_as_read": round(total / low_as_read.total, 2),
-        "storage": {"operations": dict(sorted(measured["storage_calls"].items())), "total": storage_total,
-                    "engine_counter": counts.get("storage_calls", 0)},
+        "storage": {
+            "operations": dict(sorted(measured["storage_calls"].items())),
+            "total": storage_total,
+            "engine_counter": counts.get("storage_calls", 0),
+        },
         "counts": counts,
         "summary": measured["summary"].strip(),
         **({"log_tail": stderr} if summary.status != "completed" else {}),
@@ -241,16 +344,19 @@ def measure_preferences(mailchimp_calls: dict[str, int], counts: dict[str, int],
     mailchimp = counts.get("preference_calls_mailchimp", 0)
     dataverse = counts.get("preference_calls_dataverse", 0)
     calls = mailchimp + dataverse
-    return {"calls": calls, "minimum": low.preferences,
-            "ratio": round(calls / low.preferences, 2) if low.preferences else None,
-            "mailchimp": mailchimp, "dataverse": dataverse,
-            "mailchimp_catalog_measured": sum(n for route, n in mailchimp_calls.items()
-                                              if "/interest-categories" in route),
-            "rows_read": counts.get("preference_rows_read", 0),
-            "rows_written": counts.get("preference_rows_written", 0),
-            "rows_stamped": counts.get("preference_rows_stamped", 0),
-            "members_written": counts.get("preference_members_written", 0),
-            "catalog_changes": counts.get("catalog_changes", 0)}
+    return {
+        "calls": calls,
+        "minimum": low.preferences,
+        "ratio": round(calls / low.preferences, 2) if low.preferences else None,
+        "mailchimp": mailchimp,
+        "dataverse": dataverse,
+        "mailchimp_catalog_measured": sum(n for route, n in mailchimp_calls.items() if "/interest-categories" in route),
+        "rows_read": counts.get("preference_rows_read", 0),
+        "rows_written": counts.get("preference_rows_written", 0),
+        "rows_stamped": counts.get("preference_rows_stamped", 0),
+        "members_written": counts.get("preference_members_written", 0),
+        "catalog_changes": counts.get("catalog_changes", 0),
+    }
 
 
 def rss_growth(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -258,10 +364,18 @@ def rss_growth(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
     if len(sizes) < 2:
         return None
     small, large = sizes[0], sizes[-1]
-    per_run = {s["run"]: round((b["peak_rss_mb"] / s["peak_rss_mb"] - 1) * 100, 1)
-               for s, b in zip(small["runs"], large["runs"], strict=True)}
+    per_run = {
+        s["run"]: round((b["peak_rss_mb"] / s["peak_rss_mb"] - 1) * 100, 1)
+        for s, b in zip(small["runs"], large["runs"], strict=True)
+    }
     worst_small = max(r["peak_rss_mb"] for r in small["runs"])
     worst_large = max(r["peak_rss_mb"] for r in large["runs"])
     peak = round((worst_large / worst_small - 1) * 100, 1)
-    return {"from_records": small["records"], "to_records": large["records"], "per_run": per_run, "peak": peak,
-            "target": f"< {TARGETS['rss_growth_percent']:g} %", "met": peak < TARGETS["rss_growth_percent"]}
+    return {
+        "from_records": small["records"],
+        "to_records": large["records"],
+        "per_run": per_run,
+        "peak": peak,
+        "target": f"< {TARGETS['rss_growth_percent']:g} %",
+        "met": peak < TARGETS["rss_growth_percent"],
+    }

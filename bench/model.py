@@ -41,7 +41,8 @@ HOW_N_IS_DERIVED = (
     "subscription rows upserted in the same $batch (so they share its pages). "
     "'Minimum as read' and 'ratio read' use instead the members and records the run actually read (its mailchimp_read "
     "and dataverse_read counters): that ratio shows how well the calls were packed, the difference between the "
-    "two shows reads that were not needed (overlap re-reads).")
+    "two shows reads that were not needed (overlap re-reads)."
+)
 
 
 @dataclass
@@ -81,22 +82,38 @@ class Minimum:
 
     @property
     def dataverse(self) -> int:
-        return (self.dataverse_list + self.dataverse_read + self.dataverse_memberships + self.dataverse_write
-                + self.dataverse_catalog + self.dataverse_preferences)
+        return (
+            self.dataverse_list
+            + self.dataverse_read
+            + self.dataverse_memberships
+            + self.dataverse_write
+            + self.dataverse_catalog
+            + self.dataverse_preferences
+        )
 
     @property
     def preferences(self) -> int:
         """The calls the preference part needs beyond the status sync's."""
-        return (self.mailchimp_catalog + self.dataverse_catalog + self.dataverse_preferences + self.preference_writes
-                + self.preference_member_writes)
+        return (
+            self.mailchimp_catalog
+            + self.dataverse_catalog
+            + self.dataverse_preferences
+            + self.preference_writes
+            + self.preference_member_writes
+        )
 
     @property
     def total(self) -> int:
         return self.mailchimp + self.dataverse
 
     def to_json(self) -> dict[str, int]:
-        return {**asdict(self), "mailchimp": self.mailchimp, "dataverse": self.dataverse,
-                "preferences": self.preferences, "total": self.total}
+        return {
+            **asdict(self),
+            "mailchimp": self.mailchimp,
+            "dataverse": self.dataverse,
+            "preferences": self.preferences,
+            "total": self.total,
+        }
 
 
 def minimum(work: Work) -> Minimum:
@@ -113,27 +130,32 @@ def minimum(work: Work) -> Minimum:
         dataverse_catalog=1 + ceil(work.catalog_written / DATAVERSE_WRITE_PAGE) if catalog else 0,
         dataverse_preferences=max(1, ceil(work.preference_rows_read / DATAVERSE_READ_PAGE)) if work.interests else 0,
         preference_writes=write - ceil((work.records_written - work.preference_rows_written) / DATAVERSE_WRITE_PAGE),
-        preference_member_writes=ceil(work.members_written / MAILCHIMP_WRITE_PAGE) - ceil(
-            (work.members_written - work.preference_members_written) / MAILCHIMP_WRITE_PAGE),
+        preference_member_writes=ceil(work.members_written / MAILCHIMP_WRITE_PAGE)
+        - ceil((work.members_written - work.preference_members_written) / MAILCHIMP_WRITE_PAGE),
     )
 
 
 def explain(work: Work, low: Minimum) -> str:
     """One line: how the minimum of this run adds up."""
+
     def part(n: int, page: int, calls: int) -> str:
         return f"⌈{n:,}/{page:,}⌉={calls}"
 
-    text = (f"Mailchimp read {part(work.members_read, MAILCHIMP_READ_PAGE, low.mailchimp_read)}"
-            f" + write {part(work.members_written, MAILCHIMP_WRITE_PAGE, low.mailchimp_write)}"
-            f"; Dataverse list 1 + read {part(work.records_read, DATAVERSE_READ_PAGE, low.dataverse_read)}")
+    text = (
+        f"Mailchimp read {part(work.members_read, MAILCHIMP_READ_PAGE, low.mailchimp_read)}"
+        f" + write {part(work.members_written, MAILCHIMP_WRITE_PAGE, low.mailchimp_write)}"
+        f"; Dataverse list 1 + read {part(work.records_read, DATAVERSE_READ_PAGE, low.dataverse_read)}"
+    )
     if low.dataverse_memberships:
         text += " + memberships 1"
     text += f" + write {part(work.records_written, DATAVERSE_WRITE_PAGE, low.dataverse_write)}"
     if low.dataverse_preferences:
         text += f" + preference rows {part(work.preference_rows_read, DATAVERSE_READ_PAGE, low.dataverse_preferences)}"
     if low.mailchimp_catalog:
-        text += (f"; catalog: Mailchimp 1 + {work.catalog_categories} categories, Dataverse read 1 + write "
-                 f"{part(work.catalog_written, DATAVERSE_WRITE_PAGE, low.dataverse_catalog - 1)}")
+        text += (
+            f"; catalog: Mailchimp 1 + {work.catalog_categories} categories, Dataverse read 1 + write "
+            f"{part(work.catalog_written, DATAVERSE_WRITE_PAGE, low.dataverse_catalog - 1)}"
+        )
     return f"{text} = {low.total}"
 
 
@@ -141,18 +163,28 @@ def checks(run: dict[str, Any], records: int) -> list[dict[str, Any]]:
     """The targets that apply to one measured run, each with whether the run met it (reported, not asserted)."""
     found = []
     if run["run"] in ("initial", "incremental"):
-        found.append({"target": f"calls <= {TARGETS['ratio_max']:g} x minimum",
-                      "met": run["ratio"] <= TARGETS["ratio_max"]})
+        found.append(
+            {"target": f"calls <= {TARGETS['ratio_max']:g} x minimum", "met": run["ratio"] <= TARGETS["ratio_max"]}
+        )
     part = run.get("preferences") or {}
     if part.get("ratio") is not None and run["run"] in ("initial", "incremental"):
-        found.append({"target": f"preference calls <= {TARGETS['ratio_max']:g} x their minimum",
-                      "met": part["ratio"] <= TARGETS["ratio_max"]})
+        found.append(
+            {
+                "target": f"preference calls <= {TARGETS['ratio_max']:g} x their minimum",
+                "met": part["ratio"] <= TARGETS["ratio_max"],
+            }
+        )
     if run["run"] in ("no-change", "idle"):
         limit = TARGETS["no_change_calls_per_link"]
         found.append({"target": f"<= {limit} API calls per link", "met": run["api_calls"]["total"] <= limit})
     if run["run"] == "initial" and records == TARGETS["initial_seconds_at_records"]:
-        found.append({"target": f"<= {TARGETS['initial_seconds']:g} s at {records:,} records",
-                      "met": run["wall_seconds"] <= TARGETS["initial_seconds"]})
-    found.append({"target": f"peak RSS <= {TARGETS['peak_rss_mb']:g} MB",
-                  "met": run["peak_rss_mb"] <= TARGETS["peak_rss_mb"]})
+        found.append(
+            {
+                "target": f"<= {TARGETS['initial_seconds']:g} s at {records:,} records",
+                "met": run["wall_seconds"] <= TARGETS["initial_seconds"],
+            }
+        )
+    found.append(
+        {"target": f"peak RSS <= {TARGETS['peak_rss_mb']:g} MB", "met": run["peak_rss_mb"] <= TARGETS["peak_rss_mb"]}
+    )
     return found

@@ -58,11 +58,29 @@ def interest_categories(interests: int) -> list[dict[str, Any]]:
     """The audience's interest categories: up to three visible interests, the rest hidden (private)."""
     visible = [{"id": interest_id(n), "name": f"Topic {n + 1}"} for n in range(min(3, interests))]
     hidden = [{"id": interest_id(n), "name": f"Internal {n - 2}"} for n in range(3, interests)]
-    categories = [{"list_id": NEWSLETTER_AUDIENCE, "id": "cattopics1", "title": "Topics", "type": "checkboxes",
-                   "interests": visible}] if visible else []
+    categories = (
+        [
+            {
+                "list_id": NEWSLETTER_AUDIENCE,
+                "id": "cattopics1",
+                "title": "Topics",
+                "type": "checkboxes",
+                "interests": visible,
+            }
+        ]
+        if visible
+        else []
+    )
     if hidden:
-        categories.append({"list_id": NEWSLETTER_AUDIENCE, "id": "catintern2", "title": "Internal",
-                           "type": "hidden", "interests": hidden})
+        categories.append(
+            {
+                "list_id": NEWSLETTER_AUDIENCE,
+                "id": "catintern2",
+                "title": "Internal",
+                "type": "hidden",
+                "interests": hidden,
+            }
+        )
     return categories
 
 
@@ -109,9 +127,14 @@ class Population:
         modified = (LONG_AGO + timedelta(seconds=rng.randrange(YEAR_SECONDS))).isoformat()
         contact: dict[str, Any] = {
             "contactid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "firstname": rng.choice(FIRST).title(), "lastname": rng.choice(LAST).title(), "emailaddress1": email,
-            "donotbulkemail": opted_out, "donotsendmm": opted_out and rng.random() < 0.5,
-            "createdon": modified, "modifiedon": modified}
+            "firstname": rng.choice(FIRST).title(),
+            "lastname": rng.choice(LAST).title(),
+            "emailaddress1": email,
+            "donotbulkemail": opted_out,
+            "donotsendmm": opted_out and rng.random() < 0.5,
+            "createdon": modified,
+            "modifiedon": modified,
+        }
         active = rng.random() >= 0.001
         if not active:
             contact.update(statecode=1, statuscode=2)
@@ -120,18 +143,21 @@ class Population:
         if usable and rng.random() < 0.75 and (not self.people or self.people[-1].email != email):
             member = _member(rng, email.lower(), self.interests)  # type: ignore[union-attr]
         chosen = frozenset(int(k[4:]) for k, on in (member or {}).get("interests", {}).items() if on)
-        self.people.append(Person(contact["contactid"], email, opted_out, member and member["status"], active,
-                                  chosen))
+        self.people.append(Person(contact["contactid"], email, opted_out, member and member["status"], active, chosen))
         return contact, member
 
 
 def _member(rng: random.Random, email: str, interests: int = 0) -> dict[str, Any]:
     roll = rng.random()
-    status = "subscribed" if roll < 0.85 else "unsubscribed" if roll < 0.93 else \
-        "cleaned" if roll < 0.97 else "pending"
+    status = "subscribed" if roll < 0.85 else "unsubscribed" if roll < 0.93 else "cleaned" if roll < 0.97 else "pending"
     when = (LONG_AGO + timedelta(seconds=rng.randrange(YEAR_SECONDS))).isoformat()
-    member = {"list_id": NEWSLETTER_AUDIENCE, "email_address": email, "status": status, "last_changed": when,
-              "timestamp_opt": when}
+    member = {
+        "list_id": NEWSLETTER_AUDIENCE,
+        "email_address": email,
+        "status": status,
+        "last_changed": when,
+        "timestamp_opt": when,
+    }
     if interests:
         member["interests"] = {interest_id(n): rng.random() < 0.2 for n in range(interests)}
     return member
@@ -139,15 +165,30 @@ def _member(rng: random.Random, email: str, interests: int = 0) -> dict[str, Any
 
 def seed(world: Any, population: Population) -> None:
     """Both emulators, in chunks; the list's memberships are added with the chunk's contacts."""
-    world.mailchimp_admin.seed({"audiences": [{"id": NEWSLETTER_AUDIENCE, "name": "Newsletter"}],
-                                "interest_categories": interest_categories(population.interests)})
+    world.mailchimp_admin.seed(
+        {
+            "audiences": [{"id": NEWSLETTER_AUDIENCE, "name": "Newsletter"}],
+            "interest_categories": interest_categories(population.interests),
+        }
+    )
     first = True
     for contacts, members in population.chunks():
         ids = [c["contactid"] for c in contacts]
         if first:
-            world.dataverse_admin.seed({"contacts": contacts, "lists": [
-                {"listid": NEWSLETTER_LIST, "listname": "Newsletter subscribers", "type": False,
-                 "createdfromcode": 2, "members": ids}]})
+            world.dataverse_admin.seed(
+                {
+                    "contacts": contacts,
+                    "lists": [
+                        {
+                            "listid": NEWSLETTER_LIST,
+                            "listname": "Newsletter subscribers",
+                            "type": False,
+                            "createdfromcode": 2,
+                            "members": ids,
+                        }
+                    ],
+                }
+            )
             first = False
         else:
             world.dataverse_admin.seed({"contacts": contacts})
@@ -190,10 +231,11 @@ def apply_changes(world: Any, population: Population, share: float = 0.01, seed:
     half = max(1, round(population.records * share / 2))
     to_opt_out = rng.sample(opted_in, min(half, len(opted_in)))
     to_opt_in = rng.sample(opted_out, min(half, len(opted_out)))
-    edits = [{"id": p.contact_id, "changes": {"donotbulkemail": True}} for p in to_opt_out] + \
-            [{"id": p.contact_id, "changes": {"donotbulkemail": False, "donotsendmm": False}} for p in to_opt_in]
+    edits = [{"id": p.contact_id, "changes": {"donotbulkemail": True}} for p in to_opt_out] + [
+        {"id": p.contact_id, "changes": {"donotbulkemail": False, "donotsendmm": False}} for p in to_opt_in
+    ]
     for start in range(0, len(edits), CHUNK):
-        world.dataverse_admin.call("POST", "edit", {"entity": "contacts", "edits": edits[start:start + CHUNK]})
+        world.dataverse_admin.call("POST", "edit", {"entity": "contacts", "edits": edits[start : start + CHUNK]})
 
     touched = {p.email.lower() for p in to_opt_out + to_opt_in if p.email}
     members_half = max(1, round(population.members * share / 2))
@@ -202,27 +244,38 @@ def apply_changes(world: Any, population: Population, share: float = 0.01, seed:
     leaving = rng.sample([e for e in subscribed if e not in touched], members_half)
     returning = rng.sample([e for e in unsubscribed if e not in touched], min(members_half, len(unsubscribed)))
     for email in leaving:
-        world.mailchimp_admin.call("POST", "people/unsubscribe", {"list_id": NEWSLETTER_AUDIENCE,
-                                                                  "email_address": email})
+        world.mailchimp_admin.call(
+            "POST", "people/unsubscribe", {"list_id": NEWSLETTER_AUDIENCE, "email_address": email}
+        )
     for email in returning:
-        world.mailchimp_admin.call("POST", "people/resubscribe", {"list_id": NEWSLETTER_AUDIENCE,
-                                                                  "email_address": email})
+        world.mailchimp_admin.call(
+            "POST", "people/resubscribe", {"list_id": NEWSLETTER_AUDIENCE, "email_address": email}
+        )
     changes = Changes(len(to_opt_out), len(to_opt_in), len(leaving), len(returning))
     if population.interests:
         touched |= set(leaving) | set(returning)
         changes.preference_edits_dynamics, changes.preference_edits_mailchimp = change_preferences(
-            world, population, share, rng, touched)
+            world, population, share, rng, touched
+        )
     return changes
 
 
-def change_preferences(world: Any, population: Population, share: float, rng: random.Random,
-                       touched: set[str]) -> tuple[int, int]:
+def change_preferences(
+    world: Any, population: Population, share: float, rng: random.Random, touched: set[str]
+) -> tuple[int, int]:
     """``share`` of the subscribed members get one preference changed: half by a Dynamics user on the contact,
     half by the person in Mailchimp; none of them is a person whose status changed."""
     from shared.preferences import preference_id, subscription_id
 
-    people = [p for p in population.people if p.active and p.email and p.member_status == "subscribed"
-              and not p.opted_out and p.email.lower() not in touched]
+    people = [
+        p
+        for p in population.people
+        if p.active
+        and p.email
+        and p.member_status == "subscribed"
+        and not p.opted_out
+        and p.email.lower() not in touched
+    ]
     chosen = rng.sample(people, min(len(people), max(2, round(population.records * share))))
     half = len(chosen) // 2
     rows, edits = [], []
@@ -230,22 +283,39 @@ def change_preferences(world: Any, population: Population, share: float, rng: ra
         position = rng.randrange(population.interests)
         interest = interest_id(position)
         if position in person.interests:  # the sync made this row in the first run: the user clears it
-            edits.append({"id": subscription_id(person.contact_id, NEWSLETTER_AUDIENCE, interest),
-                          "changes": {"cbr_optedin": False}})
+            edits.append(
+                {
+                    "id": subscription_id(person.contact_id, NEWSLETTER_AUDIENCE, interest),
+                    "changes": {"cbr_optedin": False},
+                }
+            )
         else:  # the user ticks a preference the contact does not have: a new row
-            rows.append({"cbr_preferencesubscriptionid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                         "cbr_name": interest, "_cbr_contact_value": person.contact_id,
-                         "_cbr_preference_value": preference_id(NEWSLETTER_AUDIENCE, interest), "cbr_optedin": True})
+            rows.append(
+                {
+                    "cbr_preferencesubscriptionid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "cbr_name": interest,
+                    "_cbr_contact_value": person.contact_id,
+                    "_cbr_preference_value": preference_id(NEWSLETTER_AUDIENCE, interest),
+                    "cbr_optedin": True,
+                }
+            )
     for start in range(0, len(rows), CHUNK):
-        world.dataverse_admin.seed({"cbr_preferencesubscriptions": rows[start:start + CHUNK]})
+        world.dataverse_admin.seed({"cbr_preferencesubscriptions": rows[start : start + CHUNK]})
     for start in range(0, len(edits), CHUNK):
-        world.dataverse_admin.call("POST", "edit", {"entity": "cbr_preferencesubscriptions",
-                                                    "edits": edits[start:start + CHUNK]})
+        world.dataverse_admin.call(
+            "POST", "edit", {"entity": "cbr_preferencesubscriptions", "edits": edits[start : start + CHUNK]}
+        )
     for person in chosen[half:]:
         position = rng.randrange(population.interests)
-        world.mailchimp_admin.call("POST", "people/preferences", {
-            "list_id": NEWSLETTER_AUDIENCE, "email_address": (person.email or "").lower(),
-            "interests": {interest_id(position): position not in person.interests}})
+        world.mailchimp_admin.call(
+            "POST",
+            "people/preferences",
+            {
+                "list_id": NEWSLETTER_AUDIENCE,
+                "email_address": (person.email or "").lower(),
+                "interests": {interest_id(position): position not in person.interests},
+            },
+        )
     return half, len(chosen) - half
 
 

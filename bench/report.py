@@ -35,12 +35,17 @@ def format_report(result: dict[str, Any]) -> str:
     growth = result.get("rss_growth_percent")
     if growth:
         per_run = ", ".join(f"{name} {value:+.1f} %" for name, value in growth["per_run"].items())
-        lines += [f"Peak RSS growth from {growth['from_records']:,} to {growth['to_records']:,} records: "
-                  f"{growth['peak']:+.1f} % (worst run against worst run; target {growth['target']}: "
-                  f"{verdict(growth['met'])}); per run: {per_run}", ""]
+        lines += [
+            f"Peak RSS growth from {growth['from_records']:,} to {growth['to_records']:,} records: "
+            f"{growth['peak']:+.1f} % (worst run against worst run; target {growth['target']}: "
+            f"{verdict(growth['met'])}); per run: {per_run}",
+            "",
+        ]
     lines += ["How the minimum is computed:", *wrap(HOW_N_IS_DERIVED, 110, "  "), ""]
-    lines += ["Storage: every request the sync process sent to Table Storage and Queues (Azurite), counted in that "
-              "process; 'engine' is the run's own storage_calls counter (identity map and audit only)."]
+    lines += [
+        "Storage: every request the sync process sent to Table Storage and Queues (Azurite), counted in that "
+        "process; 'engine' is the run's own storage_calls counter (identity map and audit only)."
+    ]
     return "\n".join(lines)
 
 
@@ -51,8 +56,10 @@ def format_size(size: dict[str, Any]) -> list[str]:
         f"audience, {size['opted_out']:,} opted out; seeded in {size['seed_seconds']:.1f} s ==",
     ]
     changes = size.get("changes")
-    header = (f"{'run':<12}{'wall s':>8}{'cpu s':>7}{'rec/s':>9}{'RSS MB':>8}{'MC':>6}{'DV':>6}{'API':>7}"
-              f"{'min':>6}{'ratio':>7}{'ratio read':>11}{'storage':>9}{'load':>11}  status")
+    header = (
+        f"{'run':<12}{'wall s':>8}{'cpu s':>7}{'rec/s':>9}{'RSS MB':>8}{'MC':>6}{'DV':>6}{'API':>7}"
+        f"{'min':>6}{'ratio':>7}{'ratio read':>11}{'storage':>9}{'load':>11}  status"
+    )
     lines += [header, "-" * len(header)]
     for run in size["runs"]:
         load = f"{run['load_average'][0]:.1f}→{run['load_average'][1]:.1f}"
@@ -61,14 +68,19 @@ def format_size(size: dict[str, Any]) -> list[str]:
             f"{run['peak_rss_mb']:>8.0f}{run['api_calls']['mailchimp']['total']:>6}"
             f"{run['api_calls']['dataverse']['total']:>6}{run['api_calls']['total']:>7}{run['minimum']['total']:>6}"
             f"{run['ratio']:>7.2f}{run['ratio_as_read']:>11.2f}{run['storage']['total']:>9,}{load:>11}"
-            f"  {run['status']}")
+            f"  {run['status']}"
+        )
     lines.append("")
     for run in size["runs"]:
         what = WHAT_EACH_RUN_IS[run["run"]]
         if run["run"] == "incremental" and changes:
-            what = what.format(changes=(
-                f"{changes['opt_outs']:,} opt-outs and {changes['opt_ins']:,} opt-ins in Dynamics, "
-                f"{changes['unsubscribes']:,} unsubscribes and {changes['resubscribes']:,} resubscribes in Mailchimp"))
+            what = what.format(
+                changes=(
+                    f"{changes['opt_outs']:,} opt-outs and {changes['opt_ins']:,} opt-ins in Dynamics, "
+                    f"{changes['unsubscribes']:,} unsubscribes and {changes['resubscribes']:,} "
+                    "resubscribes in Mailchimp"
+                )
+            )
         work = run["work"]
         sent = f"{work['members_sent_in_batch_subscribes']:,}" + ("" if work["members_sent_complete"] else " or more")
         lines += [
@@ -87,9 +99,11 @@ def format_size(size: dict[str, Any]) -> list[str]:
             lines.append(f"  {side} {calls['total']:,}: {endpoints}")
         storage = run["storage"]
         top = sorted(storage["operations"].items(), key=lambda kv: -kv[1])[:8]
-        lines.append(f"  storage {storage['total']:,} (engine {storage['engine_counter']:,}): "
-                     + ", ".join(f"{name} {count:,}" for name, count in top)
-                     + (", ..." if len(storage["operations"]) > len(top) else ""))
+        lines.append(
+            f"  storage {storage['total']:,} (engine {storage['engine_counter']:,}): "
+            + ", ".join(f"{name} {count:,}" for name, count in top)
+            + (", ..." if len(storage["operations"]) > len(top) else "")
+        )
         if run["status"] != "completed":
             lines.append(f"  the run ended {run['status']}: {run['summary']}")
             lines += [f"    {line}" for line in run.get("log_tail", "").splitlines()[-8:]]

@@ -57,9 +57,11 @@ def counting_storage(settings: Any, calls: Counter[str]) -> Any:
     storage = Storage(settings)
     if settings.connection_string:  # the benchmark always runs on Azurite
         storage.tables = TableServiceClient.from_connection_string(
-            settings.connection_string, transport=CountingTransport("table", calls))
+            settings.connection_string, transport=CountingTransport("table", calls)
+        )
         storage.queues = QueueServiceClient.from_connection_string(
-            settings.connection_string, transport=CountingTransport("queue", calls))
+            settings.connection_string, transport=CountingTransport("queue", calls)
+        )
     return storage
 
 
@@ -92,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(dict(os.environ))
     calls: Counter[str] = Counter()
-    ctx = Context(settings, counting_storage(settings.storage, calls), Mailchimp.from_settings(settings),
-                  Dataverse.from_settings(settings))
+    ctx = Context(
+        settings,
+        counting_storage(settings.storage, calls),
+        Mailchimp.from_settings(settings),
+        Dataverse.from_settings(settings),
+    )
     summary = io.StringIO()
     profiler = cProfile.Profile() if args.profile else None
     before = resource.getrusage(resource.RUSAGE_SELF)

@@ -25,9 +25,9 @@ WHY = {
     "dynamics-opt-out": "opted out in Dynamics: unsubscribed in Mailchimp",
     "dynamics-opt-in": "opted in again in Dynamics while still subscribed in Mailchimp: nothing to send",
     "resubscribe-blocked": "was opted in again in Dynamics, but unsubscribed in Mailchimp: never re-subscribed "
-                           "automatically, so the opt-out is restored in Dynamics",
+    "automatically, so the opt-out is restored in Dynamics",
     "resubscribe-confirm": "was opted in again in Dynamics after unsubscribing: set to pending, Mailchimp emails "
-                           "a confirmation and only the person's click subscribes them",
+    "a confirmation and only the person's click subscribes them",
     "first-meeting-agree": "met for the first time and both sides agree: the status column is filled in",
     "first-meeting-opt-out-wins": "met for the first time and the sides disagree: the opt-out wins on both sides",
     "both-changed-agree": "changed on both sides to the same meaning",
@@ -41,10 +41,19 @@ WHY = {
     "email-changed-in-mailchimp": "changed address in Mailchimp: the records' address follows",
     "email-conflict": "changed address in Dynamics to one that is already a member: nothing was merged",
 }
-COLUMN_NAMES = {"donotbulkemail": "Do not allow Bulk Emails", "donotsendmm": "Send Marketing Materials",
-                "cbr_subscriberstatus": "Subscriber Status"}
-STATUS_NAMES = {100000000: "Subscribed", 100000001: "Unsubscribed", 100000002: "Cleaned", 100000003: "Pending",
-                100000004: "Transactional", 100000005: "Archived"}
+COLUMN_NAMES = {
+    "donotbulkemail": "Do not allow Bulk Emails",
+    "donotsendmm": "Send Marketing Materials",
+    "cbr_subscriberstatus": "Subscriber Status",
+}
+STATUS_NAMES = {
+    100000000: "Subscribed",
+    100000001: "Unsubscribed",
+    100000002: "Cleaned",
+    100000003: "Pending",
+    100000004: "Transactional",
+    100000005: "Archived",
+}
 
 
 def has_credentials() -> bool:
@@ -73,14 +82,18 @@ def local_demo() -> int:
     from shared.provision import provision
     from shared.settings import load_settings
 
-    print("Consent Bridge, on the local world (no credentials set): Azurite and the Mailchimp and Dataverse "
-          "emulators on loopback.\n")
+    print(
+        "Consent Bridge, on the local world (no credentials set): Azurite and the Mailchimp and Dataverse "
+        "emulators on loopback.\n"
+    )
     with LocalWorld() as world:
         story = scenario.build()
         world.dataverse_admin.seed(story.dataverse_seed())
         world.mailchimp_admin.seed(story.mailchimp_seed())
-        print(f"Seeded {len(story.contacts)} contacts and {len(story.leads)} leads in two marketing lists, and "
-              f"{len(story.mailchimp_members)} members in two Mailchimp audiences.")
+        print(
+            f"Seeded {len(story.contacts)} contacts and {len(story.leads)} leads in two marketing lists, and "
+            f"{len(story.mailchimp_members)} members in two Mailchimp audiences."
+        )
         for line in preferences.seed(world, story):
             print(line)
         print()
@@ -113,18 +126,23 @@ def local_demo() -> int:
         print("\nCampaigns in Dynamics:")
         for line in campaigns.campaign_lines(ctx):
             print(f"  {line}")
-        print(f"\nMailchimp calls: {sum(world.mailchimp_admin.calls().values())}, "
-              f"Dataverse calls: {sum(world.dataverse_admin.calls().values())} (both runs, including provisioning)")
+        print(
+            f"\nMailchimp calls: {sum(world.mailchimp_admin.calls().values())}, "
+            f"Dataverse calls: {sum(world.dataverse_admin.calls().values())} (both runs, including provisioning)"
+        )
     return code
 
 
 def print_rules(ctx: Any, links: list[dict[str, Any]]) -> None:
     for link in links:
         run = ctx.ledger.latest_runs(link["name"], 1)[0]
-        rules = sorted(((k.split(":", 1)[1], v) for k, v in run.counts.items() if k.startswith("rule:")),
-                       key=lambda kv: -kv[1])
-        print(f"  {link['name']}: " + "; ".join(f"{n} {WHY.get(rule, rule).split(':')[0]} ({rule})"
-                                                 for rule, n in rules if rule != "no-change"))
+        rules = sorted(
+            ((k.split(":", 1)[1], v) for k, v in run.counts.items() if k.startswith("rule:")), key=lambda kv: -kv[1]
+        )
+        print(
+            f"  {link['name']}: "
+            + "; ".join(f"{n} {WHY.get(rule, rule).split(':')[0]} ({rule})" for rule, n in rules if rule != "no-change")
+        )
 
 
 def audit_lines(ctx: Any, link: str, examples: int = 3) -> list[str]:
@@ -132,8 +150,11 @@ def audit_lines(ctx: Any, link: str, examples: int = 3) -> list[str]:
     from shared.storage import CONSENT_AUDIT
 
     run = ctx.ledger.latest_runs(link, 1)[0]
-    rows = ctx.storage.query(CONSENT_AUDIT, "RowKey ge @a and RowKey lt @b and link eq @l",
-                             {"a": f"{run.run_id}|", "b": f"{run.run_id}}}", "l": link})
+    rows = ctx.storage.query(
+        CONSENT_AUDIT,
+        "RowKey ge @a and RowKey lt @b and link eq @l",
+        {"a": f"{run.run_id}|", "b": f"{run.run_id}}}", "l": link},
+    )
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_rule.setdefault(row["rule"], []).append(row)

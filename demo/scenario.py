@@ -21,8 +21,12 @@ EVENTS_LIST = "7a2d3e4f-5b6c-4d7e-9f80-1b2c3d4e5f60"
 NEWSLETTER_AUDIENCE = "a1b2c3d4e5"
 EVENTS_AUDIENCE = "f6e5d4c3b2"
 LINKS = [
-    {"name": "newsletter", "marketingListId": NEWSLETTER_LIST, "audienceId": NEWSLETTER_AUDIENCE,
-     "tag": "crm-newsletter"},
+    {
+        "name": "newsletter",
+        "marketingListId": NEWSLETTER_LIST,
+        "audienceId": NEWSLETTER_AUDIENCE,
+        "tag": "crm-newsletter",
+    },
     {"name": "events", "marketingListId": EVENTS_LIST, "audienceId": EVENTS_AUDIENCE, "tag": "crm-events"},
 ]
 FIRST = ["ada", "ben", "cleo", "dev", "eve", "finn", "gia", "hal", "ines", "jo", "kai", "lena", "milo", "nia"]
@@ -46,21 +50,39 @@ class Scenario:
             "contacts": self.contacts,
             "leads": self.leads,
             "lists": [
-                {"listid": NEWSLETTER_LIST, "listname": "Newsletter subscribers", "type": False,
-                 "createdfromcode": 2, "members": self.newsletter_members},
-                {"listid": EVENTS_LIST, "listname": "Event leads", "type": False, "createdfromcode": 4,
-                 "members": self.events_members},
+                {
+                    "listid": NEWSLETTER_LIST,
+                    "listname": "Newsletter subscribers",
+                    "type": False,
+                    "createdfromcode": 2,
+                    "members": self.newsletter_members,
+                },
+                {
+                    "listid": EVENTS_LIST,
+                    "listname": "Event leads",
+                    "type": False,
+                    "createdfromcode": 4,
+                    "members": self.events_members,
+                },
             ],
         }
 
     def mailchimp_seed(self) -> dict[str, Any]:
-        return {"audiences": [{"id": NEWSLETTER_AUDIENCE, "name": "Newsletter"},
-                              {"id": EVENTS_AUDIENCE, "name": "Events"}],
-                "members": self.mailchimp_members}
+        return {
+            "audiences": [{"id": NEWSLETTER_AUDIENCE, "name": "Newsletter"}, {"id": EVENTS_AUDIENCE, "name": "Events"}],
+            "members": self.mailchimp_members,
+        }
 
 
-def build(contacts: int = 2000, leads: int = 1000, seed: int = 7, *, oddities: bool = True,
-          overlap: float = 0.75, since: datetime | None = None) -> Scenario:
+def build(
+    contacts: int = 2000,
+    leads: int = 1000,
+    seed: int = 7,
+    *,
+    oddities: bool = True,
+    overlap: float = 0.75,
+    since: datetime | None = None,
+) -> Scenario:
     """A scenario of the given size. ``overlap``: share of records whose address is already a member."""
     rng = random.Random(seed)
     old = since or datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -71,18 +93,31 @@ def build(contacts: int = 2000, leads: int = 1000, seed: int = 7, *, oddities: b
 
     def member(list_id: str, email: str, offset: int) -> dict[str, Any]:
         roll = rng.random()
-        status = "subscribed" if roll < 0.85 else "unsubscribed" if roll < 0.93 else \
-            "cleaned" if roll < 0.97 else "pending"
+        status = (
+            "subscribed" if roll < 0.85 else "unsubscribed" if roll < 0.93 else "cleaned" if roll < 0.97 else "pending"
+        )
         when = (old + timedelta(minutes=offset)).isoformat()
-        return {"list_id": list_id, "email_address": email, "status": status, "last_changed": when,
-                "timestamp_opt": when}
+        return {
+            "list_id": list_id,
+            "email_address": email,
+            "status": status,
+            "last_changed": when,
+            "timestamp_opt": when,
+        }
 
     for n in range(contacts):
         email = address(n, "example.org")
         opted_out = rng.random() < 0.05
-        scenario.contacts.append({
-            "contactid": guid(rng), "firstname": rng.choice(FIRST).title(), "lastname": rng.choice(LAST).title(),
-            "emailaddress1": email, "donotbulkemail": opted_out, "donotsendmm": opted_out and rng.random() < 0.5})
+        scenario.contacts.append(
+            {
+                "contactid": guid(rng),
+                "firstname": rng.choice(FIRST).title(),
+                "lastname": rng.choice(LAST).title(),
+                "emailaddress1": email,
+                "donotbulkemail": opted_out,
+                "donotsendmm": opted_out and rng.random() < 0.5,
+            }
+        )
         scenario.newsletter_members.append(scenario.contacts[-1]["contactid"])
         if rng.random() < overlap:
             scenario.mailchimp_members.append(member(NEWSLETTER_AUDIENCE, email, n))
@@ -90,10 +125,17 @@ def build(contacts: int = 2000, leads: int = 1000, seed: int = 7, *, oddities: b
     for n in range(leads):
         email = shared_with_contacts[n] if n < len(shared_with_contacts) else address(n, "example.net")
         opted_out = rng.random() < 0.05
-        scenario.leads.append({
-            "leadid": guid(rng), "firstname": rng.choice(FIRST).title(), "lastname": rng.choice(LAST).title(),
-            "companyname": f"Company {n % 97}", "emailaddress1": email, "donotbulkemail": opted_out,
-            "donotsendmm": False})
+        scenario.leads.append(
+            {
+                "leadid": guid(rng),
+                "firstname": rng.choice(FIRST).title(),
+                "lastname": rng.choice(LAST).title(),
+                "companyname": f"Company {n % 97}",
+                "emailaddress1": email,
+                "donotbulkemail": opted_out,
+                "donotsendmm": False,
+            }
+        )
         scenario.events_members.append(scenario.leads[-1]["leadid"])
         if rng.random() < overlap:
             scenario.mailchimp_members.append(member(EVENTS_AUDIENCE, email, n))

@@ -57,12 +57,28 @@ class Azurite:
         self.ports = {name: _free_port() for name in self.ports}
         self.workdir = tempfile.mkdtemp(prefix="azurite-")  # the debug log and anything Azurite writes
         self.process = subprocess.Popen(  # noqa: S603 - fixed local binary
-            [str(self.binary), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck",
-             "--disableProductStyleUrl",
-             "--blobHost", "127.0.0.1", "--blobPort", str(self.ports["blob"]),
-             "--queueHost", "127.0.0.1", "--queuePort", str(self.ports["queue"]),
-             "--tableHost", "127.0.0.1", "--tablePort", str(self.ports["table"])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
+            [
+                str(self.binary),
+                "--silent",
+                "--inMemoryPersistence",
+                "--skipApiVersionCheck",
+                "--disableProductStyleUrl",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.ports["blob"]),
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                str(self.ports["queue"]),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(self.ports["table"]),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.workdir,
         )
         deadline = time.monotonic() + 30
         try:

@@ -83,8 +83,13 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, status: int, obj: Any, content_type: str = "application/json; charset=utf-8",
-             headers: dict[str, str] | None = None) -> Response:
+    def json(
+        cls,
+        status: int,
+        obj: Any,
+        content_type: str = "application/json; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         body = json.dumps(obj, separators=(",", ":")).encode()
         return cls(status, body, {"Content-Type": content_type, **(headers or {})})
 
@@ -181,8 +186,10 @@ class Faults:
         kinds = {str(k): float(v) for k, v in (spec.get("kinds") or {"503": 1}).items()}
         for kind in kinds:
             if not _FAULT_KIND.match(kind):
-                raise ValueError(f"unknown fault kind {kind!r}: use an HTTP status such as '429', "
-                                 "a status with a variant such as '429-empty', or 'slow'")
+                raise ValueError(
+                    f"unknown fault kind {kind!r}: use an HTTP status such as '429', "
+                    "a status with a variant such as '429-empty', or 'slow'"
+                )
         with self._lock:
             self.rate = rate
             self.kinds = kinds
@@ -317,8 +324,9 @@ class Emulator:
     def _admin_calls(self, request: Request) -> Response:
         with self.lock:
             calls = dict(self.calls)
-        return Response.json(200, {"calls": calls, "total": sum(calls.values()),
-                                   "faultsInjected": dict(self.faults.injected)})
+        return Response.json(
+            200, {"calls": calls, "total": sum(calls.values()), "faultsInjected": dict(self.faults.injected)}
+        )
 
     def _admin_reset_calls(self, request: Request) -> Response:
         with self.lock:
@@ -356,8 +364,9 @@ class Emulator:
         return Response.empty(204)
 
     def _admin_clock(self, request: Request) -> Response:
-        return Response.json(200, {"now": self.clock.now().isoformat(),
-                                   "offsetSeconds": self.clock.offset.total_seconds()})
+        return Response.json(
+            200, {"now": self.clock.now().isoformat(), "offsetSeconds": self.clock.offset.total_seconds()}
+        )
 
     def _admin_advance_clock(self, request: Request) -> Response:
         self.clock.advance(float(request.json().get("advanceSeconds", 0)))
@@ -371,8 +380,13 @@ def _logged(route: Route, request: Request) -> dict[str, Any]:
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
             body = request.body.decode("utf-8", "replace")
-    return {"method": request.method, "route": route.template, "path": request.path,
-            "query": request.query, "body": body}
+    return {
+        "method": request.method,
+        "route": route.template,
+        "path": request.path,
+        "query": request.query,
+        "body": body,
+    }
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -405,8 +419,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response = Response.json(500, {"error": f"emulator bug: {exc!r}"})
         head = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"]
         # as every real server does, on the emulator's own clock (which tests may move forward)
-        headers = {"Date": format_datetime(self.emulator.clock.now(), usegmt=True),
-                   "Content-Length": str(len(response.body)), **response.headers}
+        headers = {
+            "Date": format_datetime(self.emulator.clock.now(), usegmt=True),
+            "Content-Length": str(len(response.body)),
+            **response.headers,
+        }
         if response.status in (204, 304):
             headers.pop("Content-Length")
         head += [f"{k}: {v}" for k, v in headers.items()]
@@ -432,8 +449,9 @@ class EmulatorServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"{self.emulator.name}-emulator",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name=f"{self.emulator.name}-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -491,10 +509,12 @@ class AdminClient:
     def reset_calls(self) -> None:
         self._call("DELETE", "calls")
 
-    def faults(self, rate: float, kinds: dict[str, float] | None = None, seed: int = 0,
-               slow_seconds: float = 0.2) -> None:
-        self._call("POST", "faults", {"rate": rate, "kinds": kinds or {"503": 1}, "seed": seed,
-                                      "slowSeconds": slow_seconds})
+    def faults(
+        self, rate: float, kinds: dict[str, float] | None = None, seed: int = 0, slow_seconds: float = 0.2
+    ) -> None:
+        self._call(
+            "POST", "faults", {"rate": rate, "kinds": kinds or {"503": 1}, "seed": seed, "slowSeconds": slow_seconds}
+        )
 
     def fail_next(self, count: int, pattern: str = ".*", method: str | None = None, status: int = 503) -> None:
         self._call("POST", "faults/next", {"count": count, "pattern": pattern, "method": method, "status": status})

@@ -27,7 +27,8 @@ class EmulatorProcess:
 
     def start(self) -> EmulatorProcess:
         self.process = subprocess.Popen(  # noqa: S603 - our own module, same interpreter
-            [sys.executable, "-m", self.module, "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-m", self.module, "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
         if not line.startswith("listening on port "):

@@ -18,7 +18,7 @@ def start_sync(req: func.HttpRequest) -> func.HttpResponse:
         try:
             body = req.get_json()
         except ValueError:
-            return _json(400, {"error": "the body must be JSON, e.g. {\"link\": \"newsletter\"}"})
+            return _json(400, {"error": 'the body must be JSON, e.g. {"link": "newsletter"}'})
         link = body.get("link", link)
         full = bool(body.get("full", full))
     try:

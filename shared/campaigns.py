@@ -60,8 +60,19 @@ CAUSE_TOLERANCE = timedelta(minutes=10)  # the member's last_changed and the rep
 ACTIVITY_OVERLAP = timedelta(minutes=5)  # events Mailchimp records late are read again; rows count them once
 CAUSE_ATTEMPTS = 3  # passes that look for the audit row of a status change whose cause came late
 NAMESPACE = uuid.UUID("6f1d6c2e-5b0f-4c47-9a43-0c1b7e2f9d10")  # engagement and campaign row ids
-REPORT_FIELDS = ["id", "campaign_title", "subject_line", "list_id", "list_name", "emails_sent", "unsubscribed",
-                 "send_time", "bounces", "opens", "clicks"]
+REPORT_FIELDS = [
+    "id",
+    "campaign_title",
+    "subject_line",
+    "list_id",
+    "list_name",
+    "emails_sent",
+    "unsubscribed",
+    "send_time",
+    "bounces",
+    "opens",
+    "clicks",
+]
 
 
 def campaign_table(prefix: str) -> str:
@@ -82,58 +93,117 @@ def engagement_row_id(campaign_id: str, record_id: str) -> str:
 
 # ---- schema ---------------------------------------------------------------------------------------
 
+
 def provision_schema(dataverse: Any, prefix: str) -> list[str]:
     """The campaign and engagement tables, their columns, lookups and views; a line per thing created."""
     p = prefix
     campaign, engagement = campaign_table(p), engagement_table(p)
     done: list[str] = []
     tables = [
-        (schema.table_metadata(f"{p}_MailchimpCampaign", "Mailchimp Campaign", "Mailchimp Campaigns", f"{p}_Name",
-                               "Name", "A Mailchimp campaign sent to a linked audience, with its report totals"),
-         [schema.string_column(f"{p}_Subject", "Subject", 400),
-          schema.datetime_column(f"{p}_SendTime", "Send Time"),
-          schema.string_column(f"{p}_AudienceId", "Audience Id", 50),
-          schema.string_column(f"{p}_AudienceName", "Audience", 200),
-          schema.string_column(f"{p}_MailchimpId", "Mailchimp Id", 50),
-          schema.integer_column(f"{p}_Recipients", "Recipients"),
-          schema.integer_column(f"{p}_Opens", "Opens"),
-          schema.integer_column(f"{p}_UniqueOpens", "Unique Opens"),
-          schema.integer_column(f"{p}_Clicks", "Clicks"),
-          schema.integer_column(f"{p}_UniqueClicks", "Unique Clicks"),
-          schema.integer_column(f"{p}_Bounces", "Bounces"),
-          schema.integer_column(f"{p}_HardBounces", "Hard Bounces"),
-          schema.integer_column(f"{p}_Unsubscribes", "Unsubscribes"),
-          schema.datetime_column(f"{p}_TotalsRead", "Totals Read On")]),
-        (schema.table_metadata(f"{p}_EmailEngagement", "Email Engagement", "Email Engagements", f"{p}_Name", "Name",
-                               "What one contact, lead or account did with one Mailchimp campaign"),
-         [schema.boolean_column(f"{p}_Sent", "Sent"),
-          schema.integer_column(f"{p}_Opens", "Opens"),
-          schema.datetime_column(f"{p}_FirstOpen", "First Open"),
-          schema.datetime_column(f"{p}_LastOpen", "Last Open"),
-          schema.integer_column(f"{p}_Clicks", "Clicks"),
-          schema.string_column(f"{p}_LastClickedUrl", "Last Clicked URL", 2000),
-          schema.choice_column(f"{p}_BounceType", "Bounce Type", {BOUNCE_TYPES["hard"]: "Hard",
-                                                                  BOUNCE_TYPES["soft"]: "Soft"}),
-          schema.boolean_column(f"{p}_Unsubscribed", "Unsubscribed"),
-          schema.datetime_column(f"{p}_LastActivity", "Last Activity")]),
+        (
+            schema.table_metadata(
+                f"{p}_MailchimpCampaign",
+                "Mailchimp Campaign",
+                "Mailchimp Campaigns",
+                f"{p}_Name",
+                "Name",
+                "A Mailchimp campaign sent to a linked audience, with its report totals",
+            ),
+            [
+                schema.string_column(f"{p}_Subject", "Subject", 400),
+                schema.datetime_column(f"{p}_SendTime", "Send Time"),
+                schema.string_column(f"{p}_AudienceId", "Audience Id", 50),
+                schema.string_column(f"{p}_AudienceName", "Audience", 200),
+                schema.string_column(f"{p}_MailchimpId", "Mailchimp Id", 50),
+                schema.integer_column(f"{p}_Recipients", "Recipients"),
+                schema.integer_column(f"{p}_Opens", "Opens"),
+                schema.integer_column(f"{p}_UniqueOpens", "Unique Opens"),
+                schema.integer_column(f"{p}_Clicks", "Clicks"),
+                schema.integer_column(f"{p}_UniqueClicks", "Unique Clicks"),
+                schema.integer_column(f"{p}_Bounces", "Bounces"),
+                schema.integer_column(f"{p}_HardBounces", "Hard Bounces"),
+                schema.integer_column(f"{p}_Unsubscribes", "Unsubscribes"),
+                schema.datetime_column(f"{p}_TotalsRead", "Totals Read On"),
+            ],
+        ),
+        (
+            schema.table_metadata(
+                f"{p}_EmailEngagement",
+                "Email Engagement",
+                "Email Engagements",
+                f"{p}_Name",
+                "Name",
+                "What one contact, lead or account did with one Mailchimp campaign",
+            ),
+            [
+                schema.boolean_column(f"{p}_Sent", "Sent"),
+                schema.integer_column(f"{p}_Opens", "Opens"),
+                schema.datetime_column(f"{p}_FirstOpen", "First Open"),
+                schema.datetime_column(f"{p}_LastOpen", "Last Open"),
+                schema.integer_column(f"{p}_Clicks", "Clicks"),
+                schema.string_column(f"{p}_LastClickedUrl", "Last Clicked URL", 2000),
+                schema.choice_column(
+                    f"{p}_BounceType", "Bounce Type", {BOUNCE_TYPES["hard"]: "Hard", BOUNCE_TYPES["soft"]: "Soft"}
+                ),
+                schema.boolean_column(f"{p}_Unsubscribed", "Unsubscribed"),
+                schema.datetime_column(f"{p}_LastActivity", "Last Activity"),
+            ],
+        ),
     ]
     done += schema.ensure_tables(dataverse, tables)
-    lookups = [(campaign, f"{p}_Campaign", "Campaign", f"{p}_{campaign}_{engagement}"),
-               ("contact", f"{p}_Contact", "Contact", f"{p}_contact_{engagement}"),
-               ("lead", f"{p}_Lead", "Lead", f"{p}_lead_{engagement}"),
-               ("account", f"{p}_Account", "Account", f"{p}_account_{engagement}")]
+    lookups = [
+        (campaign, f"{p}_Campaign", "Campaign", f"{p}_{campaign}_{engagement}"),
+        ("contact", f"{p}_Contact", "Contact", f"{p}_contact_{engagement}"),
+        ("lead", f"{p}_Lead", "Lead", f"{p}_lead_{engagement}"),
+        ("account", f"{p}_Account", "Account", f"{p}_account_{engagement}"),
+    ]
     for referenced, lookup, display, relationship in lookups:
         # engagement belongs to its campaign and its person: deleting either deletes it (erasure requests too)
         if schema.ensure_lookup(dataverse, engagement, referenced, lookup, display, relationship, delete="Cascade"):
             done.append(f"created lookup {lookup.lower()} on {engagement}")
-    views = [(campaign, "Mailchimp campaigns by send time", _view(campaign, [
-                 f"{p}_name", f"{p}_sendtime", f"{p}_audiencename", f"{p}_recipients", f"{p}_uniqueopens",
-                 f"{p}_uniqueclicks", f"{p}_bounces", f"{p}_unsubscribes"], f"{p}_sendtime")),
-             (engagement, "Email engagement by last activity", _view(engagement, [
-                 f"{p}_name", f"{p}_campaign", f"{p}_contact", f"{p}_lead", f"{p}_account", f"{p}_opens",
-                 f"{p}_clicks", f"{p}_bouncetype", f"{p}_unsubscribed", f"{p}_lastactivity"], f"{p}_lastactivity"))]
-    created_views = [table for table, name, (fetch, layout) in views
-                     if schema.ensure_view(dataverse, table, name, fetch, layout)]
+    views = [
+        (
+            campaign,
+            "Mailchimp campaigns by send time",
+            _view(
+                campaign,
+                [
+                    f"{p}_name",
+                    f"{p}_sendtime",
+                    f"{p}_audiencename",
+                    f"{p}_recipients",
+                    f"{p}_uniqueopens",
+                    f"{p}_uniqueclicks",
+                    f"{p}_bounces",
+                    f"{p}_unsubscribes",
+                ],
+                f"{p}_sendtime",
+            ),
+        ),
+        (
+            engagement,
+            "Email engagement by last activity",
+            _view(
+                engagement,
+                [
+                    f"{p}_name",
+                    f"{p}_campaign",
+                    f"{p}_contact",
+                    f"{p}_lead",
+                    f"{p}_account",
+                    f"{p}_opens",
+                    f"{p}_clicks",
+                    f"{p}_bouncetype",
+                    f"{p}_unsubscribed",
+                    f"{p}_lastactivity",
+                ],
+                f"{p}_lastactivity",
+            ),
+        ),
+    ]
+    created_views = [
+        table for table, name, (fetch, layout) in views if schema.ensure_view(dataverse, table, name, fetch, layout)
+    ]
     if created_views:
         dataverse.publish(sorted(set(created_views)))
         done += [f"created view on {table}" for table in created_views]
@@ -143,17 +213,22 @@ def provision_schema(dataverse: Any, prefix: str) -> list[str]:
 def _view(table: str, columns: list[str], newest_first: str) -> tuple[str, str]:
     """FetchXML and grid layout of a view of the table's active rows, newest first."""
     attributes = "".join(f'<attribute name="{c}"/>' for c in columns)
-    fetch = (f'<fetch version="1.0" mapping="logical"><entity name="{table}">{attributes}'
-             f'<attribute name="{table}id"/><order attribute="{newest_first}" descending="true"/>'
-             '<filter type="and"><condition attribute="statecode" operator="eq" value="0"/></filter>'
-             '</entity></fetch>')
+    fetch = (
+        f'<fetch version="1.0" mapping="logical"><entity name="{table}">{attributes}'
+        f'<attribute name="{table}id"/><order attribute="{newest_first}" descending="true"/>'
+        '<filter type="and"><condition attribute="statecode" operator="eq" value="0"/></filter>'
+        "</entity></fetch>"
+    )
     cells = "".join(f'<cell name="{c}" width="150"/>' for c in columns)
-    layout = (f'<grid name="resultset" jump="{columns[0]}" select="1" icon="1" preview="1">'
-              f'<row name="result" id="{table}id">{cells}</row></grid>')
+    layout = (
+        f'<grid name="resultset" jump="{columns[0]}" select="1" icon="1" preview="1">'
+        f'<row name="result" id="{table}id">{cells}</row></grid>'
+    )
     return fetch, layout
 
 
 # ---- progress in Table Storage ---------------------------------------------------------------------
+
 
 @dataclass
 class Progress:
@@ -170,21 +245,35 @@ class Progress:
     closed: bool = False  # the last pass after the activity window: never read again
 
     def entity(self, link: str) -> dict[str, Any]:
-        return {"PartitionKey": link, "RowKey": f"campaign|{self.campaign_id}", "sent_to_read": self.sent_to_read,
-                "activity_since": self.activity_since.isoformat() if self.activity_since else "",
-                "activity_signature": self.activity_signature, "unsubscribes_seen": self.unsubscribes_seen,
-                "totals_written": self.totals_written, "summary_signature": self.summary_signature,
-                "passes": self.passes, "closed": self.closed}
+        return {
+            "PartitionKey": link,
+            "RowKey": f"campaign|{self.campaign_id}",
+            "sent_to_read": self.sent_to_read,
+            "activity_since": self.activity_since.isoformat() if self.activity_since else "",
+            "activity_signature": self.activity_signature,
+            "unsubscribes_seen": self.unsubscribes_seen,
+            "totals_written": self.totals_written,
+            "summary_signature": self.summary_signature,
+            "passes": self.passes,
+            "closed": self.closed,
+        }
 
     @classmethod
     def from_entity(cls, campaign_id: str, entity: dict[str, Any] | None) -> Progress:
         if not entity:
             return cls(campaign_id)
         since = entity.get("activity_since")
-        return cls(campaign_id, bool(entity.get("sent_to_read")), datetime.fromisoformat(since) if since else None,
-                   str(entity.get("activity_signature") or ""), int(entity.get("unsubscribes_seen") or 0),
-                   str(entity.get("totals_written") or ""), str(entity.get("summary_signature") or ""),
-                   int(entity.get("passes") or 0), bool(entity.get("closed")))
+        return cls(
+            campaign_id,
+            bool(entity.get("sent_to_read")),
+            datetime.fromisoformat(since) if since else None,
+            str(entity.get("activity_signature") or ""),
+            int(entity.get("unsubscribes_seen") or 0),
+            str(entity.get("totals_written") or ""),
+            str(entity.get("summary_signature") or ""),
+            int(entity.get("passes") or 0),
+            bool(entity.get("closed")),
+        )
 
 
 def _save(storage: Any, link: str, progress: Progress) -> None:
@@ -192,16 +281,18 @@ def _save(storage: Any, link: str, progress: Progress) -> None:
 
 
 def _progress_rows(storage: Any, link: str) -> dict[str, Progress]:
-    rows = storage.query(SYNC_STATE, "PartitionKey eq @p and RowKey ge 'campaign|' and RowKey lt 'campaign}'",
-                         {"p": link})
-    return {row["RowKey"].split("|", 1)[1]: Progress.from_entity(row["RowKey"].split("|", 1)[1], row)
-            for row in rows}
+    rows = storage.query(
+        SYNC_STATE, "PartitionKey eq @p and RowKey ge 'campaign|' and RowKey lt 'campaign}'", {"p": link}
+    )
+    return {row["RowKey"].split("|", 1)[1]: Progress.from_entity(row["RowKey"].split("|", 1)[1], row) for row in rows}
 
 
 # ---- planning: which campaigns a run reads ----------------------------------------------------------
 
-def plan_campaigns(ctx: Any, link_name: str, run_id: str, *, quiet: bool = False,
-                   now: datetime | None = None) -> list[str]:
+
+def plan_campaigns(
+    ctx: Any, link_name: str, run_id: str, *, quiet: bool = False, now: datetime | None = None
+) -> list[str]:
     """Puts one sync-batches message per campaign of the link with work left; returns their batch ids.
 
     Listed: campaigns sent since the link's campaign watermark or inside the activity window. A campaign
@@ -223,8 +314,12 @@ def plan_campaigns(ctx: Any, link_name: str, run_id: str, *, quiet: bool = False
     try:
         listed = list(ctx.mailchimp.iter_campaigns(link.audience_id, min(watermark, window_start)))
     except MailchimpError as exc:  # the status sync goes on; the next run lists the campaigns again
-        log.warning("run %s of link %s: the campaigns could not be listed, their activity is read next run: %s",
-                    run_id, link_name, exc)
+        log.warning(
+            "run %s of link %s: the campaigns could not be listed, their activity is read next run: %s",
+            run_id,
+            link_name,
+            exc,
+        )
         return []
     for campaign in listed:
         campaign_id = str(campaign["id"])
@@ -237,20 +332,23 @@ def plan_campaigns(ctx: Any, link_name: str, run_id: str, *, quiet: bool = False
         elif quiet and known.passes and summary_signature(campaign.get("report_summary")) == known.summary_signature:
             continue  # nothing new to read; soft bounces alone wait for the next pass (at the latest the last)
         batch_id = f"campaign-{campaign_id}"
-        ctx.storage.send(BATCHES_QUEUE, {"kind": KIND, "link": link_name, "run": run_id, "batch": batch_id,
-                                         "campaign": campaign_id})
+        ctx.storage.send(
+            BATCHES_QUEUE, {"kind": KIND, "link": link_name, "run": run_id, "batch": batch_id, "campaign": campaign_id}
+        )
         batch_ids.append(batch_id)
     # since_send_time is exclusive: one second before the oldest campaign still to be closed
     since = min(open_before_window) - timedelta(seconds=1) if open_before_window else max(watermark, window_start)
     if since != watermark or not mark:
-        ctx.storage.table(SYNC_STATE).upsert_entity({"PartitionKey": link_name, "RowKey": "campaigns",
-                                                     "since": since.isoformat()}, mode=UpdateMode.REPLACE)
+        ctx.storage.table(SYNC_STATE).upsert_entity(
+            {"PartitionKey": link_name, "RowKey": "campaigns", "since": since.isoformat()}, mode=UpdateMode.REPLACE
+        )
     if batch_ids:
         log.info("run %s of link %s: %d campaign(s) to read", run_id, link_name, len(batch_ids))
     return batch_ids
 
 
 # ---- one pass over one campaign -------------------------------------------------------------------------
+
 
 @dataclass
 class _Pass:
@@ -278,16 +376,23 @@ class _Pass:
         if self.index is None:
             started = time.perf_counter()
             self.index = RecordIndex.load(self.ctx.storage, self.link.name)
-            log.info("link %s: %d mapped addresses loaded in %.1fs", self.link.name, len(self.index),
-                     time.perf_counter() - started)
+            log.info(
+                "link %s: %d mapped addresses loaded in %.1fs",
+                self.link.name,
+                len(self.index),
+                time.perf_counter() - started,
+            )
         return self.index
 
     def row(self, record_id: str, kind: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The upsert body of one engagement row: its lookups, name and the columns given."""
         p = self.prefix
-        body = {f"{p}_name": self.title[:200],
-                f"{p}_Campaign@odata.bind": f"/{self.campaign_set}({campaign_row_id(self.campaign_id)})",
-                f"{p}_{kind.capitalize()}@odata.bind": f"/{RECORD_SETS[kind]}({record_id})", **values}
+        body = {
+            f"{p}_name": self.title[:200],
+            f"{p}_Campaign@odata.bind": f"/{self.campaign_set}({campaign_row_id(self.campaign_id)})",
+            f"{p}_{kind.capitalize()}@odata.bind": f"/{RECORD_SETS[kind]}({record_id})",
+            **values,
+        }
         return engagement_row_id(self.campaign_id, record_id), body
 
 
@@ -300,12 +405,15 @@ def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[An
     progress = Progress.from_entity(campaign_id, ctx.storage.get(SYNC_STATE, link_name, f"campaign|{campaign_id}"))
     report = _campaign_report(ctx.mailchimp, campaign_id)
     read_at = ctx.mailchimp.last_server_time or datetime.now(UTC)
-    work = _Pass(ctx, link, run_id, campaign_id, str(report.get("campaign_title") or campaign_id),
-                 ctx.settings.dataverse_prefix)
+    work = _Pass(
+        ctx, link, run_id, campaign_id, str(report.get("campaign_title") or campaign_id), ctx.settings.dataverse_prefix
+    )
     work.counts["campaign_passes"] += 1
     if report.get("list_id") and report["list_id"] != link.audience_id:
-        raise ValueError(f"campaign {campaign_id} was sent to audience {report['list_id']}, not to the audience "
-                         f"{link.audience_id} of link {link_name} (SYNC_LINKS)")
+        raise ValueError(
+            f"campaign {campaign_id} was sent to audience {report['list_id']}, not to the audience "
+            f"{link.audience_id} of link {link_name} (SYNC_LINKS)"
+        )
     totals = _campaign_row(work, report, read_at)
     totals_signature = json.dumps({k: v for k, v in totals.items() if not k.endswith("_totalsread")}, sort_keys=True)
     writer = _Writer(work)
@@ -331,16 +439,25 @@ def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[An
     progress.closed = sent is not None and read_at >= sent + timedelta(days=ctx.settings.campaign_activity_days)
     progress.passes += 1
     progress.totals_written = totals_signature
-    progress.summary_signature = summary_signature({
-        "opens": (report.get("opens") or {}).get("opens_total"), "unique_opens": (report.get("opens") or {}).get(
-            "unique_opens"), "clicks": (report.get("clicks") or {}).get("clicks_total"),
-        "subscriber_clicks": (report.get("clicks") or {}).get("unique_subscriber_clicks")})
+    progress.summary_signature = summary_signature(
+        {
+            "opens": (report.get("opens") or {}).get("opens_total"),
+            "unique_opens": (report.get("opens") or {}).get("unique_opens"),
+            "clicks": (report.get("clicks") or {}).get("clicks_total"),
+            "subscriber_clicks": (report.get("clicks") or {}).get("unique_subscriber_clicks"),
+        }
+    )
     _save(ctx.storage, link_name, progress)
     _complete_causes(ctx.storage, link_name, work.counts)
     ctx.ledger.finish_batch(link_name, run_id, batch_id, "done", work.counts)
-    log.info("run %s of link %s: campaign %s read (%s)%s", run_id, link_name, campaign_id,
-             ", ".join(f"{k} {v}" for k, v in sorted(work.counts.items())), "; its window has closed"
-             if progress.closed else "")
+    log.info(
+        "run %s of link %s: campaign %s read (%s)%s",
+        run_id,
+        link_name,
+        campaign_id,
+        ", ".join(f"{k} {v}" for k, v in sorted(work.counts.items())),
+        "; its window has closed" if progress.closed else "",
+    )
     finalize(ctx, link_name, run_id)
     return BatchOutcome(batch_id, counts=work.counts)
 
@@ -353,8 +470,12 @@ def dead_letter_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[
     if ctx.ledger.batch_state(link, run_id, batch_id) == "done":
         return
     ctx.ledger.finish_batch(link, run_id, batch_id, "dead", Counter(dead_batches=1))
-    log.error("campaign %s of run %s for link %s was dead-lettered; the next run reads it again from its last "
-              "completed read", message["campaign"], run_id, link)
+    log.error(
+        "campaign %s of run %s for link %s was dead-lettered; the next run reads it again from its last completed read",
+        message["campaign"],
+        run_id,
+        link,
+    )
     telemetry.dead_lettered(link, batch_id, run_id=run_id)
     finalize(ctx, link, run_id)
 
@@ -372,8 +493,10 @@ def summary_signature(summary: dict[str, Any] | None) -> str:
 
 def activity_signature(report: dict[str, Any]) -> str:
     opens, clicks, bounces = report.get("opens") or {}, report.get("clicks") or {}, report.get("bounces") or {}
-    return (f"{opens.get('opens_total', 0)}/{clicks.get('clicks_total', 0)}/{bounces.get('hard_bounces', 0)}/"
-            f"{bounces.get('soft_bounces', 0)}")
+    return (
+        f"{opens.get('opens_total', 0)}/{clicks.get('clicks_total', 0)}/{bounces.get('hard_bounces', 0)}/"
+        f"{bounces.get('soft_bounces', 0)}"
+    )
 
 
 def _campaign_row(work: _Pass, report: dict[str, Any], read_at: datetime) -> dict[str, Any]:
@@ -381,16 +504,23 @@ def _campaign_row(work: _Pass, report: dict[str, Any], read_at: datetime) -> dic
     opens, clicks, bounces = report.get("opens") or {}, report.get("clicks") or {}, report.get("bounces") or {}
     hard, soft = int(bounces.get("hard_bounces") or 0), int(bounces.get("soft_bounces") or 0)
     sent = _time(report.get("send_time"))
-    return {f"{p}_name": work.title[:200], f"{p}_subject": str(report.get("subject_line") or "")[:400],
-            f"{p}_sendtime": _iso(sent), f"{p}_audienceid": work.link.audience_id,
-            f"{p}_audiencename": str(report.get("list_name") or "")[:200], f"{p}_mailchimpid": work.campaign_id,
-            f"{p}_recipients": int(report.get("emails_sent") or 0),
-            f"{p}_opens": int(opens.get("opens_total") or 0), f"{p}_uniqueopens": int(opens.get("unique_opens") or 0),
-            f"{p}_clicks": int(clicks.get("clicks_total") or 0),
-            f"{p}_uniqueclicks": int(clicks.get("unique_clicks") or 0),
-            f"{p}_bounces": hard + soft, f"{p}_hardbounces": hard,
-            f"{p}_unsubscribes": int(report.get("unsubscribed") or 0),
-            f"{p}_totalsread": _iso(read_at)}
+    return {
+        f"{p}_name": work.title[:200],
+        f"{p}_subject": str(report.get("subject_line") or "")[:400],
+        f"{p}_sendtime": _iso(sent),
+        f"{p}_audienceid": work.link.audience_id,
+        f"{p}_audiencename": str(report.get("list_name") or "")[:200],
+        f"{p}_mailchimpid": work.campaign_id,
+        f"{p}_recipients": int(report.get("emails_sent") or 0),
+        f"{p}_opens": int(opens.get("opens_total") or 0),
+        f"{p}_uniqueopens": int(opens.get("unique_opens") or 0),
+        f"{p}_clicks": int(clicks.get("clicks_total") or 0),
+        f"{p}_uniqueclicks": int(clicks.get("unique_clicks") or 0),
+        f"{p}_bounces": hard + soft,
+        f"{p}_hardbounces": hard,
+        f"{p}_unsubscribes": int(report.get("unsubscribed") or 0),
+        f"{p}_totalsread": _iso(read_at),
+    }
 
 
 def _sent_to_rows(work: _Pass, written: set[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -404,8 +534,11 @@ def _sent_to_rows(work: _Pass, written: set[bytes]) -> Iterator[tuple[str, dict[
             continue
         status = recipient.get("status") or "sent"
         for record_id, kind in index.get(member_hash):
-            yield work.row(record_id, kind, {f"{p}_sent": True, f"{p}_bouncetype": BOUNCE_TYPES.get(status),
-                                             f"{p}_opens": 0, f"{p}_clicks": 0})
+            yield work.row(
+                record_id,
+                kind,
+                {f"{p}_sent": True, f"{p}_bouncetype": BOUNCE_TYPES.get(status), f"{p}_opens": 0, f"{p}_clicks": 0},
+            )
 
 
 def _activity_rows(work: _Pass, since: datetime | None, written: set[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -425,18 +558,28 @@ def _activity_rows(work: _Pass, since: datetime | None, written: set[bytes]) -> 
         yield from _merge_page(work, page, index, since, written)
 
 
-def _merge_page(work: _Pass, page: list[tuple[str, list[dict[str, Any]]]], index: RecordIndex | None,
-                since: datetime | None, written: set[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _merge_page(
+    work: _Pass,
+    page: list[tuple[str, list[dict[str, Any]]]],
+    index: RecordIndex | None,
+    since: datetime | None,
+    written: set[bytes],
+) -> Iterator[tuple[str, dict[str, Any]]]:
     p = work.prefix
     if index is None and len(page) > FEW_MEMBERS:
         index = work.records()  # one partition read beats a point read per shard
-    mapped = index.subset(h for h, _ in page) if index is not None else RecordIndex.lookup(
-        work.ctx.identity, work.link.name, [h for h, _ in page])
-    targets = [(member_hash, events, record_id, kind) for member_hash, events in page
-               for record_id, kind in mapped.get(member_hash)]
+    mapped = (
+        index.subset(h for h, _ in page)
+        if index is not None
+        else RecordIndex.lookup(work.ctx.identity, work.link.name, [h for h, _ in page])
+    )
+    targets = [
+        (member_hash, events, record_id, kind)
+        for member_hash, events in page
+        for record_id, kind in mapped.get(member_hash)
+    ]
     work.counts["campaign_activity_unmapped"] += sum(1 for h, _ in page if not mapped.get(h))
-    current = {} if since is None else _current_rows(work, [engagement_row_id(work.campaign_id, t[2])
-                                                            for t in targets])
+    current = {} if since is None else _current_rows(work, [engagement_row_id(work.campaign_id, t[2]) for t in targets])
     causes: dict[str, dict[str, Any]] = {}
     for member_hash, events, record_id, kind in targets:
         row = current.get(engagement_row_id(work.campaign_id, record_id), {})
@@ -456,8 +599,10 @@ def _merge_page(work: _Pass, page: list[tuple[str, list[dict[str, Any]]]], index
 def _merge_events(p: str, row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The columns after adding the events newer than the row's last activity; None when there are none."""
     counted = _time(row.get(f"{p}_lastactivity"))
-    new = sorted((e for e in events if (at := _time(e.get("timestamp"))) is not None
-                  and (counted is None or at > counted)), key=lambda e: str(e.get("timestamp")))
+    new = sorted(
+        (e for e in events if (at := _time(e.get("timestamp"))) is not None and (counted is None or at > counted)),
+        key=lambda e: str(e.get("timestamp")),
+    )
     if not new:
         return None
     opens = [e for e in new if e.get("action") == "open"]
@@ -485,11 +630,13 @@ def _current_rows(work: _Pass, row_ids: list[str]) -> dict[str, dict[str, Any]]:
     p, table = work.prefix, engagement_table(work.prefix)
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(row_ids), READ_BY_ID):
-        values = "".join(f"<value>{row_id}</value>" for row_id in row_ids[start:start + READ_BY_ID])
-        fetch = (f'<fetch><entity name="{table}"><attribute name="{table}id"/><attribute name="{p}_opens"/>'
-                 f'<attribute name="{p}_clicks"/><attribute name="{p}_firstopen"/>'
-                 f'<attribute name="{p}_lastactivity"/><filter><condition attribute="{table}id" operator="in">'
-                 f'{values}</condition></filter></entity></fetch>')
+        values = "".join(f"<value>{row_id}</value>" for row_id in row_ids[start : start + READ_BY_ID])
+        fetch = (
+            f'<fetch><entity name="{table}"><attribute name="{table}id"/><attribute name="{p}_opens"/>'
+            f'<attribute name="{p}_clicks"/><attribute name="{p}_firstopen"/>'
+            f'<attribute name="{p}_lastactivity"/><filter><condition attribute="{table}id" operator="in">'
+            f"{values}</condition></filter></entity></fetch>"
+        )
         for page in work.ctx.dataverse.iter_fetchxml(work.engagement_set, fetch):
             work.counts["campaign_rows_read"] += len(page)
             found.update({str(row[f"{table}id"]).lower(): row for row in page})
@@ -535,8 +682,12 @@ class _Writer:
 
         work = self.work
         campaign_row = campaign_row_id(work.campaign_id)
-        operations = [BatchOperation("PATCH", f"{work.campaign_set if row_id == campaign_row else work.engagement_set}"
-                                              f"({row_id})", body) for row_id, body in items]
+        operations = [
+            BatchOperation(
+                "PATCH", f"{work.campaign_set if row_id == campaign_row else work.engagement_set}({row_id})", body
+            )
+            for row_id, body in items
+        ]
         results = work.ctx.dataverse.batch(operations)
         log.debug("campaign %s: $batch of %d rows written", work.campaign_id, len(operations))
         for (row_id, body), result, operation in zip(items, results, operations, strict=True):
@@ -552,6 +703,7 @@ class _Writer:
 
 
 # ---- the link's records by member hash ----------------------------------------------------------------
+
 
 class RecordIndex:
     """Member hash -> the link's records (id, kind), packed: 16 bytes per hash, 17 per record."""
@@ -588,12 +740,13 @@ class RecordIndex:
         data = self.packed.get(bytes.fromhex(member_hash)) if member_hash else None
         if not data:
             return []
-        return [(str(uuid.UUID(bytes=data[i + 1:i + 17])), KINDS_BY_CODE[data[i]]) for i in range(0, len(data), 17)]
+        return [(str(uuid.UUID(bytes=data[i + 1 : i + 17])), KINDS_BY_CODE[data[i]]) for i in range(0, len(data), 17)]
 
 
 def _pack(records: Iterable[Any]) -> bytes:
-    return b"".join(bytes([KIND_CODES[kind]]) + uuid.UUID(record_id).bytes for record_id, kind in records
-                    if kind in KIND_CODES)
+    return b"".join(
+        bytes([KIND_CODES[kind]]) + uuid.UUID(record_id).bytes for record_id, kind in records if kind in KIND_CODES
+    )
 
 
 def _hash_of(item: dict[str, Any]) -> str:
@@ -605,9 +758,16 @@ def _hash_of(item: dict[str, Any]) -> str:
 
 # ---- causes of status changes -----------------------------------------------------------------------------
 
+
 def _cause(work: _Pass, what: str, at: datetime | None) -> dict[str, Any]:
-    return {"campaign_id": work.campaign_id, "text": f"{what} in campaign {work.title} ({work.campaign_id})",
-            "at": _iso(at), "run_id": work.run_id, "pending": True, "attempts": 0}
+    return {
+        "campaign_id": work.campaign_id,
+        "text": f"{what} in campaign {work.title} ({work.campaign_id})",
+        "at": _iso(at),
+        "run_id": work.run_id,
+        "pending": True,
+        "attempts": 0,
+    }
 
 
 def _record_causes(work: _Pass, causes: dict[str, dict[str, Any]]) -> None:
@@ -616,9 +776,15 @@ def _record_causes(work: _Pass, causes: dict[str, dict[str, Any]]) -> None:
         return
     partition = f"{work.link.name}|causes"
     if work.known_causes is None:
-        work.known_causes = {row["RowKey"] for row in work.ctx.storage.query(
-            SYNC_STATE, "PartitionKey eq @p and campaign_id eq @c", {"p": partition, "c": work.campaign_id},
-            select=["RowKey"])}
+        work.known_causes = {
+            row["RowKey"]
+            for row in work.ctx.storage.query(
+                SYNC_STATE,
+                "PartitionKey eq @p and campaign_id eq @c",
+                {"p": partition, "c": work.campaign_id},
+                select=["RowKey"],
+            )
+        }
     new = {h: c for h, c in causes.items() if h not in work.known_causes}  # a cause read again is kept as it was
     work.ctx.storage.write(SYNC_STATE, [upsert({"PartitionKey": partition, "RowKey": h, **c}) for h, c in new.items()])
     work.known_causes |= set(new)
@@ -640,13 +806,16 @@ def audit_detail(storage: Any, link: str, run_id: str, planned: Any) -> str:
     if key not in _cause_cache:
         if len(_cause_cache) > 64:
             _cause_cache.clear()
-        _cause_cache[key] = {row["RowKey"]: dict(row) for row in storage.query(
-            SYNC_STATE, "PartitionKey eq @p and pending eq true", {"p": f"{link}|causes"})}
+        _cause_cache[key] = {
+            row["RowKey"]: dict(row)
+            for row in storage.query(SYNC_STATE, "PartitionKey eq @p and pending eq true", {"p": f"{link}|causes"})
+        }
     cause = _cause_cache[key].get(planned.member_hash)
     if cause is None or not _same_event(cause, planned.member_last_changed):
         return detail
-    storage.table(SYNC_STATE).upsert_entity({"PartitionKey": f"{link}|causes", "RowKey": planned.member_hash,
-                                             "pending": False}, mode=UpdateMode.MERGE)
+    storage.table(SYNC_STATE).upsert_entity(
+        {"PartitionKey": f"{link}|causes", "RowKey": planned.member_hash, "pending": False}, mode=UpdateMode.MERGE
+    )
     return _with_cause(detail, cause["text"])
 
 
@@ -666,33 +835,52 @@ def _complete_causes(storage: Any, link: str, counts: Counter[str]) -> None:
     from shared.ledger import run_started_at
 
     partition = f"{link}|causes"
-    pending = [dict(row) for row in storage.query(SYNC_STATE, "PartitionKey eq @p and pending eq true",
-                                                  {"p": partition})]
+    pending = [
+        dict(row) for row in storage.query(SYNC_STATE, "PartitionKey eq @p and pending eq true", {"p": partition})
+    ]
     done = []
     for cause in pending:
         member_hash, run_id = cause["RowKey"], str(cause.get("run_id") or "")
         found = False
         days = {run_started_at(run_id).date(), datetime.now(UTC).date()} if run_id else set()
         for day in sorted(days):
-            rows = storage.query(CONSENT_AUDIT, "PartitionKey eq @p and RowKey ge @a and RowKey lt @b", {
-                "p": f"{link}|{day:%Y%m%d}", "a": f"{run_id}|{member_hash}|", "b": f"{run_id}|{member_hash}|~"})
+            rows = storage.query(
+                CONSENT_AUDIT,
+                "PartitionKey eq @p and RowKey ge @a and RowKey lt @b",
+                {"p": f"{link}|{day:%Y%m%d}", "a": f"{run_id}|{member_hash}|", "b": f"{run_id}|{member_hash}|~"},
+            )
             for row in rows:
                 changed = _time(row.get("member_last_changed"))
                 if row.get("side") not in (None, "", "none") and _same_event(cause, changed):
-                    storage.table(CONSENT_AUDIT).upsert_entity({
-                        "PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
-                        "detail": _with_cause(str(row.get("detail") or ""), cause["text"])}, mode=UpdateMode.MERGE)
+                    storage.table(CONSENT_AUDIT).upsert_entity(
+                        {
+                            "PartitionKey": row["PartitionKey"],
+                            "RowKey": row["RowKey"],
+                            "detail": _with_cause(str(row.get("detail") or ""), cause["text"]),
+                        },
+                        mode=UpdateMode.MERGE,
+                    )
                     found = True
         attempts = int(cause.get("attempts") or 0) + 1
-        done.append((TransactionOperation.UPSERT, {"PartitionKey": partition, "RowKey": member_hash,
-                                                   "pending": not found and attempts < CAUSE_ATTEMPTS,
-                                                   "attempts": attempts}, {"mode": UpdateMode.MERGE}))
+        done.append(
+            (
+                TransactionOperation.UPSERT,
+                {
+                    "PartitionKey": partition,
+                    "RowKey": member_hash,
+                    "pending": not found and attempts < CAUSE_ATTEMPTS,
+                    "attempts": attempts,
+                },
+                {"mode": UpdateMode.MERGE},
+            )
+        )
         counts["campaign_causes_audited"] += found
     if done:
         storage.write(SYNC_STATE, done)
 
 
 # ---- values -------------------------------------------------------------------------------------------
+
 
 def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime):

@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     sync.add_argument("--link", help="only this link (a name from SYNC_LINKS)")
     sync.add_argument("--full", action="store_true", help="a full pass instead of deltas")
     sync.add_argument("--dry-run", action="store_true", help="print the planned changes; write nothing")
-    sync.add_argument("--retry-delay", type=float, default=None,
-                      help="seconds before a failed message is retried (default: host.json visibilityTimeout)")
+    sync.add_argument(
+        "--retry-delay",
+        type=float,
+        default=None,
+        help="seconds before a failed message is retried (default: host.json visibilityTimeout)",
+    )
     commands.add_parser("status", help="the latest runs per link with their counts")
     args = parser.parse_args(argv)
     try:
@@ -147,19 +151,25 @@ def describe_run(run: Any) -> str:
     counts = run.counts
     rules = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(counts.items()) if k.startswith("rule:"))
     skips = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(counts.items()) if k.startswith("skip:"))
-    text = (f"{run.started:%Y-%m-%d %H:%M:%S} {run.run_id} {run.status}{took}"
-            f"{' (full pass)' if run.full else ''}{' (dry run)' if run.dry_run else ''}: "
-            f"read {counts.get('mailchimp_read', 0)} members and {counts.get('dataverse_read', 0)} records; "
-            f"wrote {counts.get('mailchimp_writes', 0)} to Mailchimp and {counts.get('dynamics_writes', 0)} "
-            f"to Dynamics; {run.batches} batches")
+    text = (
+        f"{run.started:%Y-%m-%d %H:%M:%S} {run.run_id} {run.status}{took}"
+        f"{' (full pass)' if run.full else ''}{' (dry run)' if run.dry_run else ''}: "
+        f"read {counts.get('mailchimp_read', 0)} members and {counts.get('dataverse_read', 0)} records; "
+        f"wrote {counts.get('mailchimp_writes', 0)} to Mailchimp and {counts.get('dynamics_writes', 0)} "
+        f"to Dynamics; {run.batches} batches"
+    )
     if run.dead_batches:
         text += f", {run.dead_batches} dead-lettered"
     if counts.get("preference_mailchimp_writes") or counts.get("preference_dynamics_writes"):
-        text += (f"; preferences: {counts.get('preference_mailchimp_writes', 0)} members written in Mailchimp, "
-                 f"{counts.get('preference_dynamics_writes', 0)} changes in Dynamics")
+        text += (
+            f"; preferences: {counts.get('preference_mailchimp_writes', 0)} members written in Mailchimp, "
+            f"{counts.get('preference_dynamics_writes', 0)} changes in Dynamics"
+        )
     if counts.get("campaign_passes"):
-        text += (f"; campaigns: {counts['campaign_passes']} read, "
-                 f"{counts.get('campaign_engagements_written', 0)} engagement rows written")
+        text += (
+            f"; campaigns: {counts['campaign_passes']} read, "
+            f"{counts.get('campaign_engagements_written', 0)} engagement rows written"
+        )
     if rules:
         text += f"; rules: {rules}"
     if skips:
@@ -169,9 +179,16 @@ def describe_run(run: Any) -> str:
     return text
 
 
-def run_sync(ctx: engine.Context, out: TextIO, *, link: str | None = None, full: bool = False,
-             dry_run: bool = False, rules: QueueRules | None = None,
-             progress: Callable[[str], None] | None = None) -> int:
+def run_sync(
+    ctx: engine.Context,
+    out: TextIO,
+    *,
+    link: str | None = None,
+    full: bool = False,
+    dry_run: bool = False,
+    rules: QueueRules | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> int:
     rules = rules or QueueRules.from_host_json()
     ctx.storage.ensure()
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -201,8 +218,11 @@ def run_sync(ctx: engine.Context, out: TextIO, *, link: str | None = None, full:
         if run.status == "failed":
             exit_code = max(exit_code, 1)
         if run.dead_batches:
-            print(f"{item.link}: {run.dead_batches} batch(es) were dead-lettered; their members are retried by the "
-                  f"next run (see the sync-batches-poison queue)", file=out)
+            print(
+                f"{item.link}: {run.dead_batches} batch(es) were dead-lettered; their members are retried by the "
+                f"next run (see the sync-batches-poison queue)",
+                file=out,
+            )
             exit_code = max(exit_code, 1)
     return exit_code
 
@@ -210,15 +230,21 @@ def run_sync(ctx: engine.Context, out: TextIO, *, link: str | None = None, full:
 def describe_change(change: dict[str, Any]) -> str:
     parts = []
     if change.get("mailchimp_new"):
-        parts.append(f"set member {change['member_hash']} from {change['mailchimp_old']} to {change['mailchimp_new']} "
-                     f"in Mailchimp")
+        parts.append(
+            f"set member {change['member_hash']} from {change['mailchimp_old']} to {change['mailchimp_new']} "
+            f"in Mailchimp"
+        )
     if change.get("dynamics_new"):
         parts.append(f"write {change['dynamics_new']} on {len(change['record_ids'])} record(s) in Dynamics")
     return f"{' and '.join(parts) or 'change nothing'} ({change['rule']})"
 
 
-def drain(ctx: engine.Context, handlers: dict[str, Callable[[dict[str, Any], int], Any]], rules: QueueRules,
-          say: Callable[[str], None]) -> None:
+def drain(
+    ctx: engine.Context,
+    handlers: dict[str, Callable[[dict[str, Any], int], Any]],
+    rules: QueueRules,
+    say: Callable[[str], None],
+) -> None:
     """Handles messages as the Functions host does until every queue is empty: failures become visible again
     after the visibility timeout, and a message failing maxDequeueCount times moves to its poison queue."""
     handled: Counter[str] = Counter()
@@ -235,13 +261,18 @@ def drain(ctx: engine.Context, handlers: dict[str, Callable[[dict[str, Any], int
                     if message.dequeue_count >= rules.max_dequeue_count and not queue.endswith("-poison"):
                         ctx.storage.send(poison(queue), body)
                         ctx.storage.delete(queue, message)
-                        say(f"{queue}: message moved to {poison(queue)} after {message.dequeue_count} attempts "
-                            f"({type(exc).__name__}: {str(exc)[:200]})")
+                        say(
+                            f"{queue}: message moved to {poison(queue)} after {message.dequeue_count} attempts "
+                            f"({type(exc).__name__}: {str(exc)[:200]})"
+                        )
                     else:
                         ctx.storage.queue(queue).update_message(
-                            message, visibility_timeout=int(rules.visibility_timeout))
-                        say(f"{queue}: attempt {message.dequeue_count} failed ({type(exc).__name__}: "
-                            f"{str(exc)[:200]}); retrying")
+                            message, visibility_timeout=int(rules.visibility_timeout)
+                        )
+                        say(
+                            f"{queue}: attempt {message.dequeue_count} failed ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); retrying"
+                        )
                     continue
                 ctx.storage.delete(queue, message)
                 handled[queue] += 1

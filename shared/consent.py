@@ -236,11 +236,15 @@ def decide(member: Member | None, records: Sequence[Record], base: Base | None, 
     """
     group = _survey(member, records)
     if member is not None and member.status not in SUBSCRIBER_STATUS_CODES:
-        raise ValueError(f"member {member_hash(member.email)} has status {member.status!r}, which the consent "
-                         "rules do not know; nothing was decided for it")
+        raise ValueError(
+            f"member {member_hash(member.email)} has status {member.status!r}, which the consent "
+            "rules do not know; nothing was decided for it"
+        )
     if base is not None and base.member_status is not None and base.member_status not in SUBSCRIBER_STATUS_CODES:
-        raise ValueError(f"the stored base holds status {base.member_status!r}, which the consent rules do not know; "
-                         "remove that stored base so the next run meets both sides afresh")
+        raise ValueError(
+            f"the stored base holds status {base.member_status!r}, which the consent rules do not know; "
+            "remove that stored base so the next run meets both sides afresh"
+        )
 
     if not group.syncable:
         # Keep the base: a record that becomes syncable later is then judged against what was agreed.
@@ -254,8 +258,13 @@ def decide(member: Member | None, records: Sequence[Record], base: Base | None, 
     # an unsubscribe and a re-subscription between two runs leave the status as it was, but not the opt-in time
     mailchimp_changed = status_now != base.member_status or _opted_in_since(member, base)
     dynamics_changed = group.opted_out != base.opted_out or bool(group.opted_out_ids - base.opted_out_records)
-    if (mailchimp_changed and status_now == "subscribed" and group.opted_out and _records_changed_since(base, group)
-            and not _resubscribed_after(member, group)):
+    if (
+        mailchimp_changed
+        and status_now == "subscribed"
+        and group.opted_out
+        and _records_changed_since(base, group)
+        and not _resubscribed_after(member, group)
+    ):
         # A record changed after the re-subscription: an opt-out the base cannot show (out, in, out again).
         dynamics_changed = True
     if mailchimp_changed and dynamics_changed:
@@ -267,8 +276,9 @@ def decide(member: Member | None, records: Sequence[Record], base: Base | None, 
     if _disagree(status_now, group.opted_out):
         # The base matches neither side (a lost write, a restored backup): no agreement to build on.
         return _opt_out_wins("stale-base-opt-out-wins", member, status_now, group, base)
-    new_base = base if base.opted_out_records == group.opted_out_ids else \
-        replace(base, opted_out_records=group.opted_out_ids)  # an opt-in that left D unchanged
+    new_base = (
+        base if base.opted_out_records == group.opted_out_ids else replace(base, opted_out_records=group.opted_out_ids)
+    )  # an opt-in that left D unchanged
     return Decision("no-change", None, (), group.skipped, new_base)
 
 
@@ -296,8 +306,10 @@ def _survey(member: Member | None, records: Sequence[Record]) -> _Group:
             skipped.append((record.record_id, "inactive" if not record.active else "read-only"))
         frozen_opt_out = frozen_opt_out or record.opted_out
     if len(hashes) > 1:
-        raise ValueError(f"one consent group must hold one address, got member hashes {sorted(hashes)}; "
-                         "group records by normalize_email before deciding")
+        raise ValueError(
+            f"one consent group must hold one address, got member hashes {sorted(hashes)}; "
+            "group records by normalize_email before deciding"
+        )
     return _Group(tuple(syncable), tuple(skipped), frozen_opt_out)
 
 
@@ -332,14 +344,14 @@ def _mailchimp_changed(member: Member | None, status_now: str, group: _Group, ba
     return _conclude("mailchimp-changed", member, group, base, status_after=status_now, opt_out_target=target)
 
 
-def _dynamics_changed(member: Member | None, status_now: str, group: _Group, base: Base,
-                      policy: Policy) -> Decision:
+def _dynamics_changed(member: Member | None, status_now: str, group: _Group, base: Base, policy: Policy) -> Decision:
     """Rule 3."""
     if group.opted_out:
         if status_now in CONSENTING_STATUSES:
             unsubscribe = MailchimpWrite("set_status", "unsubscribed")
-            return _conclude("dynamics-opt-out", member, group, base, status_after="unsubscribed",
-                             mailchimp=unsubscribe)
+            return _conclude(
+                "dynamics-opt-out", member, group, base, status_after="unsubscribed", mailchimp=unsubscribe
+            )
         return _conclude("dynamics-opt-out", member, group, base, status_after=status_now)
     if status_now in CONSENTING_STATUSES:
         return _conclude("dynamics-opt-in", member, group, base, status_after=status_now)
@@ -358,13 +370,13 @@ def _both_changed(member: Member | None, status_now: str, group: _Group, base: B
     if (status_now in OPTED_OUT_STATUSES) == group.opted_out:
         return _conclude("both-changed-agree", member, group, base, status_after=status_now)
     if group.opted_out and status_now == "subscribed" and _resubscribed_after(member, group):
-        return _conclude("both-changed-mailchimp-newer", member, group, base, status_after=status_now,
-                         opt_out_target=False)
+        return _conclude(
+            "both-changed-mailchimp-newer", member, group, base, status_after=status_now, opt_out_target=False
+        )
     return _opt_out_wins("both-changed-opt-out-wins", member, status_now, group, base)
 
 
-def _refuse_resubscribe(member: Member | None, status_now: str, group: _Group, base: Base,
-                        policy: Policy) -> Decision:
+def _refuse_resubscribe(member: Member | None, status_now: str, group: _Group, base: Base, policy: Policy) -> Decision:
     """Rule 3, a Dynamics opt-in while Mailchimp holds an opt-out: never subscribed."""
     if policy.resubscribe == "confirm" and status_now == "unsubscribed":
         pending = MailchimpWrite("set_status", "pending")  # the person's own click is what subscribes them
@@ -394,8 +406,16 @@ def _opt_out_wins(rule: str, member: Member | None, status_now: str, group: _Gro
     return _conclude(rule, member, group, base, status_after=status_now, opt_out_target=True)
 
 
-def _conclude(rule: str, member: Member | None, group: _Group, base: Base | None, *, status_after: str | None,
-              mailchimp: MailchimpWrite | None = None, opt_out_target: bool | None = None) -> Decision:
+def _conclude(
+    rule: str,
+    member: Member | None,
+    group: _Group,
+    base: Base | None,
+    *,
+    status_after: str | None,
+    mailchimp: MailchimpWrite | None = None,
+    opt_out_target: bool | None = None,
+) -> Decision:
     """Build the record writes and the base both sides will agree on once the writes succeed."""
     # The column follows the member whenever its status differs from the agreed one, or was never agreed.
     column_due = base is None or base.member_status is None or status_after != base.member_status
@@ -409,8 +429,13 @@ def _conclude(rule: str, member: Member | None, group: _Group, base: Base | None
         if record.opted_out if opted_out is None else opted_out:
             opted_out_after.add(record.record_id)
     last_changed = member.last_changed if member else (base.member_last_changed if base else None)
-    new_base = Base(member_status=status_after, opted_out=bool(opted_out_after), member_last_changed=last_changed,
-                    records_modifiedon=group.newest_modifiedon, opted_out_records=frozenset(opted_out_after))
+    new_base = Base(
+        member_status=status_after,
+        opted_out=bool(opted_out_after),
+        member_last_changed=last_changed,
+        records_modifiedon=group.newest_modifiedon,
+        opted_out_records=frozenset(opted_out_after),
+    )
     return Decision(rule, mailchimp, tuple(writes), group.skipped, new_base)
 
 
@@ -433,8 +458,13 @@ def _resubscribed_after(member: Member | None, group: _Group) -> bool:
 
 def _opted_in_since(member: Member | None, base: Base) -> bool:
     """The member subscribed again after the base was agreed, even if the status reads the same."""
-    return (member is not None and member.status == "subscribed" and member.opted_in is not None
-            and base.member_last_changed is not None and _utc(member.opted_in) > _utc(base.member_last_changed))
+    return (
+        member is not None
+        and member.status == "subscribed"
+        and member.opted_in is not None
+        and base.member_last_changed is not None
+        and _utc(member.opted_in) > _utc(base.member_last_changed)
+    )
 
 
 def _disagree(status: str, opted_out: bool) -> bool:

@@ -59,8 +59,9 @@ TRANSIENT_STATUSES = frozenset({502, 504})
 BACKOFF_CAP_SECONDS = 60.0
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 EXPIRED_DELTA_CODE = "0x80044352"
-FETCH_ANNOTATIONS = ('odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,'
-                     'Microsoft.Dynamics.CRM.morerecords"')
+FETCH_ANNOTATIONS = (
+    'odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords"'
+)
 
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
@@ -145,8 +146,13 @@ class BatchResult:
         if self.ok:
             return None
         code, message = _error_fields(self.body, self.status)
-        return DataverseError(self.status, code, message, method=operation.method if operation else "",
-                              path=operation.url_path if operation else "")
+        return DataverseError(
+            self.status,
+            code,
+            message,
+            method=operation.method if operation else "",
+            path=operation.url_path if operation else "",
+        )
 
 
 class DataverseSettings(Protocol):
@@ -175,8 +181,10 @@ def environment_url(url: str) -> str:
     parts = urlsplit((url or "").strip())
     host = parts.hostname or ""
     if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and host in LOOPBACK_HOSTS)):
-        raise ValueError("DATAVERSE_URL must be the environment's https URL, e.g. https://contoso.crm4.dynamics.com, "
-                         f"or http://127.0.0.1:<port> for the local emulator; got {url!r}")
+        raise ValueError(
+            "DATAVERSE_URL must be the environment's https URL, e.g. https://contoso.crm4.dynamics.com, "
+            f"or http://127.0.0.1:<port> for the local emulator; got {url!r}"
+        )
     path = parts.path.rstrip("/")
     if path.lower().endswith(API_PATH):
         path = path[: -len(API_PATH)]
@@ -214,9 +222,17 @@ def _retry_after(response: requests.Response) -> float | None:
 class Dataverse:
     """A Dataverse Web API client for one environment."""
 
-    def __init__(self, url: str, *, credential: Any = None, client_id: str | None = None, max_attempts: int = 6,
-                 timeout: float = 120, page_size: int = MAX_PAGE_SIZE,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        credential: Any = None,
+        client_id: str | None = None,
+        max_attempts: int = 6,
+        timeout: float = 120,
+        page_size: int = MAX_PAGE_SIZE,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.org_url = environment_url(url)
         self.api = self.org_url + API_PATH
         self.max_attempts = max(1, max_attempts)
@@ -234,8 +250,7 @@ class Dataverse:
         if credential is not None:
             self._token = _TokenSource(credential, f"{self.org_url}/.default")
         self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/json", "OData-MaxVersion": "4.0",
-                                     "OData-Version": "4.0"})
+        self.session.headers.update({"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
 
     @classmethod
     def from_settings(cls, settings: DataverseSettings) -> Dataverse:
@@ -245,9 +260,17 @@ class Dataverse:
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.api}/{path.lstrip('/')}"
 
-    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None,
-                 data: bytes | None = None, headers: dict[str, str] | None = None,
-                 multipart_errors: bool = False) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        multipart_errors: bool = False,
+    ) -> requests.Response:
         url = self._url(path)
         if params:
             url += ("&" if "?" in url else "?") + _query(params)
@@ -271,8 +294,13 @@ class Dataverse:
                 # a POST that timed out while waiting for the answer may have been applied: not sent twice
                 unsure = method == "POST" and isinstance(exc, requests.ReadTimeout)
                 if attempt >= self.max_attempts or unsure:
-                    raise DataverseError(0, "", f"could not reach DATAVERSE_URL {self.org_url} "
-                                                f"({exc.__class__.__name__})", method=method, path=where) from exc
+                    raise DataverseError(
+                        0,
+                        "",
+                        f"could not reach DATAVERSE_URL {self.org_url} ({exc.__class__.__name__})",
+                        method=method,
+                        path=where,
+                    ) from exc
                 self._wait(None, attempt, method, where, exc.__class__.__name__)
                 continue
             status = response.status_code
@@ -295,8 +323,15 @@ class Dataverse:
             delay = retry_after + random.uniform(0, min(1.0, retry_after * 0.2))
         else:
             delay = min(BACKOFF_CAP_SECONDS, 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        log.warning("dataverse %s %s: %s, retrying in %.2fs (attempt %d of %d)", method, redact(where), reason, delay,
-                    attempt + 1, self.max_attempts)
+        log.warning(
+            "dataverse %s %s: %s, retrying in %.2fs (attempt %d of %d)",
+            method,
+            redact(where),
+            reason,
+            delay,
+            attempt + 1,
+            self.max_attempts,
+        )
         if self.on_throttle is not None and (reason == "429" or "throttled" in reason):
             self.on_throttle(delay)
         self._sleep(delay)
@@ -323,9 +358,16 @@ class Dataverse:
     def get(self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict:
         return self._json(self._request("GET", path, params=params, headers=headers))
 
-    def iter_pages(self, path: str, *, select: Sequence[str] | str | None = None, filter: str | None = None,  # noqa: A002
-                   orderby: str | None = None, page_size: int | None = None,
-                   track_changes: bool = False) -> Iterator[list[dict[str, Any]]]:
+    def iter_pages(
+        self,
+        path: str,
+        *,
+        select: Sequence[str] | str | None = None,
+        filter: str | None = None,  # noqa: A002
+        orderby: str | None = None,
+        page_size: int | None = None,
+        track_changes: bool = False,
+    ) -> Iterator[list[dict[str, Any]]]:
         """Pages of a collection, following ``@odata.nextLink``; afterwards ``last_delta_link`` holds the
         ``@odata.deltaLink`` of a change-tracking read (None otherwise)."""
         params: dict[str, str] = {}
@@ -366,8 +408,9 @@ class Dataverse:
             if not url:
                 self.last_delta_link = body.get("@odata.deltaLink")
 
-    def iter_fetchxml(self, entity_set: str, fetch_xml: str,
-                      page_size: int = MAX_PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
+    def iter_fetchxml(
+        self, entity_set: str, fetch_xml: str, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[list[dict[str, Any]]]:
         """Pages of a FetchXML query (null columns are absent from FetchXML rows)."""
         root = ElementTree.fromstring(fetch_xml)  # noqa: S314 - FetchXML the product built or Dataverse stores
         paged = root.get("top") is None
@@ -395,8 +438,10 @@ class Dataverse:
         query = _query({"fetchXml": fetch_xml})
         if len(f"{self.api}/{entity_set}?{query}") <= GET_URL_LIMIT:
             return self.get(f"{entity_set}?{query}", headers={"Prefer": FETCH_ANNOTATIONS})
-        result = self.batch([BatchOperation("GET", f"{entity_set}?{query}", headers={"Prefer": FETCH_ANNOTATIONS})],
-                            continue_on_error=False)[0]
+        result = self.batch(
+            [BatchOperation("GET", f"{entity_set}?{query}", headers={"Prefer": FETCH_ANNOTATIONS})],
+            continue_on_error=False,
+        )[0]
         if not result.ok:
             raise result.error(BatchOperation("GET", entity_set))  # type: ignore[misc]
         return result.body or {}
@@ -407,8 +452,9 @@ class Dataverse:
         response = self._request("POST", entity_set, body=body)
         found = _ENTITY_ID.search(response.headers.get("OData-EntityId", ""))
         if found is None:
-            raise DataverseError(response.status_code, "", "the create answer has no OData-EntityId",
-                                 method="POST", path=entity_set)
+            raise DataverseError(
+                response.status_code, "", "the create answer has no OData-EntityId", method="POST", path=entity_set
+            )
         return found.group(1).lower()
 
     def update(self, entity_set: str, id: str, changes: dict[str, Any], *, if_match: str | None = "*") -> None:  # noqa: A002
@@ -422,8 +468,9 @@ class Dataverse:
         self._request("DELETE", f"{entity_set}({id})", headers=headers)
 
     # ---- $batch ----------------------------------------------------------------------------------------
-    def batch(self, operations: Sequence[BatchOperation], *, atomic: bool = False,
-              continue_on_error: bool = True) -> list[BatchResult]:
+    def batch(
+        self, operations: Sequence[BatchOperation], *, atomic: bool = False, continue_on_error: bool = True
+    ) -> list[BatchResult]:
         """Runs the operations in ``$batch`` requests of at most 1,000 and returns one result each, in order.
         ``atomic`` puts them in one change set (all or nothing; at most 1,000, no GET)."""
         if atomic and len(operations) > BATCH_LIMIT:
@@ -432,11 +479,12 @@ class Dataverse:
             raise ValueError("GET requests cannot be part of an atomic change set")
         results: list[BatchResult] = []
         for start in range(0, len(operations), BATCH_LIMIT):
-            results.extend(self._batch_chunk(list(operations[start:start + BATCH_LIMIT]), atomic, continue_on_error))
+            results.extend(self._batch_chunk(list(operations[start : start + BATCH_LIMIT]), atomic, continue_on_error))
         return results
 
-    def _batch_chunk(self, operations: list[BatchOperation], atomic: bool,
-                     continue_on_error: bool) -> list[BatchResult]:
+    def _batch_chunk(
+        self, operations: list[BatchOperation], atomic: bool, continue_on_error: bool
+    ) -> list[BatchResult]:
         results: list[BatchResult | None] = [None] * len(operations)
         pending = list(range(len(operations)))
         for attempt in range(1, self.max_attempts + 1):
@@ -455,15 +503,15 @@ class Dataverse:
             pending = throttled
         return [r for r in results if r is not None]
 
-    def _send_batch(self, operations: list[BatchOperation], atomic: bool,
-                    continue_on_error: bool) -> list[BatchResult]:
+    def _send_batch(self, operations: list[BatchOperation], atomic: bool, continue_on_error: bool) -> list[BatchResult]:
         boundary = f"batch_{uuid.uuid4()}"
         changeset = f"changeset_{uuid.uuid4()}"
         parts = [self._batch_part(op, atomic) for op in operations]
         if atomic:
             inner = "".join(f"--{changeset}\r\n{part}\r\n" for part in parts) + f"--{changeset}--\r\n"
-            payload = (f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
-                       f"{inner}--{boundary}--\r\n")
+            payload = (
+                f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n{inner}--{boundary}--\r\n"
+            )
         else:
             payload = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts) + f"--{boundary}--\r\n"
         headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
@@ -477,8 +525,9 @@ class Dataverse:
         lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
         if operation.content_id is not None:
             lines.append(f"Content-ID: {operation.content_id}")
-        target = operation.url_path if operation.url_path.startswith("$") else \
-            f"{API_PATH}/{operation.url_path.lstrip('/')}"
+        target = (
+            operation.url_path if operation.url_path.startswith("$") else f"{API_PATH}/{operation.url_path.lstrip('/')}"
+        )
         lines += ["", f"{operation.method.upper()} {target} HTTP/1.1"]
         headers = dict(operation.headers or {})
         if operation.body is not None:
@@ -502,22 +551,37 @@ class Dataverse:
             raise ValueError(f"member type code must be 1 (account), 2 (contact) or 4 (lead), got {member_type_code}")
         logical, key = MEMBER_TYPES[member_type_code]
         for start in range(0, len(ids), BATCH_LIMIT):
-            members = [{"@odata.type": f"Microsoft.Dynamics.CRM.{logical}", key: member_id}
-                       for member_id in ids[start:start + BATCH_LIMIT]]
-            self._request("POST", "AddListMembersList", body={
-                "List": {"@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list_id}, "Members": members})
+            members = [
+                {"@odata.type": f"Microsoft.Dynamics.CRM.{logical}", key: member_id}
+                for member_id in ids[start : start + BATCH_LIMIT]
+            ]
+            self._request(
+                "POST",
+                "AddListMembersList",
+                body={"List": {"@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list_id}, "Members": members},
+            )
 
     # ---- metadata ------------------------------------------------------------------------------------------
-    def entity_definition(self, logical_name: str, select: Sequence[str] = (
-            "LogicalName", "EntitySetName", "PrimaryIdAttribute", "ChangeTrackingEnabled")) -> dict | None:
+    def entity_definition(
+        self,
+        logical_name: str,
+        select: Sequence[str] = ("LogicalName", "EntitySetName", "PrimaryIdAttribute", "ChangeTrackingEnabled"),
+    ) -> dict | None:
         """The table's definition, or None when there is no such table."""
         return self._definition(f"EntityDefinitions(LogicalName='{logical_name}')", select)
 
-    def attribute_definition(self, entity_logical_name: str, attribute_logical_name: str,
-                             select: Sequence[str] = ("LogicalName", "AttributeType")) -> dict | None:
+    def attribute_definition(
+        self,
+        entity_logical_name: str,
+        attribute_logical_name: str,
+        select: Sequence[str] = ("LogicalName", "AttributeType"),
+    ) -> dict | None:
         """A column's definition, or None when the table has no such column."""
-        return self._definition(f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes(LogicalName="
-                                    f"'{attribute_logical_name}')", select)
+        return self._definition(
+            f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes(LogicalName="
+            f"'{attribute_logical_name}')",
+            select,
+        )
 
     def _definition(self, path: str, select: Sequence[str]) -> dict | None:
         try:
@@ -527,18 +591,26 @@ class Dataverse:
                 return None
             raise
 
-    def create_attribute(self, entity_logical_name: str, attribute_metadata: dict[str, Any], *,
-                         solution: str | None = None) -> None:
+    def create_attribute(
+        self, entity_logical_name: str, attribute_metadata: dict[str, Any], *, solution: str | None = None
+    ) -> None:
         headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
-        self._request("POST", f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes",
-                      body=attribute_metadata, headers=headers)
+        self._request(
+            "POST",
+            f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes",
+            body=attribute_metadata,
+            headers=headers,
+        )
 
     def create_entity(self, metadata: dict[str, Any], *, solution: str | None = None) -> None:
         headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
         self._request("POST", "EntityDefinitions", body=metadata, headers=headers)
 
-    def relationship_definition(self, schema_name: str, select: Sequence[str] = (
-            "SchemaName", "ReferencedEntity", "ReferencingEntity", "ReferencingAttribute")) -> dict | None:
+    def relationship_definition(
+        self,
+        schema_name: str,
+        select: Sequence[str] = ("SchemaName", "ReferencedEntity", "ReferencingEntity", "ReferencingAttribute"),
+    ) -> dict | None:
         """A relationship's definition, or None when there is no relationship of that SchemaName."""
         return self._definition(f"RelationshipDefinitions(SchemaName='{schema_name}')", select)
 
@@ -550,8 +622,11 @@ class Dataverse:
     def publish(self, entity_logical_names: Sequence[str]) -> None:
         """Publishes the customizations (views, forms) of these tables only."""
         entities = "".join(f"<entity>{name}</entity>" for name in entity_logical_names)
-        self._request("POST", "PublishXml",
-                      body={"ParameterXml": f"<importexportxml><entities>{entities}</entities></importexportxml>"})
+        self._request(
+            "POST",
+            "PublishXml",
+            body={"ParameterXml": f"<importexportxml><entities>{entities}</entities></importexportxml>"},
+        )
 
     def publish_all(self) -> None:
         self._request("POST", "PublishAllXml")
@@ -579,7 +654,7 @@ def _head(data: bytes) -> tuple[list[str], bytes]:
     for separator in (b"\r\n\r\n", b"\n\n"):
         index = data.find(separator)
         if index >= 0:
-            return data[:index].decode("utf-8", "replace").splitlines(), data[index + len(separator):]
+            return data[:index].decode("utf-8", "replace").splitlines(), data[index + len(separator) :]
     return data.decode("utf-8", "replace").splitlines(), b""
 
 
@@ -607,8 +682,9 @@ def _parse_multipart(body: bytes, content_type: str) -> list[BatchResult | list[
     return answers
 
 
-def _match_answers(operations: list[BatchOperation], answers: list[BatchResult | list[BatchResult]],
-                   atomic: bool) -> list[BatchResult]:
+def _match_answers(
+    operations: list[BatchOperation], answers: list[BatchResult | list[BatchResult]], atomic: bool
+) -> list[BatchResult]:
     """One result per operation: a failed change set's single error answers for all its operations,
     and operations after a stopping error get 424."""
     flat: list[BatchResult] = []

@@ -57,12 +57,19 @@ class Context:
         from shared.dataverse import Dataverse
         from shared.mailchimp import Mailchimp
 
-        return cls(settings, Storage(settings.storage), Mailchimp.from_settings(settings),
-                   Dataverse.from_settings(settings))
+        return cls(
+            settings, Storage(settings.storage), Mailchimp.from_settings(settings), Dataverse.from_settings(settings)
+        )
 
     def reconciler(self) -> Reconciler:
-        return Reconciler(settings=self.settings, storage=self.storage, mailchimp=self.mailchimp,
-                          dataverse=self.dataverse, ledger=self.ledger, identity=IdentityMap(self.storage))
+        return Reconciler(
+            settings=self.settings,
+            storage=self.storage,
+            mailchimp=self.mailchimp,
+            dataverse=self.dataverse,
+            ledger=self.ledger,
+            identity=IdentityMap(self.storage),
+        )
 
 
 _context: Context | None = None
@@ -70,8 +77,9 @@ _working_on = threading.local()  # the link and run this thread is handling, for
 
 
 def _throttled(service: str, wait: float) -> None:
-    telemetry.throttled(getattr(_working_on, "link", "unknown"), service, wait,
-                        run_id=getattr(_working_on, "run_id", None))
+    telemetry.throttled(
+        getattr(_working_on, "link", "unknown"), service, wait, run_id=getattr(_working_on, "run_id", None)
+    )
 
 
 def _handling(link: str, run_id: str) -> None:
@@ -93,8 +101,15 @@ class PlannedRun:
     skipped: str = ""
 
 
-def plan_sync(ctx: Context, *, link_name: str | None = None, full: bool = False, dry_run: bool = False,
-              now: datetime | None = None, trigger: str = telemetry.TRIGGER_TIMER) -> list[PlannedRun]:
+def plan_sync(
+    ctx: Context,
+    *,
+    link_name: str | None = None,
+    full: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    trigger: str = telemetry.TRIGGER_TIMER,
+) -> list[PlannedRun]:
     now = now or datetime.now(UTC)
     links = [ctx.settings.link(link_name)] if link_name else list(ctx.settings.links)
     planned = []
@@ -122,31 +137,44 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     ctx.ledger.update_run(link_name, run_id, status="scanning")
     link = ctx.settings.link(link_name)
     watermarks = ctx.ledger.watermarks(link_name)
-    full = bool(message.get("full")) or watermarks.last_full is None or (
-        now - watermarks.last_full > timedelta(hours=ctx.settings.full_resync_hours))
+    full = (
+        bool(message.get("full"))
+        or watermarks.last_full is None
+        or (now - watermarks.last_full > timedelta(hours=ctx.settings.full_resync_hours))
+    )
     retries = [] if run.get("dry_run") else ctx.ledger.pending_retries(link_name)
     try:
-        outcome = scan(link=link, settings=ctx.settings, dataverse=ctx.dataverse, mailchimp=ctx.mailchimp,
-                       watermarks=watermarks, full=full, run_id=run_id,
-                       mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
-                       retries=[row["groups"] for row in retries],
-                       send=lambda batch: _queue_batch(ctx, batch),
-                       indexes=None if run.get("dry_run") else (AliasIndex(ctx.storage, link_name, "records"),
-                                                                AliasIndex(ctx.storage, link_name, "contacts")),
-                       state=None if run.get("dry_run") else ctx.storage)
+        outcome = scan(
+            link=link,
+            settings=ctx.settings,
+            dataverse=ctx.dataverse,
+            mailchimp=ctx.mailchimp,
+            watermarks=watermarks,
+            full=full,
+            run_id=run_id,
+            mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
+            retries=[row["groups"] for row in retries],
+            send=lambda batch: _queue_batch(ctx, batch),
+            indexes=None
+            if run.get("dry_run")
+            else (AliasIndex(ctx.storage, link_name, "records"), AliasIndex(ctx.storage, link_name, "contacts")),
+            state=None if run.get("dry_run") else ctx.storage,
+        )
     except LinkError as exc:
         ctx.ledger.fail_run(link_name, run_id, str(exc), now)
         log.error("run %s of link %s failed: %s", run_id, link_name, exc)
-        telemetry.run_finished(run_id, link_name, outcome=telemetry.OUTCOME_FAILED,
-                               duration_seconds=_seconds_since(run))
+        telemetry.run_finished(
+            run_id, link_name, outcome=telemetry.OUTCOME_FAILED, duration_seconds=_seconds_since(run)
+        )
         return Counter(failed=1)
     if outcome.skips and not run.get("dry_run"):
         _audit_skips(ctx, link_name, run_id, outcome.skips, now)
     outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
     _observe(ctx, link_name, run_id, outcome.counts, scan=True)
     if not run.get("dry_run"):  # campaign activity: one sync-batches message per campaign with something to read
-        outcome.batch_ids += campaigns.plan_campaigns(ctx, link_name, run_id,
-                                                      quiet=not outcome.counts["mailchimp_read"])
+        outcome.batch_ids += campaigns.plan_campaigns(
+            ctx, link_name, run_id, quiet=not outcome.counts["mailchimp_read"]
+        )
     ctx.ledger.scanned(link_name, run_id, outcome.batch_ids, outcome.proposed, outcome.counts)
     ctx.ledger.clear_retries(link_name, [row["RowKey"] for row in retries])
     log.info("run %s of link %s scanned: %d batches (full pass: %s)", run_id, link_name, len(outcome.batch_ids), full)
@@ -161,8 +189,9 @@ def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 
         return campaigns.reconcile_campaign(ctx, message, _finalize)
     link, run_id, batch_id = message["link"], message["run"], message["batch"]
     _handling(link, run_id)
-    unit = ctx.ledger.claim_unit(link, run_id, batch_id, datetime.now(UTC), alone=dequeue_count > 1,
-                                 max_emails=ctx.settings.reconcile_max_emails)
+    unit = ctx.ledger.claim_unit(
+        link, run_id, batch_id, datetime.now(UTC), alone=dequeue_count > 1, max_emails=ctx.settings.reconcile_max_emails
+    )
     _point_at(ctx, link, run_id, unit.released if unit else [])
     if unit is None or not unit.batches:
         return BatchOutcome(batch_id, duplicate=True)  # finished, or in a unit another invocation works on
@@ -178,15 +207,23 @@ def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 
     if not dry_run:
         _observe(ctx, link, run_id, outcome.counts, scan=False)
     if dry_run:
-        planned = [p.__dict__ | {"member_last_changed": None, "records_modifiedon": None}
-                   for p in outcome.planned if p.side != "none"][:PLANNED_KEEP]
+        planned = [
+            p.__dict__ | {"member_last_changed": None, "records_modifiedon": None}
+            for p in outcome.planned
+            if p.side != "none"
+        ][:PLANNED_KEEP]
         ctx.ledger.finish_batch(link, run_id, batch_id, "done", outcome.counts)
         ctx.ledger.update_planned(link, run_id, batch_id, json.dumps(planned, default=str))
     for other in unit.others:
         ctx.ledger.finish_batch(link, run_id, other, "done", Counter(merged_into=1))
     if unit.others:
-        log.info("batch %s of run %s for link %s was reconciled together with %d more", batch_id, run_id, link,
-                 len(unit.others))
+        log.info(
+            "batch %s of run %s for link %s was reconciled together with %d more",
+            batch_id,
+            run_id,
+            link,
+            len(unit.others),
+        )
     _finalize(ctx, link, run_id)
     return outcome
 
@@ -204,19 +241,29 @@ def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
     ctx.ledger.record_retry(link, run_id, batch_id, json.dumps([g.encode() for g in groups], separators=(",", ":")))
     members = len(groups)
     ctx.ledger.finish_batch(link, run_id, batch_id, "dead", Counter(dead_batches=1, dead_members=members))
-    log.error("batch %s of run %s for link %s was dead-lettered; its %d members are retried by the next run",
-              batch_id, run_id, link, members)
+    log.error(
+        "batch %s of run %s for link %s was dead-lettered; its %d members are retried by the next run",
+        batch_id,
+        run_id,
+        link,
+        members,
+    )
     telemetry.dead_lettered(link, batch_id, run_id=run_id, members=members)
     _finalize(ctx, link, run_id)
 
 
 def dead_letter_link(ctx: Context, message: dict[str, Any]) -> None:
     """A scan failed maxDequeueCount times: the run fails, the watermarks stay, the link is free again."""
-    ctx.ledger.fail_run(message["link"], message["run"], "the scan failed repeatedly (see the function's errors)",
-                        datetime.now(UTC))
+    ctx.ledger.fail_run(
+        message["link"], message["run"], "the scan failed repeatedly (see the function's errors)", datetime.now(UTC)
+    )
     log.error("run %s of link %s failed: its scan was dead-lettered", message["run"], message["link"])
-    telemetry.run_finished(message["run"], message["link"], outcome=telemetry.OUTCOME_FAILED,
-                           duration_seconds=_seconds_since(ctx.ledger.run(message["link"], message["run"])))
+    telemetry.run_finished(
+        message["run"],
+        message["link"],
+        outcome=telemetry.OUTCOME_FAILED,
+        duration_seconds=_seconds_since(ctx.ledger.run(message["link"], message["run"])),
+    )
 
 
 def _queue_batch(ctx: Context, batch: BatchMessage) -> None:
@@ -236,19 +283,27 @@ def _finalize(ctx: Context, link: str, run_id: str) -> RunSummary | None:
         counts = summary.counts
         log.info("run %s of link %s %s: %d batches", run_id, link, summary.status, summary.batches)
         telemetry.run_finished(
-            run_id, link,
+            run_id,
+            link,
             outcome=telemetry.OUTCOME_PARTIAL if summary.dead_batches else telemetry.OUTCOME_SUCCEEDED,
             records_read=counts["mailchimp_read"] + counts["dataverse_read"],
             changes_applied=counts["mailchimp_writes"] + counts["dynamics_writes"],
             skipped=sum(v for k, v in counts.items() if k.startswith("skip:")),
             conflicts=sum(v for k, v in counts.items() if k in CONFLICT_RULES),
             dead_lettered=summary.dead_batches,
-            duration_seconds=((summary.finished or summary.started) - summary.started).total_seconds())
+            duration_seconds=((summary.finished or summary.started) - summary.started).total_seconds(),
+        )
     return summary
 
 
-CONFLICT_RULES = {"rule:both-changed-agree", "rule:both-changed-opt-out-wins", "rule:both-changed-mailchimp-newer",
-                  "rule:stale-base-opt-out-wins", "rule:first-meeting-opt-out-wins", "rule:email-conflict"}
+CONFLICT_RULES = {
+    "rule:both-changed-agree",
+    "rule:both-changed-opt-out-wins",
+    "rule:both-changed-mailchimp-newer",
+    "rule:stale-base-opt-out-wins",
+    "rule:first-meeting-opt-out-wins",
+    "rule:email-conflict",
+}
 
 
 def _observe(ctx: Context, link: str, run_id: str, counts: Counter[str], *, scan: bool) -> None:
@@ -274,9 +329,22 @@ def _seconds_since(run: dict[str, Any] | None) -> float:
 
 def _audit_skips(ctx: Context, link: str, run_id: str, skips: list[tuple[str, str]], now: datetime) -> None:
     # one row per record, reason and day: a record re-read by later runs of the day is not audited again
-    rows = [upsert({"PartitionKey": f"{link}|{now:%Y%m%d}", "RowKey": f"skip|{record_id}|{reason}", "when": now,
-                    "link": link, "run_id": run_id, "member_hash": "", "record_ids": json.dumps([record_id]),
-                    "side": "none", "rule": "skipped", "skipped": json.dumps([[record_id, reason]]),
-                    "detail": f"record {record_id} has no usable email address ({reason})"})
-            for record_id, reason in skips]
+    rows = [
+        upsert(
+            {
+                "PartitionKey": f"{link}|{now:%Y%m%d}",
+                "RowKey": f"skip|{record_id}|{reason}",
+                "when": now,
+                "link": link,
+                "run_id": run_id,
+                "member_hash": "",
+                "record_ids": json.dumps([record_id]),
+                "side": "none",
+                "rule": "skipped",
+                "skipped": json.dumps([[record_id, reason]]),
+                "detail": f"record {record_id} has no usable email address ({reason})",
+            }
+        )
+        for record_id, reason in skips
+    ]
     ctx.storage.write(CONSENT_AUDIT, rows)

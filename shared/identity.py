@@ -66,23 +66,48 @@ class BaseRow:
     preference_rows: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"e": self.email, "r": self.records, "s": self.member_status, "o": int(self.opted_out),
-                                "m": epoch(self.member_last_changed), "d": epoch(self.records_modifiedon)}
-        for key, value in (("c", self.contact_id), ("t", int(self.tagged)), ("x", self.refused),
-                           ("p", self.opted_out_records), ("k", self.skipped),
-                           ("i", {k: int(v) for k, v in sorted(self.interests.items())}), ("h", self.held),
-                           ("q", epoch(self.preferences_modifiedon)), ("w", self.preference_rows)):
+        data: dict[str, Any] = {
+            "e": self.email,
+            "r": self.records,
+            "s": self.member_status,
+            "o": int(self.opted_out),
+            "m": epoch(self.member_last_changed),
+            "d": epoch(self.records_modifiedon),
+        }
+        for key, value in (
+            ("c", self.contact_id),
+            ("t", int(self.tagged)),
+            ("x", self.refused),
+            ("p", self.opted_out_records),
+            ("k", self.skipped),
+            ("i", {k: int(v) for k, v in sorted(self.interests.items())}),
+            ("h", self.held),
+            ("q", epoch(self.preferences_modifiedon)),
+            ("w", self.preference_rows),
+        ):
             if value:
                 data[key] = value
         return data
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> BaseRow:
-        return cls(data["e"], [tuple(r) for r in data.get("r", [])], data.get("s"), bool(data.get("o")),
-                   from_epoch(data.get("m")), from_epoch(data.get("d")), data.get("c"), bool(data.get("t")),
-                   data.get("x"), list(data.get("p", [])), [list(k) for k in data.get("k", [])],
-                   {k: bool(v) for k, v in data.get("i", {}).items()}, dict(data.get("h", {})),
-                   from_epoch(data.get("q")), dict(data.get("w", {})))
+        return cls(
+            data["e"],
+            [tuple(r) for r in data.get("r", [])],
+            data.get("s"),
+            bool(data.get("o")),
+            from_epoch(data.get("m")),
+            from_epoch(data.get("d")),
+            data.get("c"),
+            bool(data.get("t")),
+            data.get("x"),
+            list(data.get("p", [])),
+            [list(k) for k in data.get("k", [])],
+            {k: bool(v) for k, v in data.get("i", {}).items()},
+            dict(data.get("h", {})),
+            from_epoch(data.get("q")),
+            dict(data.get("w", {})),
+        )
 
 
 @dataclass
@@ -101,7 +126,7 @@ class IdentityMap:
         found: dict[str, BaseRow] = {}
         keys = sorted({shard_of(h) for h in wanted})
         for start in range(0, len(keys), SHARDS_AT_ONCE):  # a shard holds every base of its prefix: few at once
-            for shard in self._read_shards(link, set(keys[start:start + SHARDS_AT_ONCE])).values():
+            for shard in self._read_shards(link, set(keys[start : start + SHARDS_AT_ONCE])).values():
                 found.update({h: BaseRow.decode(data) for h, data in shard.bases.items() if h in wanted})
         return found
 
@@ -112,8 +137,9 @@ class IdentityMap:
         span = int(last[2:], 16) - int(first[2:], 16) + 1
         if span <= 4 * len(keys):  # dense: one range query beats many point reads
             self.operations += 1
-            rows = self.table.query_entities("PartitionKey eq @p and RowKey ge @a and RowKey le @b",
-                                             parameters={"p": link, "a": first, "b": last})
+            rows = self.table.query_entities(
+                "PartitionKey eq @p and RowKey ge @a and RowKey le @b", parameters={"p": link, "a": first, "b": last}
+            )
             found = {row["RowKey"]: _decode_shard(row) for row in rows if row["RowKey"] in keys}
         else:
             self.operations += len(keys)
@@ -138,7 +164,7 @@ class IdentityMap:
             failed = set()
             keys = sorted(pending)
             for start in range(0, len(keys), TRANSACTION_LIMIT):  # read, merge and write a transaction's worth
-                chunk = keys[start:start + TRANSACTION_LIMIT]
+                chunk = keys[start : start + TRANSACTION_LIMIT]
                 shards = self._read_shards(link, set(chunk))
                 operations = []
                 for key in chunk:
@@ -168,15 +194,21 @@ class IdentityMap:
                     yield member_hash, [r[0] for r in data["r"]]
 
 
-
 def _shard_write(partition: str, key: str, shard: _Shard) -> tuple[Any, ...]:
     """The transaction operation storing a shard: insert when new, else replace if nobody changed it since."""
-    entity = {"PartitionKey": partition, "RowKey": key, "count": len(shard.bases),
-              "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6)}
+    entity = {
+        "PartitionKey": partition,
+        "RowKey": key,
+        "count": len(shard.bases),
+        "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6),
+    }
     if shard.etag is None:
         return (TransactionOperation.CREATE, entity)
-    return (TransactionOperation.UPDATE, entity,
-            {"mode": UpdateMode.REPLACE, "etag": shard.etag, "match_condition": MatchConditions.IfNotModified})
+    return (
+        TransactionOperation.UPDATE,
+        entity,
+        {"mode": UpdateMode.REPLACE, "etag": shard.etag, "match_condition": MatchConditions.IfNotModified},
+    )
 
 
 def _decode_shard(entity: Any) -> _Shard:
@@ -206,8 +238,10 @@ class AliasIndex:
     def read_range(self, first_shard: str, last_shard: str) -> dict[str, str]:
         self.operations += 1
         found: dict[str, str] = {}
-        for row in self.table.query_entities("PartitionKey eq @p and RowKey ge @a and RowKey le @b",
-                                             parameters={"p": self.partition, "a": first_shard, "b": last_shard}):
+        for row in self.table.query_entities(
+            "PartitionKey eq @p and RowKey ge @a and RowKey le @b",
+            parameters={"p": self.partition, "a": first_shard, "b": last_shard},
+        ):
             found.update(_decode_shard(row).bases)
         return found
 
@@ -222,10 +256,12 @@ class AliasIndex:
             keys = sorted(pending)
             current: dict[str, _Shard] = {}
             for start in range(0, len(keys), TRANSACTION_LIMIT):
-                chunk = keys[start:start + TRANSACTION_LIMIT]
+                chunk = keys[start : start + TRANSACTION_LIMIT]
                 self.operations += 1
-                rows = self.table.query_entities("PartitionKey eq @p and RowKey ge @a and RowKey le @b",
-                                                 parameters={"p": self.partition, "a": chunk[0], "b": chunk[-1]})
+                rows = self.table.query_entities(
+                    "PartitionKey eq @p and RowKey ge @a and RowKey le @b",
+                    parameters={"p": self.partition, "a": chunk[0], "b": chunk[-1]},
+                )
                 current.update({row["RowKey"]: _decode_shard(row) for row in rows if row["RowKey"] in pending})
                 operations = []
                 for key in chunk:

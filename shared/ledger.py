@@ -56,17 +56,27 @@ class Watermarks:
     completed_runs: int = 0
 
     def to_entity(self) -> dict[str, Any]:
-        return {"mailchimp": _iso(self.mailchimp), "dataverse_records": _iso(self.dataverse_records),
-                "dataverse_members": _iso(self.dataverse_members), "last_full": _iso(self.last_full),
-                "map_rows": self.map_rows, "completed_runs": self.completed_runs}
+        return {
+            "mailchimp": _iso(self.mailchimp),
+            "dataverse_records": _iso(self.dataverse_records),
+            "dataverse_members": _iso(self.dataverse_members),
+            "last_full": _iso(self.last_full),
+            "map_rows": self.map_rows,
+            "completed_runs": self.completed_runs,
+        }
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any] | None) -> Watermarks:
         if not entity:
             return cls()
-        return cls(_parse(entity.get("mailchimp")), _parse(entity.get("dataverse_records")),
-                   _parse(entity.get("dataverse_members")), _parse(entity.get("last_full")),
-                   int(entity.get("map_rows") or 0), int(entity.get("completed_runs") or 0))
+        return cls(
+            _parse(entity.get("mailchimp")),
+            _parse(entity.get("dataverse_records")),
+            _parse(entity.get("dataverse_members")),
+            _parse(entity.get("last_full")),
+            int(entity.get("map_rows") or 0),
+            int(entity.get("completed_runs") or 0),
+        )
 
 
 def _iso(moment: datetime | None) -> str:
@@ -125,8 +135,12 @@ class Ledger:
     # ---- leases ---------------------------------------------------------------------------
     def acquire(self, link: str, run_id: str, now: datetime) -> str | None:
         """Takes the link for this run; returns None on success, else the id of the run holding it."""
-        entity = {"PartitionKey": link, "RowKey": "lease", "run_id": run_id,
-                  "expires": now + timedelta(minutes=LEASE_MINUTES)}
+        entity = {
+            "PartitionKey": link,
+            "RowKey": "lease",
+            "run_id": run_id,
+            "expires": now + timedelta(minutes=LEASE_MINUTES),
+        }
         try:
             self.state.create_entity(entity)
             return None
@@ -136,8 +150,12 @@ class Ledger:
         if current.get("run_id") and current["expires"] > now:
             return str(current["run_id"])
         try:
-            self.state.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                     match_condition=MatchConditions.IfNotModified)
+            self.state.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
             return None
         except ResourceModifiedError:
             return str(self.state.get_entity(link, "lease").get("run_id"))
@@ -150,8 +168,12 @@ class Ledger:
         if current.get("run_id") == run_id:
             current["run_id"] = ""
             with contextlib.suppress(ResourceModifiedError):
-                self.state.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                         match_condition=MatchConditions.IfNotModified)
+                self.state.update_entity(
+                    current,
+                    mode=UpdateMode.REPLACE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
 
     # ---- watermarks -----------------------------------------------------------------------
     def watermarks(self, link: str) -> Watermarks:
@@ -166,9 +188,21 @@ class Ledger:
 
     # ---- runs -----------------------------------------------------------------------------
     def start_run(self, link: str, run_id: str, *, full: bool, dry_run: bool, now: datetime) -> None:
-        self.runs.upsert_entity({"PartitionKey": link, "RowKey": run_id, "status": "planned", "started": now,
-                                 "full": full, "dry_run": dry_run, "batches": "", "counts": "{}",
-                                 "proposed": "", "error": ""}, mode=UpdateMode.REPLACE)
+        self.runs.upsert_entity(
+            {
+                "PartitionKey": link,
+                "RowKey": run_id,
+                "status": "planned",
+                "started": now,
+                "full": full,
+                "dry_run": dry_run,
+                "batches": "",
+                "counts": "{}",
+                "proposed": "",
+                "error": "",
+            },
+            mode=UpdateMode.REPLACE,
+        )
 
     def run(self, link: str, run_id: str) -> dict[str, Any] | None:
         return self._get(SYNC_RUNS, link, run_id)
@@ -176,13 +210,18 @@ class Ledger:
     def update_run(self, link: str, run_id: str, **fields: Any) -> None:
         self.runs.upsert_entity({"PartitionKey": link, "RowKey": run_id, **fields}, mode=UpdateMode.MERGE)
 
-    def scanned(self, link: str, run_id: str, batch_ids: list[str], proposed: Watermarks,
-                counts: Counter[str]) -> None:
-        self.update_run(link, run_id, status="reconciling", batches=json.dumps(batch_ids),
-                        proposed=json.dumps(proposed.to_entity()), scan_counts=json.dumps(counts))
+    def scanned(self, link: str, run_id: str, batch_ids: list[str], proposed: Watermarks, counts: Counter[str]) -> None:
+        self.update_run(
+            link,
+            run_id,
+            status="reconciling",
+            batches=json.dumps(batch_ids),
+            proposed=json.dumps(proposed.to_entity()),
+            scan_counts=json.dumps(counts),
+        )
 
     def batch_state(self, link: str, run_id: str, batch_id: str) -> str | None:
-        """"done" or "dead" once the batch is finished; None while it waits or is being worked on."""
+        """ "done" or "dead" once the batch is finished; None while it waits or is being worked on."""
         row = self._get(SYNC_RUNS, f"{link}|{run_id}", batch_id)
         return str(row["state"]) if row and row.get("state") in FINAL_STATES else None
 
@@ -191,14 +230,22 @@ class Ledger:
         """Keeps a batch's payload for whichever invocation takes it; a scan delivered twice keeps the first."""
         encoded = batch.encode()
         payload = base64.b64decode(encoded.pop("groups"))  # compressed already; kept as binary (64 KB a property)
-        entity = {"PartitionKey": f"{batch.link}|{batch.run_id}", "RowKey": batch.batch_id, "state": "waiting",
-                  "emails": len(batch.groups), "attempts": 0, "unit": "", "message": json.dumps(encoded),
-                  "payload": payload}
+        entity = {
+            "PartitionKey": f"{batch.link}|{batch.run_id}",
+            "RowKey": batch.batch_id,
+            "state": "waiting",
+            "emails": len(batch.groups),
+            "attempts": 0,
+            "unit": "",
+            "message": json.dumps(encoded),
+            "payload": payload,
+        }
         with contextlib.suppress(ResourceExistsError):
             self.runs.create_entity(entity)
 
-    def claim_unit(self, link: str, run_id: str, batch_id: str, now: datetime, *, alone: bool,
-                   max_emails: int) -> Unit | None:
+    def claim_unit(
+        self, link: str, run_id: str, batch_id: str, now: datetime, *, alone: bool, max_emails: int
+    ) -> Unit | None:
         """Claims the batch a message points at and, unless it must go alone, more waiting batches of the run
         (never tried before) up to max_emails, so that one invocation's writes fill whole pages.
 
@@ -224,8 +271,11 @@ class Ledger:
         if alone:
             return unit
         emails = int(lead.get("emails") or 0)
-        waiting = self.runs.query_entities("PartitionKey eq @p and state eq 'waiting' and attempts eq 0",
-                                           parameters={"p": partition}, select=["RowKey", "emails"])
+        waiting = self.runs.query_entities(
+            "PartitionKey eq @p and state eq 'waiting' and attempts eq 0",
+            parameters={"p": partition},
+            select=["RowKey", "emails"],
+        )
         for row in waiting:
             if emails >= max_emails:
                 break
@@ -242,11 +292,18 @@ class Ledger:
         return unit
 
     def _claim(self, row: Any, unit: str, now: datetime) -> bool:
-        claimed = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "state": "claimed", "unit": unit,
-                   "until": now + timedelta(seconds=CLAIM_SECONDS), "attempts": int(row.get("attempts") or 0) + 1}
+        claimed = {
+            "PartitionKey": row["PartitionKey"],
+            "RowKey": row["RowKey"],
+            "state": "claimed",
+            "unit": unit,
+            "until": now + timedelta(seconds=CLAIM_SECONDS),
+            "attempts": int(row.get("attempts") or 0) + 1,
+        }
         try:
-            self.runs.update_entity(claimed, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
-                                    match_condition=MatchConditions.IfNotModified)
+            self.runs.update_entity(
+                claimed, mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
             return True
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
@@ -254,14 +311,20 @@ class Ledger:
     def _release_extras(self, partition: str, unit: str) -> list[str]:
         """Batches a unit claimed but did not finish go back to waiting, each to be reconciled on its own."""
         released = []
-        for row in self.runs.query_entities("PartitionKey eq @p and unit eq @u and state eq 'claimed'",
-                                            parameters={"p": partition, "u": unit}, select=["RowKey"]):
+        for row in self.runs.query_entities(
+            "PartitionKey eq @p and unit eq @u and state eq 'claimed'",
+            parameters={"p": partition, "u": unit},
+            select=["RowKey"],
+        ):
             if row["RowKey"] == unit:
                 continue
             with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-                self.runs.update_entity({"PartitionKey": partition, "RowKey": row["RowKey"], "state": "waiting",
-                                         "unit": ""}, mode=UpdateMode.MERGE, etag=row.metadata["etag"],
-                                        match_condition=MatchConditions.IfNotModified)
+                self.runs.update_entity(
+                    {"PartitionKey": partition, "RowKey": row["RowKey"], "state": "waiting", "unit": ""},
+                    mode=UpdateMode.MERGE,
+                    etag=row.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
                 released.append(row["RowKey"])
         return released
 
@@ -274,17 +337,21 @@ class Ledger:
         return _payload(link, run_id, row) if row and row.get("payload") else None
 
     def finish_batch(self, link: str, run_id: str, batch_id: str, state: str, counts: Counter[str]) -> None:
-        self.runs.upsert_entity({"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "state": state,
-                                 "counts": json.dumps(counts)}, mode=UpdateMode.REPLACE)
+        self.runs.upsert_entity(
+            {"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "state": state, "counts": json.dumps(counts)},
+            mode=UpdateMode.REPLACE,
+        )
 
     def update_planned(self, link: str, run_id: str, batch_id: str, planned: str) -> None:
-        self.runs.upsert_entity({"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "planned": planned[:60000]},
-                                mode=UpdateMode.MERGE)
+        self.runs.upsert_entity(
+            {"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "planned": planned[:60000]}, mode=UpdateMode.MERGE
+        )
 
     def planned(self, link: str, run_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        for row in self.runs.query_entities("PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"},
-                                            select=["planned"]):
+        for row in self.runs.query_entities(
+            "PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"}, select=["planned"]
+        ):
             if row.get("planned"):
                 found += json.loads(row["planned"])
         return found
@@ -298,9 +365,14 @@ class Ledger:
         if run["status"] != "reconciling":
             return None
         expected = set(json.loads(run["batches"] or "[]"))
-        finished = {row["RowKey"]: row for row in self.runs.query_entities(
-            "PartitionKey eq @p and (state eq 'done' or state eq 'dead')", parameters={"p": f"{link}|{run_id}"},
-            select=["RowKey", "state", "counts"])}
+        finished = {
+            row["RowKey"]: row
+            for row in self.runs.query_entities(
+                "PartitionKey eq @p and (state eq 'done' or state eq 'dead')",
+                parameters={"p": f"{link}|{run_id}"},
+                select=["RowKey", "state", "counts"],
+            )
+        }
         if not expected <= set(finished):
             return None
         counts: Counter[str] = Counter(json.loads(run.get("scan_counts") or "{}"))
@@ -313,8 +385,9 @@ class Ledger:
         run["counts"] = json.dumps(counts)
         run["dead_batches"] = dead
         try:
-            self.runs.update_entity(run, mode=UpdateMode.REPLACE, etag=run.metadata["etag"],
-                                    match_condition=MatchConditions.IfNotModified)
+            self.runs.update_entity(
+                run, mode=UpdateMode.REPLACE, etag=run.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
         except ResourceModifiedError:
             return None  # another batch finalized it first
         if not run.get("dry_run"):
@@ -328,16 +401,28 @@ class Ledger:
 
     def _commit_watermarks(self, link: str, proposed: dict[str, Any]) -> None:
         current = self.watermarks(link)
-        entity = {"PartitionKey": link, "RowKey": "watermarks", **proposed,
-                  "completed_runs": current.completed_runs + 1}
+        entity = {
+            "PartitionKey": link,
+            "RowKey": "watermarks",
+            **proposed,
+            "completed_runs": current.completed_runs + 1,
+        }
         self.state.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def summary(self, run: dict[str, Any]) -> RunSummary:
         return RunSummary(
-            link=run["PartitionKey"], run_id=run["RowKey"], status=run["status"], started=run["started"],
-            finished=run.get("finished"), full=bool(run.get("full")), dry_run=bool(run.get("dry_run")),
-            batches=len(json.loads(run.get("batches") or "[]")), dead_batches=int(run.get("dead_batches") or 0),
-            counts=Counter(json.loads(run.get("counts") or "{}")), error=run.get("error") or "")
+            link=run["PartitionKey"],
+            run_id=run["RowKey"],
+            status=run["status"],
+            started=run["started"],
+            finished=run.get("finished"),
+            full=bool(run.get("full")),
+            dry_run=bool(run.get("dry_run")),
+            batches=len(json.loads(run.get("batches") or "[]")),
+            dead_batches=int(run.get("dead_batches") or 0),
+            counts=Counter(json.loads(run.get("counts") or "{}")),
+            error=run.get("error") or "",
+        )
 
     def latest_runs(self, link: str, limit: int = 5) -> list[RunSummary]:
         rows = self.runs.query_entities("PartitionKey eq @p", parameters={"p": link}, results_per_page=limit)
@@ -350,12 +435,18 @@ class Ledger:
 
     # ---- retries of dead-lettered batches -------------------------------------------------
     def record_retry(self, link: str, run_id: str, batch_id: str, groups_payload: str) -> None:
-        self.state.upsert_entity({"PartitionKey": link, "RowKey": f"retry|{run_id}|{batch_id}",
-                                  "groups": groups_payload}, mode=UpdateMode.REPLACE)
+        self.state.upsert_entity(
+            {"PartitionKey": link, "RowKey": f"retry|{run_id}|{batch_id}", "groups": groups_payload},
+            mode=UpdateMode.REPLACE,
+        )
 
     def pending_retries(self, link: str) -> list[dict[str, Any]]:
-        return [dict(row) for row in self.state.query_entities(
-            "PartitionKey eq @p and RowKey ge 'retry|' and RowKey lt 'retry}'", parameters={"p": link})]
+        return [
+            dict(row)
+            for row in self.state.query_entities(
+                "PartitionKey eq @p and RowKey ge 'retry|' and RowKey lt 'retry}'", parameters={"p": link}
+            )
+        ]
 
     def clear_retries(self, link: str, row_keys: list[str]) -> None:
         for row_key in row_keys:

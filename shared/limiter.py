@@ -42,8 +42,9 @@ class Lease:
 
 
 class ConnectionSlots:
-    def __init__(self, storage: Storage, limit: int, *, max_wait_seconds: float = 300,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self, storage: Storage, limit: int, *, max_wait_seconds: float = 300, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
         self.table = storage.table(SYNC_STATE)
         self.limit = limit
         self.max_wait_seconds = max_wait_seconds
@@ -66,8 +67,10 @@ class ConnectionSlots:
         while True:
             now = datetime.now(UTC)
             self.operations += 1
-            rows = {row["RowKey"]: row for row in self.table.query_entities(
-                "PartitionKey eq @p", parameters={"p": PARTITION})}
+            rows = {
+                row["RowKey"]: row
+                for row in self.table.query_entities("PartitionKey eq @p", parameters={"p": PARTITION})
+            }
             order = [f"slot-{i:02d}" for i in range(self.limit)]
             random.shuffle(order)  # instances spread over the slots instead of racing for the first
             for key in order:
@@ -79,8 +82,12 @@ class ConnectionSlots:
                     if row is None:
                         self.table.create_entity(entity)
                     elif not row.get("holder") or row["expires"] <= now:
-                        self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
-                                                 match_condition=MatchConditions.IfNotModified)
+                        self.table.update_entity(
+                            entity,
+                            mode=UpdateMode.REPLACE,
+                            etag=row.metadata["etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                        )
                     else:
                         self.operations -= 1
                         continue
@@ -89,8 +96,10 @@ class ConnectionSlots:
                 return key, holder
             waited = time.monotonic() - started
             if waited > self.max_wait_seconds:
-                raise SlotsBusy(f"all {self.limit} Mailchimp connection slots (MAILCHIMP_MAX_CONNECTIONS) stayed "
-                                f"busy for {waited:.0f}s")
+                raise SlotsBusy(
+                    f"all {self.limit} Mailchimp connection slots (MAILCHIMP_MAX_CONNECTIONS) stayed "
+                    f"busy for {waited:.0f}s"
+                )
             time.sleep(pause * random.uniform(0.5, 1.0))
             self.waited_seconds += pause
             pause = min(pause * 2, 2.0)
@@ -106,5 +115,6 @@ class ConnectionSlots:
         row["holder"] = ""
         self.operations += 1
         with suppress(ResourceModifiedError, ResourceNotFoundError):
-            self.table.update_entity(row, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
-                                     match_condition=MatchConditions.IfNotModified)
+            self.table.update_entity(
+                row, mode=UpdateMode.REPLACE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )

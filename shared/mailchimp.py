@@ -53,27 +53,71 @@ PATCH_STATUSES = frozenset({"subscribed", "unsubscribed", "cleaned", "pending"})
 MEMBER_STATUSES = WRITABLE_STATUSES | {"archived"}
 
 # Request body fields the official schema allows, per operation.
-_MEMBER_WRITE_FIELDS = frozenset({
-    "email_address", "email_type", "interests", "ip_opt", "ip_signup", "language", "location",
-    "marketing_permissions", "merge_fields", "status", "timestamp_opt", "timestamp_signup", "vip",
-})
+_MEMBER_WRITE_FIELDS = frozenset(
+    {
+        "email_address",
+        "email_type",
+        "interests",
+        "ip_opt",
+        "ip_signup",
+        "language",
+        "location",
+        "marketing_permissions",
+        "merge_fields",
+        "status",
+        "timestamp_opt",
+        "timestamp_signup",
+        "vip",
+    }
+)
 _PUT_FIELDS = _MEMBER_WRITE_FIELDS | {"status_if_new"}
 _PATCH_FIELDS = _MEMBER_WRITE_FIELDS
-_BATCH_MEMBER_FIELDS = frozenset({
-    "email_address", "email_type", "interests", "ip_opt", "ip_signup", "language", "location",
-    "merge_fields", "status", "status_if_new", "tags", "timestamp_opt", "timestamp_signup", "vip",
-})
+_BATCH_MEMBER_FIELDS = frozenset(
+    {
+        "email_address",
+        "email_type",
+        "interests",
+        "ip_opt",
+        "ip_signup",
+        "language",
+        "location",
+        "merge_fields",
+        "status",
+        "status_if_new",
+        "tags",
+        "timestamp_opt",
+        "timestamp_signup",
+        "vip",
+    }
+)
 _TIMESTAMP_FIELDS = ("timestamp_opt", "timestamp_signup")
-WEBHOOK_EVENTS = frozenset({"subscribe", "unsubscribe", "profile", "cleaned", "upemail", "campaign",
-                            "sms_subscribe", "sms_unsubscribe", "upsms", "sms_campaign"})
+WEBHOOK_EVENTS = frozenset(
+    {
+        "subscribe",
+        "unsubscribe",
+        "profile",
+        "cleaned",
+        "upemail",
+        "campaign",
+        "sms_subscribe",
+        "sms_unsubscribe",
+        "upsms",
+        "sms_campaign",
+    }
+)
 WEBHOOK_SOURCES = frozenset({"user", "admin", "api"})
 _BATCH_OPERATION_FIELDS = frozenset({"method", "path", "params", "body", "operation_id"})
 _BATCH_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 # Per-member refusals the engine audits and skips instead of failing a batch.
-MEMBER_REFUSAL_TITLES = frozenset({
-    "Member In Compliance State", "Forgotten Email Not Subscribed", "Member Exists", "Invalid Resource",
-})
+MEMBER_REFUSAL_TITLES = frozenset(
+    {
+        "Member In Compliance State",
+        "Forgotten Email Not Subscribed",
+        "Member Exists",
+        "Invalid Resource",
+    }
+)
 
 _HASH = re.compile(r"^[0-9a-f]{32}$")
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -88,6 +132,7 @@ _HINTS = {
 
 
 # ---- values ---------------------------------------------------------------------------------
+
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: the MD5 of the lower-cased, trimmed email address."""
@@ -112,8 +157,10 @@ def redact_emails(text: str) -> str:
 def _require_hash(member_hash: str) -> str:
     if not isinstance(member_hash, str) or not _HASH.match(member_hash):
         # the value itself is not echoed: it may be an email address
-        raise ValueError("member_hash must be a subscriber hash (32 lower-case hex digits): "
-                         "pass subscriber_hash(email), never the address itself")
+        raise ValueError(
+            "member_hash must be a subscriber hash (32 lower-case hex digits): "
+            "pass subscriber_hash(email), never the address itself"
+        )
     return member_hash
 
 
@@ -138,12 +185,22 @@ def _params(**params: Any) -> dict[str, Any]:
 
 # ---- errors and results ---------------------------------------------------------------------
 
+
 class MailchimpError(Exception):
     """A request Mailchimp refused or could not answer, without any email address in it."""
 
-    def __init__(self, status: int | None, title: str, detail: str, *, member_hash: str | None = None,
-                 errors: list[dict[str, str]] | None = None, operation: str = "", retryable: bool = False,
-                 attempts: int = 1) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        title: str,
+        detail: str,
+        *,
+        member_hash: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        operation: str = "",
+        retryable: bool = False,
+        attempts: int = 1,
+    ) -> None:
         self.status = status
         self.title = title
         self.detail = detail
@@ -222,6 +279,7 @@ class MailchimpSettings(Protocol):
 
 # ---- the process-wide connection cap --------------------------------------------------------
 
+
 class _ConnectionGate:
     """Counts requests in flight for one API key; the strictest cap any adapter asked for wins."""
 
@@ -268,6 +326,7 @@ def _gate_for(api_key: str, limit: int) -> _ConnectionGate:
 
 # ---- one attempt's outcome ------------------------------------------------------------------
 
+
 @dataclass
 class _Failure:
     status: int | None  # None: no HTTP answer (network error, timeout)
@@ -313,18 +372,30 @@ def _problem(failure: _Failure, email: str | None = None) -> tuple[str, str, lis
 
     title = clean(body.get("title")) or "Error"
     detail = clean(body.get("detail"))
-    errors = [{"field": clean(item.get("field")), "message": clean(item.get("message"))}
-              for item in body.get("errors") or [] if isinstance(item, Mapping)]
+    errors = [
+        {"field": clean(item.get("field")), "message": clean(item.get("message"))}
+        for item in body.get("errors") or []
+        if isinstance(item, Mapping)
+    ]
     return title, detail, errors
 
 
 # ---- the adapter ----------------------------------------------------------------------------
 
+
 class Mailchimp:
     """The Mailchimp calls the product makes, with retries, a connection cap and typed errors."""
 
-    def __init__(self, api_key: str, base_url: str | None = None, *, max_connections: int = 8,
-                 timeout: float = 120, max_attempts: int = 6, backoff_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        max_connections: int = 8,
+        timeout: float = 120,
+        max_attempts: int = 6,
+        backoff_seconds: float = 0.5,
+    ) -> None:
         if not api_key or not api_key.strip():
             raise ValueError("MAILCHIMP_API_KEY is empty: set it to the API key, in the form <key>-<dc>")
         if max_connections < 1:
@@ -359,8 +430,9 @@ class Mailchimp:
 
     @classmethod
     def from_settings(cls, settings: MailchimpSettings) -> Mailchimp:
-        return cls(settings.mailchimp_api_key, settings.mailchimp_base_url,
-                   max_connections=settings.mailchimp_max_connections)
+        return cls(
+            settings.mailchimp_api_key, settings.mailchimp_base_url, max_connections=settings.mailchimp_max_connections
+        )
 
     def __repr__(self) -> str:
         return f"Mailchimp(base_url={self.base_url!r}, max_connections={self.max_connections})"
@@ -372,11 +444,18 @@ class Mailchimp:
 
     # ---- the request loop ----
 
-    def _call(self, operation: str, send: Callable[[], Any], *, member_hash: str | None = None,
-              email: str | None = None, missing_ok: bool = False) -> Any:
+    def _call(
+        self,
+        operation: str,
+        send: Callable[[], Any],
+        *,
+        member_hash: str | None = None,
+        email: str | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
         """One API call through the connection cap, retried while Mailchimp says it may succeed later."""
         for attempt in range(1, self.max_attempts + 1):
-            with self._gate.slot(), (self.shared_slot() if self.shared_slot else nullcontext()) as lease:
+            with self._gate.slot(), self.shared_slot() if self.shared_slot else nullcontext() as lease:
                 outcome = _attempt(send)
                 if lease is not None and isinstance(outcome, _Failure) and isinstance(outcome.body, requests.Timeout):
                     lease.abandon()  # Mailchimp may still be working on it: the slot stays taken until its lease ends
@@ -386,23 +465,38 @@ class Mailchimp:
                 return None
             if outcome.retryable and attempt < self.max_attempts:
                 delay = min(BACKOFF_CAP_SECONDS, self.backoff_seconds * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log.warning("Mailchimp %s answered %s%s; retry %d of %d in %.2f s", operation,
-                            outcome.status or "no response", f" for member {member_hash}" if member_hash else "",
-                            attempt, self.max_attempts - 1, delay)
+                log.warning(
+                    "Mailchimp %s answered %s%s; retry %d of %d in %.2f s",
+                    operation,
+                    outcome.status or "no response",
+                    f" for member {member_hash}" if member_hash else "",
+                    attempt,
+                    self.max_attempts - 1,
+                    delay,
+                )
                 if outcome.status == 429 and self.on_throttle is not None:
                     self.on_throttle(delay)
                 time.sleep(delay)
                 continue
             title, detail, errors = _problem(outcome, email)
-            error = MailchimpError(outcome.status, title, detail, member_hash=member_hash, errors=errors,
-                                   operation=operation, retryable=outcome.retryable, attempts=attempt)
+            error = MailchimpError(
+                outcome.status,
+                title,
+                detail,
+                member_hash=member_hash,
+                errors=errors,
+                operation=operation,
+                retryable=outcome.retryable,
+                attempts=attempt,
+            )
             if outcome.status is None and isinstance(outcome.body, BaseException):
                 raise error from outcome.body
             raise error from None  # the client's exception holds the raw body, email addresses included
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _pages(self, operation: str, fetch: Callable[[int, int], Any], items_key: str,
-               page_size: int) -> Iterator[list[dict[str, Any]]]:
+    def _pages(
+        self, operation: str, fetch: Callable[[int, int], Any], items_key: str, page_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
         """Offset paging: stops on a short page or when ``total_items`` is reached."""
         offset = 0
         while True:
@@ -426,9 +520,16 @@ class Mailchimp:
 
     # ---- members ----
 
-    def iter_member_pages(self, list_id: str, *, since_last_changed: datetime | None, fields: list[str],
-                          status: str | None = None, page_size: int = PAGE_SIZE_MAX,
-                          newest_first: bool = False) -> Iterator[list[dict[str, Any]]]:
+    def iter_member_pages(
+        self,
+        list_id: str,
+        *,
+        since_last_changed: datetime | None,
+        fields: list[str],
+        status: str | None = None,
+        page_size: int = PAGE_SIZE_MAX,
+        newest_first: bool = False,
+    ) -> Iterator[list[dict[str, Any]]]:
         """Pages of members changed since a time, oldest change first (or newest first).
 
         ``fields`` are member fields (``email_address`` or ``members.email_address``); ``total_items``
@@ -439,34 +540,69 @@ class Mailchimp:
         if status is not None and status not in MEMBER_STATUSES:
             raise ValueError(f"status must be one of {sorted(MEMBER_STATUSES)}")
         page_size = _page_size(page_size)
-        wanted = [name if name.startswith("members.") or name in ("total_items", "list_id", "_links")
-                  else f"members.{name}" for name in _field_list(fields) or []]
+        wanted = [
+            name if name.startswith("members.") or name in ("total_items", "list_id", "_links") else f"members.{name}"
+            for name in _field_list(fields) or []
+        ]
         if wanted and "total_items" not in wanted:
             wanted.append("total_items")
         since = mailchimp_time(since_last_changed) if since_last_changed is not None else None
 
         def fetch(offset: int, count: int) -> Any:
-            return self._client.lists.get_list_members_info(list_id, **_params(
-                fields=wanted or None, count=count, offset=offset, status=status, since_last_changed=since,
-                sort_field="last_changed", sort_dir="DESC" if newest_first else "ASC"))
+            return self._client.lists.get_list_members_info(
+                list_id,
+                **_params(
+                    fields=wanted or None,
+                    count=count,
+                    offset=offset,
+                    status=status,
+                    since_last_changed=since,
+                    sort_field="last_changed",
+                    sort_dir="DESC" if newest_first else "ASC",
+                ),
+            )
 
         yield from self._pages("GET members", fetch, "members", page_size)
 
     def member(self, list_id: str, member_hash: str, *, fields: list[str] | None = None) -> dict[str, Any] | None:
         """The member, or None when the audience has no member with this hash."""
         _require_hash(member_hash)
-        return self._call("GET member", lambda: self._client.lists.get_list_member(
-            list_id, member_hash, **_params(fields=_field_list(fields))), member_hash=member_hash, missing_ok=True)
+        return self._call(
+            "GET member",
+            lambda: self._client.lists.get_list_member(list_id, member_hash, **_params(fields=_field_list(fields))),
+            member_hash=member_hash,
+            missing_ok=True,
+        )
 
-    def upsert_member(self, list_id: str, email: str, *, status_if_new: str, status: str | None = None,
-                      interests: Mapping[str, bool] | None = None,
-                      merge_fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def upsert_member(
+        self,
+        list_id: str,
+        email: str,
+        *,
+        status_if_new: str,
+        status: str | None = None,
+        interests: Mapping[str, bool] | None = None,
+        merge_fields: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """PUT: adds the member with ``status_if_new``, or updates it (``status`` only when given)."""
         member_hash = subscriber_hash(email)
-        body = _member_body({"email_address": email.strip(), "status_if_new": status_if_new, "status": status,
-                             "interests": interests, "merge_fields": merge_fields}, _PUT_FIELDS, WRITABLE_STATUSES)
-        return self._call("PUT member", lambda: self._client.lists.set_list_member(list_id, member_hash, body),
-                          member_hash=member_hash, email=email)
+        body = _member_body(
+            {
+                "email_address": email.strip(),
+                "status_if_new": status_if_new,
+                "status": status,
+                "interests": interests,
+                "merge_fields": merge_fields,
+            },
+            _PUT_FIELDS,
+            WRITABLE_STATUSES,
+        )
+        return self._call(
+            "PUT member",
+            lambda: self._client.lists.set_list_member(list_id, member_hash, body),
+            member_hash=member_hash,
+            email=email,
+        )
 
     def update_member(self, list_id: str, member_hash: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """PATCH: status or email address changes of an existing member."""
@@ -474,25 +610,37 @@ class Mailchimp:
         body = _member_body(changes, _PATCH_FIELDS, PATCH_STATUSES)
         if not body:
             raise ValueError("update_member needs at least one change")
-        return self._call("PATCH member", lambda: self._client.lists.update_list_member(list_id, member_hash, body),
-                          member_hash=member_hash, email=body.get("email_address"))
+        return self._call(
+            "PATCH member",
+            lambda: self._client.lists.update_list_member(list_id, member_hash, body),
+            member_hash=member_hash,
+            email=body.get("email_address"),
+        )
 
     def archive_member(self, list_id: str, member_hash: str) -> None:
         """DELETE: archives the member (history kept; not a permanent delete)."""
         _require_hash(member_hash)
-        self._call("DELETE member", lambda: self._client.lists.delete_list_member(list_id, member_hash),
-                   member_hash=member_hash)
+        self._call(
+            "DELETE member",
+            lambda: self._client.lists.delete_list_member(list_id, member_hash),
+            member_hash=member_hash,
+        )
 
-    def batch_subscribe(self, list_id: str, members: list[Mapping[str, Any]], *,
-                        update_existing: bool = True) -> BatchResult:
+    def batch_subscribe(
+        self, list_id: str, members: list[Mapping[str, Any]], *, update_existing: bool = True
+    ) -> BatchResult:
         """POST /lists/{list_id} in calls of at most 500 members; refusals come back per member."""
         bodies = [_batch_member(member) for member in members]
         result = BatchResult()
         for start in range(0, len(bodies), BATCH_SUBSCRIBE_MAX):
-            chunk = bodies[start:start + BATCH_SUBSCRIBE_MAX]
+            chunk = bodies[start : start + BATCH_SUBSCRIBE_MAX]
             body = {"members": chunk, "update_existing": update_existing}
-            answer = self._call("POST batch subscribe",
-                                lambda body=body: self._client.lists.batch_list_members(list_id, body)) or {}
+            answer = (
+                self._call(
+                    "POST batch subscribe", lambda body=body: self._client.lists.batch_list_members(list_id, body)
+                )
+                or {}
+            )
             result.calls += 1
             result.new_members += answer.get("new_members") or []
             result.updated_members += answer.get("updated_members") or []
@@ -507,9 +655,11 @@ class Mailchimp:
         if not tags:
             return  # Mailchimp refuses an empty tag list, and there is nothing to change
         body = {"tags": [{"name": name, "status": "active" if on else "inactive"} for name, on in tags.items()]}
-        self._call("POST member tags",
-                   lambda: self._client.lists.update_list_member_tags(list_id, member_hash, body),
-                   member_hash=member_hash)
+        self._call(
+            "POST member tags",
+            lambda: self._client.lists.update_list_member_tags(list_id, member_hash, body),
+            member_hash=member_hash,
+        )
 
     def tag_segment_id(self, list_id: str, tag_name: str) -> str | None:
         """The id of the static segment behind a tag, or None when the audience has no such tag.
@@ -525,8 +675,13 @@ class Mailchimp:
 
     def _find_segment(self, list_id: str, tag_name: str) -> str | None:
         def fetch(offset: int, count: int) -> Any:
-            return self._client.lists.list_segments(list_id, type="static", count=count, offset=offset,
-                                                    fields=["segments.id", "segments.name", "total_items"])
+            return self._client.lists.list_segments(
+                list_id,
+                type="static",
+                count=count,
+                offset=offset,
+                fields=["segments.id", "segments.name", "total_items"],
+            )
 
         same_but_case = None  # the tag as the user typed it in another case, if no exact match
         for page in self._pages("GET segments", fetch, "segments", PAGE_SIZE_MAX):
@@ -554,15 +709,24 @@ class Mailchimp:
         segment_id = self.tag_segment_id(list_id, tag_name)
         if segment_id is None:
             if key == "members_to_add":
-                raise MailchimpError(404, "Tag Not Found", f"the audience has no tag {tag_name!r}; set it on one "
-                                     "member with update_member_tags first", operation="POST segment members")
+                raise MailchimpError(
+                    404,
+                    "Tag Not Found",
+                    f"the audience has no tag {tag_name!r}; set it on one member with update_member_tags first",
+                    operation="POST segment members",
+                )
             return result
         changed_key = "total_added" if key == "members_to_add" else "total_removed"
         for start in range(0, len(addresses), SEGMENT_BATCH_MAX):
-            body = {key: addresses[start:start + SEGMENT_BATCH_MAX]}
+            body = {key: addresses[start : start + SEGMENT_BATCH_MAX]}
             try:
-                answer = self._call("POST segment members", lambda body=body: self._client.lists.batch_segment_members(
-                    body, list_id, segment_id)) or {}
+                answer = (
+                    self._call(
+                        "POST segment members",
+                        lambda body=body: self._client.lists.batch_segment_members(body, list_id, segment_id),
+                    )
+                    or {}
+                )
             except MailchimpError as exc:
                 if exc.status == 404:  # the tag was deleted (and maybe made again): look it up afresh next time
                     self._segments.pop((list_id, tag_name), None)
@@ -571,8 +735,11 @@ class Mailchimp:
             result.changed += int(answer.get(changed_key) or 0)
             for item in answer.get("errors") or []:
                 message = redact_emails(str(item.get("error", "")))
-                result.errors += [MemberError(subscriber_hash(address), message)
-                                  for address in item.get("email_addresses") or [] if address]
+                result.errors += [
+                    MemberError(subscriber_hash(address), message)
+                    for address in item.get("email_addresses") or []
+                    if address
+                ]
         return result
 
     # ---- interests ----
@@ -581,13 +748,13 @@ class Mailchimp:
         def fetch(offset: int, count: int) -> Any:
             return self._client.lists.get_list_interest_categories(list_id, count=count, offset=offset)
 
-        return [item for page in self._pages("GET interest categories", fetch, "categories", PAGE_SIZE_MAX)
-                for item in page]
+        return [
+            item for page in self._pages("GET interest categories", fetch, "categories", PAGE_SIZE_MAX) for item in page
+        ]
 
     def interests(self, list_id: str, category_id: str) -> list[dict[str, Any]]:
         def fetch(offset: int, count: int) -> Any:
-            return self._client.lists.list_interest_category_interests(list_id, category_id, count=count,
-                                                                       offset=offset)
+            return self._client.lists.list_interest_category_interests(list_id, category_id, count=count, offset=offset)
 
         return [item for page in self._pages("GET interests", fetch, "interests", PAGE_SIZE_MAX) for item in page]
 
@@ -598,17 +765,27 @@ class Mailchimp:
         since = mailchimp_time(since_send_time) if since_send_time is not None else None
 
         def fetch(offset: int, count: int) -> Any:
-            return self._client.campaigns.list(**_params(list_id=list_id, status="sent", since_send_time=since,
-                                                         sort_field="send_time", sort_dir="ASC", count=count,
-                                                         offset=offset))
+            return self._client.campaigns.list(
+                **_params(
+                    list_id=list_id,
+                    status="sent",
+                    since_send_time=since,
+                    sort_field="send_time",
+                    sort_dir="ASC",
+                    count=count,
+                    offset=offset,
+                )
+            )
 
         for page in self._pages("GET campaigns", fetch, "campaigns", PAGE_SIZE_MAX):
             yield from page
 
     def campaign_report(self, campaign_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         """GET /reports/{id}: the campaign's totals as Mailchimp counts them."""
-        answer = self._call("GET campaign report", lambda: self._client.reports.get_campaign_report(
-            campaign_id, **_params(fields=fields)))
+        answer = self._call(
+            "GET campaign report",
+            lambda: self._client.reports.get_campaign_report(campaign_id, **_params(fields=fields)),
+        )
         return answer or {}
 
     def iter_email_activity(self, campaign_id: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
@@ -617,7 +794,8 @@ class Mailchimp:
 
         def fetch(offset: int, count: int) -> Any:
             return self._client.reports.get_email_activity_for_campaign(
-                campaign_id, **_params(count=count, offset=offset, since=after))
+                campaign_id, **_params(count=count, offset=offset, since=after)
+            )
 
         for page in self._pages("GET email activity", fetch, "emails", PAGE_SIZE_MAX):
             yield from page
@@ -638,8 +816,9 @@ class Mailchimp:
 
     # ---- webhooks ----
 
-    def create_webhook(self, list_id: str, url: str, events: Mapping[str, bool],
-                       sources: Mapping[str, bool]) -> dict[str, Any]:
+    def create_webhook(
+        self, list_id: str, url: str, events: Mapping[str, bool], sources: Mapping[str, bool]
+    ) -> dict[str, Any]:
         """Registers an audience webhook; send all three sources (``api: False`` stops our own echoes)."""
         for name, value, known in (("events", events, WEBHOOK_EVENTS), ("sources", sources, WEBHOOK_SOURCES)):
             unknown = set(value) - known
@@ -652,8 +831,9 @@ class Mailchimp:
 
     # ---- batch operations ----
 
-    def run_batch_operations(self, operations: list[Mapping[str, Any]], poll_seconds: float = 5.0,
-                             max_wait_seconds: float = 3600.0) -> list[dict[str, Any]]:
+    def run_batch_operations(
+        self, operations: list[Mapping[str, Any]], poll_seconds: float = 5.0, max_wait_seconds: float = 3600.0
+    ) -> list[dict[str, Any]]:
         """POST /batches, wait until finished, and return each operation's result with its parsed response.
 
         Each result is ``{"operation_id", "status_code", "response"}``; results are unordered, as Mailchimp
@@ -665,14 +845,19 @@ class Mailchimp:
         batch = self._call("POST batch", lambda: self._client.batches.start(body)) or {}
         batch_id = str(batch.get("id") or "")
         if not batch_id:
-            raise MailchimpError(None, "Batch Not Started", "the answer to POST /batches had no batch id",
-                                 operation="POST batch")
+            raise MailchimpError(
+                None, "Batch Not Started", "the answer to POST /batches had no batch id", operation="POST batch"
+            )
         deadline = time.monotonic() + max_wait_seconds
         while batch.get("status") != "finished":
             if time.monotonic() >= deadline:
-                raise MailchimpError(None, "Batch Timeout", f"batch {batch_id} not finished after "
-                                     f"{max_wait_seconds:.0f} s; its results stay downloadable for 7 days",
-                                     operation="GET batch")
+                raise MailchimpError(
+                    None,
+                    "Batch Timeout",
+                    f"batch {batch_id} not finished after "
+                    f"{max_wait_seconds:.0f} s; its results stay downloadable for 7 days",
+                    operation="GET batch",
+                )
             time.sleep(poll_seconds)
             batch = self._call("GET batch", lambda: self._client.batches.status(batch_id)) or {}
         return self._batch_results(batch_id, batch)
@@ -692,9 +877,14 @@ class Mailchimp:
             if response is not None and response.ok:
                 return _parse_batch_archive(response.content)
             if attempt == self.max_attempts:
-                raise MailchimpError(None, "Batch Results Unavailable",
-                                     f"results of batch {batch_id} could not be downloaded ({failure})",
-                                     operation="GET batch results", retryable=True, attempts=attempt)
+                raise MailchimpError(
+                    None,
+                    "Batch Results Unavailable",
+                    f"results of batch {batch_id} could not be downloaded ({failure})",
+                    operation="GET batch results",
+                    retryable=True,
+                    attempts=attempt,
+                )
             time.sleep(min(BACKOFF_CAP_SECONDS, self.backoff_seconds * 2 ** (attempt - 1)) * random.uniform(0.5, 1))
             # the download URL expires after ten minutes; the batch status gives a fresh one
             batch = self._call("GET batch", lambda: self._client.batches.status(batch_id)) or {}
@@ -703,29 +893,38 @@ class Mailchimp:
 
 # ---- helpers that shape requests and answers ------------------------------------------------
 
+
 def _api_root(api_key: str, base_url: str | None) -> str:
     """The API root the client's host is set to, from MAILCHIMP_BASE_URL or the key's data center."""
     if base_url is None or not base_url.strip():
         _, dash, data_center = api_key.rpartition("-")
         if not dash or not _DATA_CENTER.match(data_center):
-            raise ValueError("MAILCHIMP_API_KEY must end in -<dc> (for example ...-us21) so the API root "
-                             "can be derived; or set MAILCHIMP_BASE_URL")
+            raise ValueError(
+                "MAILCHIMP_API_KEY must end in -<dc> (for example ...-us21) so the API root "
+                "can be derived; or set MAILCHIMP_BASE_URL"
+            )
         return f"https://{data_center}.api.mailchimp.com/3.0"
     root = base_url.strip().rstrip("/")
     if "server" in root.lower():
-        raise ValueError("MAILCHIMP_BASE_URL must not contain the word 'server': the Mailchimp client "
-                         "rewrites it anywhere in the URL. Use another host name or the IP address")
+        raise ValueError(
+            "MAILCHIMP_BASE_URL must not contain the word 'server': the Mailchimp client "
+            "rewrites it anywhere in the URL. Use another host name or the IP address"
+        )
     parts = urlsplit(root)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("MAILCHIMP_BASE_URL must be an https URL such as https://us21.api.mailchimp.com/3.0")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
-        raise ValueError("MAILCHIMP_BASE_URL must use https (plain http is allowed for 127.0.0.1 only, "
-                         "where an emulator listens); the API key travels in every request")
+        raise ValueError(
+            "MAILCHIMP_BASE_URL must use https (plain http is allowed for 127.0.0.1 only, "
+            "where an emulator listens); the API key travels in every request"
+        )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("MAILCHIMP_BASE_URL must be a plain API root, without credentials, query or fragment")
     if not parts.path.endswith("/3.0"):
-        raise ValueError("MAILCHIMP_BASE_URL must be the API root ending in /3.0, "
-                         "e.g. https://us21.api.mailchimp.com/3.0 or http://127.0.0.1:4010/3.0")
+        raise ValueError(
+            "MAILCHIMP_BASE_URL must be the API root ending in /3.0, "
+            "e.g. https://us21.api.mailchimp.com/3.0 or http://127.0.0.1:4010/3.0"
+        )
     return root
 
 
@@ -812,19 +1011,24 @@ def _member_error(item: Mapping[str, Any]) -> MemberError:
 def _batch_operation(operation: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(operation) - _BATCH_OPERATION_FIELDS
     if unknown:
-        raise ValueError(f"batch operation fields {sorted(unknown)} are not accepted; "
-                         f"allowed: {sorted(_BATCH_OPERATION_FIELDS)}")
+        raise ValueError(
+            f"batch operation fields {sorted(unknown)} are not accepted; allowed: {sorted(_BATCH_OPERATION_FIELDS)}"
+        )
     method = str(operation.get("method", "")).upper()
     if method not in _BATCH_METHODS:
         raise ValueError(f"batch operation method must be one of {sorted(_BATCH_METHODS)}")
     path = str(operation.get("path", ""))
     if not path.startswith("/") or "@" in path:
-        raise ValueError("batch operation path must start with / (relative to /3.0) and address members "
-                         "by subscriber hash, never by email address")
+        raise ValueError(
+            "batch operation path must start with / (relative to /3.0) and address members "
+            "by subscriber hash, never by email address"
+        )
     shaped: dict[str, Any] = {"method": method, "path": path}
     if operation.get("params") is not None:
-        shaped["params"] = {name: mailchimp_time(value) if isinstance(value, datetime) else value
-                            for name, value in dict(operation["params"]).items()}
+        shaped["params"] = {
+            name: mailchimp_time(value) if isinstance(value, datetime) else value
+            for name, value in dict(operation["params"]).items()
+        }
     if operation.get("body") is not None:
         body = operation["body"]
         shaped["body"] = body if isinstance(body, str) else json.dumps(body)  # the API wants a JSON string
@@ -848,6 +1052,11 @@ def _parse_batch_archive(content: bytes) -> list[dict[str, Any]]:
                 response = item.get("response")
                 if isinstance(response, str):
                     response = json.loads(response) if response.strip() else None
-                results.append({"operation_id": item.get("operation_id"), "status_code": item.get("status_code"),
-                                "response": response})
+                results.append(
+                    {
+                        "operation_id": item.get("operation_id"),
+                        "status_code": item.get("status_code"),
+                        "response": response,
+                    }
+                )
     return results

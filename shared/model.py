@@ -41,8 +41,14 @@ class MemberSnapshot:
     interests: list[str] | None = None  # the interest ids set to true; None: not read
 
     def encode(self) -> list[Any]:
-        return [self.email, self.status, epoch(self.last_changed), self.contact_id, epoch(self.opted_in),
-                self.interests]
+        return [
+            self.email,
+            self.status,
+            epoch(self.last_changed),
+            self.contact_id,
+            epoch(self.opted_in),
+            self.interests,
+        ]
 
     @classmethod
     def decode(cls, data: list[Any]) -> MemberSnapshot:
@@ -80,8 +86,15 @@ class RecordSnapshot:
         return self.state == 0
 
     def encode(self) -> list[Any]:
-        return [self.record_id, self.kind, self.email, self.opt_out, epoch(self.modifiedon), self.state,
-                self.status_code]
+        return [
+            self.record_id,
+            self.kind,
+            self.email,
+            self.opt_out,
+            epoch(self.modifiedon),
+            self.state,
+            self.status_code,
+        ]
 
     @classmethod
     def decode(cls, data: list[Any]) -> RecordSnapshot:
@@ -122,9 +135,17 @@ class Group:
     preferences: list[PreferenceRow] = field(default_factory=list)  # rows of the records changed since the watermark
 
     def encode(self) -> list[Any]:
-        return [self.member_hash, self.email, self.member.encode() if self.member else None, int(self.member_seen),
-                [r.encode() for r in self.records], self.removed, self.moved, self.renamed_from,
-                [p.encode() for p in self.preferences]]
+        return [
+            self.member_hash,
+            self.email,
+            self.member.encode() if self.member else None,
+            int(self.member_seen),
+            [r.encode() for r in self.records],
+            self.removed,
+            self.moved,
+            self.renamed_from,
+            [p.encode() for p in self.preferences],
+        ]
 
     @classmethod
     def decode(cls, data: list[Any]) -> Group:
@@ -132,8 +153,17 @@ class Group:
         moved = data[6] if len(data) > 6 else []
         renamed = data[7] if len(data) > 7 else None
         preferences = [PreferenceRow.decode(p) for p in data[8]] if len(data) > 8 else []
-        return cls(data[0], data[1], member, bool(data[3]), [RecordSnapshot.decode(r) for r in data[4]], data[5],
-                   moved, renamed, preferences)
+        return cls(
+            data[0],
+            data[1],
+            member,
+            bool(data[3]),
+            [RecordSnapshot.decode(r) for r in data[4]],
+            data[5],
+            moved,
+            renamed,
+            preferences,
+        )
 
 
 KIND_CODES = {"contact": "c", "lead": "l", "account": "a"}
@@ -160,12 +190,30 @@ def pack(group: Group, columns: list[str], interests: list[str] | None = None) -
         if m.interests is not None and interests:
             chosen = set(m.interests)
             member.append("".join("1" if i in chosen else "0" for i in interests))
-    records = [[r.record_id, KIND_CODES[r.kind], "".join("1" if r.opt_out.get(c) else "0" for c in columns),
-                epoch(r.modifiedon), r.state, r.status_code] for r in group.records]
+    records = [
+        [
+            r.record_id,
+            KIND_CODES[r.kind],
+            "".join("1" if r.opt_out.get(c) else "0" for c in columns),
+            epoch(r.modifiedon),
+            r.state,
+            r.status_code,
+        ]
+        for r in group.records
+    ]
     packed: list[Any] = [head, member, int(group.member_seen), records]
-    preferences = [[p.record_id, KIND_CODES[p.kind], position[p.interest_id], int(p.opted_in), epoch(p.modifiedon),
-                    *([p.row_id] if p.row_id else [])]
-                   for p in group.preferences if p.interest_id in position]
+    preferences = [
+        [
+            p.record_id,
+            KIND_CODES[p.kind],
+            position[p.interest_id],
+            int(p.opted_in),
+            epoch(p.modifiedon),
+            *([p.row_id] if p.row_id else []),
+        ]
+        for p in group.preferences
+        if p.interest_id in position
+    ]
     extras = [group.removed, group.moved, group.renamed_from, preferences]
     while extras and not extras[-1]:
         extras.pop()
@@ -182,20 +230,38 @@ def unpack(data: list[Any], columns: list[str], interests: list[str] | None = No
     member = None
     if data[1] is not None:
         status, changed, contact_id, opted_in, *chosen = data[1]
-        member = MemberSnapshot(email, status, from_epoch(changed) or datetime.now(UTC), contact_id,
-                                from_epoch(opted_in))
+        member = MemberSnapshot(
+            email, status, from_epoch(changed) or datetime.now(UTC), contact_id, from_epoch(opted_in)
+        )
         if chosen:
             member.interests = [i for i, flag in zip(interests, chosen[0], strict=True) if flag == "1"]
-    records = [RecordSnapshot(rid, KINDS_BY_CODE[kind], email, {c: flag == "1" for c, flag in zip(columns, flags,
-                                                                                                  strict=True)},
-                              from_epoch(changed) or datetime.now(UTC), state, status_code)
-               for rid, kind, flags, changed, state, status_code in data[3]]
+    records = [
+        RecordSnapshot(
+            rid,
+            KINDS_BY_CODE[kind],
+            email,
+            {c: flag == "1" for c, flag in zip(columns, flags, strict=True)},
+            from_epoch(changed) or datetime.now(UTC),
+            state,
+            status_code,
+        )
+        for rid, kind, flags, changed, state, status_code in data[3]
+    ]
     extras = [*data[4:], None, None, None, None]
-    preferences = [PreferenceRow(rid, KINDS_BY_CODE[kind], interests[n], bool(opted), from_epoch(changed)
-                                 or datetime.now(UTC), row_id[0] if row_id else None)
-                   for rid, kind, n, opted, changed, *row_id in extras[3] or []]
-    return Group(member_hash, email, member, bool(data[2]), records, extras[0] or [], extras[1] or [], extras[2],
-                 preferences)
+    preferences = [
+        PreferenceRow(
+            rid,
+            KINDS_BY_CODE[kind],
+            interests[n],
+            bool(opted),
+            from_epoch(changed) or datetime.now(UTC),
+            row_id[0] if row_id else None,
+        )
+        for rid, kind, n, opted, changed, *row_id in extras[3] or []
+    ]
+    return Group(
+        member_hash, email, member, bool(data[2]), records, extras[0] or [], extras[1] or [], extras[2], preferences
+    )
 
 
 @dataclass
@@ -218,9 +284,15 @@ class BatchMessage:
     def encode(self) -> dict[str, Any]:
         ids = self.interest_ids
         payload = json.dumps([pack(g, self.columns, ids) for g in self.groups], separators=(",", ":")).encode()
-        encoded = {"link": self.link, "run": self.run_id, "batch": self.batch_id, "fresh": self.fresh,
-                   "full": self.full, "columns": self.columns,
-                   "groups": base64.b64encode(zlib.compress(payload, 9)).decode()}
+        encoded = {
+            "link": self.link,
+            "run": self.run_id,
+            "batch": self.batch_id,
+            "fresh": self.fresh,
+            "full": self.full,
+            "columns": self.columns,
+            "groups": base64.b64encode(zlib.compress(payload, 9)).decode(),
+        }
         if self.interests:
             encoded["interests"] = self.interests
         return encoded
@@ -231,5 +303,13 @@ class BatchMessage:
         columns = list(message.get("columns") or [])
         interests = [list(pair) for pair in message.get("interests") or []]
         ids = [interest_id for interest_id, _ in interests]
-        return cls(message["link"], message["run"], message["batch"], bool(message["fresh"]), bool(message["full"]),
-                   [unpack(g, columns, ids) for g in groups], columns, interests)
+        return cls(
+            message["link"],
+            message["run"],
+            message["batch"],
+            bool(message["fresh"]),
+            bool(message["full"]),
+            [unpack(g, columns, ids) for g in groups],
+            columns,
+            interests,
+        )

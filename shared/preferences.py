@@ -94,6 +94,7 @@ class Names:
 
 # ---- catalog ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Interest:
     id: str
@@ -119,8 +120,9 @@ class Catalog:
         return [[i.id, i.name] for i in self.interests]
 
     def encode(self) -> str:
-        return json.dumps([[i.id, i.name, i.category_id, i.category, int(i.hidden)] for i in self.interests],
-                          separators=(",", ":"))
+        return json.dumps(
+            [[i.id, i.name, i.category_id, i.category, int(i.hidden)] for i in self.interests], separators=(",", ":")
+        )
 
     @classmethod
     def decode(cls, text: str | None, refreshed: datetime | None = None) -> Catalog:
@@ -131,15 +133,26 @@ class Catalog:
 def read_catalog(mailchimp: Any, audience_id: str, counts: Counter[str] | None = None) -> Catalog:
     """The audience's categories and interests: one call for the categories, one per category."""
     interests: list[Interest] = []
-    categories = sorted(mailchimp.interest_categories(audience_id),
-                        key=lambda c: (c.get("display_order", 0), str(c["id"])))
+    categories = sorted(
+        mailchimp.interest_categories(audience_id), key=lambda c: (c.get("display_order", 0), str(c["id"]))
+    )
     if counts is not None:
         counts["preference_calls_mailchimp"] += 1 + len(categories)
     for category in categories:
-        found = sorted(mailchimp.interests(audience_id, str(category["id"])),
-                       key=lambda i: (i.get("display_order", 0), str(i["id"])))
-        interests += [Interest(str(i["id"]), str(i.get("name") or ""), str(category["id"]),
-                               str(category.get("title") or ""), category.get("type") == HIDDEN) for i in found]
+        found = sorted(
+            mailchimp.interests(audience_id, str(category["id"])),
+            key=lambda i: (i.get("display_order", 0), str(i["id"])),
+        )
+        interests += [
+            Interest(
+                str(i["id"]),
+                str(i.get("name") or ""),
+                str(category["id"]),
+                str(category.get("title") or ""),
+                category.get("type") == HIDDEN,
+            )
+            for i in found
+        ]
     return Catalog(interests, datetime.now(UTC))
 
 
@@ -155,12 +168,24 @@ def load_catalog(storage: Any, link: str) -> Catalog | None:
 def save_catalog(storage: Any, link: str, catalog: Catalog) -> None:
     from shared.storage import SYNC_STATE, upsert
 
-    storage.write(SYNC_STATE, [upsert({"PartitionKey": link, "RowKey": CATALOG_ROW, "interests": catalog.encode(),
-                                       "refreshed": (catalog.refreshed or datetime.now(UTC)).isoformat()})])
+    storage.write(
+        SYNC_STATE,
+        [
+            upsert(
+                {
+                    "PartitionKey": link,
+                    "RowKey": CATALOG_ROW,
+                    "interests": catalog.encode(),
+                    "refreshed": (catalog.refreshed or datetime.now(UTC)).isoformat(),
+                }
+            )
+        ],
+    )
 
 
-def mirror_catalog(dataverse: Any, names: Names, audience_id: str, catalog: Catalog,
-                   counts: Counter[str] | None = None) -> list[str]:
+def mirror_catalog(
+    dataverse: Any, names: Names, audience_id: str, catalog: Catalog, counts: Counter[str] | None = None
+) -> list[str]:
     """Makes the audience's preference rows match the catalog: one read, then one $batch of upserts.
 
     Returns a line per preference created, renamed, moved, made public or private, deactivated or reactivated.
@@ -170,9 +195,11 @@ def mirror_catalog(dataverse: Any, names: Names, audience_id: str, catalog: Cata
     c = names.column
     columns = ["name", "category", "visibility", "audienceid", "interestcategoryid", "interestid", "active"]
     existing: dict[str, dict[str, Any]] = {}
-    for page in dataverse.iter_pages(names.preference_set, select=[f"{names.preference_table}id",
-                                                                   *(c(n) for n in columns)],
-                                     filter=f"{c('audienceid')} eq '{audience_id}'"):
+    for page in dataverse.iter_pages(
+        names.preference_set,
+        select=[f"{names.preference_table}id", *(c(n) for n in columns)],
+        filter=f"{c('audienceid')} eq '{audience_id}'",
+    ):
         existing.update({str(row[f"{names.preference_table}id"]).lower(): row for row in page})
         if counts is not None:
             counts["preference_calls_dataverse"] += 1
@@ -182,32 +209,43 @@ def mirror_catalog(dataverse: Any, names: Names, audience_id: str, catalog: Cata
     for interest in catalog.interests:
         row_id = preference_id(audience_id, interest.id)
         wanted.add(row_id)
-        body = {c("name"): interest.name[:NAME_LENGTH], c("category"): interest.category[:NAME_LENGTH],
-                c("visibility"): VISIBILITY["private" if interest.hidden else "public"],
-                c("audienceid"): audience_id, c("interestcategoryid"): interest.category_id,
-                c("interestid"): interest.id, c("active"): True}
+        body = {
+            c("name"): interest.name[:NAME_LENGTH],
+            c("category"): interest.category[:NAME_LENGTH],
+            c("visibility"): VISIBILITY["private" if interest.hidden else "public"],
+            c("audienceid"): audience_id,
+            c("interestcategoryid"): interest.category_id,
+            c("interestid"): interest.id,
+            c("active"): True,
+        }
         have = existing.get(row_id)
         changed = [key for key, value in body.items() if have is None or have.get(key) != value]
         if not changed:
             continue
         operations.append(BatchOperation("PATCH", f"{names.preference_set}({row_id})", body))
-        said.append(f"preference {interest.id} " + ("created" if have is None else
-                                                     "updated: " + ", ".join(k.split("_", 1)[1] for k in changed)))
+        said.append(
+            f"preference {interest.id} "
+            + ("created" if have is None else "updated: " + ", ".join(k.split("_", 1)[1] for k in changed))
+        )
     for row_id, row in sorted(existing.items()):
         if row_id not in wanted and row.get(c("active")):
-            operations.append(BatchOperation("PATCH", f"{names.preference_set}({row_id})", {c("active"): False},
-                                             {"If-Match": "*"}))
+            operations.append(
+                BatchOperation("PATCH", f"{names.preference_set}({row_id})", {c("active"): False}, {"If-Match": "*"})
+            )
             said.append(f"preference {row.get(c('interestid'))} deactivated (removed in Mailchimp)")
     if operations:
-        failed = [(op, result) for op, result in zip(operations, dataverse.batch(operations), strict=True)
-                  if not result.ok]
+        failed = [
+            (op, result) for op, result in zip(operations, dataverse.batch(operations), strict=True) if not result.ok
+        ]
         if counts is not None:
             counts["preference_calls_dataverse"] += -(-len(operations) // BATCH_LIMIT)
         if failed:
             op, result = failed[0]
-            raise RuntimeError(f"{len(failed)} marketing preference row(s) of audience {audience_id} could not be "
-                               f"written ({op.url_path}: {result.error(op)}); check that provision has created "
-                               f"{names.preference_table}")
+            raise RuntimeError(
+                f"{len(failed)} marketing preference row(s) of audience {audience_id} could not be "
+                f"written ({op.url_path}: {result.error(op)}); check that provision has created "
+                f"{names.preference_table}"
+            )
     return said
 
 
@@ -228,8 +266,9 @@ class CatalogWatch:
         return sorted(k for k, on in interests.items() if on)
 
 
-def read_rows(dataverse: Any, names: Names, *, audience_id: str, kind: str, interests: Iterable[str],
-              since: datetime | None) -> Iterator[list[PreferenceRow]]:
+def read_rows(
+    dataverse: Any, names: Names, *, audience_id: str, kind: str, interests: Iterable[str], since: datetime | None
+) -> Iterator[list[PreferenceRow]]:
     """Pages of the subscription rows of one record kind changed since a time (all of them without one),
     limited to this audience's interests. One paged read per run, 5,000 rows a page."""
     by_preference = {preference_id(audience_id, i): i for i in interests}
@@ -240,8 +279,11 @@ def read_rows(dataverse: Any, names: Names, *, audience_id: str, kind: str, inte
     if since is not None:
         row_filter += f" and modifiedon ge {since.strftime('%Y-%m-%dT%H:%M:%SZ')}"
     key = f"{names.subscription_table}id"
-    for page in dataverse.iter_pages(names.subscription_set, filter=row_filter, select=[
-            key, lookup, preference, names.column("optedin"), "modifiedon"]):
+    for page in dataverse.iter_pages(
+        names.subscription_set,
+        filter=row_filter,
+        select=[key, lookup, preference, names.column("optedin"), "modifiedon"],
+    ):
         rows = []
         for row in page:
             interest_id = by_preference.get(str(row.get(preference) or "").lower())
@@ -249,14 +291,21 @@ def read_rows(dataverse: Any, names: Names, *, audience_id: str, kind: str, inte
             if interest_id is None or not record_id:
                 continue  # another audience's preference, or one this audience no longer has
             row_id = str(row[key]).lower()
-            rows.append(PreferenceRow(
-                record_id, kind, interest_id, bool(row.get(names.column("optedin"))),
-                _parse_time(str(row["modifiedon"]).replace("Z", "+00:00")) or datetime.now(UTC),
-                None if row_id == subscription_id(record_id, audience_id, interest_id) else row_id))
+            rows.append(
+                PreferenceRow(
+                    record_id,
+                    kind,
+                    interest_id,
+                    bool(row.get(names.column("optedin"))),
+                    _parse_time(str(row["modifiedon"]).replace("Z", "+00:00")) or datetime.now(UTC),
+                    None if row_id == subscription_id(record_id, audience_id, interest_id) else row_id,
+                )
+            )
         yield rows
 
 
 # ---- the rule for one pair --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PairSide:
@@ -322,6 +371,7 @@ def _second(moment: datetime | None) -> int | None:
 
 # ---- one person's plan ----------------------------------------------------------------------------
 
+
 @dataclass
 class PreferenceBase:
     """The preference part of one identity-map base (see BaseRow)."""
@@ -335,14 +385,21 @@ class PreferenceBase:
     def of(cls, row: Any) -> PreferenceBase:
         if row is None:
             return cls()
-        return cls(dict(row.interests), {k: (bool(v[0]), from_epoch(v[1])) for k, v in row.held.items()},
-                   row.preferences_modifiedon, dict(row.preference_rows))
+        return cls(
+            dict(row.interests),
+            {k: (bool(v[0]), from_epoch(v[1])) for k, v in row.held.items()},
+            row.preferences_modifiedon,
+            dict(row.preference_rows),
+        )
 
     def fields(self) -> dict[str, Any]:
         """The BaseRow fields that store it."""
-        return {"interests": dict(self.agreed),
-                "held": {k: [v, epoch(at)] for k, (v, at) in sorted(self.held.items())},
-                "preferences_modifiedon": self.rows_modifiedon, "preference_rows": dict(self.row_ids)}
+        return {
+            "interests": dict(self.agreed),
+            "held": {k: [v, epoch(at)] for k, (v, at) in sorted(self.held.items())},
+            "preferences_modifiedon": self.rows_modifiedon,
+            "preference_rows": dict(self.row_ids),
+        }
 
     def copy(self) -> PreferenceBase:
         return PreferenceBase(dict(self.agreed), dict(self.held), self.rows_modifiedon, dict(self.row_ids))
@@ -400,9 +457,17 @@ class MemberPlan:
         return bool(self.mailchimp or self.rows)
 
 
-def plan_member(*, audience_id: str, interests: Sequence[str], base: PreferenceBase, member: MemberView,
-                records: Sequence[tuple[str, str]], known_records: Iterable[str], rows: Sequence[PreferenceRow],
-                writable: bool) -> MemberPlan:
+def plan_member(
+    *,
+    audience_id: str,
+    interests: Sequence[str],
+    base: PreferenceBase,
+    member: MemberView,
+    records: Sequence[tuple[str, str]],
+    known_records: Iterable[str],
+    rows: Sequence[PreferenceRow],
+    writable: bool,
+) -> MemberPlan:
     """Every interest of one person: decide each pair, and say what to write where (pure).
 
     ``records`` are the person's syncable (record id, kind); ``known_records`` those the base already covered
@@ -415,8 +480,10 @@ def plan_member(*, audience_id: str, interests: Sequence[str], base: PreferenceB
     for row in sorted(rows, key=lambda r: r.modifiedon):
         if row.record_id in mine:
             latest[(row.record_id, row.interest_id)] = row
-    new = PreferenceBase(rows_modifiedon=base.rows_modifiedon,
-                         row_ids={k: v for k, v in base.row_ids.items() if k.split("|", 1)[0] in mine})
+    new = PreferenceBase(
+        rows_modifiedon=base.rows_modifiedon,
+        row_ids={k: v for k, v in base.row_ids.items() if k.split("|", 1)[0] in mine},
+    )
     for (record_id, interest_id), row in latest.items():
         if row.row_id:
             new.row_ids[f"{record_id}|{interest_id}"] = row.row_id
@@ -433,17 +500,24 @@ def plan_member(*, audience_id: str, interests: Sequence[str], base: PreferenceB
             m_value = None
         else:
             m_value = agreed  # not read: unchanged since the base
-        mailchimp = PairSide(m_value, agreed is not None and m_value is not None and m_value != agreed,
-                             member.last_changed)
+        mailchimp = PairSide(
+            m_value, agreed is not None and m_value is not None and m_value != agreed, member.last_changed
+        )
         pair_rows = [row for (_, i), row in latest.items() if i == interest_id]
         if agreed is None and held is None:
             newest = max(pair_rows, key=lambda r: r.modifiedon, default=None)
             winner_row = newest
-            dynamics = PairSide(newest.opted_in if newest else None, newest is not None,
-                                newest.modifiedon if newest else None)
+            dynamics = PairSide(
+                newest.opted_in if newest else None, newest is not None, newest.modifiedon if newest else None
+            )
         else:
-            moved = [row for row in pair_rows if row.opted_in != dynamics_holds or base.rows_modifiedon is None
-                     or row.modifiedon > base.rows_modifiedon]
+            moved = [
+                row
+                for row in pair_rows
+                if row.opted_in != dynamics_holds
+                or base.rows_modifiedon is None
+                or row.modifiedon > base.rows_modifiedon
+            ]
             winner_row = max(moved, key=lambda r: r.modifiedon, default=None)
             if winner_row is not None:
                 dynamics = PairSide(winner_row.opted_in, True, winner_row.modifiedon)
@@ -464,8 +538,11 @@ def plan_member(*, audience_id: str, interests: Sequence[str], base: PreferenceB
             new.agreed[interest_id] = value
         elif to_mailchimp:
             keep = True
-            at = dynamics.at if decision.source == "dynamics" else max(
-                filter(None, (dynamics.at, member.last_changed)), default=None)
+            at = (
+                dynamics.at
+                if decision.source == "dynamics"
+                else max(filter(None, (dynamics.at, member.last_changed)), default=None)
+            )
             new.held[interest_id] = (value, at)
             if mailchimp_now is not None:
                 new.agreed[interest_id] = mailchimp_now
@@ -483,27 +560,42 @@ def plan_member(*, audience_id: str, interests: Sequence[str], base: PreferenceB
                 before = dynamics_holds
             else:
                 before = None
-            row_id = (read.row_id if read else None) or base.row_ids.get(f"{record_id}|{interest_id}") or \
-                subscription_id(record_id, audience_id, interest_id)
+            row_id = (
+                (read.row_id if read else None)
+                or base.row_ids.get(f"{record_id}|{interest_id}")
+                or subscription_id(record_id, audience_id, interest_id)
+            )
             if (before is None and value) or (before is not None and before != value):
                 plan.rows.append(RowWrite(record_id, kind, interest_id, value, changed_by, changed_on, row_id, before))
                 wrote_rows = True
             elif read is not None and read is winner_row and changed_by == "dynamics":
                 # the person's own edit: say so on the row (the edit itself stays as it is)
-                plan.rows.append(RowWrite(record_id, kind, interest_id, None, "dynamics", read.modifiedon, row_id,
-                                          before))
+                plan.rows.append(
+                    RowWrite(record_id, kind, interest_id, None, "dynamics", read.modifiedon, row_id, before)
+                )
         if not (to_mailchimp or wrote_rows):
             continue  # both sides already hold the value: nothing changed, nothing to audit
         was_held = held is not None and not keep and to_mailchimp
-        plan.changes.append(PairChange(
-            interest_id, "preference-held-applied" if was_held else decision.rule, value, m_value,
-            to_mailchimp and not keep, keep, keep and (held is None or held[0] != value), was_held,
-            member.last_changed, dynamics.at))
+        plan.changes.append(
+            PairChange(
+                interest_id,
+                "preference-held-applied" if was_held else decision.rule,
+                value,
+                m_value,
+                to_mailchimp and not keep,
+                keep,
+                keep and (held is None or held[0] != value),
+                was_held,
+                member.last_changed,
+                dynamics.at,
+            )
+        )
     return plan
 
 
-def settle(plan: MemberPlan, *, mailchimp_ok: bool, failed_rows: set[tuple[str, str]],
-           written_at: datetime | None) -> PreferenceBase:
+def settle(
+    plan: MemberPlan, *, mailchimp_ok: bool, failed_rows: set[tuple[str, str]], written_at: datetime | None
+) -> PreferenceBase:
     """The base to store, given which writes succeeded: a failed write leaves the pair to be decided again."""
     settled = plan.base.copy()
     if not mailchimp_ok:
@@ -542,8 +634,15 @@ class PreferenceAudit:
     rows_modifiedon: datetime | None = None
 
 
-def audits(plan: MemberPlan, names: dict[str, str], *, member_hash: str, record_ids: list[str],
-           mailchimp_failure: str | None, row_failures: dict[tuple[str, str], str]) -> list[PreferenceAudit]:
+def audits(
+    plan: MemberPlan,
+    names: dict[str, str],
+    *,
+    member_hash: str,
+    record_ids: list[str],
+    mailchimp_failure: str | None,
+    row_failures: dict[tuple[str, str], str],
+) -> list[PreferenceAudit]:
     """The audit rows of one person's preference changes: one per rule, naming every interest it moved."""
     by_rule: dict[str, list[PairChange]] = {}
     for change in plan.changes:
@@ -574,8 +673,7 @@ def audits(plan: MemberPlan, names: dict[str, str], *, member_hash: str, record_
         if new:
             entry.dynamics_old = json.dumps(old, sort_keys=True)
             entry.dynamics_new = json.dumps(new, sort_keys=True)
-        listed = ", ".join(f"{names.get(c.interest_id, c.interest_id)} = {'yes' if c.value else 'no'}"
-                           for c in changes)
+        listed = ", ".join(f"{names.get(c.interest_id, c.interest_id)} = {'yes' if c.value else 'no'}" for c in changes)
         entry.detail = f"preferences: {listed}"
         if rule == "preference-held":
             entry.detail += "; kept in Dynamics until the member may be written again (subscribed, pending)"
@@ -595,11 +693,16 @@ def row_operation(names: Names, audience_id: str, write: RowWrite, interest_name
     if write.changed_on is not None:
         body[c("changedon")] = _utc(write.changed_on).strftime("%Y-%m-%dT%H:%M:%SZ")
     if write.opted_in is not None:
-        body.update({
-            c("optedin"): write.opted_in, c("name"): interest_name[:NAME_LENGTH],
-            f"{names.navigation(write.kind)}@odata.bind": f"/{KIND_SETS[write.kind]}({write.record_id})",
-            f"{names.navigation('preference')}@odata.bind":
-                f"/{names.preference_set}({preference_id(audience_id, write.interest_id)})"})
+        body.update(
+            {
+                c("optedin"): write.opted_in,
+                c("name"): interest_name[:NAME_LENGTH],
+                f"{names.navigation(write.kind)}@odata.bind": f"/{KIND_SETS[write.kind]}({write.record_id})",
+                f"{names.navigation('preference')}@odata.bind": (
+                    f"/{names.preference_set}({preference_id(audience_id, write.interest_id)})"
+                ),
+            }
+        )
         headers = {"Prefer": "return=representation"}  # no If-Match: a row that is not there yet is created
     else:
         headers = {"Prefer": "return=representation", "If-Match": "*"}  # a stamp never creates a row
@@ -607,6 +710,7 @@ def row_operation(names: Names, audience_id: str, write: RowWrite, interest_name
 
 
 # ---- schema --------------------------------------------------------------------------------------
+
 
 def provision_schema(dataverse: Any, prefix: str) -> list[str]:
     """The preference and subscription tables, their columns, lookups and views; a line per thing created."""
@@ -616,36 +720,68 @@ def provision_schema(dataverse: Any, prefix: str) -> list[str]:
     names = Names(p)
     done: list[str] = []
     tables = [
-        (schema.table_metadata(f"{p}_MarketingPreference", "Marketing Preference", "Marketing Preferences",
-                               f"{p}_Name", "Name", "An interest of a linked Mailchimp audience (mirrored from "
-                               "Mailchimp, which is its master)"),
-         [schema.string_column(f"{p}_Category", "Category", NAME_LENGTH),
-          schema.choice_column(f"{p}_Visibility", "Visibility", {VISIBILITY["public"]: "Public",
-                                                                 VISIBILITY["private"]: "Private"}),
-          schema.string_column(f"{p}_AudienceId", "Mailchimp Audience Id", 50),
-          schema.string_column(f"{p}_InterestCategoryId", "Interest Category Id", 50),
-          schema.string_column(f"{p}_InterestId", "Interest Id", 50),
-          schema.boolean_column(f"{p}_Active", "Active")]),
-        (schema.table_metadata(f"{p}_PreferenceSubscription", "Preference Subscription", "Preference Subscriptions",
-                               f"{p}_Name", "Name", "Whether one contact, lead or account chose one marketing "
-                               "preference, kept in step with Mailchimp"),
-         [schema.boolean_column(f"{p}_OptedIn", "Opted In"),
-          schema.choice_column(f"{p}_ChangedBy", "Changed By", {CHANGED_BY["mailchimp"]: "Mailchimp",
-                                                                CHANGED_BY["dynamics"]: "Dynamics"}),
-          schema.datetime_column(f"{p}_ChangedOn", "Changed On")]),
+        (
+            schema.table_metadata(
+                f"{p}_MarketingPreference",
+                "Marketing Preference",
+                "Marketing Preferences",
+                f"{p}_Name",
+                "Name",
+                "An interest of a linked Mailchimp audience (mirrored from Mailchimp, which is its master)",
+            ),
+            [
+                schema.string_column(f"{p}_Category", "Category", NAME_LENGTH),
+                schema.choice_column(
+                    f"{p}_Visibility", "Visibility", {VISIBILITY["public"]: "Public", VISIBILITY["private"]: "Private"}
+                ),
+                schema.string_column(f"{p}_AudienceId", "Mailchimp Audience Id", 50),
+                schema.string_column(f"{p}_InterestCategoryId", "Interest Category Id", 50),
+                schema.string_column(f"{p}_InterestId", "Interest Id", 50),
+                schema.boolean_column(f"{p}_Active", "Active"),
+            ],
+        ),
+        (
+            schema.table_metadata(
+                f"{p}_PreferenceSubscription",
+                "Preference Subscription",
+                "Preference Subscriptions",
+                f"{p}_Name",
+                "Name",
+                "Whether one contact, lead or account chose one marketing preference, kept in step with Mailchimp",
+            ),
+            [
+                schema.boolean_column(f"{p}_OptedIn", "Opted In"),
+                schema.choice_column(
+                    f"{p}_ChangedBy",
+                    "Changed By",
+                    {CHANGED_BY["mailchimp"]: "Mailchimp", CHANGED_BY["dynamics"]: "Dynamics"},
+                ),
+                schema.datetime_column(f"{p}_ChangedOn", "Changed On"),
+            ],
+        ),
     ]
     done += schema.ensure_tables(dataverse, tables)
     subscription = names.subscription_table
-    lookups = [(names.preference_table, names.navigation("preference"), "Preference",
-                f"{p}_{names.preference_table}_{subscription}", "Restrict")]
+    lookups = [
+        (
+            names.preference_table,
+            names.navigation("preference"),
+            "Preference",
+            f"{p}_{names.preference_table}_{subscription}",
+            "Restrict",
+        )
+    ]
     # a person's subscriptions go with the person (erasure requests too)
-    lookups += [(kind, names.navigation(kind), kind.title(), f"{p}_{kind}_{subscription}", "Cascade")
-                for kind in ("contact", "lead", "account")]
+    lookups += [
+        (kind, names.navigation(kind), kind.title(), f"{p}_{kind}_{subscription}", "Cascade")
+        for kind in ("contact", "lead", "account")
+    ]
     for referenced, lookup, display, relationship, delete in lookups:
         if schema.ensure_lookup(dataverse, subscription, referenced, lookup, display, relationship, delete=delete):
             done.append(f"created lookup {lookup.lower()} on {subscription}")
-    created = [name for name, fetch, layout in views(names)
-               if schema.ensure_view(dataverse, subscription, name, fetch, layout)]
+    created = [
+        name for name, fetch, layout in views(names) if schema.ensure_view(dataverse, subscription, name, fetch, layout)
+    ]
     if created:
         dataverse.publish([subscription])
         done += [f"created view '{name}' on {subscription}" for name in created]
@@ -656,31 +792,47 @@ def views(names: Names) -> list[tuple[str, str, str]]:
     """(name, FetchXML, layout XML) of the saved views on preference subscriptions."""
     c = names.column
     subscription, preference = names.subscription_table, names.preference_table
-    shown = [c("name"), c("contact"), c("lead"), c("account"), c("preference"), c("optedin"), c("changedby"),
-             c("changedon")]
+    shown = [
+        c("name"),
+        c("contact"),
+        c("lead"),
+        c("account"),
+        c("preference"),
+        c("optedin"),
+        c("changedby"),
+        c("changedon"),
+    ]
 
     def fetch(condition: str, on_preference: bool = False) -> str:
         attributes = "".join(f'<attribute name="{a}"/>' for a in [f"{subscription}id", *shown])
         where = f'<filter type="and">{condition}</filter>'
         link = ""
         if on_preference:
-            link = (f'<link-entity name="{preference}" from="{preference}id" to="{c("preference")}" '
-                    f'link-type="inner" alias="preference">{where}</link-entity>')
+            link = (
+                f'<link-entity name="{preference}" from="{preference}id" to="{c("preference")}" '
+                f'link-type="inner" alias="preference">{where}</link-entity>'
+            )
             where = ""
-        return (f'<fetch version="1.0" mapping="logical"><entity name="{subscription}">{attributes}'
-                f'<order attribute="{c("changedon")}" descending="true"/>{where}{link}</entity></fetch>')
+        return (
+            f'<fetch version="1.0" mapping="logical"><entity name="{subscription}">{attributes}'
+            f'<order attribute="{c("changedon")}" descending="true"/>{where}{link}</entity></fetch>'
+        )
 
     cells = "".join(f'<cell name="{a}" width="150"/>' for a in shown)
-    layout = (f'<grid name="resultset" object="10001" jump="{c("name")}" select="1" icon="1" preview="1">'
-              f'<row name="result" id="{subscription}id">{cells}</row></grid>')
+    layout = (
+        f'<grid name="resultset" object="10001" jump="{c("name")}" select="1" icon="1" preview="1">'
+        f'<row name="result" id="{subscription}id">{cells}</row></grid>'
+    )
     opted_in = f'<condition attribute="{c("optedin")}" operator="eq" value="1"/>'
     opted_out = f'<condition attribute="{c("optedin")}" operator="eq" value="0"/>'
     private = f'<condition attribute="{c("visibility")}" operator="eq" value="{VISIBILITY["private"]}"/>'
     public = f'<condition attribute="{c("visibility")}" operator="eq" value="{VISIBILITY["public"]}"/>'
-    return [("Preference subscriptions: opted in", fetch(opted_in), layout),
-            ("Preference subscriptions: opted out", fetch(opted_out), layout),
-            ("Preference subscriptions: private preferences", fetch(private, on_preference=True), layout),
-            ("Preference subscriptions: public preferences", fetch(public, on_preference=True), layout)]
+    return [
+        ("Preference subscriptions: opted in", fetch(opted_in), layout),
+        ("Preference subscriptions: opted out", fetch(opted_out), layout),
+        ("Preference subscriptions: private preferences", fetch(private, on_preference=True), layout),
+        ("Preference subscriptions: public preferences", fetch(public, on_preference=True), layout),
+    ]
 
 
 def _parse_time(text: str | None) -> datetime | None:

@@ -26,15 +26,24 @@ from typing import Any
 
 from shared.consent import SUBSCRIBER_STATUS_CODES
 
-STATUS_LABELS = {"subscribed": "Subscribed", "unsubscribed": "Unsubscribed", "cleaned": "Cleaned",
-                 "pending": "Pending", "transactional": "Transactional", "archived": "Archived"}
+STATUS_LABELS = {
+    "subscribed": "Subscribed",
+    "unsubscribed": "Unsubscribed",
+    "cleaned": "Cleaned",
+    "pending": "Pending",
+    "transactional": "Transactional",
+    "archived": "Archived",
+}
 RECORD_TABLES = ("contact", "lead", "account")
 
 
 def label(text: str) -> dict[str, Any]:
-    return {"@odata.type": "Microsoft.Dynamics.CRM.Label",
-            "LocalizedLabels": [{"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text,
-                                 "LanguageCode": 1033}]}
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.Label",
+        "LocalizedLabels": [
+            {"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text, "LanguageCode": 1033}
+        ],
+    }
 
 
 def status_column_metadata(logical_name: str) -> dict[str, Any]:
@@ -47,12 +56,19 @@ def status_column_metadata(logical_name: str) -> dict[str, Any]:
         "SourceTypeMask": 0,
         "DisplayName": label("Subscriber Status"),
         "Description": label("Mailchimp subscription status, written by Consent Bridge"),
-        "RequiredLevel": {"Value": "None", "CanBeChanged": True,
-                          "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"},
+        "RequiredLevel": {
+            "Value": "None",
+            "CanBeChanged": True,
+            "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
+        },
         "OptionSet": {
-            "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata", "IsGlobal": False, "OptionSetType": "Picklist",
-            "Options": [{"Value": code, "Label": label(STATUS_LABELS[status])}
-                        for status, code in SUBSCRIBER_STATUS_CODES.items()],
+            "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata",
+            "IsGlobal": False,
+            "OptionSetType": "Picklist",
+            "Options": [
+                {"Value": code, "Label": label(STATUS_LABELS[status])}
+                for status, code in SUBSCRIBER_STATUS_CODES.items()
+            ],
         },
     }
 
@@ -65,8 +81,10 @@ def provision(settings: Any, storage: Any, dataverse: Any) -> list[str]:
     column = settings.subscriber_status_column
     if column:
         if not column.startswith(f"{settings.dataverse_prefix}_"):
-            raise ValueError(f"SUBSCRIBER_STATUS_COLUMN {column!r} must start with the publisher prefix "
-                             f"'{settings.dataverse_prefix}_' (DATAVERSE_PREFIX) to be created")
+            raise ValueError(
+                f"SUBSCRIBER_STATUS_COLUMN {column!r} must start with the publisher prefix "
+                f"'{settings.dataverse_prefix}_' (DATAVERSE_PREFIX) to be created"
+            )
         for table in RECORD_TABLES:
             if not attribute_exists(dataverse, table, column):
                 dataverse.create_attribute(table, status_column_metadata(column))
@@ -78,33 +96,56 @@ def provision(settings: Any, storage: Any, dataverse: Any) -> list[str]:
 
 # ---- metadata builders ----------------------------------------------------------------------------
 
+
 def _required(level: str = "None") -> dict[str, Any]:
     return {"Value": level, "CanBeChanged": True, "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"}
 
 
 def _column(kind: str, schema: str, display: str, description: str) -> dict[str, Any]:
-    return {"@odata.type": f"Microsoft.Dynamics.CRM.{kind}AttributeMetadata", "AttributeType": kind,
-            "AttributeTypeName": {"Value": f"{kind}Type"}, "SchemaName": schema, "DisplayName": label(display),
-            "Description": label(description or display), "RequiredLevel": _required()}
+    return {
+        "@odata.type": f"Microsoft.Dynamics.CRM.{kind}AttributeMetadata",
+        "AttributeType": kind,
+        "AttributeTypeName": {"Value": f"{kind}Type"},
+        "SchemaName": schema,
+        "DisplayName": label(display),
+        "Description": label(description or display),
+        "RequiredLevel": _required(),
+    }
 
 
-def table_metadata(schema_name: str, display: str, plural_display: str, primary_name_schema: str,
-                   primary_name_display: str, description: str, *, primary_name_length: int = 200,
-                   ownership: str = "OrganizationOwned", change_tracking: bool = False) -> dict[str, Any]:
+def table_metadata(
+    schema_name: str,
+    display: str,
+    plural_display: str,
+    primary_name_schema: str,
+    primary_name_display: str,
+    description: str,
+    *,
+    primary_name_length: int = 200,
+    ownership: str = "OrganizationOwned",
+    change_tracking: bool = False,
+) -> dict[str, Any]:
     """A custom table with its primary name column; other columns are added with ensure_column."""
     primary = string_column(primary_name_schema, primary_name_display, primary_name_length)
     primary["IsPrimaryName"] = True
     primary["RequiredLevel"] = _required("ApplicationRequired")
-    return {"@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata", "SchemaName": schema_name,
-            "DisplayName": label(display), "DisplayCollectionName": label(plural_display),
-            "Description": label(description), "OwnershipType": ownership, "IsActivity": False,
-            "HasActivities": False, "HasNotes": False, "ChangeTrackingEnabled": change_tracking,
-            "Attributes": [primary]}
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata",
+        "SchemaName": schema_name,
+        "DisplayName": label(display),
+        "DisplayCollectionName": label(plural_display),
+        "Description": label(description),
+        "OwnershipType": ownership,
+        "IsActivity": False,
+        "HasActivities": False,
+        "HasNotes": False,
+        "ChangeTrackingEnabled": change_tracking,
+        "Attributes": [primary],
+    }
 
 
 def string_column(schema: str, display: str, max_length: int = 100, *, description: str = "") -> dict[str, Any]:
-    return {**_column("String", schema, display, description), "MaxLength": max_length,
-            "FormatName": {"Value": "Text"}}
+    return {**_column("String", schema, display, description), "MaxLength": max_length, "FormatName": {"Value": "Text"}}
 
 
 def memo_column(schema: str, display: str, max_length: int = 2000, *, description: str = "") -> dict[str, Any]:
@@ -112,49 +153,89 @@ def memo_column(schema: str, display: str, max_length: int = 2000, *, descriptio
 
 
 def boolean_column(schema: str, display: str, *, description: str = "") -> dict[str, Any]:
-    return {**_column("Boolean", schema, display, description), "DefaultValue": False,
-            "OptionSet": {"@odata.type": "Microsoft.Dynamics.CRM.BooleanOptionSetMetadata",
-                          "TrueOption": {"Value": 1, "Label": label("Yes")},
-                          "FalseOption": {"Value": 0, "Label": label("No")}, "OptionSetType": "Boolean"}}
+    return {
+        **_column("Boolean", schema, display, description),
+        "DefaultValue": False,
+        "OptionSet": {
+            "@odata.type": "Microsoft.Dynamics.CRM.BooleanOptionSetMetadata",
+            "TrueOption": {"Value": 1, "Label": label("Yes")},
+            "FalseOption": {"Value": 0, "Label": label("No")},
+            "OptionSetType": "Boolean",
+        },
+    }
 
 
-def integer_column(schema: str, display: str, *, min_value: int = 0, max_value: int = 2_147_483_647,
-                   description: str = "") -> dict[str, Any]:
-    return {**_column("Integer", schema, display, description), "Format": "None", "MinValue": min_value,
-            "MaxValue": max_value}
+def integer_column(
+    schema: str, display: str, *, min_value: int = 0, max_value: int = 2_147_483_647, description: str = ""
+) -> dict[str, Any]:
+    return {
+        **_column("Integer", schema, display, description),
+        "Format": "None",
+        "MinValue": min_value,
+        "MaxValue": max_value,
+    }
 
 
 def datetime_column(schema: str, display: str, *, description: str = "") -> dict[str, Any]:
-    return {**_column("DateTime", schema, display, description), "Format": "DateAndTime",
-            "DateTimeBehavior": {"Value": "UserLocal"}}
+    return {
+        **_column("DateTime", schema, display, description),
+        "Format": "DateAndTime",
+        "DateTimeBehavior": {"Value": "UserLocal"},
+    }
 
 
 def choice_column(schema: str, display: str, options: dict[int, str], *, description: str = "") -> dict[str, Any]:
     """A local choice (picklist) column; option values should carry the publisher's option value prefix."""
-    return {**_column("Picklist", schema, display, description), "SourceTypeMask": 0,
-            "OptionSet": {"@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata", "IsGlobal": False,
-                          "OptionSetType": "Picklist",
-                          "Options": [{"Value": value, "Label": label(text)} for value, text in options.items()]}}
+    return {
+        **_column("Picklist", schema, display, description),
+        "SourceTypeMask": 0,
+        "OptionSet": {
+            "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata",
+            "IsGlobal": False,
+            "OptionSetType": "Picklist",
+            "Options": [{"Value": value, "Label": label(text)} for value, text in options.items()],
+        },
+    }
 
 
-def lookup_relationship_metadata(referencing_table: str, referenced_table: str, lookup_schema_name: str,
-                                 display: str, relationship_schema_name: str, *,
-                                 delete: str = "RemoveLink") -> dict[str, Any]:
+def lookup_relationship_metadata(
+    referencing_table: str,
+    referenced_table: str,
+    lookup_schema_name: str,
+    display: str,
+    relationship_schema_name: str,
+    *,
+    delete: str = "RemoveLink",
+) -> dict[str, Any]:
     """A one-to-many relationship whose lookup column ``lookup_schema_name`` goes on ``referencing_table``."""
     return {
         "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
         "SchemaName": relationship_schema_name,
-        "ReferencedEntity": referenced_table, "ReferencingEntity": referencing_table,
-        "CascadeConfiguration": {"Assign": "NoCascade", "Delete": delete, "Merge": "NoCascade",
-                                 "Reparent": "NoCascade", "Share": "NoCascade", "Unshare": "NoCascade"},
+        "ReferencedEntity": referenced_table,
+        "ReferencingEntity": referencing_table,
+        "CascadeConfiguration": {
+            "Assign": "NoCascade",
+            "Delete": delete,
+            "Merge": "NoCascade",
+            "Reparent": "NoCascade",
+            "Share": "NoCascade",
+            "Unshare": "NoCascade",
+        },
         "AssociatedMenuConfiguration": {"Behavior": "UseCollectionName", "Group": "Details", "Order": 10000},
-        "Lookup": {"@odata.type": "Microsoft.Dynamics.CRM.LookupAttributeMetadata", "AttributeType": "Lookup",
-                   "AttributeTypeName": {"Value": "LookupType"}, "SchemaName": lookup_schema_name,
-                   "DisplayName": label(display), "Description": label(display), "RequiredLevel": _required()},
+        "Lookup": {
+            "@odata.type": "Microsoft.Dynamics.CRM.LookupAttributeMetadata",
+            "AttributeType": "Lookup",
+            "AttributeTypeName": {"Value": "LookupType"},
+            "SchemaName": lookup_schema_name,
+            "DisplayName": label(display),
+            "Description": label(display),
+            "RequiredLevel": _required(),
+        },
     }
 
 
 # ---- idempotent creators ----------------------------------------------------------------------------
+
 
 def ensure_table(dataverse: Any, metadata: dict[str, Any]) -> bool:
     """Creates the table unless a table of that logical name exists."""
@@ -185,8 +266,12 @@ def ensure_column(dataverse: Any, table_logical: str, metadata: dict[str, Any]) 
 
 def ensure_columns(dataverse: Any, table_logical: str, columns: list[dict[str, Any]]) -> list[str]:
     """ensure_column for many columns of one table with one read; returns the logical names created."""
-    existing = {item["LogicalName"] for item in dataverse.get(
-        f"EntityDefinitions(LogicalName='{table_logical}')/Attributes", {"$select": "LogicalName"}).get("value", [])}
+    existing = {
+        item["LogicalName"]
+        for item in dataverse.get(
+            f"EntityDefinitions(LogicalName='{table_logical}')/Attributes", {"$select": "LogicalName"}
+        ).get("value", [])
+    }
     created = []
     for metadata in columns:
         name = metadata["SchemaName"].lower()
@@ -196,8 +281,16 @@ def ensure_columns(dataverse: Any, table_logical: str, columns: list[dict[str, A
     return created
 
 
-def ensure_lookup(dataverse: Any, referencing_table: str, referenced_table: str, lookup_schema_name: str,
-                  display: str, relationship_schema_name: str, *, delete: str = "RemoveLink") -> bool:
+def ensure_lookup(
+    dataverse: Any,
+    referencing_table: str,
+    referenced_table: str,
+    lookup_schema_name: str,
+    display: str,
+    relationship_schema_name: str,
+    *,
+    delete: str = "RemoveLink",
+) -> bool:
     """Creates the one-to-many relationship and its lookup column unless the relationship or the column exists.
 
     ``delete`` is what deleting a ``referenced_table`` row does to the rows pointing at it: RemoveLink
@@ -206,20 +299,38 @@ def ensure_lookup(dataverse: Any, referencing_table: str, referenced_table: str,
         return False
     if attribute_exists(dataverse, referencing_table, lookup_schema_name.lower()):
         return False  # the column is there under another relationship name: nothing to add
-    dataverse.create_relationship(lookup_relationship_metadata(
-        referencing_table, referenced_table, lookup_schema_name, display, relationship_schema_name, delete=delete))
+    dataverse.create_relationship(
+        lookup_relationship_metadata(
+            referencing_table, referenced_table, lookup_schema_name, display, relationship_schema_name, delete=delete
+        )
+    )
     return True
 
 
 def ensure_view(dataverse: Any, table_logical: str, name: str, fetchxml: str, layoutxml: str) -> bool:
     """Creates a public system view of the table unless one of that name exists (publish afterwards)."""
     quoted = name.replace("'", "''")
-    found = dataverse.get("savedqueries", {"$select": "savedqueryid", "$filter": (
-        f"name eq '{quoted}' and returnedtypecode eq '{table_logical}'"), "$top": "1"}).get("value", [])
+    found = dataverse.get(
+        "savedqueries",
+        {
+            "$select": "savedqueryid",
+            "$filter": (f"name eq '{quoted}' and returnedtypecode eq '{table_logical}'"),
+            "$top": "1",
+        },
+    ).get("value", [])
     if found:
         return False
-    dataverse.create("savedqueries", {"name": name, "returnedtypecode": table_logical, "fetchxml": fetchxml,
-                                      "layoutxml": layoutxml, "querytype": 0, "isdefault": False})
+    dataverse.create(
+        "savedqueries",
+        {
+            "name": name,
+            "returnedtypecode": table_logical,
+            "fetchxml": fetchxml,
+            "layoutxml": layoutxml,
+            "querytype": 0,
+            "isdefault": False,
+        },
+    )
     return True
 
 

@@ -26,8 +26,12 @@ UNKNOWN = "unknown"  # the member was not read and the map has never seen it
 BATCH_SUBSCRIBE_PAGE = 500  # members per batch subscribe call
 BATCH_PAGE = 1000  # requests per $batch call
 # decisions audited even when they write nothing: a refusal to act is part of the consent history
-AUDITED_WITHOUT_WRITES = {"not-added-opted-out", "member-archived-not-revived", "resubscribe-blocked",
-                          "no-syncable-record"}
+AUDITED_WITHOUT_WRITES = {
+    "not-added-opted-out",
+    "member-archived-not-revived",
+    "resubscribe-blocked",
+    "no-syncable-record",
+}
 
 
 @dataclass
@@ -50,8 +54,11 @@ class Planned:
 
     @property
     def side(self) -> str:
-        sides = [name for name, new in (("mailchimp", self.mailchimp_new), ("dynamics", self.dynamics_new))
-                 if new is not None]
+        sides = [
+            name
+            for name, new in (("mailchimp", self.mailchimp_new), ("dynamics", self.dynamics_new))
+            if new is not None
+        ]
         return "both" if len(sides) == 2 else (sides[0] if sides else "none")
 
 
@@ -109,16 +116,25 @@ class _Work:
 
 
 class Reconciler:
-    def __init__(self, *, settings: Any, storage: Storage, mailchimp: Any, dataverse: Any, ledger: Any,
-                 identity: IdentityMap | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Any,
+        storage: Storage,
+        mailchimp: Any,
+        dataverse: Any,
+        ledger: Any,
+        identity: IdentityMap | None = None,
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.mailchimp = mailchimp
         self.dataverse = dataverse
         self.ledger = ledger
         self.identity = identity or IdentityMap(storage)
-        self.policy = consent.Policy(resubscribe=settings.resubscribe_policy,
-                                     new_member_status=settings.new_member_status)
+        self.policy = consent.Policy(
+            resubscribe=settings.resubscribe_policy, new_member_status=settings.new_member_status
+        )
 
     # ---- entry point ----------------------------------------------------------------------
     def reconcile(self, message: BatchMessage, *, dry_run: bool = False) -> BatchOutcome:
@@ -141,8 +157,9 @@ class Reconciler:
             group.records = [r for r in group.records if r.record_id not in moves.held]
         work = [self._prepare(g, bases.get(g.member_hash), message) for g in groups]
         for item in work:
-            item.email_writes = {rid: email for rid, email in moves.email_writes.items()
-                                 if any(r.record_id == rid for r in item.records)}
+            item.email_writes = {
+                rid: email for rid, email in moves.email_writes.items() if any(r.record_id == rid for r in item.records)
+            }
         self._resolve_unknown(link, work)
         for item in work:
             self._decide(item)
@@ -159,8 +176,11 @@ class Reconciler:
         if not dry_run:
             self._write_dataverse(work, outcome.counts, link=link, interest_names=dict(message.interests))
             self._write_tags(link, work, outcome.counts)
-        outcome.planned = [*moves.audits, *(self._audit_entry(item) for item in work),
-                           *self._preference_audits(work, dict(message.interests))]
+        outcome.planned = [
+            *moves.audits,
+            *(self._audit_entry(item) for item in work),
+            *self._preference_audits(work, dict(message.interests)),
+        ]
         for planned in outcome.planned:
             outcome.counts[f"rule:{planned.rule}"] += 1
             for _, reason in planned.skipped:
@@ -187,11 +207,27 @@ class Reconciler:
         for record_id, _ in old.records:
             moves.email_writes[record_id] = group.email
             moves.records[record_id] = group.member_hash
-        moves.audits.append(Planned(group.member_hash, "email-changed-in-mailchimp", [r[0] for r in old.records],
-                                    mailchimp_old=f"member {old_hash}", detail="the records take the new address"))
+        moves.audits.append(
+            Planned(
+                group.member_hash,
+                "email-changed-in-mailchimp",
+                [r[0] for r in old.records],
+                mailchimp_old=f"member {old_hash}",
+                detail="the records take the new address",
+            )
+        )
 
-    def _dynamics_address_change(self, link: Any, group: Group, record_id: str, old_hash: str,
-                                 bases: dict[str, BaseRow], moves: Moves, *, dry_run: bool) -> None:
+    def _dynamics_address_change(
+        self,
+        link: Any,
+        group: Group,
+        record_id: str,
+        old_hash: str,
+        bases: dict[str, BaseRow],
+        moves: Moves,
+        *,
+        dry_run: bool,
+    ) -> None:
         """A record's address changed in Dynamics: the member it alone stood for changes address with it."""
         from shared.mailchimp import MailchimpError
 
@@ -209,18 +245,30 @@ class Reconciler:
         if member_there and not others and taken:
             # design rule 5: write nothing; the record stays with its old member until someone resolves it
             moves.held.add(record_id)
-            moves.audits.append(Planned(group.member_hash, "email-conflict", [record_id],
-                                        detail=f"the new address is already a member; member {old_hash} keeps its "
-                                               "address and nothing was written"))
+            moves.audits.append(
+                Planned(
+                    group.member_hash,
+                    "email-conflict",
+                    [record_id],
+                    detail=f"the new address is already a member; member {old_hash} keeps its "
+                    "address and nothing was written",
+                )
+            )
             return
         moves.records[record_id] = group.member_hash
         if others or not member_there:  # the old member stays for the others; this record is new at its address
             moves.bases[old_hash] = replace(old, records=others)
             return
         if dry_run:
-            moves.audits.append(Planned(group.member_hash, "email-changed-in-dynamics", [record_id],
-                                        mailchimp_old=f"member {old_hash}",
-                                        mailchimp_new=f"member {group.member_hash}"))
+            moves.audits.append(
+                Planned(
+                    group.member_hash,
+                    "email-changed-in-dynamics",
+                    [record_id],
+                    mailchimp_old=f"member {old_hash}",
+                    mailchimp_new=f"member {group.member_hash}",
+                )
+            )
             return
         try:
             answer = self.mailchimp.update_member(link.audience_id, old_hash, {"email_address": group.email})
@@ -231,27 +279,52 @@ class Reconciler:
             if "already" in said:  # the new address is a member the scan did not read
                 moves.records.pop(record_id, None)
                 moves.held.add(record_id)
-                moves.audits.append(Planned(group.member_hash, "email-conflict", [record_id],
-                                            detail=f"the new address is already a member; member {old_hash} keeps "
-                                                   "its address and nothing was written"))
+                moves.audits.append(
+                    Planned(
+                        group.member_hash,
+                        "email-conflict",
+                        [record_id],
+                        detail=f"the new address is already a member; member {old_hash} keeps "
+                        "its address and nothing was written",
+                    )
+                )
                 return
             moves.bases[old_hash] = replace(old, records=[])
-            moves.audits.append(Planned(group.member_hash, "email-change-refused", [record_id],
-                                        skipped=[(old_hash, _refusal(exc.title + " " + exc.detail))]))
+            moves.audits.append(
+                Planned(
+                    group.member_hash,
+                    "email-change-refused",
+                    [record_id],
+                    skipped=[(old_hash, _refusal(exc.title + " " + exc.detail))],
+                )
+            )
             return
         changed = _parse_time(answer.get("last_changed"))
-        group.member = MemberSnapshot(group.email, answer["status"], changed or datetime.now(UTC),
-                                      answer.get("contact_id") or old.contact_id, interests=_chosen(answer))
+        group.member = MemberSnapshot(
+            group.email,
+            answer["status"],
+            changed or datetime.now(UTC),
+            answer.get("contact_id") or old.contact_id,
+            interests=_chosen(answer),
+        )
         group.member_seen = True
-        bases[group.member_hash] = replace(old, email=group.email, member_last_changed=changed,
-                                           contact_id=group.member.contact_id)
+        bases[group.member_hash] = replace(
+            old, email=group.email, member_last_changed=changed, contact_id=group.member.contact_id
+        )
         moves.arrived.add(group.member_hash)
         moves.gone.add(old_hash)
         moves.bases[old_hash] = None
         if group.member.contact_id:
             moves.contacts[group.member.contact_id] = group.member_hash
-        moves.audits.append(Planned(group.member_hash, "email-changed-in-dynamics", [record_id],
-                                    mailchimp_old=f"member {old_hash}", mailchimp_new=f"member {group.member_hash}"))
+        moves.audits.append(
+            Planned(
+                group.member_hash,
+                "email-changed-in-dynamics",
+                [record_id],
+                mailchimp_old=f"member {old_hash}",
+                mailchimp_new=f"member {group.member_hash}",
+            )
+        )
 
     # ---- preparing the merge --------------------------------------------------------------
     def _prepare(self, group: Group, base: BaseRow | None, message: BatchMessage) -> _Work:
@@ -262,22 +335,40 @@ class Reconciler:
             for record_id, kind in base.records:
                 if record_id not in seen and record_id not in group.removed:
                     opted_out = record_id in base.opted_out_records
-                    records.append(RecordSnapshot(
-                        record_id, kind, email, dict.fromkeys(self.settings.opt_out_columns, opted_out),
-                        base.records_modifiedon or datetime.now(UTC), 0, None))
+                    records.append(
+                        RecordSnapshot(
+                            record_id,
+                            kind,
+                            email,
+                            dict.fromkeys(self.settings.opt_out_columns, opted_out),
+                            base.records_modifiedon or datetime.now(UTC),
+                            0,
+                            None,
+                        )
+                    )
         member: consent.Member | str | None
         if group.member is not None:
             member = _member(group.member)
         elif group.member_seen or message.fresh:
             member = None
         elif base is not None:
-            member = None if base.member_status is None else consent.Member(
-                base.member_status, base.member_last_changed or datetime.now(UTC), email)
+            member = (
+                None
+                if base.member_status is None
+                else consent.Member(base.member_status, base.member_last_changed or datetime.now(UTC), email)
+            )
         else:
             member = UNKNOWN
         chosen = group.member.interests if group.member is not None else None
-        return _Work(group, base, email, member, records, probed=member == UNKNOWN,
-                     member_interests=None if chosen is None else frozenset(chosen))
+        return _Work(
+            group,
+            base,
+            email,
+            member,
+            records,
+            probed=member == UNKNOWN,
+            member_interests=None if chosen is None else frozenset(chosen),
+        )
 
     def _resolve_unknown(self, link: Any, work: list[_Work]) -> None:
         """New records whose address may already be in the audience: ask Mailchimp before deciding.
@@ -290,18 +381,28 @@ class Reconciler:
                 continue
             if any(not r.opted_out for r in item.records if r.active):
                 continue  # probed in _write_mailchimp
-            found = self.mailchimp.member(link.audience_id, item.group.member_hash,
-                                          fields=["email_address", "status", "last_changed", "contact_id",
-                                                  "timestamp_opt", "interests"])
+            found = self.mailchimp.member(
+                link.audience_id,
+                item.group.member_hash,
+                fields=["email_address", "status", "last_changed", "contact_id", "timestamp_opt", "interests"],
+            )
             item.member = _member(_snapshot(found)) if found else None
             item.member_interests = _chosen(found) if found else None
             item.probed = False
 
     def _decide(self, item: _Work) -> None:
         member = None if item.member == UNKNOWN else item.member
-        base = None if item.base is None else consent.Base(
-            item.base.member_status, item.base.opted_out, item.base.member_last_changed,
-            item.base.records_modifiedon, frozenset(item.base.opted_out_records))
+        base = (
+            None
+            if item.base is None
+            else consent.Base(
+                item.base.member_status,
+                item.base.opted_out,
+                item.base.member_last_changed,
+                item.base.records_modifiedon,
+                frozenset(item.base.opted_out_records),
+            )
+        )
         records = [_record(r, item.email) for r in item.records]
         item.decision = consent.decide(member, records, base, self.policy)  # type: ignore[arg-type]
 
@@ -340,7 +441,8 @@ class Reconciler:
             return
         # calls that exist only because of interests: the efficiency report charges them to preferences
         counts["preference_calls_mailchimp"] += _pages(len(entries), BATCH_SUBSCRIBE_PAGE) - _pages(
-            len(with_status), BATCH_SUBSCRIBE_PAGE)
+            len(with_status), BATCH_SUBSCRIBE_PAGE
+        )
         result = self.mailchimp.batch_subscribe(link.audience_id, entries, update_existing=True)
         by_hash = {item.group.member_hash: item for item in work}
         for answer, created in [(m, True) for m in result.new_members] + [(m, False) for m in result.updated_members]:
@@ -368,8 +470,15 @@ class Reconciler:
 
     def _settle_probes(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
         """A probe found an existing member: this is a first meeting, decided again with the real status."""
-        again = [item for item in work if isinstance(item.member, consent.Member) and item.member_after is None
-                 and item.decision and item.decision.mailchimp and item.decision.mailchimp.action == "add"]
+        again = [
+            item
+            for item in work
+            if isinstance(item.member, consent.Member)
+            and item.member_after is None
+            and item.decision
+            and item.decision.mailchimp
+            and item.decision.mailchimp.action == "add"
+        ]
         if not again:
             return
         for item in again:
@@ -394,11 +503,17 @@ class Reconciler:
         member = item.member if isinstance(item.member, consent.Member) else None
         status_after = decision.new_base.member_status
         item.preference_plan = preferences.plan_member(
-            audience_id=link.audience_id, interests=interests, base=preferences.PreferenceBase.of(item.base),
-            member=preferences.MemberView(member is not None, item.member_interests,
-                                          member.last_changed if member else None),
-            records=records, known_records=[r for r, _ in item.base.records] if item.base else [],
-            rows=item.group.preferences, writable=status_after in preferences.WRITABLE_STATUSES)
+            audience_id=link.audience_id,
+            interests=interests,
+            base=preferences.PreferenceBase.of(item.base),
+            member=preferences.MemberView(
+                member is not None, item.member_interests, member.last_changed if member else None
+            ),
+            records=records,
+            known_records=[r for r, _ in item.base.records] if item.base else [],
+            rows=item.group.preferences,
+            writable=status_after in preferences.WRITABLE_STATUSES,
+        )
 
     def _late_preferences(self, link: Any, work: list[_Work], interests: list[str], counts: Counter[str]) -> None:
         """Members the batch subscribe found (or added): their interests are known now; send what they lack."""
@@ -415,19 +530,36 @@ class Reconciler:
             plan = item.preference_plan
             if plan is None:
                 continue
-            item.preference_base = preferences.settle(plan, mailchimp_ok=item.preference_failed is None,
-                                                      failed_rows=set(item.preference_failures),
-                                                      written_at=item.preferences_written_at)
-            for audit in preferences.audits(plan, names, member_hash=item.group.member_hash,
-                                            record_ids=[r.record_id for r in item.records],
-                                            mailchimp_failure=item.preference_failed,
-                                            row_failures=item.preference_failures):
-                found.append(Planned(item.group.member_hash, audit.rule, audit.record_ids,
-                                     mailchimp_old=audit.mailchimp_old, mailchimp_new=audit.mailchimp_new,
-                                     dynamics_old=audit.dynamics_old, dynamics_new=audit.dynamics_new,
-                                     skipped=audit.skipped, detail=audit.detail,
-                                     member_last_changed=audit.member_last_changed,
-                                     records_modifiedon=audit.rows_modifiedon, preference=True))
+            item.preference_base = preferences.settle(
+                plan,
+                mailchimp_ok=item.preference_failed is None,
+                failed_rows=set(item.preference_failures),
+                written_at=item.preferences_written_at,
+            )
+            for audit in preferences.audits(
+                plan,
+                names,
+                member_hash=item.group.member_hash,
+                record_ids=[r.record_id for r in item.records],
+                mailchimp_failure=item.preference_failed,
+                row_failures=item.preference_failures,
+            ):
+                found.append(
+                    Planned(
+                        item.group.member_hash,
+                        audit.rule,
+                        audit.record_ids,
+                        mailchimp_old=audit.mailchimp_old,
+                        mailchimp_new=audit.mailchimp_new,
+                        dynamics_old=audit.dynamics_old,
+                        dynamics_new=audit.dynamics_new,
+                        skipped=audit.skipped,
+                        detail=audit.detail,
+                        member_last_changed=audit.member_last_changed,
+                        records_modifiedon=audit.rows_modifiedon,
+                        preference=True,
+                    )
+                )
         return found
 
     # ---- Dataverse ------------------------------------------------------------------------
@@ -453,8 +585,11 @@ class Reconciler:
             if decision is None:
                 continue
             current = {r.record_id: r for r in item.records}
-            member_status = item.member_after or (decision.mailchimp.status if decision.mailchimp else None) or (
-                item.member.status if isinstance(item.member, consent.Member) else None)
+            member_status = (
+                item.member_after
+                or (decision.mailchimp.status if decision.mailchimp else None)
+                or (item.member.status if isinstance(item.member, consent.Member) else None)
+            )
             if item.mailchimp_failed:
                 member_status = item.member.status if isinstance(item.member, consent.Member) else None
             for write in decision.records:
@@ -479,8 +614,9 @@ class Reconciler:
                 if record is not None and record.writable:
                     item.record_writes.setdefault(record_id, {})["emailaddress1"] = email
 
-    def _write_dataverse(self, work: list[_Work], counts: Counter[str], *, link: Any,
-                         interest_names: dict[str, str]) -> None:
+    def _write_dataverse(
+        self, work: list[_Work], counts: Counter[str], *, link: Any, interest_names: dict[str, str]
+    ) -> None:
         from shared.dataverse import BatchOperation
 
         operations: list[BatchOperation] = []
@@ -491,23 +627,29 @@ class Reconciler:
             for record_id, body in item.record_writes.items():
                 # the answer's modifiedon goes into the base, so the sync's own write is not mistaken later
                 # for a person's edit
-                operations.append(BatchOperation(
-                    "PATCH", f"{KIND_SETS[kinds[record_id]]}({record_id})?$select=modifiedon", body,
-                    {"If-Match": "*", "Prefer": "return=representation"}))
+                operations.append(
+                    BatchOperation(
+                        "PATCH",
+                        f"{KIND_SETS[kinds[record_id]]}({record_id})?$select=modifiedon",
+                        body,
+                        {"If-Match": "*", "Prefer": "return=representation"},
+                    )
+                )
                 owners.append((item, record_id))
         names = preferences.Names(self.settings.dataverse_prefix)
         for item in work:
             plan = item.preference_plan
             for write in plan.rows if plan is not None else []:
                 # in the same $batch as the status columns: preference rows cost no call of their own
-                operations.append(preferences.row_operation(names, link.audience_id, write,
-                                                            interest_names.get(write.interest_id, "")))
+                operations.append(
+                    preferences.row_operation(names, link.audience_id, write, interest_names.get(write.interest_id, ""))
+                )
                 rows.append((item, write))
         if not operations:
             return
         counts["preference_calls_dataverse"] += _pages(len(operations), BATCH_PAGE) - _pages(len(owners), BATCH_PAGE)
         results = self.dataverse.batch(operations, continue_on_error=True)
-        for (item, write), result in zip(rows, results[len(owners):], strict=True):
+        for (item, write), result in zip(rows, results[len(owners) :], strict=True):
             if result.status >= 400:
                 if write.opted_in is not None:
                     item.preference_failures[(write.record_id, write.interest_id)] = _dataverse_refusal(result)
@@ -530,10 +672,16 @@ class Reconciler:
     def _write_tags(self, link: Any, work: list[_Work], counts: Counter[str]) -> None:
         if not link.tag:
             return
-        to_remove = [item.email for item in work if item.group.removed and item.base and item.base.tagged
-                     and not item.records and item.email]
-        to_add = [item.email for item in work if item.records and not item.tagged
-                  and not (item.base and item.base.tagged) and _member_exists(item)]
+        to_remove = [
+            item.email
+            for item in work
+            if item.group.removed and item.base and item.base.tagged and not item.records and item.email
+        ]
+        to_add = [
+            item.email
+            for item in work
+            if item.records and not item.tagged and not (item.base and item.base.tagged) and _member_exists(item)
+        ]
         if to_add:
             from shared.mailchimp import MailchimpError
 
@@ -559,11 +707,14 @@ class Reconciler:
         decision = item.decision
         assert decision is not None
         member_before = item.member.status if isinstance(item.member, consent.Member) else None
-        planned = Planned(item.group.member_hash, decision.rule, [r.record_id for r in item.records],
-                          skipped=list(decision.skipped),
-                          member_last_changed=item.member.last_changed if isinstance(item.member,
-                                                                                     consent.Member) else None,
-                          records_modifiedon=max((r.modifiedon for r in item.records), default=None))
+        planned = Planned(
+            item.group.member_hash,
+            decision.rule,
+            [r.record_id for r in item.records],
+            skipped=list(decision.skipped),
+            member_last_changed=item.member.last_changed if isinstance(item.member, consent.Member) else None,
+            records_modifiedon=max((r.modifiedon for r in item.records), default=None),
+        )
         if decision.mailchimp and not item.mailchimp_failed:
             planned.mailchimp_old = member_before or "absent"
             planned.mailchimp_new = item.member_after or decision.mailchimp.status
@@ -574,28 +725,48 @@ class Reconciler:
         written = {rid: body for rid, body in item.record_writes.items() if rid not in item.record_failures}
         if written:
             before = {r.record_id: r for r in item.records}
-            planned.dynamics_old = json.dumps({rid: _describe(before[rid], body, self.settings.subscriber_status_column)
-                                               for rid, body in written.items()})
+            planned.dynamics_old = json.dumps(
+                {
+                    rid: _describe(before[rid], body, self.settings.subscriber_status_column)
+                    for rid, body in written.items()
+                }
+            )
             planned.dynamics_new = json.dumps(written)
         planned.skipped += [(rid, reason) for rid, reason in item.record_failures.items()]
         item.skipped = list(planned.skipped)
         if item.group.removed:
             planned.detail = f"left the marketing list: {len(item.group.removed)} record(s)"
         base = item.base
-        planned.repeated = base is not None and planned.side == "none" and not item.group.removed and (
-            base.member_status, base.opted_out, sorted(base.opted_out_records), sorted(r[0] for r in base.records),
-            sorted(map(tuple, base.skipped))) == (
-            decision.new_base.member_status, decision.new_base.opted_out, sorted(decision.new_base.opted_out_records),
-            sorted(r.record_id for r in item.records), sorted(planned.skipped))
+        planned.repeated = (
+            base is not None
+            and planned.side == "none"
+            and not item.group.removed
+            and (
+                base.member_status,
+                base.opted_out,
+                sorted(base.opted_out_records),
+                sorted(r[0] for r in base.records),
+                sorted(map(tuple, base.skipped)),
+            )
+            == (
+                decision.new_base.member_status,
+                decision.new_base.opted_out,
+                sorted(decision.new_base.opted_out_records),
+                sorted(r.record_id for r in item.records),
+                sorted(planned.skipped),
+            )
+        )
         return planned
 
-    def _save(self, link_name: str, message: BatchMessage, work: list[_Work], outcome: BatchOutcome,
-              moves: Moves) -> None:
+    def _save(
+        self, link_name: str, message: BatchMessage, work: list[_Work], outcome: BatchOutcome, moves: Moves
+    ) -> None:
         changes: dict[str, BaseRow | None] = dict(moves.bases)
         for item in work:
             row = self._new_base(item)
-            if row is not None and (item.base is None or item.group.member_hash in moves.arrived
-                                    or row.encode() != item.base.encode()):
+            if row is not None and (
+                item.base is None or item.group.member_hash in moves.arrived or row.encode() != item.base.encode()
+            ):
                 changes[item.group.member_hash] = row  # an unchanged base is not written again (unless it moved)
         if changes:
             self.identity.save(link_name, changes)
@@ -608,21 +779,38 @@ class Reconciler:
         audit = []
         seen: Counter[str] = Counter()  # keys depend on the member, not on how batches were grouped
         for planned in outcome.planned:
-            if planned.side == "none" and (planned.repeated or (
-                    not planned.skipped and not planned.detail and planned.rule not in AUDITED_WITHOUT_WRITES)):
+            if planned.side == "none" and (
+                planned.repeated
+                or (not planned.skipped and not planned.detail and planned.rule not in AUDITED_WITHOUT_WRITES)
+            ):
                 continue
-            audit.append(upsert({
-                "PartitionKey": f"{link_name}|{now:%Y%m%d}",
-                "RowKey": f"{message.run_id}|{planned.member_hash or '-'}|{_nth(seen, planned.member_hash)}",
-                "when": now, "link": link_name, "run_id": message.run_id, "member_hash": planned.member_hash,
-                "record_ids": json.dumps(planned.record_ids), "side": planned.side, "rule": planned.rule,
-                "mailchimp_old": planned.mailchimp_old or "", "mailchimp_new": planned.mailchimp_new or "",
-                "dynamics_old": planned.dynamics_old or "", "dynamics_new": planned.dynamics_new or "",
-                "skipped": json.dumps(planned.skipped) if planned.skipped else "",
-                "detail": campaigns.audit_detail(self.storage, link_name, message.run_id, planned),
-                "member_last_changed": planned.member_last_changed.isoformat() if planned.member_last_changed else "",
-                "records_modifiedon": planned.records_modifiedon.isoformat() if planned.records_modifiedon else "",
-            }))
+            audit.append(
+                upsert(
+                    {
+                        "PartitionKey": f"{link_name}|{now:%Y%m%d}",
+                        "RowKey": f"{message.run_id}|{planned.member_hash or '-'}|{_nth(seen, planned.member_hash)}",
+                        "when": now,
+                        "link": link_name,
+                        "run_id": message.run_id,
+                        "member_hash": planned.member_hash,
+                        "record_ids": json.dumps(planned.record_ids),
+                        "side": planned.side,
+                        "rule": planned.rule,
+                        "mailchimp_old": planned.mailchimp_old or "",
+                        "mailchimp_new": planned.mailchimp_new or "",
+                        "dynamics_old": planned.dynamics_old or "",
+                        "dynamics_new": planned.dynamics_new or "",
+                        "skipped": json.dumps(planned.skipped) if planned.skipped else "",
+                        "detail": campaigns.audit_detail(self.storage, link_name, message.run_id, planned),
+                        "member_last_changed": planned.member_last_changed.isoformat()
+                        if planned.member_last_changed
+                        else "",
+                        "records_modifiedon": planned.records_modifiedon.isoformat()
+                        if planned.records_modifiedon
+                        else "",
+                    }
+                )
+            )
             counted = "preference_" if planned.preference else ""  # status and preference changes apart
             outcome.counts[f"{counted}mailchimp_writes"] += planned.mailchimp_new is not None
             outcome.counts[f"{counted}dynamics_writes"] += planned.dynamics_new is not None
@@ -657,21 +845,23 @@ class Reconciler:
             opted_out = bool(opted_out_records)
         kept = item.preference_base or preferences.PreferenceBase.of(item.base)
         return BaseRow(
-            email=item.email, records=records, member_status=member_status, opted_out=opted_out,
+            email=item.email,
+            records=records,
+            member_status=member_status,
+            opted_out=opted_out,
             member_last_changed=member_last_changed,
             records_modifiedon=max(filter(None, (new.records_modifiedon, item.records_written_at)), default=None),
             contact_id=(item.group.member.contact_id if item.group.member else None) or base.contact_id,
-            tagged=(item.tagged or base.tagged) and bool(records), refused=item.mailchimp_failed,
-            opted_out_records=opted_out_records, skipped=sorted([list(k) for k in item.skipped]), **kept.fields())
+            tagged=(item.tagged or base.tagged) and bool(records),
+            refused=item.mailchimp_failed,
+            opted_out_records=opted_out_records,
+            skipped=sorted([list(k) for k in item.skipped]),
+            **kept.fields(),
+        )
 
 
 def _pages(items: int, page: int) -> int:
     return -(-items // page)
-
-
-def _nth(seen: Counter[str], key: str) -> int:
-    seen[key] += 1
-    return seen[key]
 
 
 def _nth(seen: Counter[str], key: str) -> int:
@@ -685,9 +875,14 @@ def _member(snapshot: MemberSnapshot) -> consent.Member:
 
 def _snapshot(member: dict[str, Any]) -> MemberSnapshot:
     chosen = _chosen(member)
-    return MemberSnapshot(member["email_address"], member["status"],
-                          _parse_time(member.get("last_changed")) or datetime.now(UTC), member.get("contact_id"),
-                          _parse_time(member.get("timestamp_opt")), None if chosen is None else sorted(chosen))
+    return MemberSnapshot(
+        member["email_address"],
+        member["status"],
+        _parse_time(member.get("last_changed")) or datetime.now(UTC),
+        member.get("contact_id"),
+        _parse_time(member.get("timestamp_opt")),
+        None if chosen is None else sorted(chosen),
+    )
 
 
 def _chosen(member: dict[str, Any]) -> frozenset[str] | None:
@@ -697,8 +892,15 @@ def _chosen(member: dict[str, Any]) -> frozenset[str] | None:
 
 
 def _record(record: RecordSnapshot, email: str) -> consent.Record:
-    return consent.Record(record.record_id, record.kind, record.email if record.email is not None else email,  # type: ignore[arg-type]
-                          record.opted_out, record.modifiedon, record.active, record.writable)
+    return consent.Record(
+        record.record_id,
+        record.kind,
+        record.email if record.email is not None else email,  # type: ignore[arg-type]
+        record.opted_out,
+        record.modifiedon,
+        record.active,
+        record.writable,
+    )
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -745,4 +947,3 @@ def _describe(record: RecordSnapshot, body: dict[str, Any], status_column: str |
         elif column == "emailaddress1":
             before[column] = "(the previous address)"  # addresses never go into the audit
     return before
-

@@ -29,8 +29,15 @@ log = logging.getLogger("consent_bridge.scan")
 OVERLAP = timedelta(minutes=5)  # re-read a little before each watermark; the merge makes re-reads harmless
 BUCKETS = 64
 MAX_ENCODED_BYTES = 44_000  # a batch message stays well under the 64 KB queue limit once base64-encoded
-MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed", "members.contact_id",
-                 "members.timestamp_opt", "members.interests", "total_items"]
+MEMBER_FIELDS = [
+    "members.email_address",
+    "members.status",
+    "members.last_changed",
+    "members.contact_id",
+    "members.timestamp_opt",
+    "members.interests",
+    "total_items",
+]
 
 
 class LinkError(RuntimeError):
@@ -77,13 +84,17 @@ def read_marketing_list(dataverse: Any, link_name: str, list_id: str) -> Marketi
         row = dataverse.get(f"lists({list_id})", params={"$select": "listname,type,createdfromcode,query,statecode"})
     except DataverseError as exc:
         if exc.status == 404:
-            raise LinkError(f"link {link_name}: marketing list {list_id} does not exist in Dataverse; "
-                            f"check SYNC_LINKS marketingListId") from None
+            raise LinkError(
+                f"link {link_name}: marketing list {list_id} does not exist in Dataverse; "
+                f"check SYNC_LINKS marketingListId"
+            ) from None
         raise
     code = int(row.get("createdfromcode") or 0)
     if code not in MEMBER_TYPES:
-        raise LinkError(f"link {link_name}: marketing list {list_id} has member type {code}; "
-                        f"expected 1 (account), 2 (contact) or 4 (lead)")
+        raise LinkError(
+            f"link {link_name}: marketing list {list_id} has member type {code}; "
+            f"expected 1 (account), 2 (contact) or 4 (lead)"
+        )
     if int(row.get("statecode") or 0) != 0:
         raise LinkError(f"link {link_name}: marketing list {list_id} is inactive; reactivate it or remove the link")
     return MarketingList(list_id, str(row.get("listname") or ""), bool(row.get("type")), code, row.get("query"))
@@ -94,14 +105,18 @@ def record_columns(mlist: MarketingList, opt_out_columns: tuple[str, ...], statu
     return [*columns, status_column] if status_column else columns
 
 
-def to_record(row: dict[str, Any], mlist: MarketingList, opt_out_columns: tuple[str, ...],
-              status_column: str | None) -> RecordSnapshot:
+def to_record(
+    row: dict[str, Any], mlist: MarketingList, opt_out_columns: tuple[str, ...], status_column: str | None
+) -> RecordSnapshot:
     return RecordSnapshot(
-        record_id=str(row[mlist.id_attribute]), kind=mlist.kind, email=row.get("emailaddress1"),
+        record_id=str(row[mlist.id_attribute]),
+        kind=mlist.kind,
+        email=row.get("emailaddress1"),
         opt_out={c: bool(row.get(c)) for c in opt_out_columns},
         modifiedon=datetime.fromisoformat(str(row["modifiedon"]).replace("Z", "+00:00")),
         state=int(row.get("statecode") or 0),
-        status_code=row.get(status_column) if status_column else None)
+        status_code=row.get(status_column) if status_column else None,
+    )
 
 
 def dynamic_fetch(query: str, mlist: MarketingList, columns: list[str], since: datetime | None) -> str:
@@ -109,8 +124,9 @@ def dynamic_fetch(query: str, mlist: MarketingList, columns: list[str], since: d
     try:
         fetch = ET.fromstring(query)  # noqa: S314
     except ET.ParseError as exc:
-        raise LinkError(f"dynamic marketing list {mlist.list_id} has a query that is not valid FetchXML: "
-                        f"{exc}") from None
+        raise LinkError(
+            f"dynamic marketing list {mlist.list_id} has a query that is not valid FetchXML: {exc}"
+        ) from None
     entity = fetch.find("entity")
     if entity is None or entity.get("name") != mlist.kind:
         raise LinkError(f"dynamic marketing list {mlist.list_id}: its query must select {mlist.kind} rows")
@@ -125,8 +141,9 @@ def dynamic_fetch(query: str, mlist: MarketingList, columns: list[str], since: d
         for existing in entity.findall("filter"):
             entity.remove(existing)
             wrapper.append(existing)
-        ET.SubElement(wrapper, "condition", attribute="modifiedon", operator="ge",
-                      value=since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        ET.SubElement(
+            wrapper, "condition", attribute="modifiedon", operator="ge", value=since.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
         entity.append(wrapper)
     for attribute in ("count", "page", "paging-cookie"):
         fetch.attrib.pop(attribute, None)
@@ -151,7 +168,8 @@ class AliasSpill:
         handle = self.files.get(first)
         if handle is None:
             handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
-                os.path.join(self.directory, f"{self.kind}-{ord(first):03d}.txt"), "w+", encoding="utf-8")
+                os.path.join(self.directory, f"{self.kind}-{ord(first):03d}.txt"), "w+", encoding="utf-8"
+            )
         handle.write(f"{key}\t{under}\n")
 
     def peek(self, first: str) -> dict[str, str]:
@@ -201,12 +219,14 @@ class PreferenceSpill:
         handle = self.files.get(first)
         if handle is None:
             handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
-                os.path.join(self.directory, f"preferences-{ord(first):03d}.jsonl"), "w+", encoding="utf-8")
+                os.path.join(self.directory, f"preferences-{ord(first):03d}.jsonl"), "w+", encoding="utf-8"
+            )
         handle.write(json.dumps(row.encode(), separators=(",", ":")) + "\n")
         self.rows += 1
 
-    def resolve(self, records: AliasSpill, index: Any, *, fresh: bool,
-                add: Callable[[str, PreferenceRow], None]) -> int:
+    def resolve(
+        self, records: AliasSpill, index: Any, *, fresh: bool, add: Callable[[str, PreferenceRow], None]
+    ) -> int:
         """Calls add(member hash, row) for every row whose record the link knows; returns the rows left out."""
         unknown = 0
         for first, handle in sorted(self.files.items()):
@@ -230,8 +250,10 @@ class Buckets:
     """Spills (kind, hash, payload) lines to files by hash prefix, then yields groups bucket by bucket."""
 
     def __init__(self, directory: str) -> None:
-        self.files = [open(os.path.join(directory, f"{i:02d}.jsonl"), "w+", encoding="utf-8")  # noqa: SIM115
-                      for i in range(BUCKETS)]
+        self.files = [
+            open(os.path.join(directory, f"{i:02d}.jsonl"), "w+", encoding="utf-8")  # noqa: SIM115
+            for i in range(BUCKETS)
+        ]
 
     def add(self, kind: str, member_hash: str, payload: Any) -> None:
         bucket = int(member_hash[:2], 16) * BUCKETS // 256
@@ -266,8 +288,9 @@ class Buckets:
                         known = {r.record_id for r in group.records}
                         group.records += [r for r in retried.records if r.record_id not in known]
                         read = {(p.record_id, p.interest_id) for p in group.preferences}
-                        group.preferences += [p for p in retried.preferences
-                                              if (p.record_id, p.interest_id) not in read]
+                        group.preferences += [
+                            p for p in retried.preferences if (p.record_id, p.interest_id) not in read
+                        ]
                     continue
                 if group is None:
                     group = groups[key] = Group(key, payload[0] if kind == "member" else "", member_seen=full)
@@ -293,10 +316,21 @@ class Buckets:
             handle.close()
 
 
-def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks: Watermarks, full: bool,
-         run_id: str, mapped_records: Callable[[], Iterator[tuple[str, list[str]]]],
-         retries: list[str], send: Callable[[BatchMessage], None],
-         indexes: tuple[Any, Any] | None = None, state: Any = None) -> ScanOutcome:
+def scan(
+    *,
+    link: Any,
+    settings: Any,
+    dataverse: Any,
+    mailchimp: Any,
+    watermarks: Watermarks,
+    full: bool,
+    run_id: str,
+    mapped_records: Callable[[], Iterator[tuple[str, list[str]]]],
+    retries: list[str],
+    send: Callable[[BatchMessage], None],
+    indexes: tuple[Any, Any] | None = None,
+    state: Any = None,
+) -> ScanOutcome:
     """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards.
 
     ``state`` is the storage that keeps the link's interest catalog beside its watermarks; a dry run passes
@@ -308,8 +342,14 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
     mlist = read_marketing_list(dataverse, link.name, link.marketing_list_id)
     dataverse_started = getattr(dataverse, "last_server_time", None)  # Dataverse's clock as the read begins
     columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
-    proposed = Watermarks(watermarks.mailchimp, watermarks.dataverse_records, watermarks.dataverse_members,
-                          watermarks.last_full, watermarks.map_rows, watermarks.completed_runs)
+    proposed = Watermarks(
+        watermarks.mailchimp,
+        watermarks.dataverse_records,
+        watermarks.dataverse_members,
+        watermarks.last_full,
+        watermarks.map_rows,
+        watermarks.completed_runs,
+    )
     stored = preferences.load_catalog(state, link.name) if state is not None else None
     watch = preferences.CatalogWatch(stored)
     with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
@@ -332,8 +372,7 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             if proposed.dataverse_records is None or record.modifiedon > proposed.dataverse_records:
                 proposed.dataverse_records = record.modifiedon
 
-        since_records = None if full or watermarks.dataverse_records is None else \
-            watermarks.dataverse_records - OVERLAP
+        since_records = None if full or watermarks.dataverse_records is None else watermarks.dataverse_records - OVERLAP
         for page in _records(dataverse, mlist, columns, since_records):
             for row in page:
                 add_record(row)
@@ -355,9 +394,14 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             # covers the difference)
             mailchimp_started = mailchimp_started or getattr(mailchimp, "last_server_time", None)
             for member in page:
-                snapshot = MemberSnapshot(member["email_address"], member["status"],
-                                          datetime.fromisoformat(member["last_changed"]), member.get("contact_id"),
-                                          _time(member.get("timestamp_opt")), watch.chosen(member))
+                snapshot = MemberSnapshot(
+                    member["email_address"],
+                    member["status"],
+                    datetime.fromisoformat(member["last_changed"]),
+                    member.get("contact_id"),
+                    _time(member.get("timestamp_opt")),
+                    watch.chosen(member),
+                )
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
                 if snapshot.contact_id:
@@ -370,14 +414,26 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                 buckets.add("retry", group[0], group)
                 counts["retried"] += 1
 
-        catalog = current_catalog(link=link, settings=settings, mailchimp=mailchimp, dataverse=dataverse,
-                                  state=state, stored=stored, stale=watch.stale, full=full,
-                                  dry_run=indexes is None, counts=counts)
+        catalog = current_catalog(
+            link=link,
+            settings=settings,
+            mailchimp=mailchimp,
+            dataverse=dataverse,
+            state=state,
+            stored=stored,
+            stale=watch.stale,
+            full=full,
+            dry_run=indexes is None,
+            counts=counts,
+        )
         if catalog.interests:
             read_preference_rows(dataverse, settings, link, mlist, catalog, since_records, preference_rows, counts)
             counts["preference_rows_unmapped"] += preference_rows.resolve(
-                record_aliases, indexes[0] if indexes is not None else None, fresh=fresh,
-                add=lambda under, row: buckets.add("preference", under, row.encode()))
+                record_aliases,
+                indexes[0] if indexes is not None else None,
+                fresh=fresh,
+                add=lambda under, row: buckets.add("preference", under, row.encode()),
+            )
 
         # The next run reads from when this one began (on each service's clock), less the overlap: whatever
         # changed during this run, its own writes included, is read again then; nothing older is.
@@ -389,9 +445,11 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
             proposed.mailchimp = mailchimp_started
         if indexes is not None:
             counts["new_records"] += record_aliases.resolve(
-                indexes[0], fresh=fresh, on_move=lambda key, new, old: buckets.add("moved", new, [key, old]))
+                indexes[0], fresh=fresh, on_move=lambda key, new, old: buckets.add("moved", new, [key, old])
+            )
             counts["new_contacts"] += contact_aliases.resolve(
-                indexes[1], fresh=fresh, on_move=lambda key, new, old: buckets.add("renamed", new, old))
+                indexes[1], fresh=fresh, on_move=lambda key, new, old: buckets.add("renamed", new, old)
+            )
 
         map_rows = 0
         if full and not fresh:
@@ -400,9 +458,18 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
                 map_rows += 1
 
         batch_ids = []
-        for batch in _batches(buckets.groups(full=full), link.name, run_id, fresh=fresh, full=full,
-                              size=settings.batch_size, counts=counts, keep_unmatched=not fresh,
-                              columns=settings.opt_out_columns, interests=catalog.message_form()):
+        for batch in _batches(
+            buckets.groups(full=full),
+            link.name,
+            run_id,
+            fresh=fresh,
+            full=full,
+            size=settings.batch_size,
+            counts=counts,
+            keep_unmatched=not fresh,
+            columns=settings.opt_out_columns,
+            interests=catalog.message_form(),
+        ):
             send(batch)  # queued as it is made: the scan never holds more than one batch
             batch_ids.append(batch.batch_id)
     if full:
@@ -412,9 +479,19 @@ def scan(*, link: Any, settings: Any, dataverse: Any, mailchimp: Any, watermarks
     return ScanOutcome(batch_ids, proposed, counts, skips)
 
 
-def current_catalog(*, link: Any, settings: Any, mailchimp: Any, dataverse: Any, state: Any,
-                    stored: preferences.Catalog | None, stale: bool, full: bool, dry_run: bool,
-                    counts: Counter[str]) -> preferences.Catalog:
+def current_catalog(
+    *,
+    link: Any,
+    settings: Any,
+    mailchimp: Any,
+    dataverse: Any,
+    state: Any,
+    stored: preferences.Catalog | None,
+    stale: bool,
+    full: bool,
+    dry_run: bool,
+    counts: Counter[str],
+) -> preferences.Catalog:
     """The audience's interests for this run. Read from Mailchimp (and mirrored into Dataverse) only on a full
     pass, when a member page showed interests the stored catalog does not match, or when none is stored yet
     for a dry run; otherwise the stored one, so a run with nothing changed makes no catalog call."""
@@ -435,8 +512,11 @@ def current_catalog(*, link: Any, settings: Any, mailchimp: Any, dataverse: Any,
         except DataverseError as exc:
             if exc.status != 404:
                 raise
-            log.warning("link %s: the marketing preference tables are missing in Dataverse; preferences are not "
-                        "synced until `python -m shared.cli provision` creates them", link.name)
+            log.warning(
+                "link %s: the marketing preference tables are missing in Dataverse; preferences are not "
+                "synced until `python -m shared.cli provision` creates them",
+                link.name,
+            )
             return preferences.Catalog()
         counts["catalog_changes"] += len(changes)
         for change in changes:
@@ -446,24 +526,34 @@ def current_catalog(*, link: Any, settings: Any, mailchimp: Any, dataverse: Any,
     return catalog
 
 
-def read_preference_rows(dataverse: Any, settings: Any, link: Any, mlist: MarketingList,
-                         catalog: preferences.Catalog, since: datetime | None, spill: PreferenceSpill,
-                         counts: Counter[str]) -> None:
+def read_preference_rows(
+    dataverse: Any,
+    settings: Any,
+    link: Any,
+    mlist: MarketingList,
+    catalog: preferences.Catalog,
+    since: datetime | None,
+    spill: PreferenceSpill,
+    counts: Counter[str],
+) -> None:
     """The subscription rows of the list's record kind changed since the watermark: one paged read."""
     from shared.dataverse import DataverseError
 
     names = preferences.Names(settings.dataverse_prefix)
     try:
-        for page in preferences.read_rows(dataverse, names, audience_id=link.audience_id, kind=mlist.kind,
-                                          interests=catalog.ids, since=since):
+        for page in preferences.read_rows(
+            dataverse, names, audience_id=link.audience_id, kind=mlist.kind, interests=catalog.ids, since=since
+        ):
             counts["preference_calls_dataverse"] += 1
             for row in page:
                 spill.add(row)
     except DataverseError as exc:
         if exc.status != 404:
             raise
-        log.warning("link %s: the preference subscription table is missing in Dataverse; run `python -m "
-                    "shared.cli provision`", link.name)
+        log.warning(
+            "link %s: the preference subscription table is missing in Dataverse; run `python -m shared.cli provision`",
+            link.name,
+        )
     counts["preference_rows_read"] += spill.rows
 
 
@@ -477,8 +567,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _records(dataverse: Any, mlist: MarketingList, columns: list[str],
-             since: datetime | None) -> Iterator[list[dict[str, Any]]]:
+def _records(
+    dataverse: Any, mlist: MarketingList, columns: list[str], since: datetime | None
+) -> Iterator[list[dict[str, Any]]]:
     if mlist.dynamic:
         if not mlist.query:
             raise LinkError(f"dynamic marketing list {mlist.list_id} has no query")
@@ -490,8 +581,9 @@ def _records(dataverse: Any, mlist: MarketingList, columns: list[str],
     yield from dataverse.iter_pages(mlist.entity_set, select=columns, filter=member_filter)
 
 
-def joined_fetch(mlist: MarketingList, columns: list[str], joined_since: datetime,
-                 modified_before: datetime | None) -> str:
+def joined_fetch(
+    mlist: MarketingList, columns: list[str], joined_since: datetime, modified_before: datetime | None
+) -> str:
     """FetchXML for the list's members whose membership is newer than a time and whose row is not."""
     fetch = ET.Element("fetch")
     entity = ET.SubElement(fetch, "entity", name=mlist.kind)
@@ -500,10 +592,13 @@ def joined_fetch(mlist: MarketingList, columns: list[str], joined_since: datetim
     ET.SubElement(entity, "order", attribute=mlist.id_attribute)
     if modified_before is not None:
         row_filter = ET.SubElement(entity, "filter", type="and")
-        ET.SubElement(row_filter, "condition", attribute="modifiedon", operator="lt",
-                      value=odata_time(modified_before))
-    link = ET.SubElement(entity, "link-entity", name="listmember", attrib={
-        "from": "entityid", "to": mlist.id_attribute, "intersect": "true", "link-type": "inner"})
+        ET.SubElement(row_filter, "condition", attribute="modifiedon", operator="lt", value=odata_time(modified_before))
+    link = ET.SubElement(
+        entity,
+        "link-entity",
+        name="listmember",
+        attrib={"from": "entityid", "to": mlist.id_attribute, "intersect": "true", "link-type": "inner"},
+    )
     link_filter = ET.SubElement(link, "filter", type="and")
     ET.SubElement(link_filter, "condition", attribute="listid", operator="eq", value=mlist.list_id)
     ET.SubElement(link_filter, "condition", attribute="createdon", operator="ge", value=odata_time(joined_since))
@@ -514,18 +609,30 @@ def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator
     from shared.mailchimp import MailchimpError
 
     try:
-        yield from mailchimp.iter_member_pages(link.audience_id, since_last_changed=since, fields=MEMBER_FIELDS,
-                                               newest_first=True)
+        yield from mailchimp.iter_member_pages(
+            link.audience_id, since_last_changed=since, fields=MEMBER_FIELDS, newest_first=True
+        )
     except MailchimpError as exc:
         if exc.status == 404:
-            raise LinkError(f"link {link.name}: Mailchimp audience {link.audience_id} does not exist; "
-                            f"check SYNC_LINKS audienceId") from None
+            raise LinkError(
+                f"link {link.name}: Mailchimp audience {link.audience_id} does not exist; check SYNC_LINKS audienceId"
+            ) from None
         raise
 
 
-def _batches(groups: Iterator[Group], link: str, run_id: str, *, fresh: bool, full: bool, size: int,
-             counts: Counter[str], keep_unmatched: bool, columns: tuple[str, ...],
-             interests: list[list[str]] | None = None) -> Iterator[BatchMessage]:
+def _batches(
+    groups: Iterator[Group],
+    link: str,
+    run_id: str,
+    *,
+    fresh: bool,
+    full: bool,
+    size: int,
+    counts: Counter[str],
+    keep_unmatched: bool,
+    columns: tuple[str, ...],
+    interests: list[list[str]] | None = None,
+) -> Iterator[BatchMessage]:
     pending: list[Group] = []
     number = 0
 

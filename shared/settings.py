@@ -98,8 +98,10 @@ class Settings:
     reconcile_max_emails: int = 5000
 
     def __repr__(self) -> str:  # never show the key
-        return (f"Settings(links={[link.name for link in self.links]}, dataverse_url={self.dataverse_url!r}, "
-                f"mailchimp_base_url={self.mailchimp_base_url!r}, storage={self.storage!r})")
+        return (
+            f"Settings(links={[link.name for link in self.links]}, dataverse_url={self.dataverse_url!r}, "
+            f"mailchimp_base_url={self.mailchimp_base_url!r}, storage={self.storage!r})"
+        )
 
     def link(self, name: str) -> Link:
         for link in self.links:
@@ -165,8 +167,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     links = _links(read)
     schedule = read.raw("SYNC_SCHEDULE") or DEFAULTS["SYNC_SCHEDULE"]
     if len(schedule.split()) != 6 or not re.fullmatch(r"[0-9*/,\-A-Za-z ]+", schedule):
-        read.fail("SYNC_SCHEDULE", f"expected an NCRONTAB expression with six fields, e.g. '0 */15 * * * *'; "
-                                   f"got {schedule!r}")
+        read.fail(
+            "SYNC_SCHEDULE", f"expected an NCRONTAB expression with six fields, e.g. '0 */15 * * * *'; got {schedule!r}"
+        )
     hours_text = read.raw("FULL_RESYNC_HOURS") or "24"
     try:
         hours = float(hours_text)
@@ -179,16 +182,23 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     new_status = read.choice("NEW_MEMBER_STATUS", ("subscribed", "pending"))
     columns = tuple(c.strip() for c in (read.raw("OPT_OUT_COLUMNS") or "").split(",") if c.strip())
     if not columns or not all(LOGICAL_NAME.match(c) for c in columns):
-        read.fail("OPT_OUT_COLUMNS", "expected a comma-separated list of Dataverse boolean column logical names, "
-                                     "e.g. 'donotbulkemail,donotsendmm'")
+        read.fail(
+            "OPT_OUT_COLUMNS",
+            "expected a comma-separated list of Dataverse boolean column logical names, "
+            "e.g. 'donotbulkemail,donotsendmm'",
+        )
     prefix = read.raw("DATAVERSE_PREFIX") or "cbr"
     if not PREFIX.match(prefix):
-        read.fail("DATAVERSE_PREFIX", f"expected 2 to 8 lower-case letters or digits starting with a letter; "
-                                      f"got {prefix!r}")
+        read.fail(
+            "DATAVERSE_PREFIX", f"expected 2 to 8 lower-case letters or digits starting with a letter; got {prefix!r}"
+        )
     status_column = env.get("SUBSCRIBER_STATUS_COLUMN", DEFAULTS["SUBSCRIBER_STATUS_COLUMN"]).strip() or None
     if status_column and not LOGICAL_NAME.match(status_column):
-        read.fail("SUBSCRIBER_STATUS_COLUMN", f"expected a column logical name such as 'cbr_subscriberstatus', "
-                                              f"or empty to disable; got {status_column!r}")
+        read.fail(
+            "SUBSCRIBER_STATUS_COLUMN",
+            f"expected a column logical name such as 'cbr_subscriberstatus', "
+            f"or empty to disable; got {status_column!r}",
+        )
     max_connections = read.integer("MAILCHIMP_MAX_CONNECTIONS", 1, 10)
     batch_size = read.integer("BATCH_SIZE", 1, 1000)
     campaign_days = read.integer("CAMPAIGN_ACTIVITY_DAYS", 1, 180)
@@ -196,11 +206,22 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if read.problems:
         raise SettingsError(read.problems)
     return Settings(
-        storage=storage, mailchimp_api_key=api_key or "", mailchimp_base_url=base_url or "",
-        dataverse_url=dataverse_url or "", azure_client_id=client_id, links=links, sync_schedule=schedule,
-        full_resync_hours=hours, resubscribe_policy=policy, new_member_status=new_status, opt_out_columns=columns,
-        dataverse_prefix=prefix, subscriber_status_column=status_column,
-        mailchimp_max_connections=max_connections, batch_size=batch_size, campaign_activity_days=campaign_days,
+        storage=storage,
+        mailchimp_api_key=api_key or "",
+        mailchimp_base_url=base_url or "",
+        dataverse_url=dataverse_url or "",
+        azure_client_id=client_id,
+        links=links,
+        sync_schedule=schedule,
+        full_resync_hours=hours,
+        resubscribe_policy=policy,
+        new_member_status=new_status,
+        opt_out_columns=columns,
+        dataverse_prefix=prefix,
+        subscriber_status_column=status_column,
+        mailchimp_max_connections=max_connections,
+        batch_size=batch_size,
+        campaign_activity_days=campaign_days,
         reconcile_max_emails=reconcile_max_emails,
     )
 
@@ -212,9 +233,12 @@ def _storage(read: _Reader) -> StorageSettings:
             return StorageSettings(connection_string=connection)
         fields = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
         if "AccountName" not in fields and "QueueEndpoint" not in fields:
-            read.fail("AzureWebJobsStorage", "expected a storage connection string "
-                                             "(AccountName=...;AccountKey=... or UseDevelopmentStorage=true); "
-                                             "value not shown")
+            read.fail(
+                "AzureWebJobsStorage",
+                "expected a storage connection string "
+                "(AccountName=...;AccountKey=... or UseDevelopmentStorage=true); "
+                "value not shown",
+            )
         return StorageSettings(connection_string=connection)
     account = read.raw("AzureWebJobsStorage__accountName")
     queue_uri = read.raw("AzureWebJobsStorage__queueServiceUri")
@@ -223,13 +247,19 @@ def _storage(read: _Reader) -> StorageSettings:
         queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
         table_uri = table_uri or f"https://{account}.table.core.windows.net"
     if not (queue_uri and table_uri):
-        read.fail("AzureWebJobsStorage", "is required: a connection string, or identity-based "
-                                         "AzureWebJobsStorage__accountName (or __queueServiceUri and "
-                                         "__tableServiceUri)")
+        read.fail(
+            "AzureWebJobsStorage",
+            "is required: a connection string, or identity-based "
+            "AzureWebJobsStorage__accountName (or __queueServiceUri and "
+            "__tableServiceUri)",
+        )
         return StorageSettings()
-    return StorageSettings(queue_service_uri=queue_uri, table_service_uri=table_uri,
-                           blob_service_uri=read.raw("AzureWebJobsStorage__blobServiceUri"),
-                           client_id=read.raw("AzureWebJobsStorage__clientId"))
+    return StorageSettings(
+        queue_service_uri=queue_uri,
+        table_service_uri=table_uri,
+        blob_service_uri=read.raw("AzureWebJobsStorage__blobServiceUri"),
+        client_id=read.raw("AzureWebJobsStorage__clientId"),
+    )
 
 
 def _api_key(read: _Reader) -> str | None:
@@ -237,11 +267,15 @@ def _api_key(read: _Reader) -> str | None:
     if key is None:
         return None
     if key.startswith("@Microsoft.KeyVault("):
-        read.fail("MAILCHIMP_API_KEY", "the Key Vault reference was not resolved: check the app's identity has "
-                                       "'Key Vault Secrets User' and the secret exists")
+        read.fail(
+            "MAILCHIMP_API_KEY",
+            "the Key Vault reference was not resolved: check the app's identity has "
+            "'Key Vault Secrets User' and the secret exists",
+        )
     elif not API_KEY.match(key):
-        read.fail("MAILCHIMP_API_KEY", "expected '<key>-<data center>' as Mailchimp shows it, e.g. '…-us21' "
-                                       "(value not shown)")
+        read.fail(
+            "MAILCHIMP_API_KEY", "expected '<key>-<data center>' as Mailchimp shows it, e.g. '…-us21' (value not shown)"
+        )
     return key
 
 
@@ -253,11 +287,15 @@ def _mailchimp_base_url(read: _Reader, api_key: str | None) -> str | None:
     url = url.rstrip("/")
     parts = urlsplit(url)
     if not (parts.scheme == "https" or is_loopback_http(url)) or not parts.hostname:
-        read.fail("MAILCHIMP_BASE_URL", f"expected an https URL ending in /3.0, or http://127.0.0.1:<port>/3.0 for "
-                                        f"the local emulator; got {url!r}")
+        read.fail(
+            "MAILCHIMP_BASE_URL",
+            f"expected an https URL ending in /3.0, or http://127.0.0.1:<port>/3.0 for the local emulator; got {url!r}",
+        )
     elif "server" in url:
-        read.fail("MAILCHIMP_BASE_URL", "must not contain the text 'server': the pinned Mailchimp client rewrites "
-                                        "it in every URL")
+        read.fail(
+            "MAILCHIMP_BASE_URL",
+            "must not contain the text 'server': the pinned Mailchimp client rewrites it in every URL",
+        )
     return url
 
 
@@ -268,8 +306,11 @@ def _dataverse_url(read: _Reader) -> str | None:
     url = url.rstrip("/")
     parts = urlsplit(url)
     if not parts.hostname or parts.path not in ("", "/") or not (parts.scheme == "https" or is_loopback_http(url)):
-        read.fail("DATAVERSE_URL", f"expected the environment URL, e.g. https://contoso.crm4.dynamics.com "
-                                   f"(or http://127.0.0.1:<port> for the local emulator); got {url!r}")
+        read.fail(
+            "DATAVERSE_URL",
+            f"expected the environment URL, e.g. https://contoso.crm4.dynamics.com "
+            f"(or http://127.0.0.1:<port> for the local emulator); got {url!r}",
+        )
     return url
 
 
@@ -277,8 +318,10 @@ def _links(read: _Reader) -> tuple[Link, ...]:
     text = read.raw("SYNC_LINKS", required=True)
     if text is None:
         return ()
-    form = ('expected a JSON array like [{"name": "newsletter", "marketingListId": "<guid>", '
-            '"audienceId": "<id>", "tag": "optional"}]')
+    form = (
+        'expected a JSON array like [{"name": "newsletter", "marketingListId": "<guid>", '
+        '"audienceId": "<id>", "tag": "optional"}]'
+    )
     try:
         items = json.loads(text)
     except ValueError as exc:
@@ -295,8 +338,9 @@ def _links(read: _Reader) -> tuple[Link, ...]:
             continue
         unknown = set(item) - {"name", "marketingListId", "audienceId", "tag"}
         if unknown:
-            read.fail(where, f"unknown key(s) {', '.join(sorted(unknown))}; allowed: name, marketingListId, "
-                             f"audienceId, tag")
+            read.fail(
+                where, f"unknown key(s) {', '.join(sorted(unknown))}; allowed: name, marketingListId, audienceId, tag"
+            )
         name, list_id, audience, tag = (item.get(k) for k in ("name", "marketingListId", "audienceId", "tag"))
         if not isinstance(name, str) or not LINK_NAME.match(name):
             read.fail(f"{where}.name", f"expected 1 to 40 of a-z, 0-9 and '-'; got {name!r}")
@@ -305,8 +349,9 @@ def _links(read: _Reader) -> tuple[Link, ...]:
         if not isinstance(list_id, str) or not GUID.match(list_id):
             read.fail(f"{where}.marketingListId", f"expected the marketing list's id, a GUID; got {list_id!r}")
         if not isinstance(audience, str) or not AUDIENCE_ID.match(audience):
-            read.fail(f"{where}.audienceId", f"expected the Mailchimp audience (list) id, e.g. 'a1b2c3d4e5'; "
-                                             f"got {audience!r}")
+            read.fail(
+                f"{where}.audienceId", f"expected the Mailchimp audience (list) id, e.g. 'a1b2c3d4e5'; got {audience!r}"
+            )
         if tag is not None and (not isinstance(tag, str) or not tag.strip() or len(tag) > 100):
             read.fail(f"{where}.tag", "expected a tag name of 1 to 100 characters, or no tag key")
         tag_name = tag.strip() if isinstance(tag, str) else None

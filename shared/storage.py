@@ -82,8 +82,8 @@ class Storage:
     def queue(self, name: str) -> QueueClient:
         if name not in self._queue_clients:
             self._queue_clients[name] = self.queues.get_queue_client(
-                name, message_encode_policy=BinaryBase64EncodePolicy(),
-                message_decode_policy=BinaryBase64DecodePolicy())
+                name, message_encode_policy=BinaryBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy()
+            )
         return self._queue_clients[name]
 
     def ensure(self) -> list[str]:
@@ -107,13 +107,16 @@ class Storage:
     def send(self, queue: str, message: dict[str, Any], visibility_timeout: int | None = None) -> None:
         body = json.dumps(message, separators=(",", ":")).encode()
         if len(body) * 4 / 3 > MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(f"a {queue} message of {len(body)} bytes exceeds the 64 KB queue limit once "
-                                  f"base64-encoded; lower BATCH_SIZE")
+            raise MessageTooLarge(
+                f"a {queue} message of {len(body)} bytes exceeds the 64 KB queue limit once "
+                f"base64-encoded; lower BATCH_SIZE"
+            )
         self.queue(queue).send_message(body, visibility_timeout=visibility_timeout)
 
     def receive(self, queue: str, visibility_timeout: int, max_messages: int = 32) -> list[QueueMessage]:
-        return list(self.queue(queue).receive_messages(max_messages=max_messages,
-                                                       visibility_timeout=visibility_timeout))
+        return list(
+            self.queue(queue).receive_messages(max_messages=max_messages, visibility_timeout=visibility_timeout)
+        )
 
     def delete(self, queue: str, message: QueueMessage) -> None:
         self.queue(queue).delete_message(message)
@@ -134,12 +137,13 @@ class Storage:
         transactions = 0
         for group in by_partition.values():
             for start in range(0, len(group), TRANSACTION_LIMIT):
-                submit(client, group[start:start + TRANSACTION_LIMIT])
+                submit(client, group[start : start + TRANSACTION_LIMIT])
                 transactions += 1
         return transactions
 
-    def query(self, table: str, filter_: str, parameters: dict[str, Any] | None = None,
-              select: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    def query(
+        self, table: str, filter_: str, parameters: dict[str, Any] | None = None, select: list[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         return iter(self.table(table).query_entities(filter_, parameters=parameters, select=select))
 
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
@@ -151,11 +155,14 @@ class Storage:
             return None
 
 
-_METHODS = {(TransactionOperation.UPSERT, UpdateMode.REPLACE): "PUT",
-            (TransactionOperation.UPSERT, UpdateMode.MERGE): "MERGE",
-            (TransactionOperation.UPDATE, UpdateMode.REPLACE): "PUT",
-            (TransactionOperation.UPDATE, UpdateMode.MERGE): "MERGE",
-            (TransactionOperation.DELETE, None): "DELETE", (TransactionOperation.CREATE, None): "POST"}
+_METHODS = {
+    (TransactionOperation.UPSERT, UpdateMode.REPLACE): "PUT",
+    (TransactionOperation.UPSERT, UpdateMode.MERGE): "MERGE",
+    (TransactionOperation.UPDATE, UpdateMode.REPLACE): "PUT",
+    (TransactionOperation.UPDATE, UpdateMode.MERGE): "MERGE",
+    (TransactionOperation.DELETE, None): "DELETE",
+    (TransactionOperation.CREATE, None): "POST",
+}
 _PART_STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 
 
@@ -192,25 +199,41 @@ def submit(client: TableClient, operations: list[Operation]) -> None:
             headers.append(f"If-Match: {options.get('etag') or '*'}")  # an etag means: only if unchanged since
         if body:
             headers.append("Content-Type: application/json")
-        parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-                     f"{method} {target} HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in headers) + f"\r\n{body}\r\n")
+        parts.append(
+            f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            f"{method} {target} HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in headers) + f"\r\n{body}\r\n"
+        )
     parts.append(f"--{changeset}--\r\n--{batch}--\r\n")
-    request = HttpRequest("POST", f"{base}/$batch", content="".join(parts).encode(), headers={
-        "Content-Type": f"multipart/mixed; boundary={batch}", "Accept": "application/json",
-        "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx", "x-ms-version": client.api_version})
+    request = HttpRequest(
+        "POST",
+        f"{base}/$batch",
+        content="".join(parts).encode(),
+        headers={
+            "Content-Type": f"multipart/mixed; boundary={batch}",
+            "Accept": "application/json",
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+            "x-ms-version": client.api_version,
+        },
+    )
     response = client._client.send_request(request, stream=True)  # the client's authenticated pipeline
     content = response.read()
     statuses = [int(code) for code in _PART_STATUS.findall(content or b"")]
     if response.status_code != 202 or any(not 200 <= code < 300 for code in statuses):
         detail = (content or b"").decode(errors="replace")
-        message = (re.search(r'"(?:value|message)"\s*:\s*"([^"]*)"', detail)
-                   or re.search(r"<message[^>]*>([^<]*)", detail))
-        raise TransactionError(message=f"a transaction of {len(operations)} operations on table "
-                                       f"{client.table_name} was refused ({response.status_code}, parts "
-                                       f"{sorted(set(statuses))}): {message.group(1) if message else detail[:300]}")
+        message = re.search(r'"(?:value|message)"\s*:\s*"([^"]*)"', detail) or re.search(
+            r"<message[^>]*>([^<]*)", detail
+        )
+        raise TransactionError(
+            message=f"a transaction of {len(operations)} operations on table "
+            f"{client.table_name} was refused ({response.status_code}, parts "
+            f"{sorted(set(statuses))}): {message.group(1) if message else detail[:300]}"
+        )
     if len(statuses) != len(operations):
-        raise TransactionError(message=f"a transaction on table {client.table_name} answered {len(statuses)} of "
-                                       f"{len(operations)} operations")
+        raise TransactionError(
+            message=f"a transaction on table {client.table_name} answered {len(statuses)} of "
+            f"{len(operations)} operations"
+        )
 
 
 def _key(value: Any) -> str:
@@ -219,4 +242,3 @@ def _key(value: Any) -> str:
 
 def upsert(entity: dict[str, Any]) -> Operation:
     return (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.REPLACE})
-

@@ -39,10 +39,19 @@ EVENT_SKIPPED = "skipped"
 EVENT_CONFLICTS = "conflicts"
 EVENT_THROTTLED = "throttled"
 EVENT_DEAD_LETTERED = "dead_lettered"
-EVENTS = frozenset({
-    EVENT_RUN_STARTED, EVENT_RUN_FINISHED, EVENT_RUN_SKIPPED, EVENT_RECORDS_READ, EVENT_CHANGES_APPLIED,
-    EVENT_SKIPPED, EVENT_CONFLICTS, EVENT_THROTTLED, EVENT_DEAD_LETTERED,
-})
+EVENTS = frozenset(
+    {
+        EVENT_RUN_STARTED,
+        EVENT_RUN_FINISHED,
+        EVENT_RUN_SKIPPED,
+        EVENT_RECORDS_READ,
+        EVENT_CHANGES_APPLIED,
+        EVENT_SKIPPED,
+        EVENT_CONFLICTS,
+        EVENT_THROTTLED,
+        EVENT_DEAD_LETTERED,
+    }
+)
 
 # Dimensions: the keys of ``custom_dimensions`` and of the JSON in the message.
 DIM_EVENT = "event"
@@ -65,11 +74,30 @@ DIM_SKIPPED_COUNT = "skipped_count"
 DIM_CONFLICT_COUNT = "conflict_count"
 DIM_DEAD_LETTERED_COUNT = "dead_lettered_count"
 DIM_DURATION_SECONDS = "duration_seconds"
-DIMENSIONS = frozenset({
-    DIM_EVENT, DIM_RUN_ID, DIM_LINK, DIM_TRIGGER, DIM_FULL, DIM_OUTCOME, DIM_SIDE, DIM_RULE, DIM_REASON,
-    DIM_SERVICE, DIM_COUNT, DIM_WAIT_SECONDS, DIM_BATCH_ID, DIM_MEMBER_HASH, DIM_READ_COUNT, DIM_APPLIED_COUNT,
-    DIM_SKIPPED_COUNT, DIM_CONFLICT_COUNT, DIM_DEAD_LETTERED_COUNT, DIM_DURATION_SECONDS,
-})
+DIMENSIONS = frozenset(
+    {
+        DIM_EVENT,
+        DIM_RUN_ID,
+        DIM_LINK,
+        DIM_TRIGGER,
+        DIM_FULL,
+        DIM_OUTCOME,
+        DIM_SIDE,
+        DIM_RULE,
+        DIM_REASON,
+        DIM_SERVICE,
+        DIM_COUNT,
+        DIM_WAIT_SECONDS,
+        DIM_BATCH_ID,
+        DIM_MEMBER_HASH,
+        DIM_READ_COUNT,
+        DIM_APPLIED_COUNT,
+        DIM_SKIPPED_COUNT,
+        DIM_CONFLICT_COUNT,
+        DIM_DEAD_LETTERED_COUNT,
+        DIM_DURATION_SECONDS,
+    }
+)
 
 # Closed value sets of the enumerated dimensions.
 SIDE_MAILCHIMP = "mailchimp"
@@ -92,7 +120,11 @@ TRIGGER_CLI = "cli"
 TRIGGERS = frozenset({TRIGGER_TIMER, TRIGGER_HTTP, TRIGGER_CLI})
 
 VALUES_BY_DIMENSION: Mapping[str, frozenset[str]] = {
-    DIM_EVENT: EVENTS, DIM_SIDE: SIDES, DIM_SERVICE: SERVICES, DIM_OUTCOME: OUTCOMES, DIM_TRIGGER: TRIGGERS,
+    DIM_EVENT: EVENTS,
+    DIM_SIDE: SIDES,
+    DIM_SERVICE: SERVICES,
+    DIM_OUTCOME: OUTCOMES,
+    DIM_TRIGGER: TRIGGERS,
 }
 
 LINK_NAME = re.compile(r"[a-z0-9-]{1,40}")  # the SYNC_LINKS name contract
@@ -112,12 +144,16 @@ _REJECTED = _Rejected(INVALID_VALUE)
 
 def run_started(run_id: str, link: str, *, trigger: str = TRIGGER_TIMER, full: bool = False) -> None:
     """A run of one link began (timer tick, ``POST /api/sync`` or the command line)."""
-    _emit(EVENT_RUN_STARTED, logging.INFO, {
-        DIM_RUN_ID: _identifier(run_id),
-        DIM_LINK: _link(link),
-        DIM_TRIGGER: _member_of(DIM_TRIGGER, trigger),
-        DIM_FULL: _flag(DIM_FULL, full),
-    })
+    _emit(
+        EVENT_RUN_STARTED,
+        logging.INFO,
+        {
+            DIM_RUN_ID: _identifier(run_id),
+            DIM_LINK: _link(link),
+            DIM_TRIGGER: _member_of(DIM_TRIGGER, trigger),
+            DIM_FULL: _flag(DIM_FULL, full),
+        },
+    )
 
 
 def run_finished(
@@ -134,47 +170,63 @@ def run_finished(
 ) -> None:
     """The last batch of a run finished and the watermarks were committed (or the run gave up)."""
     level = logging.INFO if outcome == OUTCOME_SUCCEEDED else logging.WARNING
-    _emit(EVENT_RUN_FINISHED, level, {
-        DIM_RUN_ID: _identifier(run_id),
-        DIM_LINK: _link(link),
-        DIM_OUTCOME: _member_of(DIM_OUTCOME, outcome),
-        DIM_READ_COUNT: _count(DIM_READ_COUNT, records_read),
-        DIM_APPLIED_COUNT: _count(DIM_APPLIED_COUNT, changes_applied),
-        DIM_SKIPPED_COUNT: _count(DIM_SKIPPED_COUNT, skipped),
-        DIM_CONFLICT_COUNT: _count(DIM_CONFLICT_COUNT, conflicts),
-        DIM_DEAD_LETTERED_COUNT: _count(DIM_DEAD_LETTERED_COUNT, dead_lettered),
-        DIM_DURATION_SECONDS: _seconds(DIM_DURATION_SECONDS, duration_seconds),
-    })
+    _emit(
+        EVENT_RUN_FINISHED,
+        level,
+        {
+            DIM_RUN_ID: _identifier(run_id),
+            DIM_LINK: _link(link),
+            DIM_OUTCOME: _member_of(DIM_OUTCOME, outcome),
+            DIM_READ_COUNT: _count(DIM_READ_COUNT, records_read),
+            DIM_APPLIED_COUNT: _count(DIM_APPLIED_COUNT, changes_applied),
+            DIM_SKIPPED_COUNT: _count(DIM_SKIPPED_COUNT, skipped),
+            DIM_CONFLICT_COUNT: _count(DIM_CONFLICT_COUNT, conflicts),
+            DIM_DEAD_LETTERED_COUNT: _count(DIM_DEAD_LETTERED_COUNT, dead_lettered),
+            DIM_DURATION_SECONDS: _seconds(DIM_DURATION_SECONDS, duration_seconds),
+        },
+    )
 
 
 def run_skipped(link: str, reason: str, *, run_id: str | None = None) -> None:
     """A link was not run at all, e.g. ``run-in-progress`` when another run still holds its lease."""
-    _emit(EVENT_RUN_SKIPPED, logging.INFO, {
-        DIM_LINK: _link(link),
-        DIM_REASON: _slug(reason),
-        **_optional_run(run_id),
-    })
+    _emit(
+        EVENT_RUN_SKIPPED,
+        logging.INFO,
+        {
+            DIM_LINK: _link(link),
+            DIM_REASON: _slug(reason),
+            **_optional_run(run_id),
+        },
+    )
 
 
 def records_read(link: str, side: str, n: int, *, run_id: str | None = None) -> None:
     """``n`` changed records or members were read from one side."""
-    _emit(EVENT_RECORDS_READ, logging.INFO, {
-        DIM_LINK: _link(link),
-        DIM_SIDE: _member_of(DIM_SIDE, side),
-        DIM_COUNT: _count(DIM_COUNT, n),
-        **_optional_run(run_id),
-    })
+    _emit(
+        EVENT_RECORDS_READ,
+        logging.INFO,
+        {
+            DIM_LINK: _link(link),
+            DIM_SIDE: _member_of(DIM_SIDE, side),
+            DIM_COUNT: _count(DIM_COUNT, n),
+            **_optional_run(run_id),
+        },
+    )
 
 
 def changes_applied(link: str, side: str, rule: str, n: int, *, run_id: str | None = None) -> None:
     """``n`` writes were made to one side because of one consent rule."""
-    _emit(EVENT_CHANGES_APPLIED, logging.INFO, {
-        DIM_LINK: _link(link),
-        DIM_SIDE: _member_of(DIM_SIDE, side),
-        DIM_RULE: _slug(rule),
-        DIM_COUNT: _count(DIM_COUNT, n),
-        **_optional_run(run_id),
-    })
+    _emit(
+        EVENT_CHANGES_APPLIED,
+        logging.INFO,
+        {
+            DIM_LINK: _link(link),
+            DIM_SIDE: _member_of(DIM_SIDE, side),
+            DIM_RULE: _slug(rule),
+            DIM_COUNT: _count(DIM_COUNT, n),
+            **_optional_run(run_id),
+        },
+    )
 
 
 def skipped(link: str, reason: str, n: int, *, run_id: str | None = None, member_hash: str | None = None) -> None:
@@ -192,31 +244,43 @@ def skipped(link: str, reason: str, n: int, *, run_id: str | None = None, member
 
 def conflicts(link: str, n: int, *, run_id: str | None = None) -> None:
     """``n`` pairs had both sides changed since the base with different meanings (rule 4)."""
-    _emit(EVENT_CONFLICTS, logging.INFO, {
-        DIM_LINK: _link(link),
-        DIM_COUNT: _count(DIM_COUNT, n),
-        **_optional_run(run_id),
-    })
+    _emit(
+        EVENT_CONFLICTS,
+        logging.INFO,
+        {
+            DIM_LINK: _link(link),
+            DIM_COUNT: _count(DIM_COUNT, n),
+            **_optional_run(run_id),
+        },
+    )
 
 
 def throttled(link: str, service: str, wait_seconds: float, *, run_id: str | None = None) -> None:
     """A call to ``service`` was answered 429 and waited ``wait_seconds`` (its ``Retry-After``, or a back-off)."""
-    _emit(EVENT_THROTTLED, logging.WARNING, {
-        DIM_LINK: _link(link),
-        DIM_SERVICE: _member_of(DIM_SERVICE, service),
-        DIM_WAIT_SECONDS: _seconds(DIM_WAIT_SECONDS, wait_seconds),
-        **_optional_run(run_id),
-    })
+    _emit(
+        EVENT_THROTTLED,
+        logging.WARNING,
+        {
+            DIM_LINK: _link(link),
+            DIM_SERVICE: _member_of(DIM_SERVICE, service),
+            DIM_WAIT_SECONDS: _seconds(DIM_WAIT_SECONDS, wait_seconds),
+            **_optional_run(run_id),
+        },
+    )
 
 
 def dead_lettered(link: str, batch_id: str, *, run_id: str | None = None, members: int = 0) -> None:
     """A batch reached the poison queue; its ``members`` emails are kept for retry in the next run."""
-    _emit(EVENT_DEAD_LETTERED, logging.ERROR, {
-        DIM_LINK: _link(link),
-        DIM_BATCH_ID: _identifier(batch_id),
-        DIM_COUNT: _count(DIM_COUNT, members),
-        **_optional_run(run_id),
-    })
+    _emit(
+        EVENT_DEAD_LETTERED,
+        logging.ERROR,
+        {
+            DIM_LINK: _link(link),
+            DIM_BATCH_ID: _identifier(batch_id),
+            DIM_COUNT: _count(DIM_COUNT, members),
+            **_optional_run(run_id),
+        },
+    )
 
 
 def parse_message(message: str) -> dict[str, object] | None:
@@ -235,9 +299,13 @@ def _emit(event: str, level: int, dimensions: dict[str, object]) -> None:
     rejected = sorted(name for name, value in dimensions.items() if isinstance(value, _Rejected))
     if rejected:
         # The rejected value itself is never logged: it may be the email address or name it must not carry.
-        _log.warning("telemetry event %s: dimension(s) %s did not have their expected form and were replaced by "
-                     "'%s'; pass link names, ids, member hashes or reason slugs only", event, ", ".join(rejected),
-                     INVALID_VALUE)
+        _log.warning(
+            "telemetry event %s: dimension(s) %s did not have their expected form and were replaced by "
+            "'%s'; pass link names, ids, member hashes or reason slugs only",
+            event,
+            ", ".join(rejected),
+            INVALID_VALUE,
+        )
 
 
 def _optional_run(run_id: str | None) -> dict[str, object]:

@@ -51,31 +51,64 @@ class SyncWorld:
         return [link, *self.extra_links]
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return {"AzureWebJobsStorage": self.connection_string, "MAILCHIMP_API_KEY": API_KEY,
-                "MAILCHIMP_BASE_URL": f"{self.mailchimp.url}/3.0", "DATAVERSE_URL": self.dataverse.url,
-                "SYNC_LINKS": json.dumps(self.links()), **self.overrides, **overrides}
+        return {
+            "AzureWebJobsStorage": self.connection_string,
+            "MAILCHIMP_API_KEY": API_KEY,
+            "MAILCHIMP_BASE_URL": f"{self.mailchimp.url}/3.0",
+            "DATAVERSE_URL": self.dataverse.url,
+            "SYNC_LINKS": json.dumps(self.links()),
+            **self.overrides,
+            **overrides,
+        }
 
     def context(self, **overrides: str) -> Context:
         return Context.from_settings(load_settings(self.env(**overrides)))
 
-    def sync(self, *, full: bool = False, dry_run: bool = False, retry_delay: float = 0.0,
-             **overrides: str) -> tuple[int, str]:
+    def sync(
+        self, *, full: bool = False, dry_run: bool = False, retry_delay: float = 0.0, **overrides: str
+    ) -> tuple[int, str]:
         out = io.StringIO()
-        code = run_sync(self.context(**overrides), out, full=full, dry_run=dry_run,
-                        rules=QueueRules(max_dequeue_count=5, visibility_timeout=retry_delay),
-                        progress=lambda _: None)
+        code = run_sync(
+            self.context(**overrides),
+            out,
+            full=full,
+            dry_run=dry_run,
+            rules=QueueRules(max_dequeue_count=5, visibility_timeout=retry_delay),
+            progress=lambda _: None,
+        )
         return code, out.getvalue()
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, contacts: list[dict[str, Any]], members: list[dict[str, Any]] | None = None,
-             in_list: list[str] | None = None, *, list_type: int = 2) -> None:
+    def seed(
+        self,
+        contacts: list[dict[str, Any]],
+        members: list[dict[str, Any]] | None = None,
+        in_list: list[str] | None = None,
+        *,
+        list_type: int = 2,
+    ) -> None:
         ids = in_list if in_list is not None else [c.get("contactid") or c.get("leadid") for c in contacts]
         entity = {2: "contacts", 4: "leads", 1: "accounts"}[list_type]
-        self.dataverse.admin.seed({entity: contacts, "lists": [
-            {"listid": self.list_id, "listname": f"List {self.link}", "type": False, "createdfromcode": list_type,
-             "members": ids}]})
-        self.mailchimp.admin.seed({"audiences": [{"id": self.audience, "name": "Newsletter"}],
-                                   "members": [{"list_id": self.audience, **m} for m in members or []]})
+        self.dataverse.admin.seed(
+            {
+                entity: contacts,
+                "lists": [
+                    {
+                        "listid": self.list_id,
+                        "listname": f"List {self.link}",
+                        "type": False,
+                        "createdfromcode": list_type,
+                        "members": ids,
+                    }
+                ],
+            }
+        )
+        self.mailchimp.admin.seed(
+            {
+                "audiences": [{"id": self.audience, "name": "Newsletter"}],
+                "members": [{"list_id": self.audience, **m} for m in members or []],
+            }
+        )
         self.provision()
 
     def provision(self) -> list[str]:
@@ -101,8 +134,14 @@ class SyncWorld:
 
 
 def contact(email: str | None, *, opted_out: bool = False, **columns: Any) -> dict[str, Any]:
-    row = {"contactid": new_id(), "firstname": "Test", "lastname": "Person", "emailaddress1": email,
-           "donotbulkemail": opted_out, "donotsendmm": opted_out}
+    row = {
+        "contactid": new_id(),
+        "firstname": "Test",
+        "lastname": "Person",
+        "emailaddress1": email,
+        "donotbulkemail": opted_out,
+        "donotsendmm": opted_out,
+    }
     row.update(columns)
     return row
 

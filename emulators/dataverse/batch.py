@@ -67,7 +67,7 @@ def _head_and_rest(data: bytes) -> tuple[dict[str, str], bytes]:
     for separator in (b"\r\n\r\n", b"\n\n"):
         index = data.find(separator)
         if index >= 0:
-            head, rest = data[:index], data[index + len(separator):]
+            head, rest = data[:index], data[index + len(separator) :]
             break
     else:
         head, rest = data, b""
@@ -93,13 +93,18 @@ def _operation(part: bytes) -> Operation:
     pieces = request_line.split(" ")
     if len(pieces) < 2:
         raise _bad(f"The batch part has no valid request line: '{request_line[:100]}'.")
-    rest = b"" if line_end < 0 else http[line_end + 1:]
+    rest = b"" if line_end < 0 else http[line_end + 1 :]
     if rest.startswith(b"\r\n") or rest.startswith(b"\n"):
         headers, body = {}, rest.lstrip(b"\r\n")
     else:
         headers, body = _head_and_rest(rest)
-    return Operation(pieces[0].upper(), pieces[1], headers, body.rstrip(b"\r\n"),
-                     part_headers.get("content-id") or headers.get("content-id"))
+    return Operation(
+        pieces[0].upper(),
+        pieces[1],
+        headers,
+        body.rstrip(b"\r\n"),
+        part_headers.get("content-id") or headers.get("content-id"),
+    )
 
 
 def parse(body: bytes, content_type: str | None) -> list[Operation | ChangeSet]:
@@ -139,10 +144,22 @@ def parse(body: bytes, content_type: str | None) -> list[Operation | ChangeSet]:
     return items
 
 
-_PHRASES = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
-            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            412: "Precondition Failed", 429: "Too Many Requests", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable"}
+_PHRASES = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    412: "Precondition Failed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
 
 
 def _http_part(response: PartResponse) -> bytes:

@@ -40,18 +40,25 @@ def unknown_property(name: str, type_name: str) -> ApiError:
 
 
 def undeclared_property(name: str, type_name: str) -> ApiError:
-    return ApiError(400, "0x80060888",
-                    f"The property '{name}' does not exist on type '{ENTITY}.{type_name}'. Make sure to only use "
-                    "property names that are defined by the type or mark the type as open type.")
+    return ApiError(
+        400,
+        "0x80060888",
+        f"The property '{name}' does not exist on type '{ENTITY}.{type_name}'. Make sure to only use "
+        "property names that are defined by the type or mark the type as open type.",
+    )
 
 
 def undeclared_navigation(name: str) -> ApiError:
     """An ``<name>@odata.bind`` whose navigation property does not exist (names are case-sensitive)."""
-    return ApiError(400, "0x0", "An error occurred while validating input parameters: Microsoft.OData.ODataException: "
-                                f"An undeclared property '{name}' which only has property annotations in the payload "
-                                "but no property value was found in the payload. In OData, only declared navigation "
-                                "properties and declared named streams can be represented as properties without "
-                                "values.")
+    return ApiError(
+        400,
+        "0x0",
+        "An error occurred while validating input parameters: Microsoft.OData.ODataException: "
+        f"An undeclared property '{name}' which only has property annotations in the payload "
+        "but no property value was found in the payload. In OData, only declared navigation "
+        "properties and declared named streams can be represented as properties without "
+        "values.",
+    )
 
 
 def bad_literal(value: object, edm_type: str) -> ApiError:
@@ -59,8 +66,9 @@ def bad_literal(value: object, edm_type: str) -> ApiError:
 
 
 def version_mismatch() -> ApiError:
-    return ApiError(412, "0x80060882", "The version of the existing record doesn't match the RowVersion property "
-                                       "provided.")
+    return ApiError(
+        412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided."
+    )
 
 
 def duplicate_key() -> ApiError:
@@ -76,13 +84,21 @@ def inactive_record() -> ApiError:
 
 
 def too_long(attribute: str, entity: str, max_length: int) -> ApiError:
-    return ApiError(400, "0x80044331", f"A validation error occurred.  The length of the '{attribute}' attribute of "
-                                       f"the '{entity}' entity exceeded the maximum allowed length of '{max_length}'.")
+    return ApiError(
+        400,
+        "0x80044331",
+        f"A validation error occurred.  The length of the '{attribute}' attribute of "
+        f"the '{entity}' entity exceeded the maximum allowed length of '{max_length}'.",
+    )
 
 
 def out_of_range(value: object, attribute: str, entity: str, accepted: str) -> ApiError:
-    return ApiError(400, "0x80044331", f"A validation error occurred. The value {value} of '{attribute}' on record "
-                                       f"of type '{entity}' is outside the valid range. Accepted Values: {accepted}")
+    return ApiError(
+        400,
+        "0x80044331",
+        f"A validation error occurred. The value {value} of '{attribute}' on record "
+        f"of type '{entity}' is outside the valid range. Accepted Values: {accepted}",
+    )
 
 
 def not_valid_for(attribute: str, entity: str, operation: str) -> ApiError:  # text unverified
@@ -94,8 +110,9 @@ def unsupported_query_option(option: str) -> ApiError:  # text unverified
 
 
 def track_changes_option(option: str) -> ApiError:
-    return ApiError(400, "0x80060888",
-                    f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
+    return ApiError(
+        400, "0x80060888", f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.'
+    )
 
 
 def change_tracking_disabled(logical_name: str) -> ApiError:
@@ -103,8 +120,9 @@ def change_tracking_disabled(logical_name: str) -> ApiError:
 
 
 def expired_delta_token() -> ApiError:
-    return ApiError(400, "0x80044352", "Version stamp associated with the client has expired. Please perform a "
-                                       "full sync.")
+    return ApiError(
+        400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync."
+    )
 
 
 def bad_delta_token(token: str) -> ApiError:  # text unverified
@@ -112,21 +130,29 @@ def bad_delta_token(token: str) -> ApiError:  # text unverified
 
 
 def request_limit(limit: int, window: int, retry_after: str) -> ApiError:
-    return ApiError(429, "0x80072322",
-                    f"Number of requests exceeded the limit of {limit} over time window of {window} seconds.",
-                    {"Retry-After": retry_after})
+    return ApiError(
+        429,
+        "0x80072322",
+        f"Number of requests exceeded the limit of {limit} over time window of {window} seconds.",
+        {"Retry-After": retry_after},
+    )
 
 
 def execution_limit(limit_ms: int, window: int, retry_after: str) -> ApiError:
-    return ApiError(429, "0x80072321",
-                    f"Combined execution time of incoming requests exceeded limit of {limit_ms:,}  milliseconds over "
-                    f"time window of {window} seconds. Decrease number of concurrent requests or reduce the duration "
-                    "of requests and try again later.", {"Retry-After": retry_after})
+    return ApiError(
+        429,
+        "0x80072321",
+        f"Combined execution time of incoming requests exceeded limit of {limit_ms:,}  milliseconds over "
+        f"time window of {window} seconds. Decrease number of concurrent requests or reduce the duration "
+        "of requests and try again later.",
+        {"Retry-After": retry_after},
+    )
 
 
 def concurrency_limit(limit: int, retry_after: str) -> ApiError:
-    return ApiError(429, "0x80072326", f"Number of concurrent requests exceeded the limit of {limit}.",
-                    {"Retry-After": retry_after})
+    return ApiError(
+        429, "0x80072326", f"Number of concurrent requests exceeded the limit of {limit}.", {"Retry-After": retry_after}
+    )
 
 
 def unexpected(status: int) -> ApiError:  # text unverified

@@ -135,13 +135,15 @@ def compile_fetch(xml: str, entity_lookup: EntityLookup) -> FetchPlan:
         raise FetchXmlError(f"The FetchXML root element must be <fetch>, not <{root.tag}>.", INVALID_NODE)
     _check_attributes(root, _FETCH_ATTRIBUTES)
     if _flag(root, "aggregate"):
-        raise _unsupported("Aggregate FetchXML (<fetch aggregate=\"true\">)")
+        raise _unsupported('Aggregate FetchXML (<fetch aggregate="true">)')
     count = _positive(root, "count")
     page = _positive(root, "page")
     top = _positive(root, "top")
     if top is not None and (count is not None or page is not None):
-        raise FetchXmlError("The 'top' attribute can't be combined with 'count' or 'page'.",  # text unverified
-                            INVALID_ARGUMENT)
+        raise FetchXmlError(
+            "The 'top' attribute can't be combined with 'count' or 'page'.",  # text unverified
+            INVALID_ARGUMENT,
+        )
     entity_elements = []
     for child in root:
         if child.tag != "entity":
@@ -150,28 +152,66 @@ def compile_fetch(xml: str, entity_lookup: EntityLookup) -> FetchPlan:
     if len(entity_elements) != 1:
         raise FetchXmlError("A <fetch> needs exactly one <entity> element.", INVALID_NODE)  # text unverified
     compiler = _Compiler(entity_lookup)
-    return compiler.entity(entity_elements[0], distinct=_flag(root, "distinct"), count=count, page=page,
-                           paging_cookie=root.get("paging-cookie"), top=top)
+    return compiler.entity(
+        entity_elements[0],
+        distinct=_flag(root, "distinct"),
+        count=count,
+        page=page,
+        paging_cookie=root.get("paging-cookie"),
+        top=top,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # XML checks
 # ---------------------------------------------------------------------------------------------
 
-_FETCH_ATTRIBUTES = {"version", "output-format", "mapping", "distinct", "count", "page", "paging-cookie", "top",
-                     "aggregate", "returntotalrecordcount", "no-lock", "utc-offset", "min-active-row-version",
-                     "latematerialize", "useraworderby", "options", "datasource", "aggregatelimit"}
+_FETCH_ATTRIBUTES = {
+    "version",
+    "output-format",
+    "mapping",
+    "distinct",
+    "count",
+    "page",
+    "paging-cookie",
+    "top",
+    "aggregate",
+    "returntotalrecordcount",
+    "no-lock",
+    "utc-offset",
+    "min-active-row-version",
+    "latematerialize",
+    "useraworderby",
+    "options",
+    "datasource",
+    "aggregatelimit",
+}
 _ENTITY_ATTRIBUTES = {"name", "enableprefiltering", "prefilterparametername"}
 _ATTRIBUTE_ATTRIBUTES = {"name", "build", "addedby", "usertimezone"}
 _ATTRIBUTE_UNSUPPORTED = {"alias", "aggregate", "groupby", "dategrouping", "distinct", "rowaggregate"}
 _ORDER_ATTRIBUTES = {"attribute", "descending"}
 _ORDER_UNSUPPORTED = {"alias", "entityname"}
-_FILTER_ATTRIBUTES = {"type", "isquickfindfields", "overridequickfindrecordlimitenabled",
-                      "overridequickfindrecordlimitdisabled", "bypassquickfind", "hint"}
+_FILTER_ATTRIBUTES = {
+    "type",
+    "isquickfindfields",
+    "overridequickfindrecordlimitenabled",
+    "overridequickfindrecordlimitdisabled",
+    "bypassquickfind",
+    "hint",
+}
 _CONDITION_ATTRIBUTES = {"attribute", "entityname", "operator", "value", "uiname", "uitype", "uihidden"}
 _CONDITION_UNSUPPORTED = {"valueof", "aggregate", "alias", "rowaggregate", "column"}
-_LINK_ATTRIBUTES = {"name", "from", "to", "alias", "link-type", "visible", "intersect", "enableprefiltering",
-                    "prefilterparametername"}
+_LINK_ATTRIBUTES = {
+    "name",
+    "from",
+    "to",
+    "alias",
+    "link-type",
+    "visible",
+    "intersect",
+    "enableprefiltering",
+    "prefilterparametername",
+}
 _LINK_TYPES = {"inner", "outer"}
 _OTHER_LINK_TYPES = {"any", "not any", "all", "not all", "exists", "in", "matchfirstrowusingcrossapply"}
 
@@ -213,8 +253,9 @@ def _flag(element: ElementTree.Element, name: str) -> bool:
         return True
     if lowered in ("false", "0"):
         return False
-    raise FetchXmlError(f"The value '{raw}' of '{name}' on <{element.tag}> must be true or false.",
-                        INVALID_ARGUMENT)  # text unverified
+    raise FetchXmlError(
+        f"The value '{raw}' of '{name}' on <{element.tag}> must be true or false.", INVALID_ARGUMENT
+    )  # text unverified
 
 
 def _positive(element: ElementTree.Element, name: str) -> int | None:
@@ -226,8 +267,10 @@ def _positive(element: ElementTree.Element, name: str) -> int | None:
     except ValueError:
         value = 0
     if value < 1:
-        raise FetchXmlError(f"The '{name}' attribute of <fetch> must be a whole number greater than zero; "
-                            f"got '{raw}'.", INVALID_ARGUMENT)  # text unverified
+        raise FetchXmlError(
+            f"The '{name}' attribute of <fetch> must be a whole number greater than zero; got '{raw}'.",
+            INVALID_ARGUMENT,
+        )  # text unverified
     return value
 
 
@@ -236,28 +279,103 @@ def _positive(element: ElementTree.Element, name: str) -> int | None:
 # ---------------------------------------------------------------------------------------------
 
 _NO_VALUE = {"null", "not-null", "today", "yesterday", "tomorrow", "last-seven-days"}
-_ONE_VALUE = {"eq", "ne", "neq", "gt", "ge", "lt", "le", "like", "not-like", "begins-with", "not-begin-with",
-              "ends-with", "not-end-with", "on", "on-or-after", "on-or-before", "last-x-hours", "last-x-days",
-              "olderthan-x-minutes", "olderthan-x-hours", "olderthan-x-days"}
+_ONE_VALUE = {
+    "eq",
+    "ne",
+    "neq",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "like",
+    "not-like",
+    "begins-with",
+    "not-begin-with",
+    "ends-with",
+    "not-end-with",
+    "on",
+    "on-or-after",
+    "on-or-before",
+    "last-x-hours",
+    "last-x-days",
+    "olderthan-x-minutes",
+    "olderthan-x-hours",
+    "olderthan-x-days",
+}
 _MANY_VALUES = {"in", "not-in"}
 _TWO_VALUES = {"between", "not-between"}
-_LIKE_SHAPES = {"like": ("", "", False), "not-like": ("", "", True), "begins-with": ("", "%", False),
-                "not-begin-with": ("", "%", True), "ends-with": ("%", "", False), "not-end-with": ("%", "", True)}
-_KNOWN_ELSEWHERE = {  # real operators the emulator does not evaluate
-    "eq-userid", "ne-userid", "eq-userteams", "eq-useroruserteams", "eq-useroruserhierarchy",
-    "eq-useroruserhierarchyandteams", "eq-businessid", "ne-businessid", "eq-userlanguage", "next-seven-days",
-    "last-week", "this-week", "next-week", "last-month", "this-month", "next-month", "last-year", "this-year",
-    "next-year", "next-x-hours", "next-x-days", "last-x-weeks", "next-x-weeks", "last-x-months", "next-x-months",
-    "olderthan-x-weeks", "olderthan-x-months", "olderthan-x-years", "last-x-years", "next-x-years",
-    "this-fiscal-year", "this-fiscal-period", "next-fiscal-year", "next-fiscal-period", "last-fiscal-year",
-    "last-fiscal-period", "last-x-fiscal-years", "last-x-fiscal-periods", "next-x-fiscal-years",
-    "next-x-fiscal-periods", "in-fiscal-year", "in-fiscal-period", "in-fiscal-period-and-year",
-    "in-or-before-fiscal-period-and-year", "in-or-after-fiscal-period-and-year", "under", "eq-or-under",
-    "not-under", "above", "eq-or-above", "contain-values", "not-contain-values",
+_LIKE_SHAPES = {
+    "like": ("", "", False),
+    "not-like": ("", "", True),
+    "begins-with": ("", "%", False),
+    "not-begin-with": ("", "%", True),
+    "ends-with": ("%", "", False),
+    "not-end-with": ("%", "", True),
 }
-_DOTNET_TYPES = {"Edm.String": "System.String", "Edm.Boolean": "System.Boolean", "Edm.Int32": "System.Int32",
-                 "Edm.Int64": "System.Int64", "Edm.Decimal": "System.Decimal", "Edm.Double": "System.Double",
-                 "Edm.DateTimeOffset": "System.DateTime", "Edm.Guid": "System.Guid"}
+_KNOWN_ELSEWHERE = {  # real operators the emulator does not evaluate
+    "eq-userid",
+    "ne-userid",
+    "eq-userteams",
+    "eq-useroruserteams",
+    "eq-useroruserhierarchy",
+    "eq-useroruserhierarchyandteams",
+    "eq-businessid",
+    "ne-businessid",
+    "eq-userlanguage",
+    "next-seven-days",
+    "last-week",
+    "this-week",
+    "next-week",
+    "last-month",
+    "this-month",
+    "next-month",
+    "last-year",
+    "this-year",
+    "next-year",
+    "next-x-hours",
+    "next-x-days",
+    "last-x-weeks",
+    "next-x-weeks",
+    "last-x-months",
+    "next-x-months",
+    "olderthan-x-weeks",
+    "olderthan-x-months",
+    "olderthan-x-years",
+    "last-x-years",
+    "next-x-years",
+    "this-fiscal-year",
+    "this-fiscal-period",
+    "next-fiscal-year",
+    "next-fiscal-period",
+    "last-fiscal-year",
+    "last-fiscal-period",
+    "last-x-fiscal-years",
+    "last-x-fiscal-periods",
+    "next-x-fiscal-years",
+    "next-x-fiscal-periods",
+    "in-fiscal-year",
+    "in-fiscal-period",
+    "in-fiscal-period-and-year",
+    "in-or-before-fiscal-period-and-year",
+    "in-or-after-fiscal-period-and-year",
+    "under",
+    "eq-or-under",
+    "not-under",
+    "above",
+    "eq-or-above",
+    "contain-values",
+    "not-contain-values",
+}
+_DOTNET_TYPES = {
+    "Edm.String": "System.String",
+    "Edm.Boolean": "System.Boolean",
+    "Edm.Int32": "System.Int32",
+    "Edm.Int64": "System.Int64",
+    "Edm.Decimal": "System.Decimal",
+    "Edm.Double": "System.Double",
+    "Edm.DateTimeOffset": "System.DateTime",
+    "Edm.Guid": "System.Guid",
+}
 
 
 @dataclass
@@ -318,8 +436,10 @@ class _Compiler:
             raise FetchXmlError(f"<{element.tag}> needs a 'name' attribute.", INVALID_NODE)  # text unverified
         entity = self.entity_lookup(name)
         if entity is None:
-            raise FetchXmlError(f"The entity with a name = '{name}' with namemapping = 'Logical' was not found in "
-                                "the MetadataCache.", NO_ENTITY)
+            raise FetchXmlError(
+                f"The entity with a name = '{name}' with namemapping = 'Logical' was not found in the MetadataCache.",
+                NO_ENTITY,
+            )
         return entity
 
     @staticmethod
@@ -328,14 +448,25 @@ class _Compiler:
             raise FetchXmlError(f"<{element.tag}> needs an attribute name.", INVALID_NODE)  # text unverified
         column = logical_column(entity, name)
         if column is None:
-            raise FetchXmlError(f"'{entity.logical_name}' entity doesn't contain attribute with Name = '{name}' and "
-                                "NameMapping = 'Logical'.", NO_ATTRIBUTE)
+            raise FetchXmlError(
+                f"'{entity.logical_name}' entity doesn't contain attribute with Name = '{name}' and "
+                "NameMapping = 'Logical'.",
+                NO_ATTRIBUTE,
+            )
         return column
 
     # -- <entity> ---------------------------------------------------------------------------------
 
-    def entity(self, element: ElementTree.Element, *, distinct: bool, count: int | None, page: int | None,
-               paging_cookie: str | None, top: int | None) -> FetchPlan:
+    def entity(
+        self,
+        element: ElementTree.Element,
+        *,
+        distinct: bool,
+        count: int | None,
+        page: int | None,
+        paging_cookie: str | None,
+        top: int | None,
+    ) -> FetchPlan:
         _check_attributes(element, _ENTITY_ATTRIBUTES)
         entity = self.table(element.get("name"), element)
         attributes: list[str] = []
@@ -368,8 +499,17 @@ class _Compiler:
             return accepts(row, ctx) is True
 
         selected = None if all_attributes or not attributes else attributes
-        return FetchPlan(entity=entity.logical_name, attributes=selected, predicate=predicate,
-                         orders=orders, count=count, page=page, paging_cookie=paging_cookie, distinct=distinct, top=top)
+        return FetchPlan(
+            entity=entity.logical_name,
+            attributes=selected,
+            predicate=predicate,
+            orders=orders,
+            count=count,
+            page=page,
+            paging_cookie=paging_cookie,
+            distinct=distinct,
+            top=top,
+        )
 
     def order(self, entity: EntityType, element: ElementTree.Element) -> tuple[str, bool]:
         _check_attributes(element, _ORDER_ATTRIBUTES, _ORDER_UNSUPPORTED)
@@ -393,8 +533,15 @@ class _Compiler:
         from_column = self.column(entity, from_name, element)
         to_column = self.column(parent, to_name, element)
         alias = element.get("alias")
-        link = Link(entity=entity.logical_name, from_key=from_column.key, to_key=to_column.key,
-                    from_attribute=from_name, to_attribute=to_name, link_type=link_type, alias=alias)
+        link = Link(
+            entity=entity.logical_name,
+            from_key=from_column.key,
+            to_key=to_column.key,
+            from_attribute=from_name,
+            to_attribute=to_name,
+            link_type=link_type,
+            alias=alias,
+        )
         node = _LinkNode(link, entity, _always)
         node.chain = (*chain, node)
         children: list[_LinkNode] = []
@@ -405,7 +552,7 @@ class _Compiler:
             elif child.tag == "link-entity":
                 children.append(self.link(child, entity, node.chain))
             elif child.tag in ("attribute", "all-attributes", "order"):
-                raise _unsupported(f"An <{child.tag}> inside <link-entity name=\"{name}\">")
+                raise _unsupported(f'An <{child.tag}> inside <link-entity name="{name}">')
             else:
                 raise _unexpected(child, "link-entity")
         tests = [self.filter(f, entity, allow_entityname=False) for f in filters]
@@ -423,8 +570,9 @@ class _Compiler:
         _check_attributes(element, _FILTER_ATTRIBUTES)
         kind = (element.get("type") or "and").strip()
         if kind not in ("and", "or"):
-            raise FetchXmlError(f"The filter type '{kind}' is not valid; use 'and' or 'or'.",
-                                INVALID_FILTER_TYPE)  # text unverified
+            raise FetchXmlError(
+                f"The filter type '{kind}' is not valid; use 'and' or 'or'.", INVALID_FILTER_TYPE
+            )  # text unverified
         parts: list[RowTest] = []
         for child in element:
             if child.tag == "condition":
@@ -453,8 +601,9 @@ class _Compiler:
                 raise _unsupported("A condition with 'entityname' inside <link-entity>")
             node = self.aliases.get(alias)
             if node is None:
-                raise FetchXmlError(f"No link-entity has the alias '{alias}' that a condition names in "
-                                    "'entityname'.", INVALID_ARGUMENT)  # text unverified
+                raise FetchXmlError(
+                    f"No link-entity has the alias '{alias}' that a condition names in 'entityname'.", INVALID_ARGUMENT
+                )  # text unverified
             entity = node.entity
         column = self.column(entity, element.get("attribute"), element)
         values = self.values(element, op, column)
@@ -484,22 +633,31 @@ class _Compiler:
             raise FetchXmlError(f"The condition {where} needs at least one <value>.", BAD_CONDITION)  # unverified
         return texts
 
-    def value_test(self, op: str, column: Column, texts: list[str], element: ElementTree.Element,
-                   ) -> tuple[Any, bool]:
+    def value_test(
+        self,
+        op: str,
+        column: Column,
+        texts: list[str],
+        element: ElementTree.Element,
+    ) -> tuple[Any, bool]:
         """The value test for one condition and whether it needs the clock."""
         family = column.family
         if op in ("null", "not-null"):
             return compare_test(family, "eq" if op == "null" else "ne", None), False
         if op in _LIKE_SHAPES:
             if family != "string":
-                raise FetchXmlError(f"The condition operator '{op}' applies to text columns; '{column.name}' is "
-                                    f"{column.edm}.", BAD_CONDITION)  # text unverified
+                raise FetchXmlError(
+                    f"The condition operator '{op}' applies to text columns; '{column.name}' is {column.edm}.",
+                    BAD_CONDITION,
+                )  # text unverified
             prefix, suffix, negate = _LIKE_SHAPES[op]
             return like_test(prefix + texts[0] + suffix, negate), False
         if op in RELATIVE_DATE_RANGES or op in ("on", "on-or-after", "on-or-before"):
             if family != "datetime":
-                raise FetchXmlError(f"The condition operator '{op}' applies to date and time columns; "
-                                    f"'{column.name}' is {column.edm}.", BAD_CONDITION)  # text unverified
+                raise FetchXmlError(
+                    f"The condition operator '{op}' applies to date and time columns; '{column.name}' is {column.edm}.",
+                    BAD_CONDITION,
+                )  # text unverified
             if op in RELATIVE_DATE_RANGES:
                 amount = 0
                 if op in RELATIVE_NEEDS_VALUE:
@@ -525,13 +683,16 @@ class _Compiler:
     @staticmethod
     def bad_value(text: str, column: Column, element: ElementTree.Element) -> FetchXmlError:
         expected = _DOTNET_TYPES.get(column.edm, "System.String")
-        return FetchXmlError(f"An exception System.FormatException was thrown while trying to convert input value "
-                             f"'{text}' to attribute '{column.name}'. Expected type of attribute value: {expected}.",
-                             INVALID_ARGUMENT)  # text unverified
+        return FetchXmlError(
+            f"An exception System.FormatException was thrown while trying to convert input value "
+            f"'{text}' to attribute '{column.name}'. Expected type of attribute value: {expected}.",
+            INVALID_ARGUMENT,
+        )  # text unverified
 
 
 def _row_test(key: str, value_test: Any, relative: bool) -> RowTest:
     if relative:
+
         def relative_row_test(row: dict, ctx: RowContext) -> bool:
             value = row.get(key)
             return value is not None and value_test(value, ctx.now()) is True
@@ -555,8 +716,12 @@ def _through_links(node: _LinkNode, key: str, value_test: Any, relative: bool) -
     def test(row: dict, ctx: RowContext) -> bool:
         reached = [row]
         for step in chain:
-            reached = [related for parent in reached for related in ctx.related(parent, step.link)
-                       if step.accepts(related, ctx)]
+            reached = [
+                related
+                for parent in reached
+                for related in ctx.related(parent, step.link)
+                if step.accepts(related, ctx)
+            ]
             if not reached:
                 # an outer link that finds nothing joins a row of nulls
                 return outer and column_test({}, ctx)

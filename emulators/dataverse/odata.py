@@ -244,8 +244,9 @@ def parse_datetime(text: str) -> datetime:
             return datetime(day.year, day.month, day.day, tzinfo=UTC)
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ODataError(f"The value '{text}' is not a valid date and time; expected ISO 8601 such as "
-                         "2024-01-01T00:00:00Z.") from None
+        raise ODataError(
+            f"The value '{text}' is not a valid date and time; expected ISO 8601 such as 2024-01-01T00:00:00Z."
+        ) from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
@@ -279,7 +280,12 @@ def coerce_text(column: Column, text: str) -> Any:
 
 
 _COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
 }
 
 
@@ -346,7 +352,7 @@ def _like_regex(pattern: str) -> re.Pattern[str]:
         elif char == "_":
             parts.append(".")
         elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1:end]
+            body = pattern[i + 1 : end]
             negated = body.startswith("^")
             body = body[1:] if negated else body
             escaped = "".join("\\" + c if c in "\\[]^" else c for c in body)
@@ -369,15 +375,19 @@ def like_test(pattern: str, negate: bool = False) -> ValueTest:
     if not any(c in inner for c in "%_["):
         starts, ends = folded.startswith("%"), folded.endswith("%") and len(folded) > 1
         if starts and ends:
+
             def match(text: str) -> bool:
                 return inner in text
         elif ends:
+
             def match(text: str) -> bool:
                 return text.startswith(inner)
         elif starts:
+
             def match(text: str) -> bool:
                 return text.endswith(inner)
         else:
+
             def match(text: str) -> bool:
                 return text == inner
     else:
@@ -412,8 +422,9 @@ RELATIVE_DATE_RANGES: dict[str, Callable[[datetime, int], tuple[datetime | None,
     "yesterday": lambda now, _: (midnight(now) - _DAY, midnight(now)),
     "tomorrow": lambda now, _: (midnight(now) + _DAY, midnight(now) + 2 * _DAY),
 }
-RELATIVE_NEEDS_VALUE = frozenset({"last-x-hours", "last-x-days", "olderthan-x-minutes", "olderthan-x-hours",
-                                  "olderthan-x-days"})
+RELATIVE_NEEDS_VALUE = frozenset(
+    {"last-x-hours", "last-x-days", "olderthan-x-minutes", "olderthan-x-hours", "olderthan-x-days"}
+)
 
 
 def day_range_test(op: str, day: datetime) -> ValueTest:
@@ -458,6 +469,7 @@ def relative_test(op: str, amount: int) -> Callable[[Any, datetime], bool | None
 # Lexer
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class _Token:
     kind: str  # ident, string, json, number, guid, datetime, date, alias, punct, end
@@ -466,7 +478,8 @@ class _Token:
     value: Any = None
 
 
-_LEXEME = re.compile(r"""
+_LEXEME = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Za-z_]))
   | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)
@@ -475,7 +488,9 @@ _LEXEME = re.compile(r"""
   | (?P<ident>\$?[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
   | (?P<alias>@[A-Za-z_][A-Za-z0-9_]*)
   | (?P<punct>[(),/:=\[\]])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:\d{2})$")
 
 
@@ -553,33 +568,119 @@ def _literal_value(kind: str, lexeme: str, pos: int, text: str) -> Any:
 Frames = tuple[dict, ...]
 Test = Callable[[Frames, RowContext], bool | None]
 
-_CMP_KIND = {"eq": "Equal", "ne": "NotEqual", "gt": "GreaterThan", "ge": "GreaterThanOrEqual",
-             "lt": "LessThan", "le": "LessThanOrEqual"}
+_CMP_KIND = {
+    "eq": "Equal",
+    "ne": "NotEqual",
+    "gt": "GreaterThan",
+    "ge": "GreaterThanOrEqual",
+    "lt": "LessThan",
+    "le": "LessThanOrEqual",
+}
 _MIRROR = {"eq": "eq", "ne": "ne", "gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}
 _UNSUPPORTED_OPERATORS = {"add", "sub", "mul", "div", "divby", "mod", "has", "in"}
 _CANONICAL_FUNCTIONS = {
-    "tolower", "toupper", "trim", "length", "indexof", "substring", "substringof", "concat", "matchesPattern",
-    "year", "month", "day", "hour", "minute", "second", "fractionalseconds", "totalseconds", "totaloffsetminutes",
-    "date", "time", "now", "mindatetime", "maxdatetime", "round", "floor", "ceiling", "cast", "isof",
-    "hassubset", "hassubsequence", "case", "geo.distance", "geo.length", "geo.intersects",
+    "tolower",
+    "toupper",
+    "trim",
+    "length",
+    "indexof",
+    "substring",
+    "substringof",
+    "concat",
+    "matchesPattern",
+    "year",
+    "month",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "fractionalseconds",
+    "totalseconds",
+    "totaloffsetminutes",
+    "date",
+    "time",
+    "now",
+    "mindatetime",
+    "maxdatetime",
+    "round",
+    "floor",
+    "ceiling",
+    "cast",
+    "isof",
+    "hassubset",
+    "hassubsequence",
+    "case",
+    "geo.distance",
+    "geo.length",
+    "geo.intersects",
 }
 _STRING_FUNCTIONS = {"contains": ("%", "%"), "startswith": ("", "%"), "endswith": ("%", "")}
 _RELATIVE_FUNCTIONS = {
-    "LastXHours": "last-x-hours", "LastXDays": "last-x-days", "Last7Days": "last-seven-days",
-    "OlderThanXMinutes": "olderthan-x-minutes", "OlderThanXHours": "olderthan-x-hours",
-    "OlderThanXDays": "olderthan-x-days", "Today": "today", "Yesterday": "yesterday", "Tomorrow": "tomorrow",
+    "LastXHours": "last-x-hours",
+    "LastXDays": "last-x-days",
+    "Last7Days": "last-seven-days",
+    "OlderThanXMinutes": "olderthan-x-minutes",
+    "OlderThanXHours": "olderthan-x-hours",
+    "OlderThanXDays": "olderthan-x-days",
+    "Today": "today",
+    "Yesterday": "yesterday",
+    "Tomorrow": "tomorrow",
 }
 _DAY_FUNCTIONS = {"On": "on", "OnOrAfter": "on-or-after", "OnOrBefore": "on-or-before"}
 _DATAVERSE_FUNCTIONS = {  # the real service's query functions the emulator does not evaluate
-    "Above", "AboveOrEqual", "Contains", "ContainValues", "DoesNotContainValues", "EqualBusinessId", "EqualUserId",
-    "EqualUserLanguage", "EqualUserOrUserHierarchy", "EqualUserOrUserHierarchyAndTeams", "EqualUserOrUserTeams",
-    "EqualUserTeams", "InFiscalPeriod", "InFiscalPeriodAndYear", "InFiscalYear", "InOrAfterFiscalPeriodAndYear",
-    "InOrBeforeFiscalPeriodAndYear", "LastFiscalPeriod", "LastFiscalYear", "LastMonth", "LastWeek",
-    "LastXFiscalPeriods", "LastXFiscalYears", "LastXMonths", "LastXWeeks", "LastXYears", "LastYear", "Next7Days",
-    "NextFiscalPeriod", "NextFiscalYear", "NextMonth", "NextWeek", "NextXDays", "NextXFiscalPeriods",
-    "NextXFiscalYears", "NextXHours", "NextXMonths", "NextXWeeks", "NextXYears", "NextYear",
-    "NotEqualBusinessId", "NotEqualUserId", "NotUnder", "OlderThanXMonths", "OlderThanXWeeks", "OlderThanXYears",
-    "ThisFiscalPeriod", "ThisFiscalYear", "ThisMonth", "ThisWeek", "ThisYear", "Under", "UnderOrEqual",
+    "Above",
+    "AboveOrEqual",
+    "Contains",
+    "ContainValues",
+    "DoesNotContainValues",
+    "EqualBusinessId",
+    "EqualUserId",
+    "EqualUserLanguage",
+    "EqualUserOrUserHierarchy",
+    "EqualUserOrUserHierarchyAndTeams",
+    "EqualUserOrUserTeams",
+    "EqualUserTeams",
+    "InFiscalPeriod",
+    "InFiscalPeriodAndYear",
+    "InFiscalYear",
+    "InOrAfterFiscalPeriodAndYear",
+    "InOrBeforeFiscalPeriodAndYear",
+    "LastFiscalPeriod",
+    "LastFiscalYear",
+    "LastMonth",
+    "LastWeek",
+    "LastXFiscalPeriods",
+    "LastXFiscalYears",
+    "LastXMonths",
+    "LastXWeeks",
+    "LastXYears",
+    "LastYear",
+    "Next7Days",
+    "NextFiscalPeriod",
+    "NextFiscalYear",
+    "NextMonth",
+    "NextWeek",
+    "NextXDays",
+    "NextXFiscalPeriods",
+    "NextXFiscalYears",
+    "NextXHours",
+    "NextXMonths",
+    "NextXWeeks",
+    "NextXYears",
+    "NextYear",
+    "NotEqualBusinessId",
+    "NotEqualUserId",
+    "NotUnder",
+    "OlderThanXMonths",
+    "OlderThanXWeeks",
+    "OlderThanXYears",
+    "ThisFiscalPeriod",
+    "ThisFiscalYear",
+    "ThisMonth",
+    "ThisWeek",
+    "ThisYear",
+    "Under",
+    "UnderOrEqual",
 }
 
 
@@ -611,8 +712,10 @@ def _no_property(name: str, entity: EntityType) -> ODataError:
 
 
 def _incompatible(left: str | None, right: str | None, kind: str) -> ODataError:
-    return ODataError("A binary operator with incompatible types was detected. Found operand types "
-                      f"'{left or '<null>'}' and '{right or '<null>'}' for operator kind '{kind}'.")
+    return ODataError(
+        "A binary operator with incompatible types was detected. Found operand types "
+        f"'{left or '<null>'}' and '{right or '<null>'}' for operator kind '{kind}'."
+    )
 
 
 class _Parser:
@@ -690,8 +793,10 @@ class _Parser:
             pos = self.advance().pos
             operand = self.parse_unary()
             if not self.is_boolean(operand):
-                raise ODataError("A unary operator with an incompatible type was detected. Found operand type "
-                                 f"'{operand.edm or '<null>'}' for operator kind 'Not'.")
+                raise ODataError(
+                    "A unary operator with an incompatible type was detected. Found operand type "
+                    f"'{operand.edm or '<null>'}' for operator kind 'Not'."
+                )
             return _Operand("boolean", "Edm.Boolean", pos, test=_not(self.as_test(operand, "")))
         return self.parse_primary()
 
@@ -732,7 +837,7 @@ class _Parser:
             return _Operand("literal", "Edm.Date", token.pos, value=token.value)
         value = token.value
         if isinstance(value, int):
-            edm = "Edm.Int32" if -2**31 <= value < 2**31 else "Edm.Int64"
+            edm = "Edm.Int32" if -(2**31) <= value < 2**31 else "Edm.Int64"
         else:
             edm = "Edm.Double" if isinstance(value, float) else "Edm.Decimal"
         return _Operand("literal", edm, token.pos, value=value)
@@ -757,8 +862,10 @@ class _Parser:
         for index in range(len(self.scopes) - 1, 0, -1):
             if self.scopes[index].variable == first.text:
                 if not self.is_punct("/"):
-                    raise ODataError(f"The range variable '{first.text}' must be followed by '/' and a property "
-                                     f"at position {self.peek().pos} in '{self.text}'.")  # text unverified
+                    raise ODataError(
+                        f"The range variable '{first.text}' must be followed by '/' and a property "
+                        f"at position {self.peek().pos} in '{self.text}'."
+                    )  # text unverified
                 self.advance()
                 name_token = self.advance()
                 if name_token.kind != "ident":
@@ -777,8 +884,10 @@ class _Parser:
             step = self.advance()
             if step.kind == "ident" and step.text in ("any", "all") and self.is_punct("("):
                 return self.lambda_expression(step, name, target, depth)
-            raise ODataError(f"The parent value for a property access of a property '{step.text}' is not a single "
-                             "value. Property access can only be applied to a single value.")
+            raise ODataError(
+                f"The parent value for a property access of a property '{step.text}' is not a single "
+                "value. Property access can only be applied to a single value."
+            )
         column = web_api_column(entity, name)
         if column is None:
             raise _no_property(name, entity)
@@ -818,8 +927,10 @@ class _Parser:
             return self.dataverse_function(name_token)
         if name in _CANONICAL_FUNCTIONS or name.lower() in _CANONICAL_FUNCTIONS:
             raise ODataError(f"The function '{name}' is not supported.")  # text unverified
-        raise ODataError(f"An unknown function with name '{name}' was found. This may also be a function import or "
-                         "a key lookup on a navigation property, which is not allowed.")
+        raise ODataError(
+            f"An unknown function with name '{name}' was found. This may also be a function import or "
+            "a key lookup on a navigation property, which is not allowed."
+        )
 
     def string_function(self, name_token: _Token) -> _Operand:
         name = name_token.text
@@ -828,9 +939,11 @@ class _Parser:
         self.expect(",", "')' or ',' expected")
         argument = self.parse_or()
         self.expect(")", "')' or ',' expected")
-        signature = (f"No function signature for the function with name '{name}' matches the specified arguments. "
-                     f"The function signatures considered are: {name}(Edm.String Nullable=true, "
-                     "Edm.String Nullable=true).")
+        signature = (
+            f"No function signature for the function with name '{name}' matches the specified arguments. "
+            f"The function signatures considered are: {name}(Edm.String Nullable=true, "
+            "Edm.String Nullable=true)."
+        )
         if subject.kind != "property" or subject.edm != "Edm.String":
             if subject.kind == "literal" and subject.edm == "Edm.String":
                 raise ODataError(f"The first argument of '{name}' must be a column.")  # text unverified
@@ -844,17 +957,20 @@ class _Parser:
             return _Operand("boolean", "Edm.Boolean", name_token.pos, test=_constant(None))
         prefix, suffix = _STRING_FUNCTIONS[name]
         matcher = like_test(prefix + argument.value + suffix)
-        return _Operand("boolean", "Edm.Boolean", name_token.pos,
-                        test=_column_test(subject.column.key, subject.depth, matcher))
+        return _Operand(
+            "boolean", "Edm.Boolean", name_token.pos, test=_column_test(subject.column.key, subject.depth, matcher)
+        )
 
     def dataverse_function(self, name_token: _Token) -> _Operand:
-        short = name_token.text[len(TYPE_PREFIX):]
+        short = name_token.text[len(TYPE_PREFIX) :]
         supported = {"In", "NotIn", "Between", "NotBetween", *_DAY_FUNCTIONS, *_RELATIVE_FUNCTIONS}
         if short not in supported:
             if short in _DATAVERSE_FUNCTIONS:
                 raise ODataError(f"The function '{name_token.text}' is not supported.")  # text unverified
-            raise ODataError(f"An unknown function with name '{name_token.text}' was found. This may also be a "
-                             "function import or a key lookup on a navigation property, which is not allowed.")
+            raise ODataError(
+                f"An unknown function with name '{name_token.text}' was found. This may also be a "
+                "function import or a key lookup on a navigation property, which is not allowed."
+            )
         parameters = self.function_parameters(name_token.text)
         column = self.function_column(name_token.text, parameters)
         family = column.family
@@ -869,16 +985,24 @@ class _Parser:
                 if len(constants) != 2:
                     raise ODataError(f"The function '{name_token.text}' needs exactly two PropertyValues.")
                 value_test = between_test(family, constants[0], constants[1], negate=short == "NotBetween")
-            return _Operand("boolean", "Edm.Boolean", name_token.pos,
-                            test=_column_test(column.key, len(self.scopes) - 1, value_test))
+            return _Operand(
+                "boolean",
+                "Edm.Boolean",
+                name_token.pos,
+                test=_column_test(column.key, len(self.scopes) - 1, value_test),
+            )
         if family != "datetime":
-            raise ODataError(f"The function '{name_token.text}' applies to date and time columns; "
-                             f"'{column.name}' is {column.edm}.")  # text unverified
+            raise ODataError(
+                f"The function '{name_token.text}' applies to date and time columns; '{column.name}' is {column.edm}."
+            )  # text unverified
         if short in _DAY_FUNCTIONS:
             day = self.coerce(column, parameters.get("PropertyValue"), name_token.text)
-            return _Operand("boolean", "Edm.Boolean", name_token.pos,
-                            test=_column_test(column.key, len(self.scopes) - 1,
-                                              day_range_test(_DAY_FUNCTIONS[short], day)))
+            return _Operand(
+                "boolean",
+                "Edm.Boolean",
+                name_token.pos,
+                test=_column_test(column.key, len(self.scopes) - 1, day_range_test(_DAY_FUNCTIONS[short], day)),
+            )
         op = _RELATIVE_FUNCTIONS[short]
         amount = 0
         if op in RELATIVE_NEEDS_VALUE:
@@ -887,8 +1011,12 @@ class _Parser:
                 amount = int(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise ODataError(f"The function '{name_token.text}' needs PropertyValue, a whole number.") from None
-        return _Operand("boolean", "Edm.Boolean", name_token.pos,
-                        test=_relative_column_test(column.key, len(self.scopes) - 1, relative_test(op, amount)))
+        return _Operand(
+            "boolean",
+            "Edm.Boolean",
+            name_token.pos,
+            test=_relative_column_test(column.key, len(self.scopes) - 1, relative_test(op, amount)),
+        )
 
     def function_parameters(self, function: str) -> dict[str, Any]:
         self.expect("(", "'(' expected")
@@ -945,8 +1073,11 @@ class _Parser:
         entity = self.scopes[-1].entity
         column = logical_column(entity, name) or web_api_column(entity, name)
         if column is None:
-            raise ODataError(f"'{entity.logical_name}' entity doesn't contain attribute with Name = '{name}' and "
-                             "NameMapping = 'Logical'.", code=NO_ATTRIBUTE)
+            raise ODataError(
+                f"'{entity.logical_name}' entity doesn't contain attribute with Name = '{name}' and "
+                "NameMapping = 'Logical'.",
+                code=NO_ATTRIBUTE,
+            )
         return column
 
     @staticmethod
@@ -956,8 +1087,9 @@ class _Parser:
         try:
             return coerce_text(column, str(value))
         except ValueError:
-            raise ODataError(f"The value '{value}' given to '{function}' is not valid for '{column.name}' "
-                             f"({column.edm}).") from None  # text unverified
+            raise ODataError(
+                f"The value '{value}' given to '{function}' is not valid for '{column.name}' ({column.edm})."
+            ) from None  # text unverified
 
     # -- typing and compilation -----------------------------------------------------------------
 
@@ -991,17 +1123,25 @@ class _Parser:
             assert left.column is not None and right.column is not None
             if left.column.family != right.column.family:
                 raise _incompatible(left.edm, right.edm, kind)
-            return _Operand("boolean", "Edm.Boolean", left.pos,
-                            test=_columns_test(op, left.column, left.depth, right.column, right.depth))
+            return _Operand(
+                "boolean",
+                "Edm.Boolean",
+                left.pos,
+                test=_columns_test(op, left.column, left.depth, right.column, right.depth),
+            )
         if left.kind == "literal" and right.kind == "literal":
-            raise ODataError(f"A comparison needs a column on one side; found two literals at position {left.pos} "
-                             f"in '{self.text}'.")  # text unverified
+            raise ODataError(
+                f"A comparison needs a column on one side; found two literals at position {left.pos} in '{self.text}'."
+            )  # text unverified
         raise ODataError(f"Comparing a boolean expression with '{op}' to a column is not supported.")  # text unverified
 
     def compare_to_literal(self, op: str, subject: _Operand, literal: _Operand, kind: str, mirrored: bool) -> _Operand:
         def incompatible() -> ODataError:
-            return _incompatible(literal.edm, subject.edm, kind) if mirrored else _incompatible(
-                subject.edm, literal.edm, kind)
+            return (
+                _incompatible(literal.edm, subject.edm, kind)
+                if mirrored
+                else _incompatible(subject.edm, literal.edm, kind)
+            )
 
         if subject.kind == "boolean":
             assert subject.test is not None
@@ -1014,8 +1154,12 @@ class _Parser:
         assert subject.column is not None
         column = subject.column
         constant = None if literal.edm is None else self.literal_for(column, literal, incompatible)
-        return _Operand("boolean", "Edm.Boolean", subject.pos,
-                        test=_column_test(column.key, subject.depth, compare_test(column.family, op, constant)))
+        return _Operand(
+            "boolean",
+            "Edm.Boolean",
+            subject.pos,
+            test=_column_test(column.key, subject.depth, compare_test(column.family, op, constant)),
+        )
 
     @staticmethod
     def literal_for(column: Column, literal: _Operand, incompatible: Callable[[], ODataError]) -> Any:
@@ -1043,12 +1187,14 @@ class _Parser:
 
 # -- closure builders (module level so each closure captures only what it needs) -----------------
 
+
 def _constant(result: bool | None) -> Test:
     return lambda frames, ctx: result
 
 
 def _column_test(key: str, depth: int, value_test: ValueTest) -> Test:
     if depth == 0:
+
         def root_test(frames: Frames, ctx: RowContext) -> bool | None:
             return value_test(frames[0].get(key))
 
@@ -1140,6 +1286,7 @@ def _all(navigation: str, depth: int, body: Test) -> Test:
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------
+
 
 def parse_filter(text: str, entity: EntityType, *, aliases: Mapping[str, str] | None = None) -> Predicate:
     """Compile a ``$filter`` into ``predicate(row, ctx) -> bool`` (True only when the filter is true,
@@ -1262,7 +1409,9 @@ def sort_key(orderby: Iterable[tuple[str, bool]]) -> Callable[[dict], Any]:
     columns = list(orderby)
 
     def key(row: dict) -> tuple:
-        return tuple(_Descending(_sortable(row.get(name))) if descending else _sortable(row.get(name))
-                     for name, descending in columns)
+        return tuple(
+            _Descending(_sortable(row.get(name))) if descending else _sortable(row.get(name))
+            for name, descending in columns
+        )
 
     return key

@@ -41,10 +41,15 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def cursor_for(page: int, primary_id: str, first: dict[str, Any], last: dict[str, Any],
-               order_keys: list[str], snapshot: int | None = None) -> Cursor:
-    return Cursor(page, last[primary_id], first[primary_id], [(k, _text(last.get(k))) for k in order_keys],
-                  snapshot)
+def cursor_for(
+    page: int,
+    primary_id: str,
+    first: dict[str, Any],
+    last: dict[str, Any],
+    order_keys: list[str],
+    snapshot: int | None = None,
+) -> Cursor:
+    return Cursor(page, last[primary_id], first[primary_id], [(k, _text(last.get(k))) for k in order_keys], snapshot)
 
 
 def inner_cookie(cursor: Cursor, primary_id: str) -> str:
@@ -52,12 +57,14 @@ def inner_cookie(cursor: Cursor, primary_id: str) -> str:
     parts = [f"<cookie page={quoteattr(str(cursor.page))}{snapshot}>"]
     for key, text in cursor.values:
         if text is None:
-            parts.append(f"<{key} lastnull=\"1\" />")
+            parts.append(f'<{key} lastnull="1" />')
         else:
             parts.append(f"<{key} last={quoteattr(text)} />")
     if cursor.last_id is not None:
-        parts.append(f"<{primary_id} last={quoteattr('{' + cursor.last_id.upper() + '}')} "
-                     f"first={quoteattr('{' + (cursor.first_id or cursor.last_id).upper() + '}')} />")
+        parts.append(
+            f"<{primary_id} last={quoteattr('{' + cursor.last_id.upper() + '}')} "
+            f"first={quoteattr('{' + (cursor.first_id or cursor.last_id).upper() + '}')} />"
+        )
     parts.append("</cookie>")
     return "".join(parts)
 

@@ -21,23 +21,37 @@ STATE, STATUS, LOOKUP = "State", "Status", "Lookup"
 ENTITYNAME = "EntityName"
 
 _METADATA_TYPES = {
-    STRING: "StringAttributeMetadata", MEMO: "MemoAttributeMetadata", BOOLEAN: "BooleanAttributeMetadata",
-    INTEGER: "IntegerAttributeMetadata", BIGINT: "BigIntAttributeMetadata", DATETIME: "DateTimeAttributeMetadata",
-    GUID: "AttributeMetadata", PICKLIST: "PicklistAttributeMetadata", STATE: "StateAttributeMetadata",
-    STATUS: "StatusAttributeMetadata", LOOKUP: "LookupAttributeMetadata", ENTITYNAME: "EntityNameAttributeMetadata",
+    STRING: "StringAttributeMetadata",
+    MEMO: "MemoAttributeMetadata",
+    BOOLEAN: "BooleanAttributeMetadata",
+    INTEGER: "IntegerAttributeMetadata",
+    BIGINT: "BigIntAttributeMetadata",
+    DATETIME: "DateTimeAttributeMetadata",
+    GUID: "AttributeMetadata",
+    PICKLIST: "PicklistAttributeMetadata",
+    STATE: "StateAttributeMetadata",
+    STATUS: "StatusAttributeMetadata",
+    LOOKUP: "LookupAttributeMetadata",
+    ENTITYNAME: "EntityNameAttributeMetadata",
 }
 _TYPE_BY_METADATA = {v: k for k, v in _METADATA_TYPES.items()}
 CREATABLE_TYPES = {STRING, MEMO, BOOLEAN, INTEGER, BIGINT, DATETIME, PICKLIST}
 
 MEMBER_TYPE_CODES = {1: "account", 2: "contact", 4: "lead"}  # list.createdfromcode
-LIST_NAVIGATIONS = {"account": "listaccount_association", "contact": "listcontact_association",
-                    "lead": "listlead_association"}
+LIST_NAVIGATIONS = {
+    "account": "listaccount_association",
+    "contact": "listcontact_association",
+    "lead": "listlead_association",
+}
 
 
 def label(text: str) -> dict[str, Any]:
     localized = {"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text, "LanguageCode": 1033}
-    return {"@odata.type": "Microsoft.Dynamics.CRM.Label", "LocalizedLabels": [localized],
-            "UserLocalizedLabel": localized}
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.Label",
+        "LocalizedLabels": [localized],
+        "UserLocalizedLabel": localized,
+    }
 
 
 def label_text(value: Any) -> str | None:
@@ -103,8 +117,9 @@ class Attribute:
         return None
 
 
-def _bool(name: str, display: str, default: bool = False, true: str = "Do Not Allow",
-          false: str = "Allow", **kw: Any) -> Attribute:
+def _bool(
+    name: str, display: str, default: bool = False, true: str = "Do Not Allow", false: str = "Allow", **kw: Any
+) -> Attribute:
     return Attribute(name, BOOLEAN, display, default=default, options=[Option(0, false), Option(1, true)], **kw)
 
 
@@ -190,13 +205,15 @@ class Table:
 
 
 def _state(options: list[tuple[int, str]]) -> Attribute:
-    return Attribute("statecode", STATE, "Status", options=[Option(v, t) for v, t in options], default=0,
-                     valid_for_create=False)
+    return Attribute(
+        "statecode", STATE, "Status", options=[Option(v, t) for v, t in options], default=0, valid_for_create=False
+    )
 
 
 def _status(options: list[tuple[int, str, int]], default: int) -> Attribute:
-    return Attribute("statuscode", STATUS, "Status Reason", options=[Option(v, t, s) for v, t, s in options],
-                     default=default)
+    return Attribute(
+        "statuscode", STATUS, "Status Reason", options=[Option(v, t, s) for v, t, s in options], default=default
+    )
 
 
 def _common(entity: str) -> list[Attribute]:
@@ -216,8 +233,12 @@ def _person_columns(entity: str) -> list[Attribute]:
         _string("emailaddress3", "Email Address 3", 100, format="Email"),
         _bool("donotbulkemail", "Do not allow Bulk Emails"),
         _bool("donotemail", "Do not allow Emails"),
-        _bool("donotsendmm", "Marketing Material" if entity == "lead" else "Send Marketing Materials",
-              true="Do Not Send", false="Send"),
+        _bool(
+            "donotsendmm",
+            "Marketing Material" if entity == "lead" else "Send Marketing Materials",
+            true="Do Not Send",
+            false="Send",
+        ),
         _bool("donotphone", "Do not allow Phone Calls"),
         _bool("donotfax", "Do not allow Faxes"),
         _bool("donotpostalmail", "Do not allow Mails"),
@@ -228,8 +249,18 @@ def _person_columns(entity: str) -> list[Attribute]:
     ]
 
 
-def _table(logical: str, schema: str, entity_set: str, primary_id: str, primary_name: str, display: str,
-           collection: str, otc: int, attributes: Iterable[Attribute], **kw: Any) -> Table:
+def _table(
+    logical: str,
+    schema: str,
+    entity_set: str,
+    primary_id: str,
+    primary_name: str,
+    display: str,
+    collection: str,
+    otc: int,
+    attributes: Iterable[Attribute],
+    **kw: Any,
+) -> Table:
     by_name = {a.logical_name: a for a in attributes}
     by_name[primary_id].is_primary_id = True
     by_name[primary_name].is_primary_name = True
@@ -238,104 +269,209 @@ def _table(logical: str, schema: str, entity_set: str, primary_id: str, primary_
 
 def builtin_tables() -> list[Table]:
     contact = _table(
-        "contact", "Contact", "contacts", "contactid", "fullname", "Contact", "Contacts", 2,
-        [Attribute("contactid", GUID, "Contact", valid_for_update=False, required_level="SystemRequired"),
-         _string("firstname", "First Name", 50, required_level="Recommended"),
-         _string("lastname", "Last Name", 50, required_level="ApplicationRequired"),
-         _string("middlename", "Middle Name", 50),
-         _system("fullname", STRING, "Full Name", max_length=160),
-         _string("jobtitle", "Job Title", 100),
-         _bool("msdyn_disablewebtracking", "Disable Web Tracking", true="Yes", false="No"),
-         Attribute("parentcustomerid", LOOKUP, "Company Name", targets=("account", "contact")),
-         *_person_columns("contact"),
-         _state([(0, "Active"), (1, "Inactive")]),
-         _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
-         *_common("contact")],
+        "contact",
+        "Contact",
+        "contacts",
+        "contactid",
+        "fullname",
+        "Contact",
+        "Contacts",
+        2,
+        [
+            Attribute("contactid", GUID, "Contact", valid_for_update=False, required_level="SystemRequired"),
+            _string("firstname", "First Name", 50, required_level="Recommended"),
+            _string("lastname", "Last Name", 50, required_level="ApplicationRequired"),
+            _string("middlename", "Middle Name", 50),
+            _system("fullname", STRING, "Full Name", max_length=160),
+            _string("jobtitle", "Job Title", 100),
+            _bool("msdyn_disablewebtracking", "Disable Web Tracking", true="Yes", false="No"),
+            Attribute("parentcustomerid", LOOKUP, "Company Name", targets=("account", "contact")),
+            *_person_columns("contact"),
+            _state([(0, "Active"), (1, "Inactive")]),
+            _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
+            *_common("contact"),
+        ],
         navigations={"listcontact_association": Navigation("listcontact_association", "list")},
-        bindings={"parentcustomerid_account@odata.bind": ("parentcustomerid", "account"),
-                  "parentcustomerid_contact@odata.bind": ("parentcustomerid", "contact")},
-        inactive_states=frozenset({1}))
+        bindings={
+            "parentcustomerid_account@odata.bind": ("parentcustomerid", "account"),
+            "parentcustomerid_contact@odata.bind": ("parentcustomerid", "contact"),
+        },
+        inactive_states=frozenset({1}),
+    )
     lead = _table(
-        "lead", "Lead", "leads", "leadid", "fullname", "Lead", "Leads", 4,
-        [Attribute("leadid", GUID, "Lead", valid_for_update=False, required_level="SystemRequired"),
-         _string("firstname", "First Name", 50, required_level="Recommended"),
-         _string("lastname", "Last Name", 50, required_level="ApplicationRequired"),
-         _system("fullname", STRING, "Name", max_length=160),
-         _string("companyname", "Company Name", 100, required_level="Recommended"),
-         _string("subject", "Topic", 300),
-         _string("jobtitle", "Job Title", 100),
-         _bool("msdyn_gdproptout", "GDPR Optout", true="Yes", false="No"),
-         *_person_columns("lead"),
-         _state([(0, "Open"), (1, "Qualified"), (2, "Disqualified")]),
-         _status([(1, "New", 0), (2, "Contacted", 0), (3, "Qualified", 1), (4, "Lost", 2),
-                  (5, "Cannot Contact", 2), (6, "No Longer Interested", 2), (7, "Canceled", 2)], 1),
-         *_common("lead")],
+        "lead",
+        "Lead",
+        "leads",
+        "leadid",
+        "fullname",
+        "Lead",
+        "Leads",
+        4,
+        [
+            Attribute("leadid", GUID, "Lead", valid_for_update=False, required_level="SystemRequired"),
+            _string("firstname", "First Name", 50, required_level="Recommended"),
+            _string("lastname", "Last Name", 50, required_level="ApplicationRequired"),
+            _system("fullname", STRING, "Name", max_length=160),
+            _string("companyname", "Company Name", 100, required_level="Recommended"),
+            _string("subject", "Topic", 300),
+            _string("jobtitle", "Job Title", 100),
+            _bool("msdyn_gdproptout", "GDPR Optout", true="Yes", false="No"),
+            *_person_columns("lead"),
+            _state([(0, "Open"), (1, "Qualified"), (2, "Disqualified")]),
+            _status(
+                [
+                    (1, "New", 0),
+                    (2, "Contacted", 0),
+                    (3, "Qualified", 1),
+                    (4, "Lost", 2),
+                    (5, "Cannot Contact", 2),
+                    (6, "No Longer Interested", 2),
+                    (7, "Canceled", 2),
+                ],
+                1,
+            ),
+            *_common("lead"),
+        ],
         navigations={"listlead_association": Navigation("listlead_association", "list")},
-        read_only_states=frozenset({1, 2}))
+        read_only_states=frozenset({1, 2}),
+    )
     account = _table(
-        "account", "Account", "accounts", "accountid", "name", "Account", "Accounts", 1,
-        [Attribute("accountid", GUID, "Account", valid_for_update=False, required_level="SystemRequired"),
-         _string("name", "Account Name", 160, required_level="ApplicationRequired"),
-         _string("accountnumber", "Account Number", 20),
-         _bool("msdyn_gdproptout", "GDPR Optout", true="Yes", false="No"),
-         *_person_columns("account"),
-         _state([(0, "Active"), (1, "Inactive")]),
-         _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
-         *_common("account")],
+        "account",
+        "Account",
+        "accounts",
+        "accountid",
+        "name",
+        "Account",
+        "Accounts",
+        1,
+        [
+            Attribute("accountid", GUID, "Account", valid_for_update=False, required_level="SystemRequired"),
+            _string("name", "Account Name", 160, required_level="ApplicationRequired"),
+            _string("accountnumber", "Account Number", 20),
+            _bool("msdyn_gdproptout", "GDPR Optout", true="Yes", false="No"),
+            *_person_columns("account"),
+            _state([(0, "Active"), (1, "Inactive")]),
+            _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
+            *_common("account"),
+        ],
         navigations={"listaccount_association": Navigation("listaccount_association", "list")},
-        inactive_states=frozenset({1}))
+        inactive_states=frozenset({1}),
+    )
     marketing_list = _table(
-        "list", "List", "lists", "listid", "listname", "Marketing List", "Marketing Lists", 4300,
-        [Attribute("listid", GUID, "List", valid_for_update=False, required_level="SystemRequired"),
-         _string("listname", "Name", 128, required_level="SystemRequired"),
-         Attribute("type", BOOLEAN, "Type", default=False, valid_for_update=False,
-                   options=[Option(0, "Static"), Option(1, "Dynamic")]),
-         Attribute("createdfromcode", PICKLIST, "Marketing List Member Type", valid_for_update=False,
-                   required_level="SystemRequired",
-                   options=[Option(1, "Account"), Option(2, "Contact"), Option(4, "Lead")]),
-         Attribute("membertype", INTEGER, "Member Type", valid_for_update=False),
-         Attribute("query", MEMO, "Query", max_length=1073741823),
-         Attribute("lockstatus", BOOLEAN, "Locked", default=False, options=[Option(0, "No"), Option(1, "Yes")]),
-         _system("membercount", INTEGER, "Members Count"),
-         Attribute("donotsendonoptout", BOOLEAN, "Exclude Members Who Opt Out", default=True,
-                   options=[Option(0, "No"), Option(1, "Yes")]),
-         Attribute("ignoreinactivelistmembers", BOOLEAN, "Exclude Inactive Members", default=True,
-                   options=[Option(0, "No"), Option(1, "Yes")]),
-         _string("purpose", "Purpose", 512),
-         _string("source", "Source", 128),
-         Attribute("description", MEMO, "Description", max_length=2000),
-         _state([(0, "Active"), (1, "Inactive")]),
-         _status([(0, "Active", 0), (1, "Inactive", 1)], 0),
-         *_common("list")],
-        navigations={nav: Navigation(nav, target) for target, nav in LIST_NAVIGATIONS.items()})
+        "list",
+        "List",
+        "lists",
+        "listid",
+        "listname",
+        "Marketing List",
+        "Marketing Lists",
+        4300,
+        [
+            Attribute("listid", GUID, "List", valid_for_update=False, required_level="SystemRequired"),
+            _string("listname", "Name", 128, required_level="SystemRequired"),
+            Attribute(
+                "type",
+                BOOLEAN,
+                "Type",
+                default=False,
+                valid_for_update=False,
+                options=[Option(0, "Static"), Option(1, "Dynamic")],
+            ),
+            Attribute(
+                "createdfromcode",
+                PICKLIST,
+                "Marketing List Member Type",
+                valid_for_update=False,
+                required_level="SystemRequired",
+                options=[Option(1, "Account"), Option(2, "Contact"), Option(4, "Lead")],
+            ),
+            Attribute("membertype", INTEGER, "Member Type", valid_for_update=False),
+            Attribute("query", MEMO, "Query", max_length=1073741823),
+            Attribute("lockstatus", BOOLEAN, "Locked", default=False, options=[Option(0, "No"), Option(1, "Yes")]),
+            _system("membercount", INTEGER, "Members Count"),
+            Attribute(
+                "donotsendonoptout",
+                BOOLEAN,
+                "Exclude Members Who Opt Out",
+                default=True,
+                options=[Option(0, "No"), Option(1, "Yes")],
+            ),
+            Attribute(
+                "ignoreinactivelistmembers",
+                BOOLEAN,
+                "Exclude Inactive Members",
+                default=True,
+                options=[Option(0, "No"), Option(1, "Yes")],
+            ),
+            _string("purpose", "Purpose", 512),
+            _string("source", "Source", 128),
+            Attribute("description", MEMO, "Description", max_length=2000),
+            _state([(0, "Active"), (1, "Inactive")]),
+            _status([(0, "Active", 0), (1, "Inactive", 1)], 0),
+            *_common("list"),
+        ],
+        navigations={nav: Navigation(nav, target) for target, nav in LIST_NAVIGATIONS.items()},
+    )
     list_member = _table(
-        "listmember", "ListMember", "listmembers", "listmemberid", "name", "Marketing List Member",
-        "Marketing List Members", 4301,
-        [_system("listmemberid", GUID, "List Member"),
-         _system("name", STRING, "Name", max_length=100),
-         _system("listid", LOOKUP, "List", targets=("list",), required_level="SystemRequired"),
-         _system("entityid", LOOKUP, "Member", targets=("account", "contact", "lead"),
-                 required_level="SystemRequired"),
-         _system("entitytype", ENTITYNAME, "Entity Type"),
-         _system("entityidtypecode", PICKLIST, "Entity Type Code",
-                 options=[Option(1, "Account"), Option(2, "Contact"), Option(4, "Lead")]),
-         *_common("listmember")],
-        ownership="None", is_intersect=True, can_retrieve=False)
+        "listmember",
+        "ListMember",
+        "listmembers",
+        "listmemberid",
+        "name",
+        "Marketing List Member",
+        "Marketing List Members",
+        4301,
+        [
+            _system("listmemberid", GUID, "List Member"),
+            _system("name", STRING, "Name", max_length=100),
+            _system("listid", LOOKUP, "List", targets=("list",), required_level="SystemRequired"),
+            _system(
+                "entityid", LOOKUP, "Member", targets=("account", "contact", "lead"), required_level="SystemRequired"
+            ),
+            _system("entitytype", ENTITYNAME, "Entity Type"),
+            _system(
+                "entityidtypecode",
+                PICKLIST,
+                "Entity Type Code",
+                options=[Option(1, "Account"), Option(2, "Contact"), Option(4, "Lead")],
+            ),
+            *_common("listmember"),
+        ],
+        ownership="None",
+        is_intersect=True,
+        can_retrieve=False,
+    )
     saved_query = _table(
-        "savedquery", "SavedQuery", "savedqueries", "savedqueryid", "name", "View", "Views", 1039,
-        [Attribute("savedqueryid", GUID, "View", valid_for_update=False, required_level="SystemRequired"),
-         _string("name", "Name", 200, required_level="SystemRequired"),
-         Attribute("returnedtypecode", ENTITYNAME, "Returned Type Code", valid_for_update=False,
-                   required_level="SystemRequired"),
-         Attribute("fetchxml", MEMO, "Fetch Xml", max_length=1073741823),
-         Attribute("layoutxml", MEMO, "Grid Layout", max_length=1073741823),
-         Attribute("querytype", INTEGER, "Query Type", default=0, min_value=0, max_value=2147483647),
-         Attribute("isdefault", BOOLEAN, "Is Default", default=False, options=[Option(0, "No"), Option(1, "Yes")]),
-         Attribute("description", MEMO, "Description", max_length=2000),
-         _state([(0, "Active"), (1, "Inactive")]),
-         _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
-         *_common("savedquery")],
-        ownership="OrganizationOwned", change_tracking=False)
+        "savedquery",
+        "SavedQuery",
+        "savedqueries",
+        "savedqueryid",
+        "name",
+        "View",
+        "Views",
+        1039,
+        [
+            Attribute("savedqueryid", GUID, "View", valid_for_update=False, required_level="SystemRequired"),
+            _string("name", "Name", 200, required_level="SystemRequired"),
+            Attribute(
+                "returnedtypecode",
+                ENTITYNAME,
+                "Returned Type Code",
+                valid_for_update=False,
+                required_level="SystemRequired",
+            ),
+            Attribute("fetchxml", MEMO, "Fetch Xml", max_length=1073741823),
+            Attribute("layoutxml", MEMO, "Grid Layout", max_length=1073741823),
+            Attribute("querytype", INTEGER, "Query Type", default=0, min_value=0, max_value=2147483647),
+            Attribute("isdefault", BOOLEAN, "Is Default", default=False, options=[Option(0, "No"), Option(1, "Yes")]),
+            Attribute("description", MEMO, "Description", max_length=2000),
+            _state([(0, "Active"), (1, "Inactive")]),
+            _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
+            *_common("savedquery"),
+        ],
+        ownership="OrganizationOwned",
+        change_tracking=False,
+    )
     return [contact, lead, account, marketing_list, list_member, saved_query]
 
 
@@ -353,13 +489,17 @@ def check_schema_name(schema_name: Any, prefixes: Iterable[str], kind: str) -> s
     if not isinstance(schema_name, str) or not schema_name:
         raise metadata_error(f"The SchemaName of the {kind} is required.")  # text unverified
     if not _SCHEMA_NAME.match(schema_name):
-        raise metadata_error(f"Invalid schema name '{schema_name}' for the {kind}: it must start with a publisher "
-                             "customization prefix followed by '_'.")  # text unverified
+        raise metadata_error(
+            f"Invalid schema name '{schema_name}' for the {kind}: it must start with a publisher "
+            "customization prefix followed by '_'."
+        )  # text unverified
     prefix = schema_name.split("_", 1)[0].lower()
     known = sorted(p.lower() for p in prefixes)
     if prefix not in known:
-        raise metadata_error(f"The customization prefix '{prefix}' of '{schema_name}' does not match the prefix of "
-                             f"any publisher ({', '.join(known)}).")  # text unverified
+        raise metadata_error(
+            f"The customization prefix '{prefix}' of '{schema_name}' does not match the prefix of "
+            f"any publisher ({', '.join(known)})."
+        )  # text unverified
     return schema_name
 
 
@@ -381,22 +521,26 @@ def attribute_from_metadata(body: Any, prefixes: Iterable[str]) -> Attribute:
         raise metadata_error(f"AttributeType '{declared}' does not match @odata.type '{odata_type}'.")
     type_ = type_ or (declared if isinstance(declared, str) else None)
     if type_ not in CREATABLE_TYPES:
-        raise metadata_error(f"The attribute type '{type_ or odata_type or 'missing'}' cannot be created with this "
-                             "emulator; use Boolean, Picklist, String, Memo, DateTime, Integer or BigInt.")
+        raise metadata_error(
+            f"The attribute type '{type_ or odata_type or 'missing'}' cannot be created with this "
+            "emulator; use Boolean, Picklist, String, Memo, DateTime, Integer or BigInt."
+        )
     schema_name = check_schema_name(body.get("SchemaName"), prefixes, "attribute")
     display = _required_label(body, "DisplayName", "attribute")
     required = body.get("RequiredLevel")
     level = required.get("Value", "None") if isinstance(required, dict) else "None"
-    attribute = Attribute(schema_name.lower(), type_, display, schema_name=schema_name, is_custom=True,
-                          required_level=level)
+    attribute = Attribute(
+        schema_name.lower(), type_, display, schema_name=schema_name, is_custom=True, required_level=level
+    )
     if type_ in (STRING, MEMO):
         max_length = body.get("MaxLength", 100 if type_ == STRING else 2000)
         limit = 4000 if type_ == STRING else 1048576
         if not isinstance(max_length, int) or not 1 <= max_length <= limit:
             raise metadata_error(f"MaxLength must be a whole number between 1 and {limit}.")
         attribute.max_length = max_length
-        attribute.format = body.get("FormatName", {}).get("Value") if isinstance(body.get("FormatName"), dict) \
-            else body.get("Format")
+        attribute.format = (
+            body.get("FormatName", {}).get("Value") if isinstance(body.get("FormatName"), dict) else body.get("Format")
+        )
     elif type_ == BOOLEAN:
         option_set = body.get("OptionSet") or {}
         true_label = label_text((option_set.get("TrueOption") or {}).get("Label")) or "Yes"
@@ -408,10 +552,15 @@ def attribute_from_metadata(body: Any, prefixes: Iterable[str]) -> Attribute:
         attribute.default = default
     elif type_ == PICKLIST:
         option_set = body.get("OptionSet")
-        if not isinstance(option_set, dict) or not isinstance(option_set.get("Options"), list) \
-                or not option_set["Options"]:
-            raise metadata_error("A Picklist attribute needs an OptionSet with at least one option "
-                                 "(global option sets are not supported by this emulator).")
+        if (
+            not isinstance(option_set, dict)
+            or not isinstance(option_set.get("Options"), list)
+            or not option_set["Options"]
+        ):
+            raise metadata_error(
+                "A Picklist attribute needs an OptionSet with at least one option "
+                "(global option sets are not supported by this emulator)."
+            )
         seen: set[int] = set()
         for item in option_set["Options"]:
             value = item.get("Value") if isinstance(item, dict) else None
@@ -422,8 +571,8 @@ def attribute_from_metadata(body: Any, prefixes: Iterable[str]) -> Attribute:
         default = body.get("DefaultFormValue")
         attribute.default = None if default in (None, -1) else default
     elif type_ in (INTEGER, BIGINT):
-        attribute.min_value = body.get("MinValue", -2147483648 if type_ == INTEGER else -(2 ** 63))
-        attribute.max_value = body.get("MaxValue", 2147483647 if type_ == INTEGER else 2 ** 63 - 1)
+        attribute.min_value = body.get("MinValue", -2147483648 if type_ == INTEGER else -(2**63))
+        attribute.max_value = body.get("MaxValue", 2147483647 if type_ == INTEGER else 2**63 - 1)
     elif type_ == DATETIME:
         attribute.format = body.get("Format", "DateAndTime")
     return attribute
@@ -468,22 +617,50 @@ def table_from_metadata(body: Any, prefixes: Iterable[str], object_type_code: in
     if not isinstance(entity_set, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", entity_set):
         raise metadata_error(f"Invalid EntitySetName '{entity_set}'.")
     primary_id = f"{logical}id"
-    columns = [Attribute(primary_id, GUID, display, schema_name=f"{schema_name}Id", valid_for_update=False,
-                         is_primary_id=True, required_level="SystemRequired", is_custom=False),
-               *attributes,
-               _state([(0, "Active"), (1, "Inactive")]),
-               _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
-               *_common(logical)]
-    return Table(logical, schema_name, entity_set, primary_id, primary.logical_name, display, collection,
-                 {a.logical_name: a for a in columns}, object_type_code, change_tracking=change_tracking,
-                 is_custom=True, ownership=ownership)
+    columns = [
+        Attribute(
+            primary_id,
+            GUID,
+            display,
+            schema_name=f"{schema_name}Id",
+            valid_for_update=False,
+            is_primary_id=True,
+            required_level="SystemRequired",
+            is_custom=False,
+        ),
+        *attributes,
+        _state([(0, "Active"), (1, "Inactive")]),
+        _status([(1, "Active", 0), (2, "Inactive", 1)], 1),
+        *_common(logical),
+    ]
+    return Table(
+        logical,
+        schema_name,
+        entity_set,
+        primary_id,
+        primary.logical_name,
+        display,
+        collection,
+        {a.logical_name: a for a in columns},
+        object_type_code,
+        change_tracking=change_tracking,
+        is_custom=True,
+        ownership=ownership,
+    )
 
 
 # ---- one-to-many relationships and their lookup columns ------------------------------------------
 
 CASCADE_TYPES = frozenset({"NoCascade", "Cascade", "Active", "UserOwned", "RemoveLink", "Restrict"})
-DEFAULT_CASCADE = {"Assign": "NoCascade", "Delete": "RemoveLink", "Merge": "NoCascade", "Reparent": "NoCascade",
-                   "Share": "NoCascade", "Unshare": "NoCascade", "RollupView": "NoCascade"}
+DEFAULT_CASCADE = {
+    "Assign": "NoCascade",
+    "Delete": "RemoveLink",
+    "Merge": "NoCascade",
+    "Reparent": "NoCascade",
+    "Share": "NoCascade",
+    "Unshare": "NoCascade",
+    "RollupView": "NoCascade",
+}
 ONE_TO_MANY = "OneToManyRelationshipMetadata"
 MANY_TO_MANY = "ManyToManyRelationshipMetadata"
 
@@ -514,52 +691,70 @@ def metadata_type(body: dict[str, Any]) -> str:
 def lookup_from_metadata(body: Any, prefixes: Iterable[str], target: str) -> Attribute:
     """The ``Lookup`` of a OneToManyRelationshipMetadata body as an Attribute of the referencing table."""
     if not isinstance(body, dict):
-        raise metadata_error("The Lookup of a one-to-many relationship must be a LookupAttributeMetadata "
-                             "object.")  # text unverified
+        raise metadata_error(
+            "The Lookup of a one-to-many relationship must be a LookupAttributeMetadata object."
+        )  # text unverified
     kind = metadata_type(body)
     declared = body.get("AttributeType")
     if (kind and kind != _METADATA_TYPES[LOOKUP]) or (declared is not None and declared != LOOKUP):
-        raise metadata_error(f"The Lookup of a one-to-many relationship must be of type "
-                             f"Microsoft.Dynamics.CRM.LookupAttributeMetadata, not '{kind or declared}'.")  # unverified
+        raise metadata_error(
+            f"The Lookup of a one-to-many relationship must be of type "
+            f"Microsoft.Dynamics.CRM.LookupAttributeMetadata, not '{kind or declared}'."
+        )  # unverified
     schema_name = check_schema_name(body.get("SchemaName"), prefixes, "attribute")
     display = _required_label(body, "DisplayName", "attribute")
     required = body.get("RequiredLevel")
     level = required.get("Value", "None") if isinstance(required, dict) else "None"
-    return Attribute(schema_name.lower(), LOOKUP, display, schema_name=schema_name, targets=(target,),
-                     is_custom=True, required_level=level)
+    return Attribute(
+        schema_name.lower(),
+        LOOKUP,
+        display,
+        schema_name=schema_name,
+        targets=(target,),
+        is_custom=True,
+        required_level=level,
+    )
 
 
-def relationship_from_metadata(body: Any, prefixes: Iterable[str],
-                               tables: Callable[[str], Table | None]) -> tuple[Relationship, Attribute]:
+def relationship_from_metadata(
+    body: Any, prefixes: Iterable[str], tables: Callable[[str], Table | None]
+) -> tuple[Relationship, Attribute]:
     """A OneToManyRelationshipMetadata body (as POSTed to ``RelationshipDefinitions``) as the relationship
     and the lookup column it adds to the referencing table."""
     if not isinstance(body, dict):
         raise metadata_error("The request body must be a RelationshipMetadataBase object.")  # text unverified
     if metadata_type(body) != ONE_TO_MANY:
-        raise metadata_error("The @odata.type of a relationship must be Microsoft.Dynamics.CRM."
-                             "OneToManyRelationshipMetadata or ManyToManyRelationshipMetadata.")  # unverified
+        raise metadata_error(
+            "The @odata.type of a relationship must be Microsoft.Dynamics.CRM."
+            "OneToManyRelationshipMetadata or ManyToManyRelationshipMetadata."
+        )  # unverified
     schema_name = check_schema_name(body.get("SchemaName"), prefixes, "relationship")
     found: dict[str, Table] = {}
     for key in ("ReferencedEntity", "ReferencingEntity"):
         name = body.get(key)
         table = tables(name) if isinstance(name, str) else None
         if table is None:
-            raise ApiError(404, "0x80040217", f"Could not find entity with logical name '{name}' "
-                                              f"({key}).")  # text unverified
+            raise ApiError(
+                404, "0x80040217", f"Could not find entity with logical name '{name}' ({key})."
+            )  # text unverified
         if table.is_intersect or table.logical_name == "savedquery":
-            raise metadata_error(f"The entity '{name}' cannot take part in a one-to-many relationship as the "
-                                 f"{'referenced' if key == 'ReferencedEntity' else 'referencing'} entity.")  # unver.
+            raise metadata_error(
+                f"The entity '{name}' cannot take part in a one-to-many relationship as the "
+                f"{'referenced' if key == 'ReferencedEntity' else 'referencing'} entity."
+            )  # unver.
         found[key] = table
     referenced, referencing = found["ReferencedEntity"], found["ReferencingEntity"]
     referenced_attribute = body.get("ReferencedAttribute") or referenced.primary_id
     if referenced_attribute != referenced.primary_id:
-        raise metadata_error(f"ReferencedAttribute must be the primary key '{referenced.primary_id}' of "
-                             f"'{referenced.logical_name}'.")  # text unverified
+        raise metadata_error(
+            f"ReferencedAttribute must be the primary key '{referenced.primary_id}' of '{referenced.logical_name}'."
+        )  # text unverified
     lookup = lookup_from_metadata(body.get("Lookup"), prefixes, referenced.logical_name)
     referencing_attribute = body.get("ReferencingAttribute")
     if referencing_attribute not in (None, "", lookup.logical_name):
-        raise metadata_error(f"ReferencingAttribute '{referencing_attribute}' does not match the Lookup "
-                             f"'{lookup.logical_name}'.")  # text unverified
+        raise metadata_error(
+            f"ReferencingAttribute '{referencing_attribute}' does not match the Lookup '{lookup.logical_name}'."
+        )  # text unverified
     cascade = dict(DEFAULT_CASCADE)
     given = body.get("CascadeConfiguration") or {}
     if not isinstance(given, dict):
@@ -570,21 +765,49 @@ def relationship_from_metadata(body: Any, prefixes: Iterable[str],
         if action not in DEFAULT_CASCADE or value not in CASCADE_TYPES:
             raise metadata_error(f"Invalid cascade configuration {action}={value!r}.")  # text unverified
         cascade[action] = value
-    menu = body.get("AssociatedMenuConfiguration") if isinstance(body.get("AssociatedMenuConfiguration"), dict) \
+    menu = (
+        body.get("AssociatedMenuConfiguration")
+        if isinstance(body.get("AssociatedMenuConfiguration"), dict)
         else {"Behavior": "UseCollectionName", "Group": "Details", "Order": 10000}
+    )
     relationship = Relationship(
-        schema_name, referenced.logical_name, referenced_attribute, referencing.logical_name, lookup.logical_name,
+        schema_name,
+        referenced.logical_name,
+        referenced_attribute,
+        referencing.logical_name,
+        lookup.logical_name,
         body.get("ReferencingEntityNavigationPropertyName") or lookup.schema_name,
-        body.get("ReferencedEntityNavigationPropertyName") or schema_name, cascade, menu)
+        body.get("ReferencedEntityNavigationPropertyName") or schema_name,
+        cascade,
+        menu,
+    )
     return relationship, lookup
 
 
 def builtin_relationships() -> list[Relationship]:
     """The out-of-box relationships behind the lookups the built-in tables have."""
-    return [Relationship("contact_customer_accounts", "account", "accountid", "contact", "parentcustomerid",
-                         "parentcustomerid_account", "contact_customer_accounts", is_custom=False),
-            Relationship("contact_customer_contacts", "contact", "contactid", "contact", "parentcustomerid",
-                         "parentcustomerid_contact", "contact_customer_contacts", is_custom=False)]
+    return [
+        Relationship(
+            "contact_customer_accounts",
+            "account",
+            "accountid",
+            "contact",
+            "parentcustomerid",
+            "parentcustomerid_account",
+            "contact_customer_accounts",
+            is_custom=False,
+        ),
+        Relationship(
+            "contact_customer_contacts",
+            "contact",
+            "contactid",
+            "contact",
+            "parentcustomerid",
+            "parentcustomerid_contact",
+            "contact_customer_contacts",
+            is_custom=False,
+        ),
+    ]
 
 
 def relationship_metadata(relationship: Relationship) -> dict[str, Any]:
@@ -614,6 +837,7 @@ RELATIONSHIP_METADATA_PROPERTIES = frozenset(relationship_metadata(builtin_relat
 
 # ---- metadata JSON ---------------------------------------------------------------------------------
 
+
 def entity_metadata(table: Table) -> dict[str, Any]:
     return {
         "@odata.type": "#Microsoft.Dynamics.CRM.EntityMetadata",
@@ -631,8 +855,11 @@ def entity_metadata(table: Table) -> dict[str, Any]:
         "IsIntersect": table.is_intersect,
         "IsActivity": False,
         "ChangeTrackingEnabled": table.change_tracking,
-        "CanChangeTrackingBeEnabled": {"Value": True, "CanBeChanged": True,
-                                       "ManagedPropertyLogicalName": "canchangetrackingbeenabled"},
+        "CanChangeTrackingBeEnabled": {
+            "Value": True,
+            "CanBeChanged": True,
+            "ManagedPropertyLogicalName": "canchangetrackingbeenabled",
+        },
         "IsOptimisticConcurrencyEnabled": True,
         "OwnershipType": table.ownership,
         "DisplayName": label(table.display_name),
@@ -657,8 +884,11 @@ def attribute_metadata(table: Table, attribute: Attribute, with_options: bool = 
         "IsValidForCreate": attribute.valid_for_create,
         "IsValidForUpdate": attribute.valid_for_update,
         "IsValidForRead": True,
-        "RequiredLevel": {"Value": attribute.required_level, "CanBeChanged": True,
-                          "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"},
+        "RequiredLevel": {
+            "Value": attribute.required_level,
+            "CanBeChanged": True,
+            "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
+        },
     }
     if attribute.max_length is not None:
         body["MaxLength"] = attribute.max_length
@@ -676,8 +906,11 @@ def attribute_metadata(table: Table, attribute: Attribute, with_options: bool = 
 def option_set_metadata(attribute: Attribute) -> dict[str, Any]:
     if attribute.type == BOOLEAN:
         false, true = (next(o for o in attribute.options if o.value == v) for v in (0, 1))
-        return {"OptionSetType": "Boolean", "TrueOption": {"Value": 1, "Label": label(true.label)},
-                "FalseOption": {"Value": 0, "Label": label(false.label)}}
+        return {
+            "OptionSetType": "Boolean",
+            "TrueOption": {"Value": 1, "Label": label(true.label)},
+            "FalseOption": {"Value": 0, "Label": label(false.label)},
+        }
     options = []
     for option in attribute.options:
         item: dict[str, Any] = {"Value": option.value, "Label": label(option.label)}
@@ -688,8 +921,27 @@ def option_set_metadata(attribute: Attribute) -> dict[str, Any]:
 
 
 ENTITY_METADATA_PROPERTIES = frozenset(entity_metadata(builtin_tables()[0])) - {"@odata.type"}
-ATTRIBUTE_METADATA_PROPERTIES = frozenset({
-    "MetadataId", "LogicalName", "SchemaName", "EntityLogicalName", "AttributeType", "AttributeTypeName",
-    "DisplayName", "IsCustomAttribute", "IsPrimaryId", "IsPrimaryName", "IsValidForCreate", "IsValidForUpdate",
-    "IsValidForRead", "RequiredLevel", "MaxLength", "Targets", "MinValue", "MaxValue", "DefaultValue", "Description",
-})
+ATTRIBUTE_METADATA_PROPERTIES = frozenset(
+    {
+        "MetadataId",
+        "LogicalName",
+        "SchemaName",
+        "EntityLogicalName",
+        "AttributeType",
+        "AttributeTypeName",
+        "DisplayName",
+        "IsCustomAttribute",
+        "IsPrimaryId",
+        "IsPrimaryName",
+        "IsValidForCreate",
+        "IsValidForUpdate",
+        "IsValidForRead",
+        "RequiredLevel",
+        "MaxLength",
+        "Targets",
+        "MinValue",
+        "MaxValue",
+        "DefaultValue",
+        "Description",
+    }
+)

@@ -57,8 +57,9 @@ JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEE
 ERROR_TYPE = "application/json; odata.metadata=minimal"
 MAX_PAGE = 5000
 FETCH_UNPAGED_LIMIT = 50_000  # records reachable with page/count and no paging cookie  # unverified
-SYSTEM_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$count", "$expand", "$apply",
-                            "$skiptoken", "$deltatoken"})
+SYSTEM_OPTIONS = frozenset(
+    {"$select", "$filter", "$orderby", "$top", "$count", "$expand", "$apply", "$skiptoken", "$deltatoken"}
+)
 DYNAMICS_USER = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataverse-emulator/dynamics-user"))
 ORGANIZATION_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataverse-emulator/organization"))
 BUSINESS_UNIT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "dataverse-emulator/business-unit"))
@@ -166,8 +167,12 @@ class DataverseEmulator(Emulator):
             self.defaults: dict[str, dict[str, Any]] = {}
             self.next_object_type_code = 10000
             self.settings: dict[str, Any] = {
-                "changeTrackingExpireDays": 7, "inactiveReadOnly": True, "publisherPrefixes": ["new", "cbr"],
-                "requireToken": False, "latencySeconds": 0.0, "faultRetryAfter": "1",
+                "changeTrackingExpireDays": 7,
+                "inactiveReadOnly": True,
+                "publisherPrefixes": ["new", "cbr"],
+                "requireToken": False,
+                "latencySeconds": 0.0,
+                "faultRetryAfter": "1",
             }
             self.batch_parts.clear()
             self.protection.reset()
@@ -232,21 +237,39 @@ class DataverseEmulator(Emulator):
         add("POST", "/$batch", r"^/api/data/v9\.2/\$batch$", self._batch)
         for action in ("PublishXml", "PublishAllXml"):
             add("POST", f"/{action}", rf"^/api/data/v9\.2/(Microsoft\.Dynamics\.CRM\.)?{action}$", self._publish)
-        add("POST", "/AddListMembersList", r"^/api/data/v9\.2/(Microsoft\.Dynamics\.CRM\.)?AddListMembersList$",
-            self._add_list_members)
+        add(
+            "POST",
+            "/AddListMembersList",
+            r"^/api/data/v9\.2/(Microsoft\.Dynamics\.CRM\.)?AddListMembersList$",
+            self._add_list_members,
+        )
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-            add(method, "/EntityDefinitions{rest}", r"^/api/data/v9\.2/EntityDefinitions(?P<rest>.*)$",
-                self._metadata)
-            add(method, "/RelationshipDefinitions{rest}", r"^/api/data/v9\.2/RelationshipDefinitions(?P<rest>.*)$",
-                self._relationship_definitions)
-        add("POST", "/{entityset}({id})/Microsoft.Dynamics.CRM.AddMemberList",
-            rf"^/api/data/v9\.2/{_SET}{_KEY}/(Microsoft\.Dynamics\.CRM\.)?AddMemberList$", self._add_member_list)
-        add("POST", "/{entityset}({id})/{nav}/$ref", rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}/\$ref$",
-            self._associate)
-        add("DELETE", "/{entityset}({id})/{nav}({id})/$ref",
-            rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}\((?P<related>[^/]*)\)/\$ref$", self._disassociate)
-        add("DELETE", "/{entityset}({id})/{nav}/$ref", rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}/\$ref$",
-            self._disassociate)
+            add(method, "/EntityDefinitions{rest}", r"^/api/data/v9\.2/EntityDefinitions(?P<rest>.*)$", self._metadata)
+            add(
+                method,
+                "/RelationshipDefinitions{rest}",
+                r"^/api/data/v9\.2/RelationshipDefinitions(?P<rest>.*)$",
+                self._relationship_definitions,
+            )
+        add(
+            "POST",
+            "/{entityset}({id})/Microsoft.Dynamics.CRM.AddMemberList",
+            rf"^/api/data/v9\.2/{_SET}{_KEY}/(Microsoft\.Dynamics\.CRM\.)?AddMemberList$",
+            self._add_member_list,
+        )
+        add("POST", "/{entityset}({id})/{nav}/$ref", rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}/\$ref$", self._associate)
+        add(
+            "DELETE",
+            "/{entityset}({id})/{nav}({id})/$ref",
+            rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}\((?P<related>[^/]*)\)/\$ref$",
+            self._disassociate,
+        )
+        add(
+            "DELETE",
+            "/{entityset}({id})/{nav}/$ref",
+            rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}/\$ref$",
+            self._disassociate,
+        )
         add("GET", "/{entityset}({id})/{nav}", rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}$", self._get_related)
         add("GET", "/{entityset}({id})", rf"^/api/data/v9\.2/{_SET}{_KEY}$", self._retrieve)
         add("PATCH", "/{entityset}({id})", rf"^/api/data/v9\.2/{_SET}{_KEY}$", self._patch)
@@ -269,8 +292,10 @@ class DataverseEmulator(Emulator):
             except ODataError as exc:
                 return self.api_error(ApiError(exc.status, exc.code, exc.message))
             except BadJsonError:
-                return self.api_error(ApiError(400, "0x80060888", "Invalid JSON. The request body could not be "
-                                                                  "read as a JSON object."))  # text unverified
+                return self.api_error(
+                    ApiError(400, "0x80060888", "Invalid JSON. The request body could not be read as a JSON object.")
+                )  # text unverified
+
         return run
 
     def api_error(self, exc: ApiError) -> Response:
@@ -295,8 +320,15 @@ class DataverseEmulator(Emulator):
 
     def authenticate(self, request: Request) -> Response | None:
         if self.settings["requireToken"] and not (request.header("Authorization") or "").lower().startswith("bearer "):
-            return Response(401, b"", {"WWW-Authenticate": "Bearer authorization_uri=https://login.microsoftonline."
-                                                            "com/common/oauth2/authorize", "OData-Version": "4.0"})
+            return Response(
+                401,
+                b"",
+                {
+                    "WWW-Authenticate": "Bearer authorization_uri=https://login.microsoftonline."
+                    "com/common/oauth2/authorize",
+                    "OData-Version": "4.0",
+                },
+            )
         return None
 
     def dispatch(self, route: Route, request: Request) -> Response:
@@ -332,10 +364,13 @@ class DataverseEmulator(Emulator):
         guid = parse_guid(unquote(key))
         if guid is None:
             type_name = f"Microsoft.Dynamics.CRM.{table.logical_name}"
-            raise ApiError(400, "0x80060888",
-                           f"The key in the request URI is not valid for resource '{type_name}'. Ensure that the "
-                           f"names and number of key properties match the declared or alternate key properties "
-                           f"for the resource '{type_name}'.")
+            raise ApiError(
+                400,
+                "0x80060888",
+                f"The key in the request URI is not valid for resource '{type_name}'. Ensure that the "
+                f"names and number of key properties match the declared or alternate key properties "
+                f"for the resource '{type_name}'.",
+            )
         return guid
 
     def _check_options(self, request: Request) -> None:
@@ -385,9 +420,15 @@ class DataverseEmulator(Emulator):
         raise errors.not_implemented("the CSDL $metadata document")
 
     def _whoami(self, request: Request) -> Response:
-        return self._json(200, {
-            "@odata.context": f"{self._base(request)}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
-            "BusinessUnitId": BUSINESS_UNIT_ID, "UserId": user_id(caller(request)), "OrganizationId": ORGANIZATION_ID})
+        return self._json(
+            200,
+            {
+                "@odata.context": f"{self._base(request)}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+                "BusinessUnitId": BUSINESS_UNIT_ID,
+                "UserId": user_id(caller(request)),
+                "OrganizationId": ORGANIZATION_ID,
+            },
+        )
 
     def _publish(self, request: Request) -> Response:
         if request.body:
@@ -440,8 +481,7 @@ class DataverseEmulator(Emulator):
             else:
                 predicate = parse_filter(text, table, aliases=self._aliases(request))
                 total = len(self._evaluate(table, data, None, None, predicate, text, [], "").ids)
-        return Response(200, str(min(total, MAX_PAGE)).encode(), {"Content-Type": "text/plain",
-                                                                    "OData-Version": "4.0"})
+        return Response(200, str(min(total, MAX_PAGE)).encode(), {"Content-Type": "text/plain", "OData-Version": "4.0"})
 
     def _query(self, request: Request, table: Table, scope: list[str] | None, scope_key: tuple | None) -> Response:
         self._check_options(request)
@@ -472,15 +512,16 @@ class DataverseEmulator(Emulator):
             if predicate is None and not orderby:
                 ids = scope if scope is not None else data.order
                 start = bisect.bisect_right(ids, cursor.last_id) if cursor and cursor.last_id else 0
-                page_ids = ids[start:start + page_size]
+                page_ids = ids[start : start + page_size]
                 rows = [data.rows[i] for i in page_ids if i in data.rows]
                 self.rows_examined += len(page_ids)
                 more, total = start + page_size < len(ids), len(ids)
             else:
-                result = self._evaluate(table, data, scope, scope_key, predicate, filter_text or "", orderby,
-                                        orderby_text, aliases)
+                result = self._evaluate(
+                    table, data, scope, scope_key, predicate, filter_text or "", orderby, orderby_text, aliases
+                )
                 start = self._resume(table, result, cursor)
-                rows = [data.rows[i] for i in result.ids[start:start + page_size]]
+                rows = [data.rows[i] for i in result.ids[start : start + page_size]]
                 self.rows_examined += len(rows)
                 more, total = start + page_size < len(result.ids), len(result.ids)
             if top is not None and prefer.maxpagesize is None:
@@ -497,21 +538,28 @@ class DataverseEmulator(Emulator):
             if more and rows:
                 page = (cursor.page if cursor else 0) + 1
                 next_cursor = cursor_for(page, table.primary_id, rows[0], rows[-1], [k for k, _ in orderby])
-                body["@odata.nextLink"] = self._link(request, "$skiptoken",
-                                                     outer_cookie(next_cursor, table.primary_id))
+                body["@odata.nextLink"] = self._link(request, "$skiptoken", outer_cookie(next_cursor, table.primary_id))
         if prefer.annotations:
             prefer.applied.append(f'odata.include-annotations="{",".join(prefer.annotations)}"')
         headers = {"Preference-Applied": ",".join(prefer.applied)} if prefer.applied else {}
         return self._json(200, body, headers)
 
-    def _evaluate(self, table: Table, data: TableData, scope: list[str] | None, scope_key: tuple | None,
-                  predicate: Callable | None, filter_text: str, orderby: list[tuple[str, bool]],
-                  orderby_text: str, aliases: dict[str, str] | str = "") -> _Cached:
+    def _evaluate(
+        self,
+        table: Table,
+        data: TableData,
+        scope: list[str] | None,
+        scope_key: tuple | None,
+        predicate: Callable | None,
+        filter_text: str,
+        orderby: list[tuple[str, bool]],
+        orderby_text: str,
+        aliases: dict[str, str] | str = "",
+    ) -> _Cached:
         """The ids matching a filter, in query order; cached until the next write anywhere."""
         relative = "Microsoft.Dynamics.CRM." in filter_text or filter_text.startswith("fetch:")
         clock_key = self.clock.now().replace(microsecond=0) if relative else None
-        key = (table.logical_name, scope_key, filter_text, orderby_text, json.dumps(aliases, sort_keys=True),
-               clock_key)
+        key = (table.logical_name, scope_key, filter_text, orderby_text, json.dumps(aliases, sort_keys=True), clock_key)
         cached = self.cache.get(key)
         if cached is not None and cached.mutations == self.store.mutations:
             self.cache.move_to_end(key)
@@ -547,8 +595,9 @@ class DataverseEmulator(Emulator):
     def _retrieve(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
         if not table.can_retrieve:
-            raise ApiError(400, "0x80040800", f"The 'Retrieve' method does not support entities of type "
-                                              f"'{table.logical_name}'.")  # text unverified
+            raise ApiError(
+                400, "0x80040800", f"The 'Retrieve' method does not support entities of type '{table.logical_name}'."
+            )  # text unverified
         record_id = self._record_id(table, request.params["key"])
         for name in request.query:
             if name.startswith("$") and name not in ("$select", "$expand"):
@@ -563,8 +612,10 @@ class DataverseEmulator(Emulator):
                 raise errors.not_found(table.logical_name, record_id)
             if request.header("If-None-Match") == etag(row) and not prefer.annotations:
                 return Response(304, b"", {"OData-Version": "4.0", "ETag": etag(row)})
-            body = {"@odata.context": self._context_url(request, table, select, "/$entity"),
-                    **project(table, row, select, prefer.annotation_set())}
+            body = {
+                "@odata.context": self._context_url(request, table, select, "/$entity"),
+                **project(table, row, select, prefer.annotation_set()),
+            }
         return self._json(200, body, {"ETag": etag(row)})
 
     # ---- change tracking ----------------------------------------------------------------------------
@@ -589,25 +640,30 @@ class DataverseEmulator(Emulator):
                 prefer.applied.insert(0, "odata.track-changes")
                 snapshot = cursor.snapshot if cursor and cursor.snapshot is not None else self.store.version
                 start = bisect.bisect_right(data.order, cursor.last_id) if cursor and cursor.last_id else 0
-                rows = [data.rows[i] for i in data.order[start:start + page_size]]
+                rows = [data.rows[i] for i in data.order[start : start + page_size]]
                 items = [project(table, row, select) for row in rows]
                 more = start + page_size < len(data.order)
                 context = self._context_url(request, table, select)
-                next_cursor = cursor_for((cursor.page if cursor else 0) + 1, table.primary_id, rows[0], rows[-1],
-                                         [], snapshot) if more and rows else None
+                next_cursor = (
+                    cursor_for((cursor.page if cursor else 0) + 1, table.primary_id, rows[0], rows[-1], [], snapshot)
+                    if more and rows
+                    else None
+                )
             else:
                 since = self._delta_version(delta)
                 snapshot = cursor.snapshot if cursor and cursor.snapshot is not None else self.store.version
-                items, next_cursor = self._changes_since(request, table, data, select, since, snapshot, cursor,
-                                                         page_size)
+                items, next_cursor = self._changes_since(
+                    request, table, data, select, since, snapshot, cursor, page_size
+                )
                 context = self._context_url(request, table, select, "/$delta")
         body: dict[str, Any] = {"@odata.context": context, "value": items}
         if next_cursor is not None:
             body["@odata.nextLink"] = self._link(request, "$skiptoken", outer_cookie(next_cursor, table.primary_id))
         else:
             token_text = f"{snapshot}!{self.clock.now():%m/%d/%Y %H:%M:%S}"
-            body["@odata.deltaLink"] = self._link(request, "$deltatoken", token_text,
-                                                  drop=("$skiptoken", "$deltatoken"))
+            body["@odata.deltaLink"] = self._link(
+                request, "$deltatoken", token_text, drop=("$skiptoken", "$deltatoken")
+            )
         headers = {"Preference-Applied": ",".join(prefer.applied)} if prefer.applied else {}
         return self._json(200, body, headers)
 
@@ -624,8 +680,17 @@ class DataverseEmulator(Emulator):
             raise errors.expired_delta_token()
         return version
 
-    def _changes_since(self, request: Request, table: Table, data: TableData, select: list[str] | None, since: int,
-                       snapshot: int, cursor: Cursor | None, page_size: int) -> tuple[list[dict], Cursor | None]:
+    def _changes_since(
+        self,
+        request: Request,
+        table: Table,
+        data: TableData,
+        select: list[str] | None,
+        since: int,
+        snapshot: int,
+        cursor: Cursor | None,
+        page_size: int,
+    ) -> tuple[list[dict], Cursor | None]:
         """Changed rows by version, then deleted rows; one page, and the cursor of the next one."""
         position = dict(cursor.values) if cursor else {}
         phase, after = position.get("phase", "changed"), int(position.get("after") or 0)
@@ -634,9 +699,12 @@ class DataverseEmulator(Emulator):
         if phase == "changed":
             for row in data.changed_since(since, snapshot, after):
                 if len(items) == page_size:
-                    return items, Cursor((cursor.page if cursor else 0) + 1, None,
-                                         values=[("phase", "changed"), ("after", str(last_version))],
-                                         snapshot=snapshot)
+                    return items, Cursor(
+                        (cursor.page if cursor else 0) + 1,
+                        None,
+                        values=[("phase", "changed"), ("after", str(last_version))],
+                        snapshot=snapshot,
+                    )
                 items.append(project(table, row, select))
                 last_version = row["versionnumber"]
             phase, after, last_version = "deleted", 0, 0
@@ -646,8 +714,12 @@ class DataverseEmulator(Emulator):
             if revived is not None and revived["versionnumber"] > version:
                 continue  # deleted and created again with the same id: the live row was reported above
             if len(items) == page_size:
-                return items, Cursor((cursor.page if cursor else 0) + 1, None,
-                                     values=[("phase", "deleted"), ("after", str(last_version))], snapshot=snapshot)
+                return items, Cursor(
+                    (cursor.page if cursor else 0) + 1,
+                    None,
+                    values=[("phase", "deleted"), ("after", str(last_version))],
+                    snapshot=snapshot,
+                )
             items.append({"@odata.context": deleted_context, "id": row_id, "reason": "deleted"})
             last_version = version
         return items, None
@@ -656,22 +728,38 @@ class DataverseEmulator(Emulator):
     def _fetch(self, request: Request, table: Table, fetch_xml: str, prefer: Prefer) -> Response:
         plan = compile_fetch(fetch_xml, self.tables.get)
         if plan.entity != table.logical_name:
-            raise ApiError(400, "0x80040203", f"The entity name '{plan.entity}' in the FetchXML does not match "
-                                              f"the entity set '{table.entity_set_name}'.")  # text unverified
+            raise ApiError(
+                400,
+                "0x80040203",
+                f"The entity name '{plan.entity}' in the FetchXML does not match "
+                f"the entity set '{table.entity_set_name}'.",
+            )  # text unverified
         count = plan.top or plan.count or MAX_PAGE
         if count > MAX_PAGE:
             raise ApiError(400, "0x80040203", f"The count attribute of a fetch may not exceed {MAX_PAGE}.")  # unver.
         page = plan.page or 1
         cursor = parse_inner(plan.paging_cookie, table.primary_id) if plan.paging_cookie else None
         if cursor is None and page * count > FETCH_UNPAGED_LIMIT:
-            raise ApiError(400, "0x8004430A", "Over upper limit of records that can be requested without a paging "
-                                              "cookie. A paging cookie is required when retrieving a high page "
-                                              "number.")
+            raise ApiError(
+                400,
+                "0x8004430A",
+                "Over upper limit of records that can be requested without a paging "
+                "cookie. A paging cookie is required when retrieving a high page "
+                "number.",
+            )
         orders = list(plan.orders)
         with self.data_lock:
             data = self.store.data(table.logical_name)
-            result = self._evaluate(table, data, None, ("fetch",), plan.predicate,
-                                    f"fetch:{_without_paging(fetch_xml)}", orders, repr(orders))
+            result = self._evaluate(
+                table,
+                data,
+                None,
+                ("fetch",),
+                plan.predicate,
+                f"fetch:{_without_paging(fetch_xml)}",
+                orders,
+                repr(orders),
+            )
             start = self._resume(table, result, cursor) if cursor and cursor.last_id else (page - 1) * count
             rows: list[dict] = []
             seen: set[tuple] = set()
@@ -691,7 +779,8 @@ class DataverseEmulator(Emulator):
             items = [project(table, row, keys, prefer.annotation_set(), omit_nulls=True) for row in rows]
         body: dict[str, Any] = {"@odata.context": self._context_url(request, table, None), "value": items}
         wants_cookie = prefer.wants("Microsoft.Dynamics.CRM.fetchxmlpagingcookie") or prefer.wants(
-            "Microsoft.Dynamics.CRM.morerecords")
+            "Microsoft.Dynamics.CRM.morerecords"
+        )
         if more and rows and wants_cookie:
             next_cursor = cursor_for(page, table.primary_id, rows[0], rows[-1], [k for k, _ in orders])
             body["@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"] = outer_cookie(next_cursor, table.primary_id)
@@ -718,8 +807,9 @@ class DataverseEmulator(Emulator):
             self.defaults[table.logical_name] = defaults
         return defaults
 
-    def _changes(self, table: Table, body: dict[str, Any], creating: bool,
-                 current: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _changes(
+        self, table: Table, body: dict[str, Any], creating: bool, current: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The body's columns converted and checked for a create or an update."""
         changes: dict[str, Any] = {}
         for key, value in body.items():
@@ -763,16 +853,23 @@ class DataverseEmulator(Emulator):
         status_attribute = table.attributes["statuscode"]
         option = next((o for o in status_attribute.options if o.value == status), None)
         if option is not None and option.state is not None and option.state != state:
-            raise ApiError(400, "0x8004431b", f"{status} is not a valid status code for state code "
-                                              f"{table.schema_name}State.{state} on {table.logical_name}.")  # unver.
+            raise ApiError(
+                400,
+                "0x8004431b",
+                f"{status} is not a valid status code for state code "
+                f"{table.schema_name}State.{state} on {table.logical_name}.",
+            )  # unver.
 
     def _bound_id(self, value: Any, target: str) -> str:
         if not isinstance(value, str):
             raise errors.bad_literal(value, "Edm.String")
         table, record_id = self._reference(value)
         if table.logical_name != target:
-            raise ApiError(400, "0x80060888", f"The entity set '{table.entity_set_name}' does not match the "
-                                              f"navigation property target '{target}'.")  # unverified
+            raise ApiError(
+                400,
+                "0x80060888",
+                f"The entity set '{table.entity_set_name}' does not match the navigation property target '{target}'.",
+            )  # unverified
         if record_id not in self.store.data(target).rows:
             raise errors.not_found(target, record_id)
         return record_id
@@ -812,18 +909,24 @@ class DataverseEmulator(Emulator):
             if not row.get(name):
                 raise ApiError(400, "0x80040203", f"Attribute '{name}' is required for savedquery.")  # unverified
         if row["returnedtypecode"] not in self.tables:
-            raise ApiError(400, "0x80040203", f"'{row['returnedtypecode']}' is not a valid entity name for "
-                                              "returnedtypecode.")  # text unverified
+            raise ApiError(
+                400, "0x80040203", f"'{row['returnedtypecode']}' is not a valid entity name for returnedtypecode."
+            )  # text unverified
         plan = compile_fetch(row["fetchxml"], self.tables.get)  # a FetchXML error answers 400 like a query's
         if plan.entity != row["returnedtypecode"]:
-            raise ApiError(400, "0x80040203", f"The view's fetchxml queries '{plan.entity}', not its returnedtypecode "
-                                              f"'{row['returnedtypecode']}'.")  # text unverified
+            raise ApiError(
+                400,
+                "0x80040203",
+                f"The view's fetchxml queries '{plan.entity}', not its returnedtypecode '{row['returnedtypecode']}'.",
+            )  # text unverified
 
     def _create(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
         if table.is_intersect:
-            raise errors.not_implemented(f"creating {table.entity_set_name} rows directly; use AddMemberList, "
-                                         "AddListMembersList or the $ref association")
+            raise errors.not_implemented(
+                f"creating {table.entity_set_name} rows directly; use AddMemberList, "
+                "AddListMembersList or the $ref association"
+            )
         body = self._body(request)
         prefer = parse_prefer(request)
         user = user_id(caller(request))
@@ -842,8 +945,10 @@ class DataverseEmulator(Emulator):
         entity_url = f"{self._base(request)}/{table.entity_set_name}({row[table.primary_id]})"
         if prefer.representation:
             select = self._select(request, table)
-            body = {"@odata.context": self._context_url(request, table, select, "/$entity"),
-                    **project(table, row, select, prefer.annotation_set())}
+            body = {
+                "@odata.context": self._context_url(request, table, select, "/$entity"),
+                **project(table, row, select, prefer.annotation_set()),
+            }
             headers = {"Preference-Applied": "return=representation", "ETag": etag(row)}
             if created:
                 headers["Location"] = entity_url
@@ -900,8 +1005,7 @@ class DataverseEmulator(Emulator):
     def _delete(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
         if table.is_intersect:
-            raise errors.not_implemented(f"deleting {table.entity_set_name} rows directly; use the $ref "
-                                         "disassociation")
+            raise errors.not_implemented(f"deleting {table.entity_set_name} rows directly; use the $ref disassociation")
         record_id = self._record_id(table, request.params["key"])
         if_match = request.header("If-Match")
         with self.data_lock:
@@ -937,9 +1041,13 @@ class DataverseEmulator(Emulator):
                 continue
             behaviour = relationship.cascade.get("Delete", "RemoveLink")
             if behaviour == "Restrict":
-                raise ApiError(400, "0x80040227", f"The record cannot be deleted because it is referenced by "
-                                                  f"{relationship.referencing_entity} records through "
-                                                  f"{relationship.schema_name}.")  # text unverified
+                raise ApiError(
+                    400,
+                    "0x80040227",
+                    f"The record cannot be deleted because it is referenced by "
+                    f"{relationship.referencing_entity} records through "
+                    f"{relationship.schema_name}.",
+                )  # text unverified
             child = self.tables[relationship.referencing_entity]
             for row in referencing:
                 if behaviour == "Cascade":
@@ -956,20 +1064,32 @@ class DataverseEmulator(Emulator):
             raise errors.not_found("list", list_id)
         return row
 
-    def _add_member(self, list_row: dict[str, Any], member_table: Table, member_id: str, user: str,
-                    duplicate_ok: bool, check_list: bool = True) -> str:
+    def _add_member(
+        self,
+        list_row: dict[str, Any],
+        member_table: Table,
+        member_id: str,
+        user: str,
+        duplicate_ok: bool,
+        check_list: bool = True,
+    ) -> str:
         list_id = list_row["listid"]
         if member_id not in self.store.data(member_table.logical_name).rows:
             raise errors.not_found(member_table.logical_name, member_id)
         if check_list:
             self._check_static(list_row)
             if list_row.get("lockstatus"):
-                raise ApiError(400, "0x80040203", "The marketing list is locked: no additional members can be "
-                                                  "added.")  # text unverified
+                raise ApiError(
+                    400, "0x80040203", "The marketing list is locked: no additional members can be added."
+                )  # text unverified
         expected = MEMBER_TYPE_CODES.get(list_row.get("createdfromcode") or 0)
         if expected != member_table.logical_name:
-            raise ApiError(400, "0x80040203", f"The member type '{member_table.logical_name}' does not match the "
-                                              f"member type of the marketing list ('{expected}').")  # unverified
+            raise ApiError(
+                400,
+                "0x80040203",
+                f"The member type '{member_table.logical_name}' does not match the "
+                f"member type of the marketing list ('{expected}').",
+            )  # unverified
         existing = self.store.membership.get((list_id, member_id))
         if existing is not None:
             if duplicate_ok:
@@ -980,8 +1100,11 @@ class DataverseEmulator(Emulator):
     @staticmethod
     def _check_static(list_row: dict[str, Any]) -> None:
         if list_row.get("type"):
-            raise ApiError(400, "0x80040203", "Members cannot be added to or removed from a dynamic marketing "
-                                              "list; its members come from its query.")  # text unverified
+            raise ApiError(
+                400,
+                "0x80040203",
+                "Members cannot be added to or removed from a dynamic marketing list; its members come from its query.",
+            )  # text unverified
 
     def _membership_target(self, request: Request, other: str | None) -> tuple[dict[str, Any], Table, str]:
         """(list row, member table, member id) for a $ref request made from either side."""
@@ -990,8 +1113,12 @@ class DataverseEmulator(Emulator):
             raise ApiError(400, "0x80060888", "The related record is missing: give '@odata.id'.")  # unverified
         other_table, other_id = self._reference(other)
         if other_table.logical_name != navigation.target:
-            raise ApiError(400, "0x80060888", f"The entity set '{other_table.entity_set_name}' does not match the "
-                                              f"navigation property '{request.params['nav']}'.")  # text unverified
+            raise ApiError(
+                400,
+                "0x80060888",
+                f"The entity set '{other_table.entity_set_name}' does not match the "
+                f"navigation property '{request.params['nav']}'.",
+            )  # text unverified
         if table.logical_name == "list":
             return self._list_row(record_id), other_table, other_id
         if record_id not in self.store.data(table.logical_name).rows:
@@ -1004,7 +1131,8 @@ class DataverseEmulator(Emulator):
         user = user_id(caller(request))
         with self.data_lock:
             list_row, member_table, member_id = self._membership_target(
-                request, reference if isinstance(reference, str) else None)
+                request, reference if isinstance(reference, str) else None
+            )
             self._add_member(list_row, member_table, member_id, user, duplicate_ok=False)
         return Response(204, b"", {"OData-Version": "4.0"})
 
@@ -1018,7 +1146,7 @@ class DataverseEmulator(Emulator):
         else:
             reference = request.arg("$id")
         with self.data_lock:
-            list_row, _member_table, member_id = self._membership_target(request, reference)
+            list_row, _, member_id = self._membership_target(request, reference)
             self._check_static(list_row)
             if not self.store.is_member(list_row["listid"], member_id):
                 raise ApiError(400, "0x80048458", "Specified Item not a member of the specified List.")
@@ -1039,15 +1167,23 @@ class DataverseEmulator(Emulator):
             list_row = self._list_row(list_id)
             member_type = MEMBER_TYPE_CODES.get(list_row.get("createdfromcode") or 0, "contact")
             member_id = self._add_member(list_row, self.tables[member_type], entity_id, user, duplicate_ok=True)
-        return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#Microsoft.Dynamics.CRM."
-                                                  "AddMemberListResponse", "Id": member_id})
+        return self._json(
+            200,
+            {
+                "@odata.context": f"{self._base(request)}/$metadata#Microsoft.Dynamics.CRM.AddMemberListResponse",
+                "Id": member_id,
+            },
+        )
 
     def _add_list_members(self, request: Request) -> Response:
         body = self._body(request)
         target, members = body.get("List"), body.get("Members")
         if not isinstance(target, dict) or not isinstance(members, list):
-            raise ApiError(400, "0x80060888", "AddListMembersList needs 'List' (a list entity) and 'Members' (a "
-                                              "collection of entities).")  # text unverified
+            raise ApiError(
+                400,
+                "0x80060888",
+                "AddListMembersList needs 'List' (a list entity) and 'Members' (a collection of entities).",
+            )  # text unverified
         user = user_id(caller(request))
         with self.data_lock:
             list_id = target.get("listid")
@@ -1062,8 +1198,9 @@ class DataverseEmulator(Emulator):
                 resolved.append(self._typed_member(member))
             self._check_static(list_row)
             if list_row.get("lockstatus"):
-                raise ApiError(400, "0x80040203", "The marketing list is locked: no additional members can be "
-                                                  "added.")  # text unverified
+                raise ApiError(
+                    400, "0x80040203", "The marketing list is locked: no additional members can be added."
+                )  # text unverified
             self.store.begin()
             try:
                 for member_table, member_id in resolved:
@@ -1082,8 +1219,11 @@ class DataverseEmulator(Emulator):
         odata_type = str(member.get("@odata.type") or "")
         table = self.tables.get(odata_type.rsplit(".", 1)[-1].lstrip("#"))
         if table is None:
-            raise ApiError(400, "0x80060888", "Each member needs '@odata.type' (for example "
-                                              "'Microsoft.Dynamics.CRM.contact') and its key.")  # text unverified
+            raise ApiError(
+                400,
+                "0x80060888",
+                "Each member needs '@odata.type' (for example 'Microsoft.Dynamics.CRM.contact') and its key.",
+            )  # text unverified
         member_id = member.get(table.primary_id)
         guid = parse_guid(member_id) if isinstance(member_id, str) else None
         if guid is None:
@@ -1093,8 +1233,10 @@ class DataverseEmulator(Emulator):
     # ================================================================================================
     # metadata
     # ================================================================================================
-    _METADATA_PATH = re.compile(r"^(?:\((?P<entity>[^)]*)\)(?:/(?P<part>Attributes)(?:\((?P<attribute>[^)]*)\))?"
-                                r"(?:/(?P<cast>Microsoft\.Dynamics\.CRM\.\w+))?)?)?$")
+    _METADATA_PATH = re.compile(
+        r"^(?:\((?P<entity>[^)]*)\)(?:/(?P<part>Attributes)(?:\((?P<attribute>[^)]*)\))?"
+        r"(?:/(?P<cast>Microsoft\.Dynamics\.CRM\.\w+))?)?)?$"
+    )
 
     def _metadata(self, request: Request) -> Response:
         rest = unquote(request.params.get("rest", ""))
@@ -1137,8 +1279,9 @@ class DataverseEmulator(Emulator):
         if named:
             table = self.tables.get(named.group(1))
             if table is None:
-                raise ApiError(404, "0x80040217", f"Could not find entity with logical name "
-                                                  f"'{named.group(1)}'.")  # text unverified
+                raise ApiError(
+                    404, "0x80040217", f"Could not find entity with logical name '{named.group(1)}'."
+                )  # text unverified
             return table
         guid = parse_guid(key)
         for table in self.tables.values():
@@ -1154,8 +1297,9 @@ class DataverseEmulator(Emulator):
             if (named and attribute.logical_name == named.group(1)) or (guid and attribute.metadata_id == guid):
                 return attribute
         name = named.group(1) if named else key
-        raise ApiError(404, "0x80040217", f"Could not find attribute '{name}' on entity "
-                                          f"'{table.logical_name}'.")  # text unverified
+        raise ApiError(
+            404, "0x80040217", f"Could not find attribute '{name}' on entity '{table.logical_name}'."
+        )  # text unverified
 
     @staticmethod
     def _metadata_select(request: Request, allowed: frozenset[str], type_name: str) -> list[str] | None:
@@ -1179,11 +1323,11 @@ class DataverseEmulator(Emulator):
     def _list_entities(self, request: Request) -> Response:
         select = self._metadata_select(request, ENTITY_METADATA_PROPERTIES, "EntityMetadata")
         test = _metadata_filter(request.arg("$filter"), ENTITY_METADATA_PROPERTIES, "EntityMetadata")
-        items = [self._pick(body, select) for body in (entity_metadata(t) for t in self.tables.values())
-                 if test(body)]
+        items = [self._pick(body, select) for body in (entity_metadata(t) for t in self.tables.values()) if test(body)]
         columns = f"({','.join(select)})" if select else ""
-        return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions{columns}",
-                                "value": items})
+        return self._json(
+            200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions{columns}", "value": items}
+        )
 
     def _get_entity(self, request: Request, table: Table) -> Response:
         select = self._metadata_select(request, ENTITY_METADATA_PROPERTIES, "EntityMetadata")
@@ -1199,14 +1343,18 @@ class DataverseEmulator(Emulator):
                     raise errors.unknown_property(column, "AttributeMetadata")
             body["Attributes"] = [self._pick(attribute_metadata(table, a), columns) for a in table.attributes.values()]
         columns = f"({','.join(select)})" if select else ""
-        return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions{columns}"
-                                                  "/$entity", **body})
+        return self._json(
+            200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions{columns}/$entity", **body}
+        )
 
     def _list_attributes(self, request: Request, table: Table) -> Response:
         select = self._metadata_select(request, ATTRIBUTE_METADATA_PROPERTIES, "AttributeMetadata")
         test = _metadata_filter(request.arg("$filter"), ATTRIBUTE_METADATA_PROPERTIES, "AttributeMetadata")
-        items = [self._pick(body, select) for body in (attribute_metadata(table, a) for a in table.attributes.values())
-                 if test(body)]
+        items = [
+            self._pick(body, select)
+            for body in (attribute_metadata(table, a) for a in table.attributes.values())
+            if test(body)
+        ]
         context = f"{self._base(request)}/$metadata#EntityDefinitions('{table.metadata_id}')/Attributes"
         return self._json(200, {"@odata.context": context, "value": items})
 
@@ -1217,8 +1365,9 @@ class DataverseEmulator(Emulator):
         if cast is not None:
             expected = attribute_metadata(table, attribute)["@odata.type"].lstrip("#")
             if cast != expected:
-                raise ApiError(400, "0x80060888", f"The attribute '{attribute.logical_name}' is not of type "
-                                                  f"'{cast}'.")  # text unverified
+                raise ApiError(
+                    400, "0x80060888", f"The attribute '{attribute.logical_name}' is not of type '{cast}'."
+                )  # text unverified
         if expand:
             if not expand.strip().startswith("OptionSet") or cast is None:
                 raise errors.unknown_property(expand.split("(")[0].strip(), "AttributeMetadata")
@@ -1227,17 +1376,29 @@ class DataverseEmulator(Emulator):
         body = self._pick(attribute_metadata(table, attribute, with_options), select)
         if with_options and "OptionSet" not in body:
             body["OptionSet"] = attribute_metadata(table, attribute, True).get("OptionSet")
-        return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions("
-                                                  f"'{table.metadata_id}')/Attributes/$entity", **body})
+        return self._json(
+            200,
+            {
+                "@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions("
+                f"'{table.metadata_id}')/Attributes/$entity",
+                **body,
+            },
+        )
 
     def _create_attribute(self, request: Request, table: Table) -> Response:
         attribute = attribute_from_metadata(self._body(request), self.settings["publisherPrefixes"])
-        clash = next((a for a in table.attributes.values()
-                      if a.logical_name == attribute.logical_name or a.schema_name.lower() ==
-                      attribute.schema_name.lower()), None)
+        clash = next(
+            (
+                a
+                for a in table.attributes.values()
+                if a.logical_name == attribute.logical_name or a.schema_name.lower() == attribute.schema_name.lower()
+            ),
+            None,
+        )
         if clash is not None:
-            raise ApiError(400, "0x80047013", f"Attribute {attribute.schema_name} already exists for entity "
-                                              f"{table.logical_name}.")
+            raise ApiError(
+                400, "0x80047013", f"Attribute {attribute.schema_name} already exists for entity {table.logical_name}."
+            )
         table.add_attribute(attribute)
         self.defaults.pop(table.logical_name, None)
         if attribute.default is not None:
@@ -1248,15 +1409,17 @@ class DataverseEmulator(Emulator):
         return Response(204, b"", {"OData-Version": "4.0", "OData-EntityId": entity_id})
 
     def _create_entity(self, request: Request) -> Response:
-        table = table_from_metadata(self._body(request), self.settings["publisherPrefixes"],
-                                    self.next_object_type_code)
+        table = table_from_metadata(self._body(request), self.settings["publisherPrefixes"], self.next_object_type_code)
         if table.logical_name in self.tables or table.entity_set_name in self.sets:
             raise ApiError(400, "0x80047010", "An object with the specified name already exists")
         self.next_object_type_code += 1
         self._register_table(table)
         self.store.add_table(table)
-        return Response(204, b"", {"OData-Version": "4.0",
-                                   "OData-EntityId": f"{self._base(request)}/EntityDefinitions({table.metadata_id})"})
+        return Response(
+            204,
+            b"",
+            {"OData-Version": "4.0", "OData-EntityId": f"{self._base(request)}/EntityDefinitions({table.metadata_id})"},
+        )
 
     # ---- relationships ------------------------------------------------------------------------------
     _RELATIONSHIP_PATH = re.compile(r"^(?:\((?P<key>[^)]*)\)(?:/(?P<cast>Microsoft\.Dynamics\.CRM\.\w+))?)?$")
@@ -1282,11 +1445,17 @@ class DataverseEmulator(Emulator):
             body = relationship_metadata(relationship)
             cast = found.group("cast")
             if cast is not None and cast != body["@odata.type"].lstrip("#"):
-                raise ApiError(400, "0x80060888", f"The relationship '{relationship.schema_name}' is not of type "
-                                                  f"'{cast}'.")  # text unverified
+                raise ApiError(
+                    400, "0x80060888", f"The relationship '{relationship.schema_name}' is not of type '{cast}'."
+                )  # text unverified
             select = self._metadata_select(request, RELATIONSHIP_METADATA_PROPERTIES, "RelationshipMetadataBase")
-            return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#RelationshipDefinitions"
-                                                      "/$entity", **self._pick(body, select)})
+            return self._json(
+                200,
+                {
+                    "@odata.context": f"{self._base(request)}/$metadata#RelationshipDefinitions/$entity",
+                    **self._pick(body, select),
+                },
+            )
 
     def _relationship(self, key: str) -> Relationship:
         named = re.match(r"^SchemaName='([^']*)'$", key.strip())
@@ -1294,18 +1463,23 @@ class DataverseEmulator(Emulator):
         for relationship in self.relationships.values():
             if (named and relationship.schema_name == named.group(1)) or (guid and relationship.metadata_id == guid):
                 return relationship
-        raise ApiError(404, "0x80040217", f"Could not find relationship with "
-                                          f"{'SchemaName' if named else 'id'} '{named.group(1) if named else key}'.")
+        raise ApiError(
+            404,
+            "0x80040217",
+            f"Could not find relationship with {'SchemaName' if named else 'id'} '{named.group(1) if named else key}'.",
+        )
         # text unverified
 
     def _list_relationships(self, request: Request) -> Response:
         select = self._metadata_select(request, RELATIONSHIP_METADATA_PROPERTIES, "RelationshipMetadataBase")
         test = _metadata_filter(request.arg("$filter"), RELATIONSHIP_METADATA_PROPERTIES, "RelationshipMetadataBase")
-        items = [self._pick(body, select) for body in map(relationship_metadata, self.relationships.values())
-                 if test(body)]
+        items = [
+            self._pick(body, select) for body in map(relationship_metadata, self.relationships.values()) if test(body)
+        ]
         columns = f"({','.join(select)})" if select else ""
-        return self._json(200, {"@odata.context": f"{self._base(request)}/$metadata#RelationshipDefinitions"
-                                                  f"{columns}", "value": items})
+        return self._json(
+            200, {"@odata.context": f"{self._base(request)}/$metadata#RelationshipDefinitions{columns}", "value": items}
+        )
 
     def _create_relationship(self, request: Request) -> Response:
         body = self._body(request)
@@ -1313,15 +1487,25 @@ class DataverseEmulator(Emulator):
             raise errors.not_implemented("many-to-many relationships")
         relationship, lookup = relationship_from_metadata(body, self.settings["publisherPrefixes"], self.tables.get)
         if any(r.schema_name.lower() == relationship.schema_name.lower() for r in self.relationships.values()):
-            raise ApiError(400, "0x80047010", f"A relationship with the name '{relationship.schema_name}' already "
-                                              "exists.")  # text unverified
+            raise ApiError(
+                400, "0x80047010", f"A relationship with the name '{relationship.schema_name}' already exists."
+            )  # text unverified
         referencing = self.tables[relationship.referencing_entity]
         referenced = self.tables[relationship.referenced_entity]
-        clash = next((a for a in referencing.attributes.values() if a.logical_name == lookup.logical_name or
-                      a.schema_name.lower() == lookup.schema_name.lower()), None)
+        clash = next(
+            (
+                a
+                for a in referencing.attributes.values()
+                if a.logical_name == lookup.logical_name or a.schema_name.lower() == lookup.schema_name.lower()
+            ),
+            None,
+        )
         if clash is not None:
-            raise ApiError(400, "0x80047013", f"Attribute {lookup.schema_name} already exists for entity "
-                                              f"{referencing.logical_name}.")
+            raise ApiError(
+                400,
+                "0x80047013",
+                f"Attribute {lookup.schema_name} already exists for entity {referencing.logical_name}.",
+            )
         binding = f"{relationship.referencing_navigation}@odata.bind"
         if binding in referencing.bindings or relationship.referenced_navigation in referenced.navigations:
             raise ApiError(400, "0x80047010", "A navigation property of this relationship already exists.")  # unver.
@@ -1330,8 +1514,14 @@ class DataverseEmulator(Emulator):
         self.relationships[relationship.schema_name] = relationship
         self.defaults.pop(referencing.logical_name, None)
         self.store.mutations += 1
-        return Response(204, b"", {"OData-Version": "4.0", "OData-EntityId":
-                                   f"{self._base(request)}/RelationshipDefinitions({relationship.metadata_id})"})
+        return Response(
+            204,
+            b"",
+            {
+                "OData-Version": "4.0",
+                "OData-EntityId": f"{self._base(request)}/RelationshipDefinitions({relationship.metadata_id})",
+            },
+        )
 
     # ================================================================================================
     # $batch
@@ -1376,8 +1566,9 @@ class DataverseEmulator(Emulator):
             headers["Preference-Applied"] = "odata.continue-on-error"
         return Response(status, body, headers)
 
-    def _run_operation(self, operation: batch.Operation, outer: Request,
-                       content_ids: dict[str, str]) -> batch.PartResponse:
+    def _run_operation(
+        self, operation: batch.Operation, outer: Request, content_ids: dict[str, str]
+    ) -> batch.PartResponse:
         def answer(response: Response) -> batch.PartResponse:
             headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
             if operation.content_id is not None and "OData-EntityId" in headers:
@@ -1388,9 +1579,15 @@ class DataverseEmulator(Emulator):
         reference = re.match(r"^\$([A-Za-z0-9_.-]+)(.*)$", url)
         if reference:
             if reference.group(1) not in content_ids:
-                return answer(self.api_error(ApiError(400, "0x80060888", f"Content-ID Reference: "
-                                                                         f"'${reference.group(1)}' does not exist "
-                                                                         "in the batch context.")))
+                return answer(
+                    self.api_error(
+                        ApiError(
+                            400,
+                            "0x80060888",
+                            f"Content-ID Reference: '${reference.group(1)}' does not exist in the batch context.",
+                        )
+                    )
+                )
             url = content_ids[reference.group(1)] + reference.group(2)
         parts = urlsplit(url)
         path = parts.path if parts.path.startswith("/") else f"{BASE}/{parts.path}"
@@ -1401,24 +1598,40 @@ class DataverseEmulator(Emulator):
             except ValueError:
                 pass
             except KeyError as exc:
-                return answer(self.api_error(ApiError(400, "0x80060888", f"Content-ID Reference: '{exc.args[0]}' "
-                                                                         "does not exist in the batch context.")))
+                return answer(
+                    self.api_error(
+                        ApiError(
+                            400,
+                            "0x80060888",
+                            f"Content-ID Reference: '{exc.args[0]}' does not exist in the batch context.",
+                        )
+                    )
+                )
         headers = Message()
         for name, value in operation.headers.items():
             headers[name] = value
         for name in ("Host", "Authorization"):
             if outer.header(name) and name not in headers:
                 headers[name] = outer.header(name)
-        inner = Request(operation.method, path, parse_qs(parts.query, keep_blank_values=True), headers, body,
-                        raw_query=parts.query)
+        inner = Request(
+            operation.method, path, parse_qs(parts.query, keep_blank_values=True), headers, body, raw_query=parts.query
+        )
         route, params, allowed = self.router.match(inner.method, path)
         if route is None:
             return answer(self.error(405 if allowed else 404, f"Resource not found for {path}", inner))
         inner.params = params
         with self.lock:
             self.batch_parts[route.name] += 1
-            self.requests.append({"method": inner.method, "route": route.template, "path": path,
-                                  "query": inner.query, "body": _decoded(body), "inBatch": True})
+            self.requests.append(
+                {
+                    "method": inner.method,
+                    "route": route.template,
+                    "path": path,
+                    "query": inner.query,
+                    "body": _decoded(body),
+                    "inBatch": True,
+                }
+            )
         return answer(route.handler(inner))
 
     # ================================================================================================
@@ -1435,8 +1648,11 @@ class DataverseEmulator(Emulator):
         add("POST", "/_admin/throttling", self._admin_throttling)
         add("GET", "/_admin/settings", lambda r: Response.json(200, self.settings))
         add("POST", "/_admin/settings", lambda r: self._admin_settings(r.json()))
-        add("GET", "/_admin/batch-parts", lambda r: Response.json(200, {"parts": dict(self.batch_parts),
-                                                                         "total": sum(self.batch_parts.values())}))
+        add(
+            "GET",
+            "/_admin/batch-parts",
+            lambda r: Response.json(200, {"parts": dict(self.batch_parts), "total": sum(self.batch_parts.values())}),
+        )
 
     def _admin_throttling(self, request: Request) -> Response:
         self.protection.configure(request.json())
@@ -1448,8 +1664,10 @@ class DataverseEmulator(Emulator):
         unknown = set(body) - set(self.settings)
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(self.settings)}")
-        if "publisherPrefixes" in body and not (isinstance(body["publisherPrefixes"], list) and all(
-                isinstance(p, str) and re.match(r"^[a-z][a-z0-9]{1,7}$", p) for p in body["publisherPrefixes"])):
+        if "publisherPrefixes" in body and not (
+            isinstance(body["publisherPrefixes"], list)
+            and all(isinstance(p, str) and re.match(r"^[a-z][a-z0-9]{1,7}$", p) for p in body["publisherPrefixes"])
+        ):
             raise ValueError("publisherPrefixes must be a list of 2 to 8 lower-case letters or digits")
         with self.data_lock:
             self.settings.update(body)
@@ -1481,7 +1699,7 @@ class DataverseEmulator(Emulator):
 
     def admin_seed(self, body: Any) -> Response:
         if not isinstance(body, dict):
-            raise ValueError("expected {\"contacts\": [...], \"leads\": [...], \"accounts\": [...], \"lists\": [...]}")
+            raise ValueError('expected {"contacts": [...], "leads": [...], "accounts": [...], "lists": [...]}')
         counts: dict[str, int] = {}
         with self.data_lock:
             for name, items in body.items():
@@ -1489,8 +1707,10 @@ class DataverseEmulator(Emulator):
                     continue
                 table = self.sets.get(name)
                 if table is None or table.is_intersect or not isinstance(items, list):
-                    raise ValueError(f"cannot seed {name!r}: give a list of rows for one of "
-                                     f"{sorted(n for n, t in self.sets.items() if not t.is_intersect)}")
+                    raise ValueError(
+                        f"cannot seed {name!r}: give a list of rows for one of "
+                        f"{sorted(n for n, t in self.sets.items() if not t.is_intersect)}"
+                    )
                 rows = [self._seed_row(table, item) for item in items]
                 self.store.bulk_insert(table.logical_name, rows)
                 counts[name] = len(rows)
@@ -1523,10 +1743,20 @@ class DataverseEmulator(Emulator):
             if (list_id, member_id) in store.membership:
                 continue
             listmember_id = new_id()
-            new_rows.append({"listmemberid": listmember_id, "name": None, "_listid_value": list_id,
-                             "_entityid_value": member_id, "entitytype": member_table,
-                             "entityidtypecode": list_row["createdfromcode"], "createdon": now, "modifiedon": now,
-                             "_createdby_value": DYNAMICS_USER, "_modifiedby_value": DYNAMICS_USER})
+            new_rows.append(
+                {
+                    "listmemberid": listmember_id,
+                    "name": None,
+                    "_listid_value": list_id,
+                    "_entityid_value": member_id,
+                    "entitytype": member_table,
+                    "entityidtypecode": list_row["createdfromcode"],
+                    "createdon": now,
+                    "modifiedon": now,
+                    "_createdby_value": DYNAMICS_USER,
+                    "_modifiedby_value": DYNAMICS_USER,
+                }
+            )
             store.membership[(list_id, member_id)] = listmember_id
             store.member_lists.setdefault(member_id, set()).add(list_id)
             ids.append(member_id)
@@ -1538,15 +1768,23 @@ class DataverseEmulator(Emulator):
         name = request.arg("entity")
         with self.data_lock:
             if name is None:
-                return Response.json(200, {
-                    "tables": {t.entity_set_name: len(self.store.data(t.logical_name).rows)
-                               for t in self.tables.values()},
-                    "version": self.store.version, "settings": self.settings,
-                    "throttling": self.protection.limits.to_json(),
-                    "customTables": [t.logical_name for t in self.tables.values() if t.is_custom],
-                    "customColumns": {t.logical_name: [a.logical_name for a in t.attributes.values() if a.is_custom]
-                                      for t in self.tables.values()},
-                    "customRelationships": [r.schema_name for r in self.relationships.values() if r.is_custom]})
+                return Response.json(
+                    200,
+                    {
+                        "tables": {
+                            t.entity_set_name: len(self.store.data(t.logical_name).rows) for t in self.tables.values()
+                        },
+                        "version": self.store.version,
+                        "settings": self.settings,
+                        "throttling": self.protection.limits.to_json(),
+                        "customTables": [t.logical_name for t in self.tables.values() if t.is_custom],
+                        "customColumns": {
+                            t.logical_name: [a.logical_name for a in t.attributes.values() if a.is_custom]
+                            for t in self.tables.values()
+                        },
+                        "customRelationships": [r.schema_name for r in self.relationships.values() if r.is_custom],
+                    },
+                )
             table = self.sets.get(name)
             if table is None:
                 raise ValueError(f"unknown entity set {name!r}; known: {sorted(self.sets)}")
@@ -1560,8 +1798,9 @@ class DataverseEmulator(Emulator):
                     continue
                 out = {k: _plain(v) for k, v in row.items() if "@" not in k}
                 if table.logical_name == "list":
-                    out["members"] = self._dynamic_members(row) if row.get("type") else list(
-                        self.store.member_ids(row_id))
+                    out["members"] = (
+                        self._dynamic_members(row) if row.get("type") else list(self.store.member_ids(row_id))
+                    )
                 rows.append(out)
         return Response.json(200, {"rows": rows, "count": len(rows)})
 
@@ -1576,7 +1815,7 @@ class DataverseEmulator(Emulator):
 
     def _admin_table(self, body: Any) -> Table:
         if not isinstance(body, dict) or body.get("entity") not in self.sets:
-            raise ValueError(f"give \"entity\": one of {sorted(self.sets)}")
+            raise ValueError(f'give "entity": one of {sorted(self.sets)}')
         return self.sets[body["entity"]]
 
     def _admin_edit(self, body: Any) -> Response:
@@ -1593,8 +1832,11 @@ class DataverseEmulator(Emulator):
                 changes = {}
                 for key, value in (edit.get("changes") or {}).items():
                     attribute = table.attributes.get(key)
-                    if attribute is None or attribute.type == LOOKUP or key in (
-                            "createdon", "modifiedon", "versionnumber", table.primary_id):
+                    if (
+                        attribute is None
+                        or attribute.type == LOOKUP
+                        or key in ("createdon", "modifiedon", "versionnumber", table.primary_id)
+                    ):
                         raise ValueError(f"{table.logical_name} has no editable column {key!r}")
                     try:
                         changes[key] = convert(table, attribute, value)
@@ -1602,8 +1844,9 @@ class DataverseEmulator(Emulator):
                         raise ValueError(f"{key}: {exc.message}") from exc
                 self._check_state(table, changes, data.rows[record_id])
                 row = self._update(table, data.rows[record_id], changes, DYNAMICS_USER)
-                edited.append({"id": record_id, "versionnumber": row["versionnumber"],
-                               "modifiedon": _plain(row["modifiedon"])})
+                edited.append(
+                    {"id": record_id, "versionnumber": row["versionnumber"], "modifiedon": _plain(row["modifiedon"])}
+                )
         return Response.json(200, {"edited": edited})
 
     def _admin_delete(self, body: Any) -> Response:
@@ -1645,8 +1888,9 @@ class DataverseEmulator(Emulator):
             try:
                 for raw in body.get("add") or []:
                     member_id = parse_guid(str(raw)) or ""
-                    self._add_member(list_row, member_table, member_id, DYNAMICS_USER, duplicate_ok=True,
-                                     check_list=False)
+                    self._add_member(
+                        list_row, member_table, member_id, DYNAMICS_USER, duplicate_ok=True, check_list=False
+                    )
                 for raw in body.get("remove") or []:
                     member_id = parse_guid(str(raw)) or ""
                     if self.store.is_member(list_row["listid"], member_id):
@@ -1659,6 +1903,7 @@ class DataverseEmulator(Emulator):
 # ====================================================================================================
 # module helpers
 # ====================================================================================================
+
 
 def caller(request: Request) -> str:
     """The user a request acts as: the token's object id (or subject), or one loopback user."""
@@ -1695,8 +1940,12 @@ def _whole_number(text: str | None, option: str) -> int | None:
     if text is None:
         return None
     if not text.strip().isdigit():
-        raise ApiError(400, "0x80060888", f"Invalid value '{text}' for {option} query option found. The {option} "
-                                          "query option requires a non-negative integer value.")
+        raise ApiError(
+            400,
+            "0x80060888",
+            f"Invalid value '{text}' for {option} query option found. The {option} "
+            "query option requires a non-negative integer value.",
+        )
     return int(text)
 
 
@@ -1754,8 +2003,9 @@ def _metadata_filter(text: str | None, allowed: frozenset[str], type_name: str) 
         for item in re.split(r"\s+and\s+", part):
             found = _FILTER_ITEM.match(item)
             if not found:
-                raise errors.not_implemented(f"the metadata $filter '{item.strip()}' (only 'Property eq literal' "
-                                             "joined by and/or)")
+                raise errors.not_implemented(
+                    f"the metadata $filter '{item.strip()}' (only 'Property eq literal' joined by and/or)"
+                )
             name, op, literal = found.groups()
             if name not in allowed:
                 raise errors.unknown_property(name, type_name)
@@ -1776,5 +2026,3 @@ def _metadata_filter(text: str | None, allowed: frozenset[str], type_name: str) 
         return False
 
     return test
-
-

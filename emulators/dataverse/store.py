@@ -121,6 +121,7 @@ class Store:
             index = bisect.bisect_left(data.order, row_id)
             if index < len(data.order) and data.order[index] == row_id:
                 del data.order[index]
+
         self._undo(undo)
         return row
 
@@ -167,6 +168,7 @@ class Store:
             bisect.insort(data.order, row_id)
             data.tomb_versions.pop()
             data.tomb_ids.pop()
+
         self._undo(undo)
         return row
 
@@ -182,9 +184,18 @@ class Store:
 
     def add_member(self, list_id: str, member_id: str, member_type: int, now: datetime, user: str) -> str:
         listmember_id = str(uuid.uuid4())
-        row = {"listmemberid": listmember_id, "name": None, "_listid_value": list_id, "_entityid_value": member_id,
-               "entitytype": MEMBER_TYPE_CODES[member_type], "entityidtypecode": member_type,
-               "createdon": now, "modifiedon": now, "_createdby_value": user, "_modifiedby_value": user}
+        row = {
+            "listmemberid": listmember_id,
+            "name": None,
+            "_listid_value": list_id,
+            "_entityid_value": member_id,
+            "entitytype": MEMBER_TYPE_CODES[member_type],
+            "entityidtypecode": member_type,
+            "createdon": now,
+            "modifiedon": now,
+            "_createdby_value": user,
+            "_modifiedby_value": user,
+        }
         self.insert("listmember", row)
         self._count(list_id, +1)
         bisect.insort(self.members.setdefault(list_id, []), member_id)
@@ -203,6 +214,7 @@ class Store:
             bisect.insort(self.members.setdefault(list_id, []), member_id)
             self.membership[(list_id, member_id)] = listmember_id
             self.member_lists.setdefault(member_id, set()).add(list_id)
+
         self._undo(undo)
 
     def _count(self, list_id: str, change: int) -> None:

@@ -26,8 +26,13 @@ class Limits:
     retry_after: str | None = None  # overrides the computed Retry-After (tests may use "0.1")
 
     def to_json(self) -> dict[str, object]:
-        return {"requests": self.requests, "windowSeconds": self.window_seconds, "executionMs": self.execution_ms,
-                "concurrent": self.concurrent, "retryAfter": self.retry_after}
+        return {
+            "requests": self.requests,
+            "windowSeconds": self.window_seconds,
+            "executionMs": self.execution_ms,
+            "concurrent": self.concurrent,
+            "retryAfter": self.retry_after,
+        }
 
 
 @dataclass
@@ -48,8 +53,12 @@ class ServiceProtection:
     def configure(self, spec: dict[str, object]) -> None:
         with self._lock:
             limits = self.limits
-            for key, attr in (("requests", "requests"), ("windowSeconds", "window_seconds"),
-                              ("executionMs", "execution_ms"), ("concurrent", "concurrent")):
+            for key, attr in (
+                ("requests", "requests"),
+                ("windowSeconds", "window_seconds"),
+                ("executionMs", "execution_ms"),
+                ("concurrent", "concurrent"),
+            ):
                 if key in spec:
                     value = int(spec[key])  # type: ignore[call-overload]
                     if value < 1:

@@ -57,8 +57,13 @@ def etag(row: dict[str, Any]) -> str:
     return f'W/"{row["versionnumber"]}"'
 
 
-def project(table: Table, row: dict[str, Any], select: list[str] | None, annotations: set[str] | None = None,
-            omit_nulls: bool = False) -> dict[str, Any]:
+def project(
+    table: Table,
+    row: dict[str, Any],
+    select: list[str] | None,
+    annotations: set[str] | None = None,
+    omit_nulls: bool = False,
+) -> dict[str, Any]:
     """A row as the Web API returns it: the selected columns (all when ``select`` is None) and the key."""
     out: dict[str, Any] = {"@odata.etag": etag(row)}
     keys = select if select is not None else table.row_keys()

@@ -70,12 +70,14 @@ class MailchimpAdmin:
     @staticmethod
     def _admin(handler: Callable[[Request], Any]) -> Callable[[Request], Response]:
         """Admin handlers return plain data; a refused action is a 400 that says why."""
+
         def wrapped(request: Request) -> Response:
             try:
                 result = handler(request)
             except ApiError as problem:
                 return Response.json(400, {"error": f"{problem.title}: {problem.detail}", "errors": problem.errors})
             return result if isinstance(result, Response) else Response.json(200, result)
+
         return wrapped
 
     def admin_seed(self, body: Any) -> Response:
@@ -89,13 +91,26 @@ class MailchimpAdmin:
         now = self._now()
         for spec in body.get("audiences", []):
             audience_id = str(spec["id"])
-            merge_specs = spec.get("merge_fields") or [{"tag": t, "name": n, "type": k}
-                                                       for t, n, k in DEFAULT_MERGE_FIELDS]
-            audience = Audience(audience_id, str(spec.get("name", audience_id)), self.next_audience_web_id, now,
-                                double_optin=bool(spec.get("double_optin", False)),
-                                merge_fields=[MergeField(position + 1, str(m["tag"]), str(m.get("name", m["tag"])),
-                                                         str(m.get("type", "text")), bool(m.get("required", False)))
-                                              for position, m in enumerate(merge_specs)])
+            merge_specs = spec.get("merge_fields") or [
+                {"tag": t, "name": n, "type": k} for t, n, k in DEFAULT_MERGE_FIELDS
+            ]
+            audience = Audience(
+                audience_id,
+                str(spec.get("name", audience_id)),
+                self.next_audience_web_id,
+                now,
+                double_optin=bool(spec.get("double_optin", False)),
+                merge_fields=[
+                    MergeField(
+                        position + 1,
+                        str(m["tag"]),
+                        str(m.get("name", m["tag"])),
+                        str(m.get("type", "text")),
+                        bool(m.get("required", False)),
+                    )
+                    for position, m in enumerate(merge_specs)
+                ],
+            )
             self.next_audience_web_id += 1
             self.audiences[audience_id] = audience
         categories = []
@@ -104,8 +119,14 @@ class MailchimpAdmin:
             self._validate_category(audience, spec, creating=True)
             category = self._add_category(audience, spec)
             interests = [self._add_interest(audience, category, i) for i in spec.get("interests", [])]
-            categories.append({"list_id": audience.id, "id": category.id, "title": category.title,
-                               "interests": [{"id": i.id, "name": i.name} for i in interests]})
+            categories.append(
+                {
+                    "list_id": audience.id,
+                    "id": category.id,
+                    "title": category.title,
+                    "interests": [{"id": i.id, "name": i.name} for i in interests],
+                }
+            )
         touched: set[str] = set()
         for spec in body.get("members", []):
             audience = self._seed_audience(spec)
@@ -115,8 +136,11 @@ class MailchimpAdmin:
             self.audiences[audience_id].rebuild_indexes()
         for spec in body.get("forgotten", []):
             self._seed_audience(spec).forgotten.add(subscriber_hash(spec["email_address"]))
-        return {"audiences": sorted(self.audiences), "interest_categories": categories,
-                "members": sum(len(a.members) for a in self.audiences.values())}
+        return {
+            "audiences": sorted(self.audiences),
+            "interest_categories": categories,
+            "members": sum(len(a.members) for a in self.audiences.values()),
+        }
 
     def _seed_audience(self, spec: dict[str, Any]) -> Audience:
         audience = self.audiences.get(str(spec.get("list_id")))
@@ -129,16 +153,25 @@ class MailchimpAdmin:
         email = str(spec["email_address"])
         status = spec.get("status", "subscribed")
         if status not in MEMBER_STATUSES or "@" not in email:
-            raise ValueError(f"member {subscriber_hash(email)}: status must be one of {MEMBER_STATUSES} "
-                             "and the address must contain @")
+            raise ValueError(
+                f"member {subscriber_hash(email)}: status must be one of {MEMBER_STATUSES} "
+                "and the address must contain @"
+            )
         old = audience.members.pop(subscriber_hash(email), None)
         if old is not None:
             audience.by_contact.pop(old.contact_id, None)
         web_id = self.rules.next_web_id
         self.rules.next_web_id += 1
-        member = Member(audience.id, email, status, contact_id=long_id("contact", audience.id, web_id),
-                        unique_email_id=short_id("email", web_id),
-                        web_id=web_id, now=parse_admin_time(spec.get("last_changed"), now), source="Import")
+        member = Member(
+            audience.id,
+            email,
+            status,
+            contact_id=long_id("contact", audience.id, web_id),
+            unique_email_id=short_id("email", web_id),
+            web_id=web_id,
+            now=parse_admin_time(spec.get("last_changed"), now),
+            source="Import",
+        )
         member.change_seq = self.rules.next_change
         self.rules.next_change += 1
         if status == "archived":
@@ -156,8 +189,9 @@ class MailchimpAdmin:
             member.timestamp_opt = member.last_changed
         if spec.get("timestamp_signup"):
             member.timestamp_signup = parse_admin_time(spec["timestamp_signup"], now)
-        member.unsubscribe_reason = str(spec.get("unsubscribe_reason") or
-                                        (DEFAULT_UNSUBSCRIBE_REASON if status == "unsubscribed" else ""))
+        member.unsubscribe_reason = str(
+            spec.get("unsubscribe_reason") or (DEFAULT_UNSUBSCRIBE_REASON if status == "unsubscribed" else "")
+        )
         member.vip = bool(spec.get("vip", False))
         member.language = str(spec.get("language", ""))
         audience.members[member.hash] = member
@@ -166,35 +200,58 @@ class MailchimpAdmin:
     def admin_state(self, request: Request) -> Response:
         list_id = request.arg("list_id")
         with self.lock:
-            audiences = [self.audiences[list_id]] if list_id in self.audiences else (
-                [] if list_id else list(self.audiences.values()))
+            audiences = (
+                [self.audiences[list_id]]
+                if list_id in self.audiences
+                else ([] if list_id else list(self.audiences.values()))
+            )
             if list_id and not audiences:
                 return Response.json(404, {"error": f"no audience {list_id}"})
-            state = {"audiences": {a.id: self._audience_state(a) for a in audiences},
-                     "confirmations": [dict(c, sent_at=format_epoch(c["sent_at"])) for c in self.confirmations
-                                       if not list_id or c["list_id"] == list_id]}
+            state = {
+                "audiences": {a.id: self._audience_state(a) for a in audiences},
+                "confirmations": [
+                    dict(c, sent_at=format_epoch(c["sent_at"]))
+                    for c in self.confirmations
+                    if not list_id or c["list_id"] == list_id
+                ],
+            }
         return Response.json(200, state)
 
     @staticmethod
     def _audience_state(audience: Audience) -> dict[str, Any]:
         def member_state(m: Member) -> dict[str, Any]:
-            return {"email_address": m.email_address, "status": m.status,
-                    "status_before_archive": m.status_before_archive, "contact_id": m.contact_id,
-                    "last_changed": format_epoch(m.last_changed), "timestamp_opt": format_epoch(m.timestamp_opt),
-                    "unsubscribe_reason": m.unsubscribe_reason, "merge_fields": m.merge_fields,
-                    "interests": sorted(m.interests), "tags": [audience.tags[t].name for t in m.tags], "vip": m.vip}
-        return {"name": audience.name, "double_optin": audience.double_optin,
-                "counts": {status: audience.count(status) for status in MEMBER_STATUSES},
-                "members": {m.hash: member_state(m) for m in audience.members.values()},
-                "forgotten": sorted(audience.forgotten),
-                "tags": {t.id: t.name for t in audience.tags.values()},
-                "webhooks": [vars(h) for h in audience.webhooks.values()]}
+            return {
+                "email_address": m.email_address,
+                "status": m.status,
+                "status_before_archive": m.status_before_archive,
+                "contact_id": m.contact_id,
+                "last_changed": format_epoch(m.last_changed),
+                "timestamp_opt": format_epoch(m.timestamp_opt),
+                "unsubscribe_reason": m.unsubscribe_reason,
+                "merge_fields": m.merge_fields,
+                "interests": sorted(m.interests),
+                "tags": [audience.tags[t].name for t in m.tags],
+                "vip": m.vip,
+            }
+
+        return {
+            "name": audience.name,
+            "double_optin": audience.double_optin,
+            "counts": {status: audience.count(status) for status in MEMBER_STATUSES},
+            "members": {m.hash: member_state(m) for m in audience.members.values()},
+            "forgotten": sorted(audience.forgotten),
+            "tags": {t.id: t.name for t in audience.tags.values()},
+            "webhooks": [vars(h) for h in audience.webhooks.values()],
+        }
 
     def _admin_confirmations(self, request: Request) -> Any:
         list_id = request.arg("list_id")
         with self.lock:
-            emails = [dict(c, sent_at=format_epoch(c["sent_at"])) for c in self.confirmations
-                      if not list_id or c["list_id"] == list_id]
+            emails = [
+                dict(c, sent_at=format_epoch(c["sent_at"]))
+                for c in self.confirmations
+                if not list_id or c["list_id"] == list_id
+            ]
         return {"confirmations": emails}
 
     def _admin_settings(self, request: Request) -> Any:
@@ -207,8 +264,11 @@ class MailchimpAdmin:
                 self.latency_seconds = float(body["latencySeconds"])
             if "concurrencyLimit" in body:
                 self.concurrency_limit = int(body["concurrencyLimit"])
-            return {"fakeDomains": sorted(self.fake_domains), "latencySeconds": self.latency_seconds,
-                    "concurrencyLimit": self.concurrency_limit}
+            return {
+                "fakeDomains": sorted(self.fake_domains),
+                "latencySeconds": self.latency_seconds,
+                "concurrencyLimit": self.concurrency_limit,
+            }
 
     def _admin_stats(self, request: Request) -> Any:
         with self._in_flight_lock:
@@ -218,8 +278,9 @@ class MailchimpAdmin:
     def _admin_webhooks(self, request: Request) -> Any:
         list_id = request.arg("list_id")
         with self.lock:
-            hooks = [vars(h) for a in self.audiences.values() for h in a.webhooks.values()
-                     if not list_id or a.id == list_id]
+            hooks = [
+                vars(h) for a in self.audiences.values() for h in a.webhooks.values() if not list_id or a.id == list_id
+            ]
         return {"webhooks": hooks}
 
     def _person(self, body: dict[str, Any]) -> tuple[Audience, Member, int]:
@@ -276,9 +337,14 @@ class MailchimpAdmin:
 
     @staticmethod
     def _person_result(audience: Audience, member: Member) -> dict[str, Any]:
-        return {"subscriber_hash": member.hash, "status": member.status, "email_address": member.email_address,
-                "last_changed": format_epoch(member.last_changed), "contact_id": member.contact_id,
-                "list_id": audience.id}
+        return {
+            "subscriber_hash": member.hash,
+            "status": member.status,
+            "email_address": member.email_address,
+            "last_changed": format_epoch(member.last_changed),
+            "contact_id": member.contact_id,
+            "list_id": audience.id,
+        }
 
     def _admin_create_campaign(self, request: Request) -> Any:
         body = request.json()
@@ -295,8 +361,12 @@ class MailchimpAdmin:
             campaign = self._campaign_of(request)
             audience = self.audiences[campaign.list_id]
             self.campaigns.send(campaign, audience, parse_admin_time(body.get("at"), self._now()))
-            return {"id": campaign.id, "status": campaign.status, "recipients": len(campaign.recipients),
-                    "send_time": format_epoch(campaign.send_time)}
+            return {
+                "id": campaign.id,
+                "status": campaign.status,
+                "recipients": len(campaign.recipients),
+                "send_time": format_epoch(campaign.send_time),
+            }
 
     def _admin_campaign_activity(self, request: Request) -> Any:
         """Opens, clicks, bounces and unsubscribes; a hard bounce cleans the member, an unsubscribe unsubscribes."""
@@ -319,6 +389,7 @@ class MailchimpAdmin:
                 if action == "bounce" and event.get("type", "hard") == "hard":
                     self.rules.clean(audience, member, at)
                 elif action == "unsubscribe":
-                    self.rules.person_unsubscribe(audience, member, str(event.get("reason") or
-                                                                        DEFAULT_UNSUBSCRIBE_REASON), at)
+                    self.rules.person_unsubscribe(
+                        audience, member, str(event.get("reason") or DEFAULT_UNSUBSCRIBE_REASON), at
+                    )
             return {"id": campaign.id, "recorded": len(events)}

@@ -46,13 +46,45 @@ def long_id(*parts: object) -> str:
 class Member:
     """One person in one audience. ``interests`` holds the ids set to true; ``tags`` maps tag id to date added."""
 
-    __slots__ = ("change_seq", "contact_id", "email_address", "email_type", "hash", "interests", "ip_opt",
-                 "ip_signup", "language", "last_changed", "list_id", "location", "member_rating", "merge_fields",
-                 "source", "status", "status_before_archive", "tags", "timestamp_opt", "timestamp_signup",
-                 "unique_email_id", "unsubscribe_reason", "vip", "web_id")
+    __slots__ = (
+        "change_seq",
+        "contact_id",
+        "email_address",
+        "email_type",
+        "hash",
+        "interests",
+        "ip_opt",
+        "ip_signup",
+        "language",
+        "last_changed",
+        "list_id",
+        "location",
+        "member_rating",
+        "merge_fields",
+        "source",
+        "status",
+        "status_before_archive",
+        "tags",
+        "timestamp_opt",
+        "timestamp_signup",
+        "unique_email_id",
+        "unsubscribe_reason",
+        "vip",
+        "web_id",
+    )
 
-    def __init__(self, list_id: str, email_address: str, status: str, *, contact_id: str, unique_email_id: str,
-                 web_id: int, now: int, source: str = "API - Generic") -> None:
+    def __init__(
+        self,
+        list_id: str,
+        email_address: str,
+        status: str,
+        *,
+        contact_id: str,
+        unique_email_id: str,
+        web_id: int,
+        now: int,
+        source: str = "API - Generic",
+    ) -> None:
         self.list_id = list_id
         self.email_address = email_address.strip()
         self.hash = subscriber_hash(email_address)
@@ -84,10 +116,22 @@ class Member:
 
     def consent_snapshot(self) -> tuple[Any, ...]:
         """Everything a write can change that counts as a change of the member's info (tags do not)."""
-        return (self.email_address, self.status, self.unsubscribe_reason, tuple(sorted(self.merge_fields.items(),
-                key=lambda kv: kv[0])), frozenset(self.interests), self.vip, self.language, self.email_type,
-                self.timestamp_opt, self.timestamp_signup, self.ip_signup, self.ip_opt,
-                self.location.get("latitude"), self.location.get("longitude"))
+        return (
+            self.email_address,
+            self.status,
+            self.unsubscribe_reason,
+            tuple(sorted(self.merge_fields.items(), key=lambda kv: kv[0])),
+            frozenset(self.interests),
+            self.vip,
+            self.language,
+            self.email_type,
+            self.timestamp_opt,
+            self.timestamp_signup,
+            self.ip_signup,
+            self.ip_opt,
+            self.location.get("latitude"),
+            self.location.get("longitude"),
+        )
 
 
 @dataclass
@@ -136,9 +180,13 @@ class Webhook:
     created_at: int
 
 
-DEFAULT_MERGE_FIELDS = (("FNAME", "First Name", "text"), ("LNAME", "Last Name", "text"),
-                        ("ADDRESS", "Address", "address"), ("PHONE", "Phone Number", "phone"),
-                        ("BIRTHDAY", "Birthday", "birthday"))
+DEFAULT_MERGE_FIELDS = (
+    ("FNAME", "First Name", "text"),
+    ("LNAME", "Last Name", "text"),
+    ("ADDRESS", "Address", "address"),
+    ("PHONE", "Phone Number", "phone"),
+    ("BIRTHDAY", "Birthday", "birthday"),
+)
 
 
 @dataclass
@@ -159,7 +207,8 @@ class Audience:
     webhooks: dict[str, Webhook] = field(default_factory=dict)
     index_active: list[tuple[int, int, str]] = field(default_factory=list)
     index_by_status: dict[str, list[tuple[int, int, str]]] = field(
-        default_factory=lambda: {status: [] for status in MEMBER_STATUSES})
+        default_factory=lambda: {status: [] for status in MEMBER_STATUSES}
+    )
     last_sub_date: int | None = None
     last_unsub_date: int | None = None
 
@@ -215,8 +264,11 @@ class Audience:
         categories = sorted(self.categories.values(), key=lambda c: (c.display_order, c.id))
         ordered: list[str] = []
         for category in categories:
-            ordered += [i.id for i in sorted(self.interests.values(), key=lambda i: (i.display_order, i.id))
-                        if i.category_id == category.id]
+            ordered += [
+                i.id
+                for i in sorted(self.interests.values(), key=lambda i: (i.display_order, i.id))
+                if i.category_id == category.id
+            ]
         return ordered
 
     def tag_named(self, name: str, now: int, create: bool) -> Tag | None:

@@ -65,8 +65,12 @@ def validate_operations(body: Any) -> list[dict[str, Any]]:
         if not isinstance(op["path"], str):
             errors.append({"field": f"{where}.path", "message": "Schema describes string"})
         if "body" in op and not isinstance(op["body"], str):
-            errors.append({"field": f"{where}.body",
-                           "message": f"Schema describes string, {type(op['body']).__name__} found instead"})
+            errors.append(
+                {
+                    "field": f"{where}.body",
+                    "message": f"Schema describes string, {type(op['body']).__name__} found instead",
+                }
+            )
         if "params" in op and not isinstance(op["params"], dict):
             errors.append({"field": f"{where}.params", "message": "Schema describes object"})
         if "operation_id" in op and not isinstance(op["operation_id"], str):
@@ -114,7 +118,7 @@ def build_archive(batch: Batch) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for start in range(0, len(batch.results), RESULTS_PER_FILE):
-            chunk = json.dumps(batch.results[start:start + RESULTS_PER_FILE]).encode()
+            chunk = json.dumps(batch.results[start : start + RESULTS_PER_FILE]).encode()
             info = tarfile.TarInfo(f"{short_id(batch.id, start)}.json")
             info.size = len(chunk)
             info.mtime = batch.completed_at or 0
@@ -127,11 +131,14 @@ def render(batch: Batch, base: str, now: int) -> dict[str, Any]:
     url = ""
     if batch.status == "finished":
         url = f"{base}/_batch-results/{batch.id}-response.tar.gz?Expires={now + RESULT_URL_SECONDS}"
-    return {"id": batch.id, "status": batch.status,
-            "total_operations": len(batch.results) if finished else len(batch.operations),
-            "finished_operations": len(batch.results) if finished else 0,
-            "errored_operations": batch.errored,
-            "submitted_at": format_epoch(batch.submitted_at),
-            "completed_at": format_epoch(batch.completed_at) if batch.status == "finished" else "",
-            "response_body_url": url,
-            "_links": [{"rel": "self", "href": f"{base}/3.0/batches/{batch.id}", "method": "GET"}]}
+    return {
+        "id": batch.id,
+        "status": batch.status,
+        "total_operations": len(batch.results) if finished else len(batch.operations),
+        "finished_operations": len(batch.results) if finished else 0,
+        "errored_operations": batch.errored,
+        "submitted_at": format_epoch(batch.submitted_at),
+        "completed_at": format_epoch(batch.completed_at) if batch.status == "finished" else "",
+        "response_body_url": url,
+        "_links": [{"rel": "self", "href": f"{base}/3.0/batches/{batch.id}", "method": "GET"}],
+    }

@@ -157,8 +157,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             return None  # a pre-signed download link, like the real storage URL
         key = self._credential(request)
         if key is None:
-            return problem_response(ApiError(401, "API Key Missing", "Your request did not include an API key."),
-                                    new_request_id())
+            return problem_response(
+                ApiError(401, "API Key Missing", "Your request did not include an API key."), new_request_id()
+            )
         bearer = (request.header("Authorization") or "").strip().lower().startswith("bearer ")
         if not (API_KEY.match(key) or (bearer and OAUTH_TOKEN.match(key))):
             return problem_response(ApiError(401, "API Key Invalid", FAULT_TEXT[401][1]), new_request_id())
@@ -185,10 +186,16 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
     def error(self, status: int, message: str, request: Request) -> Response:
         if status == 405:
             _, _, allowed = self.router.match(request.method, request.path)
-            return problem_response(ApiError(405, "Method Not Allowed",
-                                             "The requested method and resource are not compatible. See the Allow "
-                                             "header for this resource's available methods.",
-                                             headers={"Allow": ", ".join(allowed)}), new_request_id())
+            return problem_response(
+                ApiError(
+                    405,
+                    "Method Not Allowed",
+                    "The requested method and resource are not compatible. See the Allow "
+                    "header for this resource's available methods.",
+                    headers={"Allow": ", ".join(allowed)},
+                ),
+                new_request_id(),
+            )
         title, detail = FAULT_TEXT.get(status, (HTTPStatus(status).phrase, message))
         return problem_response(ApiError(status, title, detail), new_request_id())
 
@@ -222,8 +229,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         except ApiError as problem:
             return problem_response(problem, request_id)
         except BadJsonError:
-            return problem_response(ApiError(400, "JSON Parse Exception",
-                                             "We encountered an unspecified JSON parsing error."), request_id)
+            return problem_response(
+                ApiError(400, "JSON Parse Exception", "We encountered an unspecified JSON parsing error."), request_id
+            )
         response.headers.setdefault("X-Request-Id", request_id)
         return response
 
@@ -289,27 +297,60 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
     def _links(self, request: Request, path: str, *rels: str) -> list[dict[str, str]]:
         """HATEOAS links: ``parent`` points one level up, the others at ``path`` itself."""
         base = f"{self._base(request)}/3.0"
-        methods = {"self": "GET", "parent": "GET", "update": "PATCH", "upsert": "PUT", "delete": "DELETE",
-                   "create": "POST"}
+        methods = {
+            "self": "GET",
+            "parent": "GET",
+            "update": "PATCH",
+            "upsert": "PUT",
+            "delete": "DELETE",
+            "create": "POST",
+        }
         parent = path.rsplit("/", 1)[0] or "/"
-        return [{"rel": rel, "href": base + (parent if rel == "parent" else path), "method": methods.get(rel, "GET"),
-                 "targetSchema": "", "schema": ""} for rel in rels]
+        return [
+            {
+                "rel": rel,
+                "href": base + (parent if rel == "parent" else path),
+                "method": methods.get(rel, "GET"),
+                "targetSchema": "",
+                "schema": "",
+            }
+            for rel in rels
+        ]
 
-    def _page(self, request: Request, items: list[Any], shape: shapes.Shape, key: str, path: str,
-              extra: dict[str, Any] | None = None) -> Response:
+    def _page(
+        self,
+        request: Request,
+        items: list[Any],
+        shape: shapes.Shape,
+        key: str,
+        path: str,
+        extra: dict[str, Any] | None = None,
+    ) -> Response:
         """A plain collection: count/offset paging, total_items and partial responses."""
         projection = self._projection(request, shape)
         count, offset = self._paging(request)
-        body = {key: items[offset:offset + count], **(extra or {}), "total_items": len(items),
-                "_links": self._links(request, path, "self", "parent")}
+        body = {
+            key: items[offset : offset + count],
+            **(extra or {}),
+            "total_items": len(items),
+            "_links": self._links(request, path, "self", "parent"),
+        }
         return self._ok(projection.apply(body))
 
     # ---- account --------------------------------------------------------------------------------------
     def _root(self, request: Request) -> Response:
-        return self._ok({"account_id": short_id("account"), "login_id": "1", "account_name": "Consent Bridge Emulator",
-                         "email": "owner@consent-bridge.example.org", "role": "owner", "pricing_plan_type": "monthly",
-                         "total_subscribers": sum(a.count("subscribed") for a in self.audiences.values()),
-                         "_links": self._links(request, "/", "self")})
+        return self._ok(
+            {
+                "account_id": short_id("account"),
+                "login_id": "1",
+                "account_name": "Consent Bridge Emulator",
+                "email": "owner@consent-bridge.example.org",
+                "role": "owner",
+                "pricing_plan_type": "monthly",
+                "total_subscribers": sum(a.count("subscribed") for a in self.audiences.values()),
+                "_links": self._links(request, "/", "self"),
+            }
+        )
 
     def _ping(self, request: Request) -> Response:
         return self._ok({"health_status": "Everything's Chimpy!"})
@@ -321,20 +362,41 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         stats["campaign_count"] = len(sent)
         stats["campaign_last_sent"] = format_epoch(max((c.send_time or 0 for c in sent), default=None) or None)
         return {
-            "id": audience.id, "web_id": audience.web_id, "name": audience.name,
-            "contact": {"company": audience.name, "address1": "1 Example Street", "address2": "", "city": "Atlanta",
-                        "state": "GA", "zip": "30308", "country": "US", "phone": ""},
+            "id": audience.id,
+            "web_id": audience.web_id,
+            "name": audience.name,
+            "contact": {
+                "company": audience.name,
+                "address1": "1 Example Street",
+                "address2": "",
+                "city": "Atlanta",
+                "state": "GA",
+                "zip": "30308",
+                "country": "US",
+                "phone": "",
+            },
             "permission_reminder": "You are receiving this email because you opted in.",
             "use_archive_bar": True,
-            "campaign_defaults": {"from_name": audience.name, "from_email": "news@consent-bridge.example.org",
-                                  "subject": "", "language": "en"},
-            "notify_on_subscribe": "", "notify_on_unsubscribe": "",
-            "date_created": format_epoch(audience.date_created), "list_rating": 0, "email_type_option": False,
+            "campaign_defaults": {
+                "from_name": audience.name,
+                "from_email": "news@consent-bridge.example.org",
+                "subject": "",
+                "language": "en",
+            },
+            "notify_on_subscribe": "",
+            "notify_on_unsubscribe": "",
+            "date_created": format_epoch(audience.date_created),
+            "list_rating": 0,
+            "email_type_option": False,
             "subscribe_url_short": f"https://eepurl.com/{audience.id}",
             "subscribe_url_long": f"https://emulator.list-manage.com/subscribe?id={audience.id}",
-            "beamer_address": f"{audience.id}@inbound.mailchimp.com", "visibility": "pub",
-            "double_optin": audience.double_optin, "has_welcome": False, "marketing_permissions": False,
-            "modules": [], "stats": stats,
+            "beamer_address": f"{audience.id}@inbound.mailchimp.com",
+            "visibility": "pub",
+            "double_optin": audience.double_optin,
+            "has_welcome": False,
+            "marketing_permissions": False,
+            "modules": [],
+            "stats": stats,
             "_links": self._links(request, f"/lists/{audience.id}", "self", "parent", "update", "delete"),
         }
 
@@ -343,10 +405,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         count, offset = self._paging(request)
         with self.lock:
             audiences = list(self.audiences.values())
-            items = [self._render_audience(request, a) for a in audiences[offset:offset + count]]
-        body = {"lists": items, "total_items": len(audiences),
-                "constraints": {"may_create": True, "max_instances": 100, "current_total_instances": len(audiences)},
-                "_links": self._links(request, "/lists", "self", "create")}
+            items = [self._render_audience(request, a) for a in audiences[offset : offset + count]]
+        body = {
+            "lists": items,
+            "total_items": len(audiences),
+            "constraints": {"may_create": True, "max_instances": 100, "current_total_instances": len(audiences)},
+            "_links": self._links(request, "/lists", "self", "create"),
+        }
         return self._ok(projection.apply(body))
 
     def _list(self, request: Request) -> Response:
@@ -356,38 +421,63 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         return self._ok(projection.apply(body))
 
     # ---- members: reading --------------------------------------------------------------------------------
-    def render_member(self, request: Request, audience: Audience, member: Member,
-                      interest_ids: list[str] | None = None) -> dict[str, Any]:
+    def render_member(
+        self, request: Request, audience: Audience, member: Member, interest_ids: list[str] | None = None
+    ) -> dict[str, Any]:
         ids = audience.interest_ids() if interest_ids is None else interest_ids
         merge = {f.tag: member.merge_fields.get(f.tag, "") for f in audience.merge_fields}
         first, last = str(merge.get("FNAME") or ""), str(merge.get("LNAME") or "")
         path = f"/lists/{audience.id}/members/{member.hash}"
         body: dict[str, Any] = {
-            "id": member.hash, "email_address": member.email_address, "unique_email_id": member.unique_email_id,
-            "contact_id": member.contact_id, "full_name": f"{first} {last}".strip(), "web_id": member.web_id,
-            "email_type": member.email_type, "status": member.status,
+            "id": member.hash,
+            "email_address": member.email_address,
+            "unique_email_id": member.unique_email_id,
+            "contact_id": member.contact_id,
+            "full_name": f"{first} {last}".strip(),
+            "web_id": member.web_id,
+            "email_type": member.email_type,
+            "status": member.status,
         }
         if member.status == "unsubscribed":
             body["unsubscribe_reason"] = member.unsubscribe_reason
-        body.update({
-            "consents_to_one_to_one_messaging": True, "merge_fields": merge,
-        })
+        body.update(
+            {
+                "consents_to_one_to_one_messaging": True,
+                "merge_fields": merge,
+            }
+        )
         if ids:
             body["interests"] = {interest_id: interest_id in member.interests for interest_id in ids}
-        body.update({
-            "stats": {"avg_open_rate": 0, "avg_click_rate": 0},
-            "ip_signup": member.ip_signup, "timestamp_signup": format_epoch(member.timestamp_signup),
-            "ip_opt": member.ip_opt, "timestamp_opt": format_epoch(member.timestamp_opt),
-            "member_rating": member.member_rating, "last_changed": format_epoch(member.last_changed),
-            "language": member.language, "vip": member.vip, "email_client": "",
-            "location": {**member.location, "gmtoff": 0, "dstoff": 0, "country_code": "", "timezone": "",
-                         "region": ""},
-            "source": member.source, "tags_count": len(member.tags),
-            "tags": [{"id": tag_id, "name": audience.tags[tag_id].name}
-                     for tag_id in list(member.tags)[:MAX_MEMBER_TAGS_SHOWN]],
-            "list_id": audience.id,
-            "_links": self._links(request, path, "self", "parent", "update", "upsert", "delete"),
-        })
+        body.update(
+            {
+                "stats": {"avg_open_rate": 0, "avg_click_rate": 0},
+                "ip_signup": member.ip_signup,
+                "timestamp_signup": format_epoch(member.timestamp_signup),
+                "ip_opt": member.ip_opt,
+                "timestamp_opt": format_epoch(member.timestamp_opt),
+                "member_rating": member.member_rating,
+                "last_changed": format_epoch(member.last_changed),
+                "language": member.language,
+                "vip": member.vip,
+                "email_client": "",
+                "location": {
+                    **member.location,
+                    "gmtoff": 0,
+                    "dstoff": 0,
+                    "country_code": "",
+                    "timezone": "",
+                    "region": "",
+                },
+                "source": member.source,
+                "tags_count": len(member.tags),
+                "tags": [
+                    {"id": tag_id, "name": audience.tags[tag_id].name}
+                    for tag_id in list(member.tags)[:MAX_MEMBER_TAGS_SHOWN]
+                ],
+                "list_id": audience.id,
+                "_links": self._links(request, path, "self", "parent", "update", "upsert", "delete"),
+            }
+        )
         return body
 
     def _list_members(self, request: Request) -> Response:
@@ -419,16 +509,23 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         email_type = request.arg("email_type") or None
         unique_email_id = request.arg("unique_email_id") or None
         vip_only = _flag(request.arg("vip_only"))
-        simple = (not any(v is not None for v in other_filters.values()) and email_type is None
-                  and unique_email_id is None and not vip_only and not any(interest_params)
-                  and unsubscribed_since is None)
+        simple = (
+            not any(v is not None for v in other_filters.values())
+            and email_type is None
+            and unique_email_id is None
+            and not vip_only
+            and not any(interest_params)
+            and unsubscribed_since is None
+        )
 
         with self.lock:
             audience = self._audience(request)
             if simple and sort_field == "last_changed":
-                page, total = self._page_by_last_changed(audience, status, since, before, count, offset,
-                                                         descending=sort_dir == "DESC")
+                page, total = self._page_by_last_changed(
+                    audience, status, since, before, count, offset, descending=sort_dir == "DESC"
+                )
             else:
+
                 def keep(m: Member) -> bool:
                     if (m.status != status) if status else m.status == "archived":
                         return False
@@ -451,24 +548,37 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                     if unsubscribed_since is not None and not m.last_changed > unsubscribed_since:
                         return False
                     return not any(interest_params) or _interest_match(m, interest_params)
+
                 matches = [m for m in audience.members.values() if keep(m)]
                 self.last_members_scanned = len(audience.members)
                 if sort_field:
-                    matches.sort(key=lambda m: (getattr(m, sort_field) or 0, m.change_seq, m.hash),
-                                 reverse=sort_dir == "DESC")
+                    matches.sort(
+                        key=lambda m: (getattr(m, sort_field) or 0, m.change_seq, m.hash), reverse=sort_dir == "DESC"
+                    )
                 total = len(matches)
-                page = matches[offset:offset + count]
+                page = matches[offset : offset + count]
             members = []
             if projection.wants("members"):
                 interest_ids = audience.interest_ids()
                 members = [self.render_member(request, audience, m, interest_ids) for m in page]
-            body = {"members": members, "list_id": audience.id, "total_items": total,
-                    "_links": self._links(request, f"/lists/{audience.id}/members", "self", "parent", "create")}
+            body = {
+                "members": members,
+                "list_id": audience.id,
+                "total_items": total,
+                "_links": self._links(request, f"/lists/{audience.id}/members", "self", "parent", "create"),
+            }
         return self._ok(projection.apply(body))
 
-    def _page_by_last_changed(self, audience: Audience, status: str | None, since: float | None,
-                              before: float | None, count: int, offset: int,
-                              descending: bool) -> tuple[list[Member], int]:
+    def _page_by_last_changed(
+        self,
+        audience: Audience,
+        status: str | None,
+        since: float | None,
+        before: float | None,
+        count: int,
+        offset: int,
+        descending: bool,
+    ) -> tuple[list[Member], int]:
         """A bisect into the last_changed index: the cost follows the page, not the audience."""
         keys = audience.index_by_status[status] if status else audience.index_active
         low = bisect.bisect_left(keys, (math.floor(since) + 1,)) if since is not None else 0
@@ -476,10 +586,10 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         total = max(0, high - low)
         if descending:
             end = high - offset
-            chosen = keys[max(low, end - count):end][::-1] if end > low else []
+            chosen = keys[max(low, end - count) : end][::-1] if end > low else []
         else:
             start = low + offset
-            chosen = keys[start:min(high, start + count)]
+            chosen = keys[start : min(high, start + count)]
         self.last_members_scanned = len(chosen)
         return [audience.members[key[2]] for key in chosen], total
 
@@ -510,8 +620,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         body = self._body(request)
         with self.lock:
             audience = self._audience(request)
-            member = self.rules.update(audience, self._member(audience, request), body,
-                                       _flag(request.arg("skip_merge_validation")))
+            member = self.rules.update(
+                audience, self._member(audience, request), body, _flag(request.arg("skip_merge_validation"))
+            )
             return self._ok(self.render_member(request, audience, member))
 
     def _archive_member(self, request: Request) -> Response:
@@ -531,13 +642,15 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         with self.lock:
             audience = self._audience(request)
             created, updated, errors = self.rules.batch_subscribe(
-                audience, body, _flag(request.arg("skip_merge_validation")),
-                _flag(request.arg("skip_duplicate_check")))
+                audience, body, _flag(request.arg("skip_merge_validation")), _flag(request.arg("skip_duplicate_check"))
+            )
             interest_ids = audience.interest_ids()
             result = {
                 "new_members": [self.render_member(request, audience, m, interest_ids) for m in created],
                 "updated_members": [self.render_member(request, audience, m, interest_ids) for m in updated],
-                "errors": errors, "total_created": len(created), "total_updated": len(updated),
+                "errors": errors,
+                "total_created": len(created),
+                "total_updated": len(updated),
                 "error_count": len(errors),
                 "_links": self._links(request, f"/lists/{audience.id}", "self", "parent"),
             }
@@ -548,10 +661,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         with self.lock:
             audience = self._audience(request)
             member = self._member(audience, request)
-            tags = [{"id": tag_id, "name": audience.tags[tag_id].name, "date_added": format_epoch(added)}
-                    for tag_id, added in member.tags.items()]
-        return self._page(request, tags, shapes.loose("tags"), "tags",
-                          f"/lists/{audience.id}/members/{member.hash}/tags")
+            tags = [
+                {"id": tag_id, "name": audience.tags[tag_id].name, "date_added": format_epoch(added)}
+                for tag_id, added in member.tags.items()
+            ]
+        return self._page(
+            request, tags, shapes.loose("tags"), "tags", f"/lists/{audience.id}/members/{member.hash}/tags"
+        )
 
     def _update_member_tags(self, request: Request) -> Response:
         body = self._body(request)
@@ -563,11 +679,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         errors = []
         for position, tag in enumerate(tags):
             if not isinstance(tag, dict) or not isinstance(tag.get("name"), str) or not tag.get("name", "").strip():
-                errors.append({"field": f"tags.item:{position}.name",
-                               "message": "Required fields were not provided: name"})
+                errors.append(
+                    {"field": f"tags.item:{position}.name", "message": "Required fields were not provided: name"}
+                )
             elif tag.get("status") not in ("active", "inactive"):
-                errors.append({"field": f"tags.item:{position}.status",
-                               "message": "Value must be one of: inactive, active"})
+                errors.append(
+                    {"field": f"tags.item:{position}.status", "message": "Value must be one of: inactive, active"}
+                )
         if errors:
             raise invalid_resource(errors=errors)
         with self.lock:
@@ -587,10 +705,17 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
 
     def _render_segment(self, request: Request, audience: Audience, tag_id: int) -> dict[str, Any]:
         tag = audience.tags[tag_id]
-        return {"id": tag.id, "name": tag.name, "member_count": audience.tag_member_count(tag.id), "type": "static",
-                "created_at": format_epoch(tag.created_at), "updated_at": format_epoch(tag.updated_at),
-                "options": {"match": "any", "conditions": []}, "list_id": audience.id,
-                "_links": self._links(request, f"/lists/{audience.id}/segments/{tag.id}", "self", "parent")}
+        return {
+            "id": tag.id,
+            "name": tag.name,
+            "member_count": audience.tag_member_count(tag.id),
+            "type": "static",
+            "created_at": format_epoch(tag.created_at),
+            "updated_at": format_epoch(tag.updated_at),
+            "options": {"match": "any", "conditions": []},
+            "list_id": audience.id,
+            "_links": self._links(request, f"/lists/{audience.id}/segments/{tag.id}", "self", "parent"),
+        }
 
     def _segments(self, request: Request) -> Response:
         segment_type = request.arg("type")
@@ -598,10 +723,19 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             raise bad_request("type must be one of: saved, static, fuzzy.")
         with self.lock:
             audience = self._audience(request)
-            segments = ([] if segment_type in ("saved", "fuzzy") else
-                        [self._render_segment(request, audience, tag_id) for tag_id in audience.tags])
-        return self._page(request, segments, shapes.loose("segments", "list_id"), "segments",
-                          f"/lists/{audience.id}/segments", {"list_id": audience.id})
+            segments = (
+                []
+                if segment_type in ("saved", "fuzzy")
+                else [self._render_segment(request, audience, tag_id) for tag_id in audience.tags]
+            )
+        return self._page(
+            request,
+            segments,
+            shapes.loose("segments", "list_id"),
+            "segments",
+            f"/lists/{audience.id}/segments",
+            {"list_id": audience.id},
+        )
 
     def _segment_id(self, audience: Audience, request: Request) -> int:
         try:
@@ -650,29 +784,47 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                     removed.append(member)
             if added or removed:
                 audience.tags[tag_id].updated_at = now
-            errors = [{"email_addresses": missing, "error": "Email addresses are not members of this audience."}] \
-                if missing else []
+            errors = (
+                [{"email_addresses": missing, "error": "Email addresses are not members of this audience."}]
+                if missing
+                else []
+            )
             interest_ids = audience.interest_ids()
-            result = {"members_added": [self.render_member(request, audience, m, interest_ids) for m in added],
-                      "members_removed": [self.render_member(request, audience, m, interest_ids) for m in removed],
-                      "errors": errors, "total_added": len(added), "total_removed": len(removed),
-                      "error_count": len(missing),
-                      "_links": self._links(request, f"/lists/{audience.id}/segments/{tag_id}", "self", "parent")}
+            result = {
+                "members_added": [self.render_member(request, audience, m, interest_ids) for m in added],
+                "members_removed": [self.render_member(request, audience, m, interest_ids) for m in removed],
+                "errors": errors,
+                "total_added": len(added),
+                "total_removed": len(removed),
+                "error_count": len(missing),
+                "_links": self._links(request, f"/lists/{audience.id}/segments/{tag_id}", "self", "parent"),
+            }
         return self._ok(result)
 
     # ---- interest categories and interests -----------------------------------------------------------------
     def _render_category(self, request: Request, category: InterestCategory) -> dict[str, Any]:
         path = f"/lists/{category.list_id}/interest-categories/{category.id}"
-        return {"list_id": category.list_id, "id": category.id, "title": category.title,
-                "display_order": category.display_order, "type": category.type,
-                "_links": self._links(request, path, "self", "parent", "update", "delete")}
+        return {
+            "list_id": category.list_id,
+            "id": category.id,
+            "title": category.title,
+            "display_order": category.display_order,
+            "type": category.type,
+            "_links": self._links(request, path, "self", "parent", "update", "delete"),
+        }
 
     def _render_interest(self, request: Request, audience: Audience, interest: Interest) -> dict[str, Any]:
         path = f"/lists/{audience.id}/interest-categories/{interest.category_id}/interests/{interest.id}"
         chosen = sum(1 for m in audience.members.values() if interest.id in m.interests and m.status == "subscribed")
-        return {"category_id": interest.category_id, "list_id": audience.id, "id": interest.id, "name": interest.name,
-                "subscriber_count": str(chosen), "display_order": interest.display_order,
-                "_links": self._links(request, path, "self", "parent", "update", "delete")}
+        return {
+            "category_id": interest.category_id,
+            "list_id": audience.id,
+            "id": interest.id,
+            "name": interest.name,
+            "subscriber_count": str(chosen),
+            "display_order": interest.display_order,
+            "_links": self._links(request, path, "self", "parent", "update", "delete"),
+        }
 
     def _category_of(self, audience: Audience, request: Request) -> InterestCategory:
         category = audience.categories.get(unquote(request.params["interest_category_id"]))
@@ -690,11 +842,19 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         with self.lock:
             audience = self._audience(request)
             wanted = request.arg("type")
-            items = [self._render_category(request, c)
-                     for c in sorted(audience.categories.values(), key=lambda c: (c.display_order, c.id))
-                     if not wanted or c.type == wanted]
-        return self._page(request, items, shapes.CATEGORY_LIST, "categories",
-                          f"/lists/{audience.id}/interest-categories", {"list_id": audience.id})
+            items = [
+                self._render_category(request, c)
+                for c in sorted(audience.categories.values(), key=lambda c: (c.display_order, c.id))
+                if not wanted or c.type == wanted
+            ]
+        return self._page(
+            request,
+            items,
+            shapes.CATEGORY_LIST,
+            "categories",
+            f"/lists/{audience.id}/interest-categories",
+            {"list_id": audience.id},
+        )
 
     def _category(self, request: Request) -> Response:
         projection = self._projection(request, shapes.CATEGORY)
@@ -703,8 +863,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             body = self._render_category(request, self._category_of(audience, request))
         return self._ok(projection.apply(body))
 
-    def _validate_category(self, audience: Audience, body: Any, creating: bool,
-                           current: InterestCategory | None = None) -> dict[str, Any]:
+    def _validate_category(
+        self, audience: Audience, body: Any, creating: bool, current: InterestCategory | None = None
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise field_error("", "Schema describes object")
         missing = [name for name in ("title", "type") if creating and name not in body]
@@ -717,8 +878,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         if "display_order" in body and not isinstance(body["display_order"], int):
             raise field_error("display_order", "Schema describes integer")
         title = body.get("title")
-        if title and any(c.title.lower() == title.strip().lower() and c is not current
-                         for c in audience.categories.values()):
+        if title and any(
+            c.title.lower() == title.strip().lower() and c is not current for c in audience.categories.values()
+        ):
             raise invalid_resource(f'Cannot add "{title}" because it already exists on the list.')
         return body
 
@@ -733,8 +895,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
     def _add_category(self, audience: Audience, spec: dict[str, Any]) -> InterestCategory:
         category_id = str(spec.get("id") or short_id("category", audience.id, self.next_category))
         self.next_category += 1
-        category = InterestCategory(category_id, audience.id, spec["title"].strip(), spec.get("type", "checkboxes"),
-                                    int(spec.get("display_order", len(audience.categories))))
+        category = InterestCategory(
+            category_id,
+            audience.id,
+            spec["title"].strip(),
+            spec.get("type", "checkboxes"),
+            int(spec.get("display_order", len(audience.categories))),
+        )
         audience.categories[category_id] = category
         return category
 
@@ -762,12 +929,19 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         with self.lock:
             audience = self._audience(request)
             category = self._category_of(audience, request)
-            items = [self._render_interest(request, audience, i)
-                     for i in sorted(audience.interests.values(), key=lambda i: (i.display_order, i.id))
-                     if i.category_id == category.id]
-        return self._page(request, items, shapes.INTEREST_LIST, "interests",
-                          f"/lists/{audience.id}/interest-categories/{category.id}/interests",
-                          {"list_id": audience.id, "category_id": category.id})
+            items = [
+                self._render_interest(request, audience, i)
+                for i in sorted(audience.interests.values(), key=lambda i: (i.display_order, i.id))
+                if i.category_id == category.id
+            ]
+        return self._page(
+            request,
+            items,
+            shapes.INTEREST_LIST,
+            "interests",
+            f"/lists/{audience.id}/interest-categories/{category.id}/interests",
+            {"list_id": audience.id, "category_id": category.id},
+        )
 
     def _interest(self, request: Request) -> Response:
         projection = self._projection(request, shapes.INTEREST)
@@ -832,17 +1006,29 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
 
     # ---- webhooks --------------------------------------------------------------------------------------------
     def _render_webhook(self, request: Request, hook: Webhook) -> dict[str, Any]:
-        return {"id": hook.id, "url": hook.url, "events": hook.events, "sources": hook.sources,
-                "list_id": hook.list_id,
-                "_links": self._links(request, f"/lists/{hook.list_id}/webhooks/{hook.id}", "self", "parent",
-                                      "update", "delete")}
+        return {
+            "id": hook.id,
+            "url": hook.url,
+            "events": hook.events,
+            "sources": hook.sources,
+            "list_id": hook.list_id,
+            "_links": self._links(
+                request, f"/lists/{hook.list_id}/webhooks/{hook.id}", "self", "parent", "update", "delete"
+            ),
+        }
 
     def _webhooks(self, request: Request) -> Response:
         with self.lock:
             audience = self._audience(request)
             items = [self._render_webhook(request, h) for h in audience.webhooks.values()]
-        return self._page(request, items, shapes.loose("webhooks", "list_id"), "webhooks",
-                          f"/lists/{audience.id}/webhooks", {"list_id": audience.id})
+        return self._page(
+            request,
+            items,
+            shapes.loose("webhooks", "list_id"),
+            "webhooks",
+            f"/lists/{audience.id}/webhooks",
+            {"list_id": audience.id},
+        )
 
     def _webhook(self, request: Request) -> Response:
         with self.lock:
@@ -863,8 +1049,10 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise field_error("url", "This value should be a valid URL.")
         choices = {}
-        for name, allowed, default in (("events", WEBHOOK_EVENTS, dict.fromkeys(WEBHOOK_EVENTS, True)),
-                                       ("sources", WEBHOOK_SOURCES, {"user": True, "admin": True, "api": False})):
+        for name, allowed, default in (
+            ("events", WEBHOOK_EVENTS, dict.fromkeys(WEBHOOK_EVENTS, True)),
+            ("sources", WEBHOOK_SOURCES, {"user": True, "admin": True, "api": False}),
+        ):
             given = body.get(name)
             if given is None:
                 choices[name] = default
@@ -876,8 +1064,14 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             audience = self._audience(request)
             if any(h.url == url for h in audience.webhooks.values()):
                 raise invalid_resource(f"A webhook with the URL {url} already exists for this list.")
-            hook = Webhook(short_id("webhook", audience.id, len(audience.webhooks), url), audience.id, url,
-                           choices["events"], choices["sources"], self._now())
+            hook = Webhook(
+                short_id("webhook", audience.id, len(audience.webhooks), url),
+                audience.id,
+                url,
+                choices["events"],
+                choices["sources"],
+                self._now(),
+            )
             audience.webhooks[hook.id] = hook
             return self._ok(self._render_webhook(request, hook))
 
@@ -905,8 +1099,10 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         sort_dir = request.arg("sort_dir") or "ASC"
         if sort_dir not in ("ASC", "DESC"):
             raise bad_request("sort_dir must be ASC or DESC.")
-        bounds = {name: parse_filter(request.arg(name)) for name in
-                  ("since_send_time", "before_send_time", "since_create_time", "before_create_time")}
+        bounds = {
+            name: parse_filter(request.arg(name))
+            for name in ("since_send_time", "before_send_time", "since_create_time", "before_create_time")
+        }
         list_id = request.arg("list_id") or None
         with self.lock:
             chosen = []
@@ -941,44 +1137,72 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                 raise not_found()
             return self._ok(render_report(campaign, self._base(request)))
 
-    def _report_page(self, request: Request, chosen: list[Any], render: Callable[[Any], Any], key: str,
-                     path: str, campaign_id: str) -> Response:
+    def _report_page(
+        self, request: Request, chosen: list[Any], render: Callable[[Any], Any], key: str, path: str, campaign_id: str
+    ) -> Response:
         """A report collection paged before it is rendered: a page costs its own rows, not the campaign's."""
         projection = self._projection(request, shapes.loose(key, "campaign_id"))
         count, offset = self._paging(request)
-        body = {key: [render(item) for item in chosen[offset:offset + count]], "campaign_id": campaign_id,
-                "total_items": len(chosen), "_links": self._links(request, path, "self", "parent")}
+        body = {
+            key: [render(item) for item in chosen[offset : offset + count]],
+            "campaign_id": campaign_id,
+            "total_items": len(chosen),
+            "_links": self._links(request, path, "self", "parent"),
+        }
         return self._ok(projection.apply(body))
 
     def _sent_to(self, request: Request) -> Response:
         with self.lock:
             campaign = self._campaign_of(request)
-            return self._report_page(request, list(campaign.recipients.values()),
-                                     lambda r: render_sent_to(campaign, r), "sent_to",
-                                     f"/reports/{campaign.id}/sent-to", campaign.id)
+            return self._report_page(
+                request,
+                list(campaign.recipients.values()),
+                lambda r: render_sent_to(campaign, r),
+                "sent_to",
+                f"/reports/{campaign.id}/sent-to",
+                campaign.id,
+            )
 
     def _email_activity(self, request: Request) -> Response:
         since = parse_filter(request.arg("since"))
         with self.lock:
             campaign = self._campaign_of(request)
-            chosen = [r for r in campaign.recipients.values()
-                      if since is None or (r.last_event is not None and r.last_event > since)]
-            return self._report_page(request, chosen, lambda r: render_email_activity(campaign, r, since), "emails",
-                                     f"/reports/{campaign.id}/email-activity", campaign.id)
+            chosen = [
+                r
+                for r in campaign.recipients.values()
+                if since is None or (r.last_event is not None and r.last_event > since)
+            ]
+            return self._report_page(
+                request,
+                chosen,
+                lambda r: render_email_activity(campaign, r, since),
+                "emails",
+                f"/reports/{campaign.id}/email-activity",
+                campaign.id,
+            )
 
     def _unsubscribed(self, request: Request) -> Response:
         with self.lock:
             campaign = self._campaign_of(request)
-            return self._report_page(request, list(campaign.unsubscribes),
-                                     lambda entry: render_unsubscribe(campaign, entry), "unsubscribes",
-                                     f"/reports/{campaign.id}/unsubscribed", campaign.id)
+            return self._report_page(
+                request,
+                list(campaign.unsubscribes),
+                lambda entry: render_unsubscribe(campaign, entry),
+                "unsubscribes",
+                f"/reports/{campaign.id}/unsubscribed",
+                campaign.id,
+            )
 
     # ---- batch operations ------------------------------------------------------------------------------------------
     def _start_batch(self, request: Request) -> Response:
         operations = batch_ops.validate_operations(self._body(request))
         with self.lock:
-            batch = batch_ops.Batch(short_id("batch", len(self.batches), self._now()), self._credential(request) or "",
-                                    operations, self._now())
+            batch = batch_ops.Batch(
+                short_id("batch", len(self.batches), self._now()),
+                self._credential(request) or "",
+                operations,
+                self._now(),
+            )
             self.batches[batch.id] = batch
             return self._ok(batch_ops.render(batch, self._base(request), self._now()))
 
@@ -1018,8 +1242,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         headers = Message()
         headers["Host"] = outer.header("Host") or "127.0.0.1"
         merged = {**{k: v[0] for k, v in parse_qs(parts.query).items()}, **query}
-        request = Request(method=method, path=parts.path, query={k: [v] for k, v in merged.items()},
-                          headers=headers, body=(body or "").encode())
+        request = Request(
+            method=method,
+            path=parts.path,
+            query={k: [v] for k, v in merged.items()},
+            headers=headers,
+            body=(body or "").encode(),
+        )
         route, params, allowed = self.router.match(method, parts.path)
         if route is None or parts.path.startswith("/_batch-results/"):
             response = self.error(405 if allowed else 404, "", request)
@@ -1036,9 +1265,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             if batch is None or batch.status != "finished" or not name.endswith("-response.tar.gz"):
                 return Response(404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"})
             if not expires.isdigit() or int(expires) < self._now():
-                return Response(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
-                                {"Content-Type": "application/xml"})
+                return Response(
+                    403,
+                    b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                    {"Content-Type": "application/xml"},
+                )
             return Response(200, batch.archive, {"Content-Type": "application/x-gzip"})
+
 
 def _interest_match(member: Member, params: list[str | None]) -> bool:
     ids = set((params[1] or "").split(","))

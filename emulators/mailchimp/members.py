@@ -63,8 +63,15 @@ def email_is_real(address: str, fake_domains: frozenset[str] | set[str]) -> bool
     return not any(domain.lower() == fake or domain.lower().endswith("." + fake) for fake in fake_domains)
 
 
-_JSON_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "object", list: "array",
-                    type(None): "NULL"}
+_JSON_TYPE_NAMES = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    dict: "object",
+    list: "array",
+    type(None): "NULL",
+}
 
 
 def _type_name(value: Any) -> str:
@@ -96,8 +103,9 @@ class MemberInput:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def parse_member(body: Any, *, statuses: tuple[str, ...], status_if_new: bool, tags: bool, nullable: bool,
-                 prefix: str = "") -> MemberInput:
+def parse_member(
+    body: Any, *, statuses: tuple[str, ...], status_if_new: bool, tags: bool, nullable: bool, prefix: str = ""
+) -> MemberInput:
     """Validate one member body against the endpoint's schema; schema errors are collected in ``.errors``."""
     parsed = MemberInput()
     errors = parsed.errors
@@ -120,23 +128,30 @@ def parse_member(body: Any, *, statuses: tuple[str, ...], status_if_new: bool, t
             continue
         value = typed(name, (str,), "string")
         if value is not None and value not in statuses:
-            errors.append({"field": prefix + name,
-                           "message": f"Value must be one of: {', '.join(statuses)}"})
+            errors.append({"field": prefix + name, "message": f"Value must be one of: {', '.join(statuses)}"})
             value = None
         setattr(parsed, name, value)
     merge = typed("merge_fields", (dict,), "object")
     if merge is not None:
         for tag, value in merge.items():
             if not isinstance(value, (str, int, float, bool, dict)):
-                errors.append({"field": f"{prefix}merge_fields.{tag}",
-                               "message": "Data did not match any of the schemas described in anyOf."})
+                errors.append(
+                    {
+                        "field": f"{prefix}merge_fields.{tag}",
+                        "message": "Data did not match any of the schemas described in anyOf.",
+                    }
+                )
         parsed.merge_fields = merge
     interests = typed("interests", (dict,), "object")
     if interests is not None:
         for interest_id, value in interests.items():
             if not isinstance(value, bool) and not (value is None and nullable):
-                errors.append({"field": f"{prefix}interests.{interest_id}",
-                               "message": f"Schema describes boolean, {_type_name(value)} found instead"})
+                errors.append(
+                    {
+                        "field": f"{prefix}interests.{interest_id}",
+                        "message": f"Schema describes boolean, {_type_name(value)} found instead",
+                    }
+                )
         parsed.interests = {k: bool(v) for k, v in interests.items()}
     parsed.vip = typed("vip", (bool,), "boolean")
     parsed.language = typed("language", (str,), "string")
@@ -157,21 +172,27 @@ def parse_member(body: Any, *, statuses: tuple[str, ...], status_if_new: bool, t
         if value:
             epoch = parse_body_timestamp(value)
             if epoch is None:
-                errors.append({"field": prefix + name,
-                               "message": "Data did not match any of the schemas described in anyOf."})
+                errors.append(
+                    {"field": prefix + name, "message": "Data did not match any of the schemas described in anyOf."}
+                )
             setattr(parsed, name, epoch)
     if tags:
         tag_list = typed("tags", (list,), "array")
         if tag_list is not None:
             for position, tag in enumerate(tag_list):
                 if not isinstance(tag, str):
-                    errors.append({"field": f"{prefix}tags.item:{position}",
-                                   "message": f"Schema describes string, {_type_name(tag)} found instead"})
+                    errors.append(
+                        {
+                            "field": f"{prefix}tags.item:{position}",
+                            "message": f"Schema describes string, {_type_name(tag)} found instead",
+                        }
+                    )
             parsed.tags = [t for t in tag_list if isinstance(t, str)]
     location = typed("location", (dict,), "object")
     if location is not None:
-        parsed.location = {k: float(v) for k, v in location.items()
-                           if k in ("latitude", "longitude") and isinstance(v, (int, float))}
+        parsed.location = {
+            k: float(v) for k, v in location.items() if k in ("latitude", "longitude") and isinstance(v, (int, float))
+        }
     return parsed
 
 
@@ -214,8 +235,9 @@ class MemberRules:
             raise compliance_state(email)
 
     @staticmethod
-    def check_merge_fields(audience: Audience, merge: dict[str, Any] | None, current: dict[str, Any],
-                           creating: bool, skip_validation: bool) -> dict[str, Any]:
+    def check_merge_fields(
+        audience: Audience, merge: dict[str, Any] | None, current: dict[str, Any], creating: bool, skip_validation: bool
+    ) -> dict[str, Any]:
         """The merge values to store (unknown tags are dropped), or Invalid Resource naming each bad field."""
         accepted: dict[str, Any] = {}
         errors: list[dict[str, str]] = []
@@ -261,8 +283,9 @@ class MemberRules:
     # ---- the three single-member writes -----------------------------------------------------
     def create(self, audience: Audience, body: Any, skip_merge_validation: bool) -> Member:
         """POST /lists/{id}/members: a new member; an existing one is Member Exists."""
-        parsed = require_valid(parse_member(body, statuses=WRITABLE_STATUSES, status_if_new=False, tags=True,
-                                            nullable=False))
+        parsed = require_valid(
+            parse_member(body, statuses=WRITABLE_STATUSES, status_if_new=False, tags=True, nullable=False)
+        )
         if parsed.status is None:
             raise missing_fields("status")
         email = self.check_address(audience, parsed.email_address)
@@ -273,8 +296,9 @@ class MemberRules:
 
     def upsert(self, audience: Audience, path_hash: str, body: Any, skip_merge_validation: bool) -> Member:
         """PUT /lists/{id}/members/{hash}: update the member at the path, or add the body's address."""
-        parsed = require_valid(parse_member(body, statuses=WRITABLE_STATUSES, status_if_new=True, tags=False,
-                                            nullable=False))
+        parsed = require_valid(
+            parse_member(body, statuses=WRITABLE_STATUSES, status_if_new=True, tags=False, nullable=False)
+        )
         existing = audience.members.get(path_hash)
         if existing is not None and existing.status != "archived":
             return self._update(audience, existing, parsed, parsed.status, skip_merge_validation)
@@ -295,8 +319,9 @@ class MemberRules:
 
     def update(self, audience: Audience, member: Member, body: Any, skip_merge_validation: bool) -> Member:
         """PATCH /lists/{id}/members/{hash}: change only what the body names."""
-        parsed = require_valid(parse_member(body, statuses=PATCH_STATUSES, status_if_new=False, tags=False,
-                                            nullable=False))
+        parsed = require_valid(
+            parse_member(body, statuses=PATCH_STATUSES, status_if_new=False, tags=False, nullable=False)
+        )
         return self._update(audience, member, parsed, parsed.status, skip_merge_validation)
 
     # ---- archive and forget -----------------------------------------------------------------
@@ -314,8 +339,9 @@ class MemberRules:
         audience.forgotten.add(member.hash)
 
     # ---- batch subscribe ---------------------------------------------------------------------
-    def batch_subscribe(self, audience: Audience, body: Any, skip_merge_validation: bool,
-                        skip_duplicate_check: bool) -> tuple[list[Member], list[Member], list[dict[str, str]]]:
+    def batch_subscribe(
+        self, audience: Audience, body: Any, skip_merge_validation: bool, skip_duplicate_check: bool
+    ) -> tuple[list[Member], list[Member], list[dict[str, str]]]:
         """POST /lists/{id}: up to 500 members; one member's refusal is an entry in errors, never the call's."""
         if not isinstance(body, dict):
             raise field_error("", f"Schema describes object, {_type_name(body)} found instead")
@@ -325,10 +351,10 @@ class MemberRules:
         if not isinstance(members, list):
             raise field_error("members", f"Schema describes array, {_type_name(members)} found instead")
         if len(members) > BATCH_MAX_MEMBERS:
-            raise invalid_resource(f"You may only submit up to {BATCH_MAX_MEMBERS} members per request; "
-                                   f"this request had {len(members)}.",
-                                   [{"field": "members",
-                                     "message": f"Array must have at most {BATCH_MAX_MEMBERS} items"}])
+            raise invalid_resource(
+                f"You may only submit up to {BATCH_MAX_MEMBERS} members per request; this request had {len(members)}.",
+                [{"field": "members", "message": f"Array must have at most {BATCH_MAX_MEMBERS} items"}],
+            )
         update_existing = body.get("update_existing")
         sync_tags = body.get("sync_tags")
         schema_errors: list[dict[str, str]] = []
@@ -337,11 +363,21 @@ class MemberRules:
                 schema_errors.append(_mismatch(name, "boolean", value))
         inputs = []
         for position, item in enumerate(members):
-            parsed = parse_member(item, statuses=WRITABLE_STATUSES, status_if_new=True, tags=True, nullable=True,
-                                  prefix=f"members.item:{position}.")
+            parsed = parse_member(
+                item,
+                statuses=WRITABLE_STATUSES,
+                status_if_new=True,
+                tags=True,
+                nullable=True,
+                prefix=f"members.item:{position}.",
+            )
             if not parsed.errors and parsed.status is None and parsed.status_if_new is None:
-                parsed.errors.append({"field": f"members.item:{position}",
-                                      "message": "Required fields were not provided: status or status_if_new"})
+                parsed.errors.append(
+                    {
+                        "field": f"members.item:{position}",
+                        "message": "Required fields were not provided: status or status_if_new",
+                    }
+                )
             schema_errors += parsed.errors
             inputs.append(parsed)
         if schema_errors:
@@ -360,17 +396,23 @@ class MemberRules:
                 if member_hash in seen:
                     if skip_duplicate_check:
                         continue
-                    raise invalid_resource(f"{email_text} appears more than once in this request. Send each address "
-                                           "once, or set skip_duplicate_check to keep the first.")
+                    raise invalid_resource(
+                        f"{email_text} appears more than once in this request. Send each address "
+                        "once, or set skip_duplicate_check to keep the first."
+                    )
                 seen.add(member_hash)
                 existing = audience.members.get(member_hash)
                 if existing is not None and existing.status != "archived":
                     if not update_existing:
-                        raise ApiError(400, "ERROR_CONTACT_EXISTS",
-                                      f"{existing.email_address} is already a list member, do you want to update? "
-                                      "please provide update_existing:true in the request body")
-                    member = self._update(audience, existing, parsed, parsed.status, skip_merge_validation,
-                                          replace_tags=bool(sync_tags))
+                        raise ApiError(
+                            400,
+                            "ERROR_CONTACT_EXISTS",
+                            f"{existing.email_address} is already a list member, do you want to update? "
+                            "please provide update_existing:true in the request body",
+                        )
+                    member = self._update(
+                        audience, existing, parsed, parsed.status, skip_merge_validation, replace_tags=bool(sync_tags)
+                    )
                     updated.append(member)
                 else:
                     email = self.check_address(audience, email_text)
@@ -388,6 +430,7 @@ class MemberRules:
                 member.status = "unsubscribed"
                 member.unsubscribe_reason = reason
                 audience.last_unsub_date = at
+
         self._person_write(audience, member, at, change)
 
     def person_signup(self, audience: Audience, email: str, at: int, merge_fields: dict[str, Any] | None) -> Member:
@@ -410,6 +453,7 @@ class MemberRules:
                 member.status = status
                 member.status_before_archive = None
                 self._enter_status(audience, member, prior, status, MemberInput(), at)
+
         self._person_write(audience, member, at, change)
         return member
 
@@ -422,13 +466,16 @@ class MemberRules:
             member.status = "subscribed"
             member.timestamp_opt = at
             audience.last_sub_date = at
+
         self._person_write(audience, member, at, change)
 
     def clean(self, audience: Audience, member: Member, at: int) -> None:
         """A hard bounce: the address is cleaned and can no longer be subscribed through the API."""
+
         def change() -> None:
             if member.status != "archived":
                 member.status = "cleaned"
+
         self._person_write(audience, member, at, change)
 
     def person_change_email(self, audience: Audience, member: Member, new_email: str, at: int) -> None:
@@ -445,16 +492,24 @@ class MemberRules:
             member.email_address = new_email.strip()
             member.hash = subscriber_hash(new_email)
             audience.members[member.hash] = member
+
         self._person_write(audience, member, at, change)
 
-    def person_edit(self, audience: Audience, member: Member, interests: dict[str, bool] | None,
-                    merge_fields: dict[str, Any] | None, at: int) -> None:
+    def person_edit(
+        self,
+        audience: Audience,
+        member: Member,
+        interests: dict[str, bool] | None,
+        merge_fields: dict[str, Any] | None,
+        at: int,
+    ) -> None:
         """The person edits their preferences (interests, profile fields) through the profile page."""
         self.check_interests(audience, interests)
 
         def change() -> None:
             self._apply_fields(audience, member, MemberInput(interests=interests))
             member.merge_fields.update({k: v for k, v in (merge_fields or {}).items() if audience.merge_field(k)})
+
         self._person_write(audience, member, at, change)
 
     def _person_write(self, audience: Audience, member: Member, at: int, change: Callable[[], None]) -> None:
@@ -471,20 +526,39 @@ class MemberRules:
         member.change_seq = self.next_change
         self.next_change += 1
 
-    def _add(self, audience: Audience, email: str, status: str, parsed: MemberInput, archived: Member | None,
-             skip_merge_validation: bool) -> Member:
+    def _add(
+        self,
+        audience: Audience,
+        email: str,
+        status: str,
+        parsed: MemberInput,
+        archived: Member | None,
+        skip_merge_validation: bool,
+    ) -> Member:
         """A new member, or an archived one coming back (which keeps its ids and its compliance history)."""
         if archived is not None:
             self.check_transition(email, archived.status_before_archive, status)
-        merge = self.check_merge_fields(audience, parsed.merge_fields, archived.merge_fields if archived else {},
-                                        creating=True, skip_validation=skip_merge_validation)
+        merge = self.check_merge_fields(
+            audience,
+            parsed.merge_fields,
+            archived.merge_fields if archived else {},
+            creating=True,
+            skip_validation=skip_merge_validation,
+        )
         self.check_interests(audience, parsed.interests)
         now = self.now()
         if archived is None:
             sequence = self.next_web_id
             self.next_web_id += 1
-            member = Member(audience.id, email, status, contact_id=long_id("contact", audience.id, sequence),
-                            unique_email_id=short_id("email", sequence), web_id=sequence, now=now)
+            member = Member(
+                audience.id,
+                email,
+                status,
+                contact_id=long_id("contact", audience.id, sequence),
+                unique_email_id=short_id("email", sequence),
+                web_id=sequence,
+                now=now,
+            )
             prior = None
         else:
             member = archived
@@ -512,8 +586,15 @@ class MemberRules:
             audience.index(member)
         return member
 
-    def _update(self, audience: Audience, member: Member, parsed: MemberInput, status: str | None,
-                skip_merge_validation: bool, replace_tags: bool = False) -> Member:
+    def _update(
+        self,
+        audience: Audience,
+        member: Member,
+        parsed: MemberInput,
+        status: str | None,
+        skip_merge_validation: bool,
+        replace_tags: bool = False,
+    ) -> Member:
         """Change an existing member; ``last_changed`` moves only when something really changed."""
         new_email = None
         if parsed.email_address is not None and subscriber_hash(parsed.email_address) != member.hash:
@@ -522,8 +603,9 @@ class MemberRules:
         prior = member.status_before_archive if member.status == "archived" else member.status
         if status is not None and status != member.status:
             self.check_transition(member.email_address, prior, status)
-        merge = self.check_merge_fields(audience, parsed.merge_fields, member.merge_fields, creating=False,
-                                        skip_validation=skip_merge_validation)
+        merge = self.check_merge_fields(
+            audience, parsed.merge_fields, member.merge_fields, creating=False, skip_validation=skip_merge_validation
+        )
         self.check_interests(audience, parsed.interests)
 
         now = self.now()
@@ -571,8 +653,10 @@ class MemberRules:
             raise invalid_resource(errors=[{"field": "email_address", "message": message}])
         current = member.status_before_archive if allow_archived and member.status == "archived" else member.status
         if current != "subscribed" and not allow_archived:
-            raise invalid_resource(f'This member\'s status is "{current}." You can only update email addresses '
-                                   'for members with a status of "subscribed."')
+            raise invalid_resource(
+                f'This member\'s status is "{current}." You can only update email addresses '
+                'for members with a status of "subscribed."'
+            )
 
     @staticmethod
     def _apply_fields(audience: Audience, member: Member, parsed: MemberInput) -> None:
@@ -592,8 +676,9 @@ class MemberRules:
         if parsed.location:
             member.location.update(parsed.location)
 
-    def _enter_status(self, audience: Audience, member: Member, prior: str | None, status: str,
-                      parsed: MemberInput, now: int) -> None:
+    def _enter_status(
+        self, audience: Audience, member: Member, prior: str | None, status: str, parsed: MemberInput, now: int
+    ) -> None:
         """What entering a status brings with it: opt-in time, unsubscribe reason, a confirmation email."""
         if status == "subscribed":
             member.unsubscribe_reason = ""
@@ -609,8 +694,14 @@ class MemberRules:
             if member.timestamp_signup is None:
                 member.timestamp_signup = now
             if prior != "pending":
-                self.confirmations.append({"list_id": audience.id, "email_address": member.email_address,
-                                           "subscriber_hash": member.hash, "sent_at": now})
+                self.confirmations.append(
+                    {
+                        "list_id": audience.id,
+                        "email_address": member.email_address,
+                        "subscriber_hash": member.hash,
+                        "sent_at": now,
+                    }
+                )
 
 
 def _is_number(value: Any) -> bool:
@@ -625,9 +716,13 @@ def _is_number(value: Any) -> bool:
 
 def _batch_error(email: str, refusal: ApiError) -> dict[str, str]:
     """One entry of batch subscribe's errors[]: merge-field refusals name the field, like the real service."""
-    entry = {"email_address": email, "error": refusal.detail,
-             "error_code": "ERROR_CONTACT_EXISTS" if refusal.title == "ERROR_CONTACT_EXISTS" else "ERROR_GENERIC",
-             "field": "", "field_message": ""}
+    entry = {
+        "email_address": email,
+        "error": refusal.detail,
+        "error_code": "ERROR_CONTACT_EXISTS" if refusal.title == "ERROR_CONTACT_EXISTS" else "ERROR_GENERIC",
+        "field": "",
+        "field_message": "",
+    }
     if refusal.errors and refusal.detail == "Your merge fields were invalid.":
         entry["field"] = refusal.errors[0]["field"]
         entry["field_message"] = refusal.errors[0]["message"]

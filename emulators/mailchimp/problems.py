@@ -20,8 +20,14 @@ TOO_MANY_CONNECTIONS = "You have exceeded the limit of 10 simultaneous connectio
 class ApiError(Exception):
     """An error the API answers with a problem document instead of a result."""
 
-    def __init__(self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status = status
         self.title = title
@@ -35,12 +41,21 @@ def new_request_id() -> str:
 
 
 def problem_response(problem: ApiError, request_id: str) -> Response:
-    body: dict[str, Any] = {"type": PROBLEM_TYPE, "title": problem.title, "status": problem.status,
-                            "detail": problem.detail, "instance": request_id}
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request_id,
+    }
     if problem.errors is not None:
         body["errors"] = problem.errors
-    headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "X-Request-Id": request_id, "Link": DESCRIBED_BY,
-               **problem.headers}
+    headers = {
+        "Content-Type": PROBLEM_CONTENT_TYPE,
+        "X-Request-Id": request_id,
+        "Link": DESCRIBED_BY,
+        **problem.headers,
+    }
     return Response(problem.status, json.dumps(body, separators=(",", ":")).encode(), headers)
 
 
@@ -65,28 +80,36 @@ def bad_request(detail: str) -> ApiError:
 
 
 def member_exists(email: str) -> ApiError:
-    return ApiError(400, "Member Exists",
-                    f"{email} is already a list member. Use PUT to insert or update list members.")
+    return ApiError(
+        400, "Member Exists", f"{email} is already a list member. Use PUT to insert or update list members."
+    )
 
 
 def compliance_state(email: str) -> ApiError:
-    return ApiError(400, "Member In Compliance State",
-                   f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review "
-                   "and cannot be subscribed.")
+    return ApiError(
+        400,
+        "Member In Compliance State",
+        f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be subscribed.",
+    )
 
 
 def forgotten_email(email: str) -> ApiError:
-    return ApiError(400, "Forgotten Email Not Subscribed",
-                   f"{email} was permanently deleted and cannot be re-imported. "
-                   "The contact must re-subscribe to get back on the list.")
+    return ApiError(
+        400,
+        "Forgotten Email Not Subscribed",
+        f"{email} was permanently deleted and cannot be re-imported. "
+        "The contact must re-subscribe to get back on the list.",
+    )
 
 
 def fake_email(email: str) -> ApiError:
     return invalid_resource(f"{email} looks fake or invalid, please enter a real email address.")
 
 
-HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-            b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
+HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
 
 # Titles and details of the faults the base class injects, in Mailchimp's words.
 FAULT_TEXT = {
@@ -95,7 +118,9 @@ FAULT_TEXT = {
     403: ("Forbidden", "You don't have permission to access this resource."),
     404: ("Resource Not Found", NOT_FOUND_DETAIL),
     429: ("TooManyRequests", TOO_MANY_CONNECTIONS),
-    500: ("InternalServerError", "A deep, internal error has occurred during the processing of your request. "
-                                 "Please contact support."),
+    500: (
+        "InternalServerError",
+        "A deep, internal error has occurred during the processing of your request. Please contact support.",
+    ),
     503: ("Service Unavailable", "The service is temporarily unavailable. Please try again later."),
 }

@@ -57,9 +57,14 @@ class Campaign:
         clicks = [a for r in self.recipients.values() for a in r.activity if a["action"] == "click"]
         clickers = {r.hash for r in self.recipients.values() if any(a["action"] == "click" for a in r.activity)}
         sent = len(self.recipients)
-        return {"opens": opens, "unique_opens": unique_opens, "open_rate": unique_opens / sent if sent else 0,
-                "clicks": len(clicks), "subscriber_clicks": len(clickers),
-                "click_rate": len(clickers) / sent if sent else 0}
+        return {
+            "opens": opens,
+            "unique_opens": unique_opens,
+            "open_rate": unique_opens / sent if sent else 0,
+            "clicks": len(clicks),
+            "subscriber_clicks": len(clickers),
+            "click_rate": len(clickers) / sent if sent else 0,
+        }
 
 
 class CampaignBook:
@@ -73,10 +78,16 @@ class CampaignBook:
         campaign_id = str(spec.get("id") or short_id("campaign", audience.id, self.next_web_id))
         if campaign_id in self.campaigns:
             raise ValueError(f"campaign {campaign_id} already exists")
-        campaign = Campaign(id=campaign_id, web_id=self.next_web_id, list_id=audience.id, list_name=audience.name,
-                            title=str(spec.get("title") or f"Campaign {self.next_web_id}"),
-                            subject_line=str(spec.get("subject_line") or spec.get("title") or "News"),
-                            from_name=str(spec.get("from_name") or audience.name), create_time=now)
+        campaign = Campaign(
+            id=campaign_id,
+            web_id=self.next_web_id,
+            list_id=audience.id,
+            list_name=audience.name,
+            title=str(spec.get("title") or f"Campaign {self.next_web_id}"),
+            subject_line=str(spec.get("subject_line") or spec.get("title") or "News"),
+            from_name=str(spec.get("from_name") or audience.name),
+            create_time=now,
+        )
         self.next_web_id += 1
         self.campaigns[campaign_id] = campaign
         return campaign
@@ -88,8 +99,9 @@ class CampaignBook:
             raise ValueError(f"campaign {campaign.id} was already sent")
         for key in audience.index_by_status["subscribed"]:
             member = audience.members[key[2]]
-            campaign.recipients[member.hash] = Recipient(member.email_address, member.hash,
-                                                         dict(member.merge_fields), member.vip)
+            campaign.recipients[member.hash] = Recipient(
+                member.email_address, member.hash, dict(member.merge_fields), member.vip
+            )
         campaign.status = "sent"
         campaign.send_time = at
 
@@ -110,30 +122,67 @@ class CampaignBook:
             recipient.status = kind
             recipient.note({"action": "bounce", "type": kind, "timestamp": at})
         elif action == "unsubscribe":
-            campaign.unsubscribes.append({"hash": recipient.hash, "email_address": recipient.email_address,
-                                          "merge_fields": recipient.merge_fields, "vip": recipient.vip,
-                                          "timestamp": at, "reason": str(spec.get("reason") or "")})
+            campaign.unsubscribes.append(
+                {
+                    "hash": recipient.hash,
+                    "email_address": recipient.email_address,
+                    "merge_fields": recipient.merge_fields,
+                    "vip": recipient.vip,
+                    "timestamp": at,
+                    "reason": str(spec.get("reason") or ""),
+                }
+            )
         else:
             raise ValueError(f"unknown action {action!r}: use one of {', '.join(ACTIVITY_ACTIONS)}")
 
 
 def render_campaign(campaign: Campaign, base: str) -> dict[str, Any]:
     return {
-        "id": campaign.id, "web_id": campaign.web_id, "type": "regular",
+        "id": campaign.id,
+        "web_id": campaign.web_id,
+        "type": "regular",
         "create_time": format_epoch(campaign.create_time),
-        "archive_url": f"https://eepurl.com/{campaign.id}", "long_archive_url": "",
-        "status": campaign.status, "emails_sent": len(campaign.recipients),
-        "send_time": format_epoch(campaign.send_time), "content_type": "template",
-        "needs_block_refresh": False, "resendable": False,
-        "recipients": {"list_id": campaign.list_id, "list_is_active": True, "list_name": campaign.list_name,
-                       "segment_text": "", "recipient_count": len(campaign.recipients)},
-        "settings": {"subject_line": campaign.subject_line, "title": campaign.title,
-                     "from_name": campaign.from_name, "reply_to": "", "use_conversation": False,
-                     "to_name": "", "folder_id": "", "authenticate": True, "auto_footer": False,
-                     "inline_css": False, "auto_tweet": False, "fb_comments": False, "timewarp": False,
-                     "template_id": 0, "drag_and_drop": True},
-        "tracking": {"opens": True, "html_clicks": True, "text_clicks": False, "goal_tracking": False,
-                     "ecomm360": False, "google_analytics": "", "clicktale": ""},
+        "archive_url": f"https://eepurl.com/{campaign.id}",
+        "long_archive_url": "",
+        "status": campaign.status,
+        "emails_sent": len(campaign.recipients),
+        "send_time": format_epoch(campaign.send_time),
+        "content_type": "template",
+        "needs_block_refresh": False,
+        "resendable": False,
+        "recipients": {
+            "list_id": campaign.list_id,
+            "list_is_active": True,
+            "list_name": campaign.list_name,
+            "segment_text": "",
+            "recipient_count": len(campaign.recipients),
+        },
+        "settings": {
+            "subject_line": campaign.subject_line,
+            "title": campaign.title,
+            "from_name": campaign.from_name,
+            "reply_to": "",
+            "use_conversation": False,
+            "to_name": "",
+            "folder_id": "",
+            "authenticate": True,
+            "auto_footer": False,
+            "inline_css": False,
+            "auto_tweet": False,
+            "fb_comments": False,
+            "timewarp": False,
+            "template_id": 0,
+            "drag_and_drop": True,
+        },
+        "tracking": {
+            "opens": True,
+            "html_clicks": True,
+            "text_clicks": False,
+            "goal_tracking": False,
+            "ecomm360": False,
+            "google_analytics": "",
+            "clicktale": "",
+        },
         "report_summary": campaign.summary() if campaign.status == "sent" else None,
         "delivery_status": {"enabled": False},
         "_links": [{"rel": "self", "href": f"{base}/3.0/campaigns/{campaign.id}", "method": "GET"}],
@@ -146,28 +195,52 @@ def render_report(campaign: Campaign, base: str) -> dict[str, Any]:
     clicks = [a["timestamp"] for r in campaign.recipients.values() for a in r.activity if a["action"] == "click"]
     bounces = [r.status for r in campaign.recipients.values()]
     return {
-        "id": campaign.id, "campaign_title": campaign.title, "type": "regular", "list_id": campaign.list_id,
-        "list_is_active": True, "list_name": campaign.list_name, "subject_line": campaign.subject_line,
-        "preview_text": "", "emails_sent": len(campaign.recipients), "abuse_reports": 0,
-        "unsubscribed": len(campaign.unsubscribes), "send_time": format_epoch(campaign.send_time),
-        "bounces": {"hard_bounces": bounces.count("hard"), "soft_bounces": bounces.count("soft"),
-                    "syntax_errors": 0},
+        "id": campaign.id,
+        "campaign_title": campaign.title,
+        "type": "regular",
+        "list_id": campaign.list_id,
+        "list_is_active": True,
+        "list_name": campaign.list_name,
+        "subject_line": campaign.subject_line,
+        "preview_text": "",
+        "emails_sent": len(campaign.recipients),
+        "abuse_reports": 0,
+        "unsubscribed": len(campaign.unsubscribes),
+        "send_time": format_epoch(campaign.send_time),
+        "bounces": {"hard_bounces": bounces.count("hard"), "soft_bounces": bounces.count("soft"), "syntax_errors": 0},
         "forwards": {"forwards_count": 0, "forwards_opens": 0},
-        "opens": {"opens_total": summary["opens"], "unique_opens": summary["unique_opens"],
-                  "open_rate": summary["open_rate"], "last_open": format_epoch(max(opens) if opens else None)},
-        "clicks": {"clicks_total": summary["clicks"], "unique_clicks": summary["subscriber_clicks"],
-                   "unique_subscriber_clicks": summary["subscriber_clicks"], "click_rate": summary["click_rate"],
-                   "last_click": format_epoch(max(clicks) if clicks else None)},
+        "opens": {
+            "opens_total": summary["opens"],
+            "unique_opens": summary["unique_opens"],
+            "open_rate": summary["open_rate"],
+            "last_open": format_epoch(max(opens) if opens else None),
+        },
+        "clicks": {
+            "clicks_total": summary["clicks"],
+            "unique_clicks": summary["subscriber_clicks"],
+            "unique_subscriber_clicks": summary["subscriber_clicks"],
+            "click_rate": summary["click_rate"],
+            "last_click": format_epoch(max(clicks) if clicks else None),
+        },
         "_links": [{"rel": "self", "href": f"{base}/3.0/reports/{campaign.id}", "method": "GET"}],
     }
 
 
 def render_sent_to(campaign: Campaign, recipient: Recipient) -> dict[str, Any]:
-    return {"email_id": recipient.hash, "email_address": recipient.email_address,
-            "merge_fields": recipient.merge_fields, "vip": recipient.vip, "status": recipient.status,
-            "open_count": recipient.open_count, "last_open": format_epoch(recipient.last_open),
-            "absplit_group": "", "gmt_offset": 0, "campaign_id": campaign.id, "list_id": campaign.list_id,
-            "list_is_active": True}
+    return {
+        "email_id": recipient.hash,
+        "email_address": recipient.email_address,
+        "merge_fields": recipient.merge_fields,
+        "vip": recipient.vip,
+        "status": recipient.status,
+        "open_count": recipient.open_count,
+        "last_open": format_epoch(recipient.last_open),
+        "absplit_group": "",
+        "gmt_offset": 0,
+        "campaign_id": campaign.id,
+        "list_id": campaign.list_id,
+        "list_is_active": True,
+    }
 
 
 def render_email_activity(campaign: Campaign, recipient: Recipient, since: float | None) -> dict[str, Any] | None:
@@ -175,14 +248,25 @@ def render_email_activity(campaign: Campaign, recipient: Recipient, since: float
     events = [a for a in recipient.activity if since is None or a["timestamp"] > since]
     if since is not None and not events:
         return None
-    return {"campaign_id": campaign.id, "list_id": campaign.list_id, "list_is_active": True,
-            "email_id": recipient.hash, "email_address": recipient.email_address,
-            "activity": [{**a, "timestamp": format_epoch(a["timestamp"])} for a in events]}
+    return {
+        "campaign_id": campaign.id,
+        "list_id": campaign.list_id,
+        "list_is_active": True,
+        "email_id": recipient.hash,
+        "email_address": recipient.email_address,
+        "activity": [{**a, "timestamp": format_epoch(a["timestamp"])} for a in events],
+    }
 
 
 def render_unsubscribe(campaign: Campaign, entry: dict[str, Any]) -> dict[str, Any]:
-    return {"email_id": entry["hash"], "email_address": entry["email_address"],
-            "merge_fields": entry["merge_fields"], "vip": entry["vip"], "timestamp": format_epoch(entry["timestamp"]),
-            "reason": entry["reason"], "campaign_id": campaign.id, "list_id": campaign.list_id,
-            "list_is_active": True}
-
+    return {
+        "email_id": entry["hash"],
+        "email_address": entry["email_address"],
+        "merge_fields": entry["merge_fields"],
+        "vip": entry["vip"],
+        "timestamp": format_epoch(entry["timestamp"]),
+        "reason": entry["reason"],
+        "campaign_id": campaign.id,
+        "list_id": campaign.list_id,
+        "list_is_active": True,
+    }

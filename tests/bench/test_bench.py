@@ -12,9 +12,27 @@ from bench.runner import operation
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 300
-RUN_FIGURES = {"run", "exit_code", "status", "wall_seconds", "process_seconds", "cpu_seconds", "records_per_second",
-               "peak_rss_mb", "load_average", "api_calls", "work", "minimum", "ratio", "minimum_as_read",
-               "ratio_as_read", "storage", "counts", "summary", "targets"}
+RUN_FIGURES = {
+    "run",
+    "exit_code",
+    "status",
+    "wall_seconds",
+    "process_seconds",
+    "cpu_seconds",
+    "records_per_second",
+    "peak_rss_mb",
+    "load_average",
+    "api_calls",
+    "work",
+    "minimum",
+    "ratio",
+    "minimum_as_read",
+    "ratio_as_read",
+    "storage",
+    "counts",
+    "summary",
+    "targets",
+}
 
 
 def test_benchmark_reports_every_figure_for_every_run() -> None:
@@ -58,8 +76,9 @@ def test_benchmark_reports_every_figure_for_every_run() -> None:
 
 
 def test_minimum_adds_one_call_per_page_of_each_kind_of_work() -> None:
-    low = minimum(Work(members_read=2001, members_written=500, records_read=0, records_written=1001,
-                       static_incremental=True))
+    low = minimum(
+        Work(members_read=2001, members_written=500, records_read=0, records_written=1001, static_incremental=True)
+    )
     assert (low.mailchimp_read, low.mailchimp_write) == (3, 1)
     assert (low.dataverse_list, low.dataverse_read, low.dataverse_memberships, low.dataverse_write) == (1, 1, 1, 2)
     assert low.total == 9
@@ -69,8 +88,12 @@ def test_minimum_adds_one_call_per_page_of_each_kind_of_work() -> None:
 
 def test_storage_requests_are_named_by_table_or_queue_not_by_key() -> None:
     base = "http://127.0.0.1:10002/devstoreaccount1"
-    assert operation("table", "GET", f"{base}/IdentityMap(PartitionKey='a',RowKey='s:0f3')") == \
-        "table GET IdentityMap(entity)"
+    assert (
+        operation("table", "GET", f"{base}/IdentityMap(PartitionKey='a',RowKey='s:0f3')")
+        == "table GET IdentityMap(entity)"
+    )
     assert operation("table", "POST", f"{base}/$batch") == "table POST $batch"
-    assert operation("queue", "DELETE", f"{base}/sync-batches/messages/abc-123?popreceipt=x") == \
-        "queue DELETE sync-batches/messages/{id}"
+    assert (
+        operation("queue", "DELETE", f"{base}/sync-batches/messages/abc-123?popreceipt=x")
+        == "queue DELETE sync-batches/messages/{id}"
+    )

@@ -46,8 +46,13 @@ def assert_error(response: requests.Response, status: int, code: str, text: str 
 
 def seed(admin: Any, count: int) -> list[str]:
     ids = sorted(str(uuid.uuid4()) for _ in range(count))
-    admin.seed({"contacts": [{"contactid": i, "lastname": f"L{n}", "emailaddress1": f"p{n}@example.com"}
-                             for n, i in enumerate(ids)]})
+    admin.seed(
+        {
+            "contacts": [
+                {"contactid": i, "lastname": f"L{n}", "emailaddress1": f"p{n}@example.com"} for n, i in enumerate(ids)
+            ]
+        }
+    )
     return ids
 
 
@@ -60,16 +65,23 @@ def test_unknown_segments_and_error_shape(api: str) -> None:
 
 
 def test_create_with_representation_and_create_only_upserts(api: str) -> None:
-    created = http.post(f"{api}/contacts?$select=fullname,emailaddress1",
-                            json={"firstname": "Ann", "lastname": "Lee", "emailaddress1": "ann@example.com"},
-                            headers={"Prefer": "return=representation"})
+    created = http.post(
+        f"{api}/contacts?$select=fullname,emailaddress1",
+        json={"firstname": "Ann", "lastname": "Lee", "emailaddress1": "ann@example.com"},
+        headers={"Prefer": "return=representation"},
+    )
     assert created.status_code == 201 and created.headers["Preference-Applied"] == "return=representation"
     body = created.json()
-    assert body["fullname"] == "Ann Lee" and body["@odata.context"].endswith("$metadata#contacts(fullname,"
-                                                                              "emailaddress1)/$entity")
+    assert body["fullname"] == "Ann Lee" and body["@odata.context"].endswith(
+        "$metadata#contacts(fullname,emailaddress1)/$entity"
+    )
     contact_url = f"{api}/contacts({body['contactid']})"
-    assert_error(http.patch(contact_url, json={"lastname": "X"}, headers={"If-None-Match": "*"}),
-                 412, "0x80040237", "A record with matching key values already exists.")
+    assert_error(
+        http.patch(contact_url, json={"lastname": "X"}, headers={"If-None-Match": "*"}),
+        412,
+        "0x80040237",
+        "A record with matching key values already exists.",
+    )
     fresh = f"{api}/contacts({uuid.uuid4()})"
     made = http.patch(fresh, json={"lastname": "New"}, headers={"If-None-Match": "*"})
     assert made.status_code == 204 and made.headers["OData-EntityId"].endswith(fresh.split(API)[1])
@@ -141,7 +153,8 @@ GET {API}/contacts({ids[0]})?$select=lastname HTTP/1.1
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
     message = email.parser.BytesParser().parsebytes(
-        f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode() + response.content)
+        f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode() + response.content
+    )
     changeset, single = message.get_payload()
     assert changeset.get_content_type() == "multipart/mixed"
     first, second = changeset.get_payload()
@@ -149,8 +162,7 @@ GET {API}/contacts({ids[0]})?$select=lastname HTTP/1.1
     assert second.get_payload().startswith("HTTP/1.1 204")
     assert single["Content-Type"] == "application/http"
     assert single.get_payload().startswith("HTTP/1.1 200 OK") and '"lastname":"L0"' in single.get_payload()
-    created = [r for r in http.get(f"{api}/contacts?$select=fullname").json()["value"]
-               if r["contactid"] != ids[0]]
+    created = [r for r in http.get(f"{api}/contacts?$select=fullname").json()["value"] if r["contactid"] != ids[0]]
     assert [r["fullname"] for r in created] == ["Patched In a change set"]
 
 
@@ -195,8 +207,12 @@ GET {API}/WhoAmI HTTP/1.1
 
 """
     assert_error(_batch(api, part * 1001 + "--batch_abc--\n"), 400, "0x80060888", "1000")
-    assert_error(http.post(f"{api}/$batch", data=b"x", headers={"Content-Type": "application/json"}),
-                 400, "0x80060888", "multipart/mixed")
+    assert_error(
+        http.post(f"{api}/$batch", data=b"x", headers={"Content-Type": "application/json"}),
+        400,
+        "0x80060888",
+        "multipart/mixed",
+    )
 
 
 def test_faults_answer_like_dataverse(api: str, dataverse_emulator: Any) -> None:
@@ -239,18 +255,24 @@ def test_concurrent_requests_beyond_the_limit_get_429(api: str, dataverse_emulat
 def test_listmembers_are_retrieve_multiple_only(api: str, dataverse_emulator: Any) -> None:
     ids = seed(dataverse_emulator.admin, 2)
     list_id = str(uuid.uuid4())
-    dataverse_emulator.admin.seed({"lists": [{"listid": list_id, "listname": "L", "createdfromcode": 2,
-                                              "members": ids}]})
+    dataverse_emulator.admin.seed(
+        {"lists": [{"listid": list_id, "listname": "L", "createdfromcode": 2, "members": ids}]}
+    )
     rows = http.get(f"{api}/listmembers?$select=_entityid_value,entitytype").json()["value"]
     assert sorted(r["_entityid_value"] for r in rows) == ids and {r["entitytype"] for r in rows} == {"contact"}
     assert http.get(f"{api}/listmembers({rows[0]['listmemberid']})").status_code == 400
     added = http.post(f"{api}/lists({list_id})/Microsoft.Dynamics.CRM.AddMemberList", json={"EntityId": ids[0]})
     assert added.status_code == 200 and added.json()["Id"] in {r["listmemberid"] for r in rows}
-    removed = http.delete(f"{api}/lists({list_id})/listcontact_association/$ref",
-                              params={"$id": f"{api}/contacts({ids[1]})"})
+    removed = http.delete(
+        f"{api}/lists({list_id})/listcontact_association/$ref", params={"$id": f"{api}/contacts({ids[1]})"}
+    )
     assert removed.status_code == 204
-    assert_error(http.delete(f"{api}/lists({list_id})/listcontact_association({ids[1]})/$ref"), 400,
-                 "0x80048458", "Specified Item not a member of the specified List.")
+    assert_error(
+        http.delete(f"{api}/lists({list_id})/listcontact_association({ids[1]})/$ref"),
+        400,
+        "0x80048458",
+        "Specified Item not a member of the specified List.",
+    )
     lists = http.get(f"{api}/contacts({ids[0]})/listcontact_association?$select=listname").json()["value"]
     assert [r["listid"] for r in lists] == [list_id]
 
@@ -270,17 +292,27 @@ def test_fetchxml_paging_cookie_annotations(api: str, dataverse_emulator: Any) -
 
 
 def test_metadata_queries(api: str) -> None:
-    found = http.get(f"{api}/EntityDefinitions?$select=LogicalName,EntitySetName&$filter=LogicalName eq 'list' "
-                         "or LogicalName eq 'listmember'").json()["value"]
-    assert sorted((e["LogicalName"], e["EntitySetName"]) for e in found) == [("list", "lists"),
-                                                                             ("listmember", "listmembers")]
+    found = http.get(
+        f"{api}/EntityDefinitions?$select=LogicalName,EntitySetName&$filter=LogicalName eq 'list' "
+        "or LogicalName eq 'listmember'"
+    ).json()["value"]
+    assert sorted((e["LogicalName"], e["EntitySetName"]) for e in found) == [
+        ("list", "lists"),
+        ("listmember", "listmembers"),
+    ]
     tracked = http.get(f"{api}/EntityDefinitions?$select=LogicalName&$filter=ChangeTrackingEnabled eq true")
     assert {e["LogicalName"] for e in tracked.json()["value"]} >= {"contact", "lead", "account", "list", "listmember"}
-    column = http.get(f"{api}/EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='statecode')"
-                          "/Microsoft.Dynamics.CRM.StateAttributeMetadata?$select=LogicalName&$expand=OptionSet")
+    column = http.get(
+        f"{api}/EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='statecode')"
+        "/Microsoft.Dynamics.CRM.StateAttributeMetadata?$select=LogicalName&$expand=OptionSet"
+    )
     assert [o["Value"] for o in column.json()["OptionSet"]["Options"]] == [0, 1]
-    assert_error(http.get(f"{api}/EntityDefinitions(LogicalName='contact')?$select=Nope"), 400, "0x80060888",
-                 "Could not find a property named 'Nope' on type 'Microsoft.Dynamics.CRM.EntityMetadata'.")
+    assert_error(
+        http.get(f"{api}/EntityDefinitions(LogicalName='contact')?$select=Nope"),
+        400,
+        "0x80060888",
+        "Could not find a property named 'Nope' on type 'Microsoft.Dynamics.CRM.EntityMetadata'.",
+    )
     assert http.get(f"{api}/EntityDefinitions(LogicalName='nosuchtable')").status_code == 404
     assert http.post(f"{api}/EntityDefinitions", json={"SchemaName": "cbr_Bad"}).status_code == 400
 
@@ -305,14 +337,21 @@ def test_pages_cost_the_same_at_the_end_of_100000_rows(api: str, dataverse_emula
     admin = dataverse_emulator.admin
     started = time.perf_counter()
     ids = sorted(str(uuid.uuid4()) for _ in range(100_000))
-    admin.seed({"contacts": [{"contactid": i, "lastname": "L", "emailaddress1": f"p{n}@example.com"}
-                             for n, i in enumerate(ids)],
-                "lists": [{"listid": str(uuid.uuid4()), "listname": "All", "createdfromcode": 2, "members": ids}]})
+    admin.seed(
+        {
+            "contacts": [
+                {"contactid": i, "lastname": "L", "emailaddress1": f"p{n}@example.com"} for n, i in enumerate(ids)
+            ],
+            "lists": [{"listid": str(uuid.uuid4()), "listname": "All", "createdfromcode": 2, "members": ids}],
+        }
+    )
     seeded = time.perf_counter() - started
     list_id = admin.state(entity="lists")["rows"][0]["listid"]
     session = requests.Session()
-    for url in (f"{api}/contacts?$select=emailaddress1", f"{api}/lists({list_id})/listcontact_association"
-                                                         "?$select=emailaddress1"):
+    for url in (
+        f"{api}/contacts?$select=emailaddress1",
+        f"{api}/lists({list_id})/listcontact_association?$select=emailaddress1",
+    ):
         examined, count = [], 0
         while url:
             before = admin.call("GET", "stats")["rowsExamined"]
@@ -326,8 +365,9 @@ def test_pages_cost_the_same_at_the_end_of_100000_rows(api: str, dataverse_emula
 
 
 def test_served_as_a_module() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "emulators.dataverse", "--port", "0"], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulators.dataverse", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         line = process.stdout.readline() if process.stdout else ""
         port = int(line.strip().rsplit(" ", 1)[-1])
@@ -350,5 +390,9 @@ def test_tokens_when_required_and_the_execution_time_limit(api: str, dataverse_e
     admin.call("POST", "settings", {"requireToken": False, "latencySeconds": 0.02})
     admin.call("POST", "throttling", {"executionMs": 10})
     http.get(f"{api}/WhoAmI")
-    assert_error(http.get(f"{api}/WhoAmI"), 429, "0x80072321",
-                 "Combined execution time of incoming requests exceeded limit of 10  milliseconds")
+    assert_error(
+        http.get(f"{api}/WhoAmI"),
+        429,
+        "0x80072321",
+        "Combined execution time of incoming requests exceeded limit of 10  milliseconds",
+    )

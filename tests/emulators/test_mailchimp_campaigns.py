@@ -13,11 +13,21 @@ from tests.emulators.mailchimp_support import LIST, md5, official_client
 
 @pytest.fixture
 def mc(mailchimp_emulator: Any) -> Any:
-    mailchimp_emulator.admin.seed({
-        "audiences": [{"id": LIST, "name": "Newsletter"}, {"id": "other", "name": "Other", "double_optin": True}],
-        "members": [{"list_id": LIST, "email_address": f"r{i}@example.org", "status": "subscribed",
-                     "last_changed": "2024-03-01T00:00:00+00:00"} for i in range(4)]
-        + [{"list_id": LIST, "email_address": "quiet@example.org", "status": "unsubscribed"}]})
+    mailchimp_emulator.admin.seed(
+        {
+            "audiences": [{"id": LIST, "name": "Newsletter"}, {"id": "other", "name": "Other", "double_optin": True}],
+            "members": [
+                {
+                    "list_id": LIST,
+                    "email_address": f"r{i}@example.org",
+                    "status": "subscribed",
+                    "last_changed": "2024-03-01T00:00:00+00:00",
+                }
+                for i in range(4)
+            ]
+            + [{"list_id": LIST, "email_address": "quiet@example.org", "status": "unsubscribed"}],
+        }
+    )
     return official_client(mailchimp_emulator)
 
 
@@ -26,8 +36,12 @@ def admin(emulator: Any, method: str, path: str, body: Any = None) -> Any:
 
 
 def sent_campaign(emulator: Any, campaign_id: str, at: str) -> None:
-    admin(emulator, "POST", "campaigns", {"list_id": LIST, "id": campaign_id, "title": f"Issue {campaign_id}",
-                                          "create_time": at})
+    admin(
+        emulator,
+        "POST",
+        "campaigns",
+        {"list_id": LIST, "id": campaign_id, "title": f"Issue {campaign_id}", "create_time": at},
+    )
     admin(emulator, "POST", f"campaigns/{campaign_id}/send", {"at": at})
 
 
@@ -56,15 +70,40 @@ def test_sent_to_lists_the_subscribed_members_at_send_time(mc: Any, mailchimp_em
 
 def test_activity_updates_reports_and_members(mc: Any, mailchimp_emulator: Any) -> None:
     sent_campaign(mailchimp_emulator, "c1", "2024-05-01T09:00:00+00:00")
-    admin(mailchimp_emulator, "POST", "campaigns/c1/activity", {"events": [
-        {"email_address": "r0@example.org", "action": "open", "at": "2024-05-01T10:00:00+00:00"},
-        {"email_address": "r0@example.org", "action": "click", "url": "https://example.org/a",
-         "at": "2024-05-01T10:01:00+00:00"},
-        {"email_address": "r1@example.org", "action": "bounce", "type": "hard", "at": "2024-05-01T09:05:00+00:00"},
-        {"email_address": "r2@example.org", "action": "bounce", "type": "soft", "at": "2024-05-01T09:06:00+00:00"},
-        {"email_address": "r3@example.org", "action": "unsubscribe", "reason": "Too many emails",
-         "at": "2024-05-02T08:00:00+00:00"},
-    ]})
+    admin(
+        mailchimp_emulator,
+        "POST",
+        "campaigns/c1/activity",
+        {
+            "events": [
+                {"email_address": "r0@example.org", "action": "open", "at": "2024-05-01T10:00:00+00:00"},
+                {
+                    "email_address": "r0@example.org",
+                    "action": "click",
+                    "url": "https://example.org/a",
+                    "at": "2024-05-01T10:01:00+00:00",
+                },
+                {
+                    "email_address": "r1@example.org",
+                    "action": "bounce",
+                    "type": "hard",
+                    "at": "2024-05-01T09:05:00+00:00",
+                },
+                {
+                    "email_address": "r2@example.org",
+                    "action": "bounce",
+                    "type": "soft",
+                    "at": "2024-05-01T09:06:00+00:00",
+                },
+                {
+                    "email_address": "r3@example.org",
+                    "action": "unsubscribe",
+                    "reason": "Too many emails",
+                    "at": "2024-05-02T08:00:00+00:00",
+                },
+            ]
+        },
+    )
     report = mc.reports.get_campaign_report("c1")
     assert report["emails_sent"] == 4 and report["unsubscribed"] == 1
     assert report["bounces"] == {"hard_bounces": 1, "soft_bounces": 1, "syntax_errors": 0}
@@ -74,8 +113,11 @@ def test_activity_updates_reports_and_members(mc: Any, mailchimp_emulator: Any) 
     assert (cleaned["status"], cleaned["last_changed"]) == ("cleaned", "2024-05-01T09:05:00+00:00")
     assert mc.lists.get_list_member(LIST, md5("r2@example.org"))["status"] == "subscribed"
     left = mc.lists.get_list_member(LIST, md5("r3@example.org"))
-    assert (left["status"], left["unsubscribe_reason"], left["last_changed"]) == \
-        ("unsubscribed", "Too many emails", "2024-05-02T08:00:00+00:00")
+    assert (left["status"], left["unsubscribe_reason"], left["last_changed"]) == (
+        "unsubscribed",
+        "Too many emails",
+        "2024-05-02T08:00:00+00:00",
+    )
 
     unsubscribes = mc.reports.get_unsubscribed_list_for_campaign("c1")
     assert unsubscribes["unsubscribes"][0]["email_address"] == "r3@example.org"
@@ -86,11 +128,13 @@ def test_activity_updates_reports_and_members(mc: Any, mailchimp_emulator: Any) 
     by_email = {e["email_address"]: e["activity"] for e in activity["emails"]}
     assert [a["action"] for a in by_email["r0@example.org"]] == ["open", "click"]
     assert by_email["r0@example.org"][1]["url"] == "https://example.org/a"
-    assert by_email["r1@example.org"] == [{"action": "bounce", "type": "hard",
-                                           "timestamp": "2024-05-01T09:05:00+00:00"}]
+    assert by_email["r1@example.org"] == [
+        {"action": "bounce", "type": "hard", "timestamp": "2024-05-01T09:05:00+00:00"}
+    ]
     later = mc.reports.get_email_activity_for_campaign("c1", since="2024-05-01T10:00:00+00:00")
-    assert [(e["email_address"], [a["action"] for a in e["activity"]]) for e in later["emails"]] == \
-        [("r0@example.org", ["click"])]
+    assert [(e["email_address"], [a["action"] for a in e["activity"]]) for e in later["emails"]] == [
+        ("r0@example.org", ["click"])
+    ]
     sent_to = {r["email_address"]: r for r in mc.reports.get_campaign_recipients("c1")["sent_to"]}
     assert sent_to["r1@example.org"]["status"] == "hard" and sent_to["r0@example.org"]["open_count"] == 1
 
@@ -103,9 +147,17 @@ def test_unknown_campaign_report_is_404(mc: Any) -> None:
 
 
 def test_people_unsubscribe_and_resubscribe_through_a_form(mc: Any, mailchimp_emulator: Any) -> None:
-    moved = admin(mailchimp_emulator, "POST", "people/unsubscribe", {
-        "list_id": LIST, "email_address": "r0@example.org", "reason": "No longer interested",
-        "at": "2024-04-01T12:00:00+00:00"})
+    moved = admin(
+        mailchimp_emulator,
+        "POST",
+        "people/unsubscribe",
+        {
+            "list_id": LIST,
+            "email_address": "r0@example.org",
+            "reason": "No longer interested",
+            "at": "2024-04-01T12:00:00+00:00",
+        },
+    )
     assert moved["status"] == "unsubscribed"
     member = mc.lists.get_list_member(LIST, md5("r0@example.org"))
     assert member["unsubscribe_reason"] == "No longer interested"
@@ -113,8 +165,12 @@ def test_people_unsubscribe_and_resubscribe_through_a_form(mc: Any, mailchimp_em
     with pytest.raises(ApiClientError) as caught:
         mc.lists.update_list_member(LIST, md5("r0@example.org"), {"status": "subscribed"})
     assert json.loads(caught.value.text)["title"] == "Member In Compliance State"
-    admin(mailchimp_emulator, "POST", "people/resubscribe", {"list_id": LIST, "email_address": "r0@example.org",
-                                                             "at": "2024-04-02T12:00:00+00:00"})
+    admin(
+        mailchimp_emulator,
+        "POST",
+        "people/resubscribe",
+        {"list_id": LIST, "email_address": "r0@example.org", "at": "2024-04-02T12:00:00+00:00"},
+    )
     back = mc.lists.get_list_member(LIST, md5("r0@example.org"))
     assert (back["status"], back["last_changed"]) == ("subscribed", "2024-04-02T12:00:00+00:00")
 
@@ -123,8 +179,12 @@ def test_double_optin_signup_needs_the_click(mc: Any, mailchimp_emulator: Any) -
     admin(mailchimp_emulator, "POST", "people/resubscribe", {"list_id": "other", "email_address": "d@example.org"})
     assert mc.lists.get_list_member("other", md5("d@example.org"))["status"] == "pending"
     assert len(mailchimp_emulator.admin.state(list_id="other")["confirmations"]) == 1
-    admin(mailchimp_emulator, "POST", "people/confirm", {"list_id": "other", "email_address": "d@example.org",
-                                                         "at": "2030-01-01T00:00:00+00:00"})
+    admin(
+        mailchimp_emulator,
+        "POST",
+        "people/confirm",
+        {"list_id": "other", "email_address": "d@example.org", "at": "2030-01-01T00:00:00+00:00"},
+    )
     confirmed = mc.lists.get_list_member("other", md5("d@example.org"))
     assert (confirmed["status"], confirmed["timestamp_opt"]) == ("subscribed", "2030-01-01T00:00:00+00:00")
     with pytest.raises(RuntimeError):  # only a pending member can confirm
@@ -132,21 +192,42 @@ def test_double_optin_signup_needs_the_click(mc: Any, mailchimp_emulator: Any) -
 
 
 def test_people_bounce_change_email_and_preferences(mc: Any, mailchimp_emulator: Any) -> None:
-    seeded = mailchimp_emulator.admin.seed({"interest_categories": [
-        {"list_id": LIST, "title": "Topics", "type": "checkboxes", "interests": [{"name": "Events"}]}]})
+    seeded = mailchimp_emulator.admin.seed(
+        {
+            "interest_categories": [
+                {"list_id": LIST, "title": "Topics", "type": "checkboxes", "interests": [{"name": "Events"}]}
+            ]
+        }
+    )
     events = seeded["interest_categories"][0]["interests"][0]["id"]
-    admin(mailchimp_emulator, "POST", "people/bounce", {"list_id": LIST, "email_address": "r1@example.org",
-                                                        "type": "hard"})
+    admin(
+        mailchimp_emulator,
+        "POST",
+        "people/bounce",
+        {"list_id": LIST, "email_address": "r1@example.org", "type": "hard"},
+    )
     assert mc.lists.get_list_member(LIST, md5("r1@example.org"))["status"] == "cleaned"
     before = mc.lists.get_list_member(LIST, md5("r2@example.org"))
-    admin(mailchimp_emulator, "POST", "people/change-email", {"list_id": LIST, "email_address": "r2@example.org",
-                                                              "new_email_address": "r2.new@example.org"})
+    admin(
+        mailchimp_emulator,
+        "POST",
+        "people/change-email",
+        {"list_id": LIST, "email_address": "r2@example.org", "new_email_address": "r2.new@example.org"},
+    )
     after = mc.lists.get_list_member(LIST, md5("r2.new@example.org"))
     assert after["contact_id"] == before["contact_id"]
     assert after["last_changed"] >= before["last_changed"]
-    admin(mailchimp_emulator, "POST", "people/preferences", {"list_id": LIST, "email_address": "r3@example.org",
-                                                             "interests": {events: True},
-                                                             "at": "2031-01-01T00:00:00+00:00"})
+    admin(
+        mailchimp_emulator,
+        "POST",
+        "people/preferences",
+        {
+            "list_id": LIST,
+            "email_address": "r3@example.org",
+            "interests": {events: True},
+            "at": "2031-01-01T00:00:00+00:00",
+        },
+    )
     chosen = mc.lists.get_list_member(LIST, md5("r3@example.org"))
     assert chosen["interests"] == {events: True}
     assert chosen["last_changed"] == "2031-01-01T00:00:00+00:00"

@@ -34,15 +34,19 @@ def test_ping_answers_chimpy(mc: Any) -> None:
 
 
 def test_bearer_token_is_accepted(mailchimp_emulator: Any) -> None:
-    response = requests.get(f"{mailchimp_emulator.url}/3.0/ping", timeout=10,
-                            headers={"Authorization": "Bearer 0123456789abcdef0123456789abcdef"})
+    response = requests.get(
+        f"{mailchimp_emulator.url}/3.0/ping",
+        timeout=10,
+        headers={"Authorization": "Bearer 0123456789abcdef0123456789abcdef"},
+    )
     assert response.status_code == 200
     client = client_for(mailchimp_emulator.url, access_token="0123456789abcdef0123456789abcdef", server="us21")
     assert client.ping.get()["health_status"] == "Everything's Chimpy!"
 
 
-@pytest.mark.parametrize("key", ["not-a-key", "0123456789abcdef0123456789abcdef", "xyz-us21",
-                                 "0123456789abcdef0123456789abcdeg-us21"])
+@pytest.mark.parametrize(
+    "key", ["not-a-key", "0123456789abcdef0123456789abcdef", "xyz-us21", "0123456789abcdef0123456789abcdeg-us21"]
+)
 def test_malformed_key_is_api_key_invalid(mailchimp_emulator: Any, key: str) -> None:
     with pytest.raises(ApiClientError) as caught:
         client_for(mailchimp_emulator.url, api_key=key, server="us21").ping.get()
@@ -63,9 +67,13 @@ def test_error_documents_have_the_problem_shape(mailchimp_emulator: Any, mc: Any
     assert response.headers["Content-Type"] == PROBLEM_JSON
     assert response.headers["X-Request-Id"]
     body = response.json()
-    assert body == {"type": "https://mailchimp.com/developer/marketing/docs/errors/", "title": "Resource Not Found",
-                    "status": 404, "detail": "The requested resource could not be found.",
-                    "instance": response.headers["X-Request-Id"]}
+    assert body == {
+        "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+        "title": "Resource Not Found",
+        "status": 404,
+        "detail": "The requested resource could not be found.",
+        "instance": response.headers["X-Request-Id"],
+    }
 
 
 def test_unknown_route_and_wrong_method(mailchimp_emulator: Any, mc: Any) -> None:
@@ -78,8 +86,9 @@ def test_unknown_route_and_wrong_method(mailchimp_emulator: Any, mc: Any) -> Non
 
 
 def test_bad_json_is_a_parse_exception(mailchimp_emulator: Any, mc: Any) -> None:
-    response = requests.post(f"{mailchimp_emulator.url}/3.0/lists/{LIST}/members", data=b"{not json",
-                             auth=("x", KEY), timeout=10)
+    response = requests.post(
+        f"{mailchimp_emulator.url}/3.0/lists/{LIST}/members", data=b"{not json", auth=("x", KEY), timeout=10
+    )
     assert response.status_code == 400
     assert response.json()["title"] == "JSON Parse Exception"
 

@@ -24,9 +24,15 @@ def last_changed(i: int) -> str:
 def big(mailchimp_emulator: Any) -> tuple[Any, float]:
     """The emulator with 100,000 members, and the seconds the seed took."""
     mailchimp_emulator.admin.seed({"audiences": [{"id": LIST, "name": "Everyone"}]})
-    members = [{"list_id": LIST, "email_address": f"person{i}@example.org",
-                "status": "unsubscribed" if i % 5 == 0 else "subscribed", "last_changed": last_changed(i)}
-               for i in range(SIZE)]
+    members = [
+        {
+            "list_id": LIST,
+            "email_address": f"person{i}@example.org",
+            "status": "unsubscribed" if i % 5 == 0 else "subscribed",
+            "last_changed": last_changed(i),
+        }
+        for i in range(SIZE)
+    ]
     started = time.perf_counter()
     mailchimp_emulator.admin.seed({"members": members})
     return mailchimp_emulator, time.perf_counter() - started
@@ -43,8 +49,15 @@ def test_a_changed_since_page_at_100k_touches_only_the_page(big: tuple[Any, floa
     expected_total = sum(1 for i in range(SIZE) if last_changed(i) > since)  # one format, so text order is time order
 
     started = time.perf_counter()
-    page = client.lists.get_list_members_info(LIST, count=1000, offset=2000, fields=FIELDS, since_last_changed=since,
-                                              sort_field="last_changed", sort_dir="ASC")
+    page = client.lists.get_list_members_info(
+        LIST,
+        count=1000,
+        offset=2000,
+        fields=FIELDS,
+        since_last_changed=since,
+        sort_field="last_changed",
+        sort_dir="ASC",
+    )
     elapsed = time.perf_counter() - started
     assert emulator.admin.call("GET", "stats")["lastMembersScanned"] == 1000
     assert page["total_items"] == expected_total
@@ -53,8 +66,9 @@ def test_a_changed_since_page_at_100k_touches_only_the_page(big: tuple[Any, floa
     assert stamps == sorted(stamps) and stamps[0] > since
     print(f"a page of 1,000 changed since a time, at 100,000 members: {elapsed * 1000:.0f} ms")
 
-    unsubscribed = client.lists.get_list_members_info(LIST, count=1000, fields=FIELDS, status="unsubscribed",
-                                                      since_last_changed=since, sort_field="last_changed")
+    unsubscribed = client.lists.get_list_members_info(
+        LIST, count=1000, fields=FIELDS, status="unsubscribed", since_last_changed=since, sort_field="last_changed"
+    )
     assert emulator.admin.call("GET", "stats")["lastMembersScanned"] == 1000
     assert {m["status"] for m in unsubscribed["members"]} == {"unsubscribed"}
 
@@ -62,8 +76,9 @@ def test_a_changed_since_page_at_100k_touches_only_the_page(big: tuple[Any, floa
     target = hashlib.md5(b"person7@example.org").hexdigest()
     emulator.admin.advance_clock(1)
     client.lists.update_list_member(LIST, target, {"status": "unsubscribed"})
-    newest = client.lists.get_list_members_info(LIST, count=1, fields=FIELDS, sort_field="last_changed",
-                                                sort_dir="DESC")
+    newest = client.lists.get_list_members_info(
+        LIST, count=1, fields=FIELDS, sort_field="last_changed", sort_dir="DESC"
+    )
     assert newest["members"][0]["id"] == target
     assert newest["total_items"] == SIZE
     assert client.lists.get_list(LIST)["stats"]["member_count"] == SIZE - SIZE // 5 - 1

@@ -26,14 +26,26 @@ def user_function(name: str):
 
 def test_bindings_follow_the_contract():
     found = {name: json.loads(f.get_function_json()) for name, f in functions_by_name().items()}
-    assert set(found) == {"plan_sync", "scan_link", "reconcile_batch", "dead_letter_link", "dead_letter_batch",
-                          "start_sync"}
+    assert set(found) == {
+        "plan_sync",
+        "scan_link",
+        "reconcile_batch",
+        "dead_letter_link",
+        "dead_letter_batch",
+        "start_sync",
+    }
     [timer] = found["plan_sync"]["bindings"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%SYNC_SCHEDULE%"
-    queues = {name: found[name]["bindings"][0]["queueName"] for name in
-              ("scan_link", "reconcile_batch", "dead_letter_link", "dead_letter_batch")}
-    assert queues == {"scan_link": "sync-links", "reconcile_batch": "sync-batches",
-                      "dead_letter_link": "sync-links-poison", "dead_letter_batch": "sync-batches-poison"}
+    queues = {
+        name: found[name]["bindings"][0]["queueName"]
+        for name in ("scan_link", "reconcile_batch", "dead_letter_link", "dead_letter_batch")
+    }
+    assert queues == {
+        "scan_link": "sync-links",
+        "reconcile_batch": "sync-batches",
+        "dead_letter_link": "sync-links-poison",
+        "dead_letter_batch": "sync-batches-poison",
+    }
     http = found["start_sync"]["bindings"][0]
     assert http["type"] == "httpTrigger" and http["route"] == "sync"
     assert http["methods"] == ["POST"] and http["authLevel"].lower() == "function"

@@ -54,7 +54,8 @@ def setting_parameter(value: Any) -> str:
     if t.is_function(value, "string"):
         value = t.function_args(value)["value_to_convert"]
     assert isinstance(value, str) and value in t.parameters(FUNCTION_APP), (
-        f"{value!r} is not a parameter of {FUNCTION_APP.name}")
+        f"{value!r} is not a parameter of {FUNCTION_APP.name}"
+    )
     return value
 
 
@@ -120,7 +121,8 @@ def test_every_role_assignment_is_named_by_guid_of_scope_principal_and_role() ->
         args = list(t.function_args(name).values())
         assert len([a for a in args if a is not None]) == 3, f"{assignment.symbol}: guid() needs scope, principal, role"
         assert t.property_path(args[0]) == [assignment.body["scope"], "id"], (
-            f"{assignment.symbol}: first guid() part is not the scope id")
+            f"{assignment.symbol}: first guid() part is not the scope id"
+        )
         assert args[1] == properties["principalId"], f"{assignment.symbol}: second guid() part is not the principal"
         assert args[2] == properties["roleDefinitionId"], f"{assignment.symbol}: third guid() part is not the role"
 
@@ -129,7 +131,8 @@ def test_app_identity_holds_exactly_the_roles_it_needs_at_the_documented_scopes(
     roles = t.module_path("roles")
     role_of_variable = {
         name: t.function_args(var["value"])["resource_name_1"]
-        for name, var in t.variables(roles).items() if t.is_function(var["value"], "subscription_resource_id")
+        for name, var in t.variables(roles).items()
+        if t.is_function(var["value"], "subscription_resource_id")
     }
     scope_type = {r.symbol: r.type for r in t.resources(roles) if r.existing}
     granted = {
@@ -144,8 +147,11 @@ def test_app_identity_holds_exactly_the_roles_it_needs_at_the_documented_scopes(
         (ROLE_IDS["Key Vault Secrets User"], "Microsoft.KeyVault/vaults"),
         (ROLE_IDS["Monitoring Metrics Publisher"], "Microsoft.Insights/components"),
     }
-    operator_grants = [a for a in t.declared(roles, "Microsoft.Authorization/roleAssignments")
-                       if a.body["properties"]["principalId"] == "operatorPrincipalId"]
+    operator_grants = [
+        a
+        for a in t.declared(roles, "Microsoft.Authorization/roleAssignments")
+        if a.body["properties"]["principalId"] == "operatorPrincipalId"
+    ]
     assert operator_grants and all(a.conditional for a in operator_grants), "operator roles must be optional"
     # The function app waits for its roles: its Key Vault reference and host storage need them at start.
     assert "roles" in t.parse(t.MAIN)["modules"]["functionApp"]["config"]["dependsOn"]
@@ -179,8 +185,10 @@ def test_function_app_runs_python_311_on_flex_consumption_as_the_user_assigned_i
     assert storage["type"] == "blobContainer"
     assert storage["value"] == "deploymentContainerUrl"
     assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
-    assert config["scaleAndConcurrency"] == {"maximumInstanceCount": "maximumInstanceCount",
-                                             "instanceMemoryMB": "instanceMemoryMB"}
+    assert config["scaleAndConcurrency"] == {
+        "maximumInstanceCount": "maximumInstanceCount",
+        "instanceMemoryMB": "instanceMemoryMB",
+    }
     assert main_module_params("storage")["deploymentContainerName"] == "deploymentContainerName"
     assert t.parameters(t.MAIN)["maximumInstanceCount"]["default"] == 40
     assert "azd-service-name" in json.dumps(body["tags"]), "azd finds the app by its azd-service-name tag"
@@ -212,7 +220,10 @@ def test_mailchimp_key_reaches_the_app_only_as_a_versionless_key_vault_reference
     settings = t.app_settings(site())
     assert settings["MAILCHIMP_API_KEY"] == "@Microsoft.KeyVault(SecretUri=${mailchimpSecretUri})"
     assert t.property_path(main_module_params("functionApp")["mailchimpSecretUri"]) == [
-        "keyVault", "outputs", "mailchimpSecretUri"]
+        "keyVault",
+        "outputs",
+        "mailchimpSecretUri",
+    ]
     keyvault = t.module_path("keyvault")
     outputs = t.parse(keyvault)["outputs"]
     assert outputs["mailchimpSecretUri"]["value"] == "${vault.properties.vaultUri}secrets/${mailchimpSecretName}/"
@@ -236,7 +247,8 @@ def test_no_template_builds_a_key_based_connection_string_or_reads_keys(path: Pa
     for pattern in ("AccountKey=", "InstrumentationKey=", "SharedAccessSignature=", "DefaultEndpointsProtocol"):
         assert not any(pattern in s for s in t.strings(t.parse(path))), f"{path.name} contains {pattern}"
     assert not re.search(r"\blist(Keys|ConnectionStrings|AccountSas|ServiceSas|Secrets)\s*\(", text, re.I), (
-        f"{path.name} reads keys with a list*() function")
+        f"{path.name} reads keys with a list*() function"
+    )
     assert not any(name.startswith("list") for name in t.function_names(t.parse(path)))
     for name, output in (t.parse(path).get("outputs") or {}).items():
         assert "mailchimpApiKey" not in set(t.strings(output)), f"{path.name} outputs the key as {name}"
@@ -247,8 +259,9 @@ def test_no_plain_app_setting_carries_a_secret() -> None:
     assert not secure, "the function app module takes no secret; the key arrives as a Key Vault reference"
     for name, value in t.app_settings(site()).items():
         for text in t.strings(value):
-            assert not re.search(r"(AccountKey|InstrumentationKey|SharedAccessSignature|password|secret)=", text,
-                                 re.I), f"app setting {name} looks like it carries a secret"
+            assert not re.search(
+                r"(AccountKey|InstrumentationKey|SharedAccessSignature|password|secret)=", text, re.I
+            ), f"app setting {name} looks like it carries a secret"
         if name != "MAILCHIMP_API_KEY":
             assert "@Microsoft.KeyVault" not in json.dumps(value)
 
@@ -263,7 +276,8 @@ def test_every_contract_setting_is_an_app_setting_driven_by_a_parameter_with_the
         assert setting in settings, f"{setting} is not an app setting"
         module_param = setting_parameter(settings[setting])
         assert passed[module_param] == parameter, (
-            f"{setting}: main.bicep passes {passed[module_param]!r}, not {parameter}")
+            f"{setting}: main.bicep passes {passed[module_param]!r}, not {parameter}"
+        )
         assert parameter in main_params, f"{setting}: main.bicep has no parameter {parameter}"
         assert main_params[parameter]["default"] == default, f"{setting}: default of {parameter} is not {default!r}"
         if default is not None:
@@ -331,7 +345,7 @@ def test_workbook_loads_its_json_and_points_it_at_the_component() -> None:
 
 def test_azd_project_deploys_this_folder_as_a_python_function() -> None:
     text = (t.REPO / "azure.yaml").read_text(encoding="utf-8")
-    services = text[text.index("\nservices:"):]
+    services = text[text.index("\nservices:") :]
     api = re.search(r"\n  api:\n((?:    .+\n)+)", services)
     assert api, "azure.yaml has no service 'api'"
     fields = dict(re.findall(r"^    (\w+): (.+)$", api.group(1), re.MULTILINE))

@@ -26,8 +26,11 @@ def checkov_executable() -> Path:
     candidate = Path(configured) if configured else t.REPO / ".venv-tools" / "bin" / "checkov"
     if not candidate.is_file():
         where = f"CHECKOV_BIN={configured}" if configured else str(candidate)
-        pytest.fail(f"checkov not found at {where}. Install it from the repository root with: {INSTALL} "
-                    f"(or set CHECKOV_BIN to a checkov executable)", pytrace=False)
+        pytest.fail(
+            f"checkov not found at {where}. Install it from the repository root with: {INSTALL} "
+            f"(or set CHECKOV_BIN to a checkov executable)",
+            pytrace=False,
+        )
     return candidate
 
 
@@ -36,7 +39,11 @@ def report() -> dict[str, Any]:
     started = time.monotonic()
     completed = subprocess.run(  # noqa: S603 - a fixed argument list, no shell
         [str(checkov_executable()), "--framework", "bicep", "--skip-download", "-d", "infra", "-o", "json"],
-        cwd=t.REPO, capture_output=True, text=True, timeout=300, check=False,
+        cwd=t.REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode in (0, 1), f"checkov exited {completed.returncode}: {completed.stderr[-2000:]}"
     output = json.loads(completed.stdout)
@@ -53,10 +60,14 @@ def test_checkov_parses_every_template(report: dict[str, Any]) -> None:
 
 
 def test_no_check_fails_unless_skipped_in_place_with_a_reason(report: dict[str, Any]) -> None:
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range'][0]}): {c['check_name']}"
-              for c in report["results"]["failed_checks"]]
-    assert not failed, ("checkov checks failed; fix them, or skip one inside its resource with "
-                        "'// checkov:skip=CKV_...: reason':\n" + "\n".join(failed))
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range'][0]}): {c['check_name']}"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert not failed, (
+        "checkov checks failed; fix them, or skip one inside its resource with "
+        "'// checkov:skip=CKV_...: reason':\n" + "\n".join(failed)
+    )
     for check in report["results"]["skipped_checks"]:
         reason = check["check_result"].get("suppress_comment", "").strip()
         assert len(reason) >= 20, f"{check['check_id']} on {check['resource']} is skipped without a real reason"
@@ -70,5 +81,14 @@ def test_checkov_is_the_pinned_version(report: dict[str, Any]) -> None:
 def test_the_security_checks_that_matter_ran_and_passed(report: dict[str, Any]) -> None:
     passed = {c["check_id"] for c in report["results"]["passed_checks"]}
     # HTTPS only, TLS 1.2 on storage and app, FTP off, remote debugging off, managed identity, purge protection.
-    assert {"CKV_AZURE_3", "CKV_AZURE_44", "CKV_AZURE_70", "CKV_AZURE_145", "CKV_AZURE_78", "CKV_AZURE_72",
-            "CKV_AZURE_71", "CKV_AZURE_110", "CKV_AZURE_42"} <= passed
+    assert {
+        "CKV_AZURE_3",
+        "CKV_AZURE_44",
+        "CKV_AZURE_70",
+        "CKV_AZURE_145",
+        "CKV_AZURE_78",
+        "CKV_AZURE_72",
+        "CKV_AZURE_71",
+        "CKV_AZURE_110",
+        "CKV_AZURE_42",
+    } <= passed

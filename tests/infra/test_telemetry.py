@@ -17,33 +17,96 @@ HASH = hashlib.md5(b"someone@example.org").hexdigest()
 
 # (call, expected event, expected dimensions besides "event", expected level)
 CASES: list[tuple[Callable[[], None], str, dict[str, object], int]] = [
-    (lambda: telemetry.run_started("run-1", "newsletter", trigger="http", full=True),
-     "run_started", {"run_id": "run-1", "link": "newsletter", "trigger": "http", "full": True}, logging.INFO),
-    (lambda: telemetry.run_finished("run-1", "newsletter", outcome="succeeded", records_read=12, changes_applied=3,
-                                    skipped=1, conflicts=2, dead_lettered=0, duration_seconds=4.25),
-     "run_finished", {"run_id": "run-1", "link": "newsletter", "outcome": "succeeded", "read_count": 12,
-                      "applied_count": 3, "skipped_count": 1, "conflict_count": 2, "dead_lettered_count": 0,
-                      "duration_seconds": 4.25}, logging.INFO),
-    (lambda: telemetry.run_finished("run-2", "newsletter", outcome="partial", dead_lettered=1),
-     "run_finished", {"run_id": "run-2", "link": "newsletter", "outcome": "partial", "read_count": 0,
-                      "applied_count": 0, "skipped_count": 0, "conflict_count": 0, "dead_lettered_count": 1,
-                      "duration_seconds": 0.0}, logging.WARNING),
-    (lambda: telemetry.run_skipped("newsletter", "run-in-progress"),
-     "run_skipped", {"link": "newsletter", "reason": "run-in-progress"}, logging.INFO),
-    (lambda: telemetry.records_read("newsletter", "mailchimp", 1000, run_id="run-1"),
-     "records_read", {"link": "newsletter", "side": "mailchimp", "count": 1000, "run_id": "run-1"}, logging.INFO),
-    (lambda: telemetry.changes_applied("newsletter", "dataverse", "rule-2", 7),
-     "changes_applied", {"link": "newsletter", "side": "dataverse", "rule": "rule-2", "count": 7}, logging.INFO),
-    (lambda: telemetry.skipped("newsletter", "Member In Compliance State", 1, member_hash=HASH),
-     "skipped", {"link": "newsletter", "reason": "member-in-compliance-state", "count": 1, "member_hash": HASH},
-     logging.INFO),
-    (lambda: telemetry.conflicts("newsletter", 2, run_id="run-1"),
-     "conflicts", {"link": "newsletter", "count": 2, "run_id": "run-1"}, logging.INFO),
-    (lambda: telemetry.throttled("newsletter", "mailchimp", 1.5),
-     "throttled", {"link": "newsletter", "service": "mailchimp", "wait_seconds": 1.5}, logging.WARNING),
-    (lambda: telemetry.dead_lettered("newsletter", "batch-0007", run_id="run-1", members=500),
-     "dead_lettered", {"link": "newsletter", "batch_id": "batch-0007", "run_id": "run-1", "count": 500},
-     logging.ERROR),
+    (
+        lambda: telemetry.run_started("run-1", "newsletter", trigger="http", full=True),
+        "run_started",
+        {"run_id": "run-1", "link": "newsletter", "trigger": "http", "full": True},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.run_finished(
+            "run-1",
+            "newsletter",
+            outcome="succeeded",
+            records_read=12,
+            changes_applied=3,
+            skipped=1,
+            conflicts=2,
+            dead_lettered=0,
+            duration_seconds=4.25,
+        ),
+        "run_finished",
+        {
+            "run_id": "run-1",
+            "link": "newsletter",
+            "outcome": "succeeded",
+            "read_count": 12,
+            "applied_count": 3,
+            "skipped_count": 1,
+            "conflict_count": 2,
+            "dead_lettered_count": 0,
+            "duration_seconds": 4.25,
+        },
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.run_finished("run-2", "newsletter", outcome="partial", dead_lettered=1),
+        "run_finished",
+        {
+            "run_id": "run-2",
+            "link": "newsletter",
+            "outcome": "partial",
+            "read_count": 0,
+            "applied_count": 0,
+            "skipped_count": 0,
+            "conflict_count": 0,
+            "dead_lettered_count": 1,
+            "duration_seconds": 0.0,
+        },
+        logging.WARNING,
+    ),
+    (
+        lambda: telemetry.run_skipped("newsletter", "run-in-progress"),
+        "run_skipped",
+        {"link": "newsletter", "reason": "run-in-progress"},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.records_read("newsletter", "mailchimp", 1000, run_id="run-1"),
+        "records_read",
+        {"link": "newsletter", "side": "mailchimp", "count": 1000, "run_id": "run-1"},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.changes_applied("newsletter", "dataverse", "rule-2", 7),
+        "changes_applied",
+        {"link": "newsletter", "side": "dataverse", "rule": "rule-2", "count": 7},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.skipped("newsletter", "Member In Compliance State", 1, member_hash=HASH),
+        "skipped",
+        {"link": "newsletter", "reason": "member-in-compliance-state", "count": 1, "member_hash": HASH},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.conflicts("newsletter", 2, run_id="run-1"),
+        "conflicts",
+        {"link": "newsletter", "count": 2, "run_id": "run-1"},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.throttled("newsletter", "mailchimp", 1.5),
+        "throttled",
+        {"link": "newsletter", "service": "mailchimp", "wait_seconds": 1.5},
+        logging.WARNING,
+    ),
+    (
+        lambda: telemetry.dead_lettered("newsletter", "batch-0007", run_id="run-1", members=500),
+        "dead_lettered",
+        {"link": "newsletter", "batch_id": "batch-0007", "run_id": "run-1", "count": 500},
+        logging.ERROR,
+    ),
 ]
 
 
@@ -56,10 +119,15 @@ def _capture(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=telemetry.LOGGER_NAME)
 
 
-@pytest.mark.parametrize(("call", "event", "dimensions", "level"), CASES,
-                         ids=[f"{case[1]}-{index}" for index, case in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("call", "event", "dimensions", "level"), CASES, ids=[f"{case[1]}-{index}" for index, case in enumerate(CASES)]
+)
 def test_each_call_emits_one_record_with_its_event_and_dimensions(
-    caplog: pytest.LogCaptureFixture, call: Callable[[], None], event: str, dimensions: dict[str, object], level: int,
+    caplog: pytest.LogCaptureFixture,
+    call: Callable[[], None],
+    event: str,
+    dimensions: dict[str, object],
+    level: int,
 ) -> None:
     call()
     (record,) = events(caplog)
@@ -69,15 +137,16 @@ def test_each_call_emits_one_record_with_its_event_and_dimensions(
     message = record.getMessage()
     assert message.startswith(telemetry.EVENT_MARKER + " {")
     assert telemetry.parse_message(message) == record.custom_dimensions
-    assert json.loads(message[len(telemetry.EVENT_MARKER) + 1:]) == record.custom_dimensions
+    assert json.loads(message[len(telemetry.EVENT_MARKER) + 1 :]) == record.custom_dimensions
 
 
 def test_the_cases_cover_every_event_and_only_defined_dimensions() -> None:
     assert {case[1] for case in CASES} == telemetry.EVENTS
     for _, _, dimensions, _ in CASES:
         assert set(dimensions) <= telemetry.DIMENSIONS
-    assert {getattr(telemetry, n) for n in dir(telemetry) if n.startswith("EVENT_") and n != "EVENT_MARKER"} \
-        == telemetry.EVENTS
+    assert {
+        getattr(telemetry, n) for n in dir(telemetry) if n.startswith("EVENT_") and n != "EVENT_MARKER"
+    } == telemetry.EVENTS
     assert {getattr(telemetry, n) for n in dir(telemetry) if n.startswith("DIM_")} == telemetry.DIMENSIONS
 
 
@@ -92,10 +161,16 @@ def test_run_id_appears_only_when_given(caplog: pytest.LogCaptureFixture) -> Non
 @pytest.mark.parametrize("field", ["link", "reason", "run_id", "member_hash"])
 def test_an_email_passed_by_mistake_is_replaced_and_never_logged(caplog: pytest.LogCaptureFixture, field: str) -> None:
     email = "Jane.Doe@example.org"
-    arguments = {"link": "newsletter", "reason": "invalid-address", "run_id": "run-1", "member_hash": HASH,
-                 field: email}
-    telemetry.skipped(arguments["link"], arguments["reason"], 1, run_id=arguments["run_id"],
-                      member_hash=arguments["member_hash"])
+    arguments = {
+        "link": "newsletter",
+        "reason": "invalid-address",
+        "run_id": "run-1",
+        "member_hash": HASH,
+        field: email,
+    }
+    telemetry.skipped(
+        arguments["link"], arguments["reason"], 1, run_id=arguments["run_id"], member_hash=arguments["member_hash"]
+    )
     (record,) = events(caplog)
     assert record.custom_dimensions[field] == telemetry.INVALID_VALUE
     warnings = [r for r in caplog.records if r not in events(caplog)]
@@ -140,8 +215,10 @@ def test_counts_are_whole_numbers_of_zero_or_more(value: object, error: type[Exc
         telemetry.conflicts("newsletter", value)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("value", "error"), [(-0.1, ValueError), (float("nan"), ValueError),
-                                              (float("inf"), ValueError), (False, TypeError), ("1", TypeError)])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-0.1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), (False, TypeError), ("1", TypeError)],
+)
 def test_seconds_are_finite_and_not_negative(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="wait_seconds"):
         telemetry.throttled("newsletter", "dataverse", value)  # type: ignore[arg-type]
@@ -183,8 +260,9 @@ def test_no_email_address_survives_in_any_dimension(email: str, field: str) -> N
     logger.addHandler(handler)
     try:
         if field in ("link", "rule"):
-            telemetry.changes_applied(email if field == "link" else "newsletter", "mailchimp",
-                                      email if field == "rule" else "rule-3", 1)
+            telemetry.changes_applied(
+                email if field == "link" else "newsletter", "mailchimp", email if field == "rule" else "rule-3", 1
+            )
         elif field == "reason":
             telemetry.skipped("newsletter", email, 1)
         elif field == "run_id":

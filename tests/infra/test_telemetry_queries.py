@@ -36,7 +36,8 @@ def test_query_names_only_dimensions_that_telemetry_defines(where: str) -> None:
     unknown = set(t.DIMENSION_REFERENCE.findall(QUERIES[where])) - telemetry.DIMENSIONS
     assert not unknown, f"{where} reads dimensions shared/telemetry.py never writes: {sorted(unknown)}"
     assert "customDimensions" not in QUERIES[where], (
-        f"{where}: the host drops Python log extras; read the dimensions from the message")
+        f"{where}: the host drops Python log extras; read the dimensions from the message"
+    )
 
 
 @pytest.mark.parametrize("where", sorted(QUERIES))
@@ -50,7 +51,8 @@ def test_query_compares_events_and_enumerations_only_with_defined_values(where: 
 
 @pytest.mark.parametrize("where", sorted(EVENT_QUERIES))
 def test_query_parses_the_message_exactly_as_telemetry_writes_it(
-    where: str, caplog: pytest.LogCaptureFixture,
+    where: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     query = EVENT_QUERIES[where]
     assert f'message has "{telemetry.EVENT_MARKER}"' in query
@@ -92,8 +94,10 @@ def test_workbook_charts_runs_changes_by_rule_skips_and_errors_per_link() -> Non
         "runs-over-time": ({telemetry.EVENT_RUN_FINISHED}, "outcome"),
         "changes-by-rule": ({telemetry.EVENT_CHANGES_APPLIED}, "rule"),
         "skips-per-link": ({telemetry.EVENT_SKIPPED}, "link"),
-        "errors-per-link": ({telemetry.EVENT_DEAD_LETTERED, telemetry.EVENT_THROTTLED, telemetry.EVENT_RUN_FINISHED},
-                            "link"),
+        "errors-per-link": (
+            {telemetry.EVENT_DEAD_LETTERED, telemetry.EVENT_THROTTLED, telemetry.EVENT_RUN_FINISHED},
+            "link",
+        ),
     }
     for name, (expected_events, split) in expectations.items():
         content = items[name]["content"]

@@ -11,25 +11,36 @@ SUBSCRIPTIONS = "cbr_preferencesubscriptions"
 PREFERENCES = "cbr_marketingpreferences"
 # two visible interests and one in a hidden (private) category
 CATEGORIES = [
-    {"id": "topics01", "title": "Topics", "type": "checkboxes",
-     "interests": [{"id": "news00001a", "name": "News"}, {"id": "events001b", "name": "Events"}]},
+    {
+        "id": "topics01",
+        "title": "Topics",
+        "type": "checkboxes",
+        "interests": [{"id": "news00001a", "name": "News"}, {"id": "events001b", "name": "Events"}],
+    },
     {"id": "internal02", "title": "Internal", "type": "hidden", "interests": [{"id": "staff0001c", "name": "Staff"}]},
 ]
 NEWS, EVENTS, STAFF = "news00001a", "events001b", "staff0001c"
 INTERESTS = (NEWS, EVENTS, STAFF)
 
 
-def seed_with_interests(world: SyncWorld, people: list[tuple[str, str | None, dict[str, bool]]],
-                        **seed: Any) -> dict[str, str]:
+def seed_with_interests(
+    world: SyncWorld, people: list[tuple[str, str | None, dict[str, bool]]], **seed: Any
+) -> dict[str, str]:
     """Contacts in the marketing list; for each (email, Mailchimp status or None, chosen interests) a member.
 
     Returns contact ids by email."""
     contacts = [contact(email) for email, _, _ in people]
     world.seed(contacts, [], **seed)
-    world.mailchimp.admin.seed({
-        "interest_categories": [{"list_id": world.audience, **category} for category in CATEGORIES],
-        "members": [{"list_id": world.audience, **member(email, status), "interests": chosen}
-                    for email, status, chosen in people if status is not None]})
+    world.mailchimp.admin.seed(
+        {
+            "interest_categories": [{"list_id": world.audience, **category} for category in CATEGORIES],
+            "members": [
+                {"list_id": world.audience, **member(email, status), "interests": chosen}
+                for email, status, chosen in people
+                if status is not None
+            ],
+        }
+    )
     return {c["emailaddress1"]: c["contactid"] for c in contacts}
 
 
@@ -67,8 +78,11 @@ def preference_rows(world: SyncWorld) -> dict[str, dict[str, Any]]:
 
 def person_chooses(world: SyncWorld, email: str, at: str | None = None, **chosen: bool) -> dict[str, Any]:
     """The person edits their preferences through their Mailchimp profile."""
-    body: dict[str, Any] = {"list_id": world.audience, "email_address": email,
-                            "interests": {_interest(k): v for k, v in chosen.items()}}
+    body: dict[str, Any] = {
+        "list_id": world.audience,
+        "email_address": email,
+        "interests": {_interest(k): v for k, v in chosen.items()},
+    }
     if at:
         body["at"] = at
     return world.mailchimp.admin.call("POST", "people/preferences", body)
@@ -78,17 +92,35 @@ def user_sets(world: SyncWorld, record_id: str, interest: str, opted_in: bool) -
     """A Dynamics user ticks or clears a preference on a contact: edits its row, or adds one. Returns modifiedon."""
     interest_id = _interest(interest)
     pid = preference_id(world.audience, interest_id)
-    mine = [r for r in subscription_rows(world)
-            if r.get("_cbr_contact_value") == record_id and r.get("_cbr_preference_value") == pid]
+    mine = [
+        r
+        for r in subscription_rows(world)
+        if r.get("_cbr_contact_value") == record_id and r.get("_cbr_preference_value") == pid
+    ]
     if mine:
-        answer = world.dataverse.admin.call("POST", "edit", {"entity": SUBSCRIPTIONS, "id": mine[0][
-            "cbr_preferencesubscriptionid"], "changes": {"cbr_optedin": opted_in}})
+        answer = world.dataverse.admin.call(
+            "POST",
+            "edit",
+            {
+                "entity": SUBSCRIPTIONS,
+                "id": mine[0]["cbr_preferencesubscriptionid"],
+                "changes": {"cbr_optedin": opted_in},
+            },
+        )
         return answer["edited"][0]["modifiedon"]
-    row = {"cbr_preferencesubscriptionid": user_row_id(record_id, interest_id), "cbr_name": interest,
-           "_cbr_contact_value": record_id, "_cbr_preference_value": pid, "cbr_optedin": opted_in}
+    row = {
+        "cbr_preferencesubscriptionid": user_row_id(record_id, interest_id),
+        "cbr_name": interest,
+        "_cbr_contact_value": record_id,
+        "_cbr_preference_value": pid,
+        "cbr_optedin": opted_in,
+    }
     world.dataverse.admin.seed({SUBSCRIPTIONS: [row]})
-    return next(r["modifiedon"] for r in subscription_rows(world)
-                if r["cbr_preferencesubscriptionid"] == row["cbr_preferencesubscriptionid"])
+    return next(
+        r["modifiedon"]
+        for r in subscription_rows(world)
+        if r["cbr_preferencesubscriptionid"] == row["cbr_preferencesubscriptionid"]
+    )
 
 
 def user_row_id(record_id: str, interest_id: str) -> str:

@@ -39,16 +39,32 @@ def advance(world: SyncWorld, minutes: float) -> None:
 
 
 def send_campaign(world: SyncWorld, campaign_id: str = CAMPAIGN, title: str = "Spring news") -> None:
-    world.mailchimp.admin.call("POST", "campaigns", {"list_id": world.audience, "id": campaign_id, "title": title,
-                                                     "subject_line": "What is new this spring", "send": True,
-                                                     "send_time": at(world)})
+    world.mailchimp.admin.call(
+        "POST",
+        "campaigns",
+        {
+            "list_id": world.audience,
+            "id": campaign_id,
+            "title": title,
+            "subject_line": "What is new this spring",
+            "send": True,
+            "send_time": at(world),
+        },
+    )
 
 
 def activity(world: SyncWorld, events: list[tuple[str, str, dict[str, Any]]], campaign_id: str = CAMPAIGN) -> None:
     """(email, action, extra) events happening now, a second apart."""
-    world.mailchimp.admin.call("POST", f"campaigns/{campaign_id}/activity", {"events": [
-        {"email_address": email, "action": action, "at": at(world, i / 60), **extra}
-        for i, (email, action, extra) in enumerate(events)]})
+    world.mailchimp.admin.call(
+        "POST",
+        f"campaigns/{campaign_id}/activity",
+        {
+            "events": [
+                {"email_address": email, "action": action, "at": at(world, i / 60), **extra}
+                for i, (email, action, extra) in enumerate(events)
+            ]
+        },
+    )
     advance(world, 1)
 
 
@@ -83,32 +99,56 @@ def report_calls(world: SyncWorld) -> list[dict[str, Any]]:
 @pytest.fixture
 def people(world: SyncWorld) -> dict[str, dict[str, Any]]:
     found = {name: contact(f"{name}@example.org") for name in ("ann", "bo", "cy", "di")}
-    world.seed(list(found.values()), [member(f"{name}@example.org") for name in found]
-               + [member("outsider@example.org"), member("stranger@example.org")])
+    world.seed(
+        list(found.values()),
+        [member(f"{name}@example.org") for name in found]
+        + [member("outsider@example.org"), member("stranger@example.org")],
+    )
     synced(world)  # the identity map: who is who
     return found
 
 
 def test_a_sent_campaign_lands_with_its_totals_and_engagement_for_mapped_records_only(world, people):
     send_campaign(world)
-    activity(world, [("ann@example.org", "open", {}), ("ann@example.org", "open", {}),
-                     ("ann@example.org", "click", {"url": "https://example.org/spring"}),
-                     ("bo@example.org", "open", {}),
-                     ("cy@example.org", "bounce", {"type": "soft"}),
-                     ("outsider@example.org", "open", {}), ("outsider@example.org", "click", {"url": "https://x.org"}),
-                     ("stranger@example.org", "bounce", {"type": "hard"})])
+    activity(
+        world,
+        [
+            ("ann@example.org", "open", {}),
+            ("ann@example.org", "open", {}),
+            ("ann@example.org", "click", {"url": "https://example.org/spring"}),
+            ("bo@example.org", "open", {}),
+            ("cy@example.org", "bounce", {"type": "soft"}),
+            ("outsider@example.org", "open", {}),
+            ("outsider@example.org", "click", {"url": "https://x.org"}),
+            ("stranger@example.org", "bounce", {"type": "hard"}),
+        ],
+    )
     synced(world)
     (row,) = campaign_rows(world).values()
     assert (row["cbr_name"], row["cbr_subject"], row["cbr_audienceid"]) == (
-        "Spring news", "What is new this spring", world.audience)
-    assert (row["cbr_recipients"], row["cbr_opens"], row["cbr_uniqueopens"], row["cbr_clicks"],
-            row["cbr_uniqueclicks"], row["cbr_bounces"], row["cbr_hardbounces"], row["cbr_unsubscribes"]) == (
-        6, 4, 3, 2, 2, 2, 1, 0)  # the outsider and the stranger count in the totals
+        "Spring news",
+        "What is new this spring",
+        world.audience,
+    )
+    assert (
+        row["cbr_recipients"],
+        row["cbr_opens"],
+        row["cbr_uniqueopens"],
+        row["cbr_clicks"],
+        row["cbr_uniqueclicks"],
+        row["cbr_bounces"],
+        row["cbr_hardbounces"],
+        row["cbr_unsubscribes"],
+    ) == (6, 4, 3, 2, 2, 2, 1, 0)  # the outsider and the stranger count in the totals
     rows = engagement(world)
     assert set(rows) == {p["contactid"] for p in people.values()}  # recipients in Dynamics only
     ann, bo, cy, di = (rows[people[n]["contactid"]] for n in ("ann", "bo", "cy", "di"))
     assert (ann["cbr_sent"], ann["cbr_opens"], ann["cbr_clicks"], ann["cbr_lastclickedurl"]) == (
-        True, 2, 1, "https://example.org/spring")
+        True,
+        2,
+        1,
+        "https://example.org/spring",
+    )
     assert ann["cbr_firstopen"] < ann["cbr_lastopen"] <= ann["cbr_lastactivity"]
     assert (bo["cbr_opens"], bo["cbr_clicks"], bo["cbr_bouncetype"]) == (1, 0, None)
     assert (cy["cbr_opens"], cy["cbr_bouncetype"]) == (0, SOFT)
@@ -128,14 +168,28 @@ def test_reading_again_adds_nothing_and_later_runs_read_only_what_is_new(world, 
     assert engagement(world) == first
 
     ctx = world.context()  # the same campaign message delivered once more
-    outcome = reconcile_batch(ctx, {"kind": "campaign", "link": world.link, "run": "redelivered",
-                                    "batch": f"campaign-{CAMPAIGN}", "campaign": CAMPAIGN})
+    outcome = reconcile_batch(
+        ctx,
+        {
+            "kind": "campaign",
+            "link": world.link,
+            "run": "redelivered",
+            "batch": f"campaign-{CAMPAIGN}",
+            "campaign": CAMPAIGN,
+        },
+    )
     assert outcome.counts["campaign_engagements_written"] == 0
     assert engagement(world) == first
 
     read_before = now(world)
-    activity(world, [("ann@example.org", "open", {}), ("ann@example.org", "click", {"url": "https://example.org/b"}),
-                     ("outsider@example.org", "open", {})])
+    activity(
+        world,
+        [
+            ("ann@example.org", "open", {}),
+            ("ann@example.org", "click", {"url": "https://example.org/b"}),
+            ("outsider@example.org", "open", {}),
+        ],
+    )
     world.mailchimp.admin.clear_requests()
     synced(world)
     calls = report_calls(world)
@@ -174,9 +228,14 @@ def test_activity_older_than_the_window_is_not_read_again(world, people):
 
 def test_an_unsubscribe_and_a_hard_bounce_reach_dynamics_with_the_campaign_in_the_audit(world, people):
     send_campaign(world)
-    activity(world, [("ann@example.org", "unsubscribe", {"reason": "Too many emails"}),
-                     ("bo@example.org", "bounce", {"type": "hard"}),
-                     ("outsider@example.org", "unsubscribe", {})])
+    activity(
+        world,
+        [
+            ("ann@example.org", "unsubscribe", {"reason": "Too many emails"}),
+            ("bo@example.org", "bounce", {"type": "hard"}),
+            ("outsider@example.org", "unsubscribe", {}),
+        ],
+    )
     synced(world)
     records = world.records()
     for name in ("ann", "bo"):
@@ -189,8 +248,11 @@ def test_an_unsubscribe_and_a_hard_bounce_reach_dynamics_with_the_campaign_in_th
     assert (ann["side"], bo["side"]) == ("dynamics", "dynamics")
     assert "an unsubscribe in campaign Spring news (spring-news)" in ann["detail"]
     assert "a hard bounce in campaign Spring news (spring-news)" in bo["detail"]
-    assert not any("campaign" in row["detail"] for row in world.audit()
-                   if row["member_hash"] not in (member_hash("ann@example.org"), member_hash("bo@example.org")))
+    assert not any(
+        "campaign" in row["detail"]
+        for row in world.audit()
+        if row["member_hash"] not in (member_hash("ann@example.org"), member_hash("bo@example.org"))
+    )
     assert campaign_rows(world)[CAMPAIGN]["cbr_unsubscribes"] == 2
 
 
@@ -199,11 +261,22 @@ def test_a_cause_known_before_the_status_change_is_audited_goes_into_the_audit_r
     synced(world)
     activity(world, [("cy@example.org", "unsubscribe", {})])
     ctx = world.context()  # the campaign is read before the run that audits the status change
-    reconcile_batch(ctx, {"kind": "campaign", "link": world.link, "run": "0000000001-early",
-                          "batch": f"campaign-{CAMPAIGN}", "campaign": CAMPAIGN})
+    reconcile_batch(
+        ctx,
+        {
+            "kind": "campaign",
+            "link": world.link,
+            "run": "0000000001-early",
+            "batch": f"campaign-{CAMPAIGN}",
+            "campaign": CAMPAIGN,
+        },
+    )
     synced(world)
-    (row,) = [r for r in world.audit() if r["member_hash"] == member_hash("cy@example.org")
-              and r["rule"] == "mailchimp-changed"]
+    (row,) = [
+        r
+        for r in world.audit()
+        if r["member_hash"] == member_hash("cy@example.org") and r["rule"] == "mailchimp-changed"
+    ]
     assert row["detail"].endswith("an unsubscribe in campaign Spring news (spring-news)")
     assert world.records()[people["cy"]["contactid"]]["donotbulkemail"] is True
 
@@ -214,12 +287,16 @@ def test_provision_creates_the_campaign_schema_once(world, people):
     state = world.dataverse.admin.state()
     assert {"cbr_mailchimpcampaign", "cbr_emailengagement"} <= set(state["customTables"])
     assert set(state["customRelationships"]) >= {
-        "cbr_cbr_mailchimpcampaign_cbr_emailengagement", "cbr_contact_cbr_emailengagement",
-        "cbr_lead_cbr_emailengagement", "cbr_account_cbr_emailengagement"}
+        "cbr_cbr_mailchimpcampaign_cbr_emailengagement",
+        "cbr_contact_cbr_emailengagement",
+        "cbr_lead_cbr_emailengagement",
+        "cbr_account_cbr_emailengagement",
+    }
     views = world.dataverse.admin.state(entity="savedqueries")["rows"]
     assert {(v["returnedtypecode"], v["name"]) for v in views} >= {
         ("cbr_mailchimpcampaign", "Mailchimp campaigns by send time"),
-        ("cbr_emailengagement", "Email engagement by last activity")}
+        ("cbr_emailengagement", "Email engagement by last activity"),
+    }
 
 
 def test_a_campaign_pass_that_keeps_failing_lets_the_run_finish_and_resumes_next_run(world, people):
@@ -243,8 +320,13 @@ def test_a_dry_run_reads_and_writes_no_campaign(world, people):
 
 
 def test_engagement_rows_follow_leads_and_several_records_of_one_address(world):
-    lead = {"leadid": new_id(), "lastname": "Lead", "emailaddress1": "shared@example.org", "donotbulkemail": False,
-            "donotsendmm": False}
+    lead = {
+        "leadid": new_id(),
+        "lastname": "Lead",
+        "emailaddress1": "shared@example.org",
+        "donotbulkemail": False,
+        "donotsendmm": False,
+    }
     world.seed([lead], [member("shared@example.org")], list_type=4)
     synced(world)
     send_campaign(world)
@@ -252,7 +334,8 @@ def test_engagement_rows_follow_leads_and_several_records_of_one_address(world):
     synced(world)
     rows = world.dataverse.admin.state(entity="cbr_emailengagements")["rows"]
     assert [(r["_cbr_lead_value"], r["_cbr_contact_value"], r["cbr_opens"]) for r in rows] == [
-        (lead["leadid"], None, 1)]
+        (lead["leadid"], None, 1)
+    ]
     assert rows[0]["cbr_emailengagementid"] == campaigns.engagement_row_id(CAMPAIGN, lead["leadid"])
     assert uuid.UUID(rows[0]["cbr_emailengagementid"])
 

@@ -21,8 +21,11 @@ def world(mailchimp_emulator, dataverse_emulator, azurite):
 def events(world: SyncWorld, emails: list[str], action: str, **extra: Any) -> None:
     """Everyone in ``emails`` does ``action`` now (one admin call)."""
     moment = at(world)
-    world.mailchimp.admin.call("POST", f"campaigns/{CAMPAIGN}/activity", {"events": [
-        {"email_address": email, "action": action, "at": moment, **extra} for email in emails]})
+    world.mailchimp.admin.call(
+        "POST",
+        f"campaigns/{CAMPAIGN}/activity",
+        {"events": [{"email_address": email, "action": action, "at": moment, **extra} for email in emails]},
+    )
     advance(world, 1)
 
 

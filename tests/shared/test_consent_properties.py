@@ -35,13 +35,20 @@ def at(seconds: int) -> datetime:
 
 moments = st.integers(0, 20).map(at)
 spellings = st.sampled_from([EMAIL, EMAIL.upper(), f"  {EMAIL}\t", "Person+News@Example.com"])
-policies = st.builds(Policy, resubscribe=st.sampled_from(["never", "confirm"]),
-                     new_member_status=st.sampled_from(["subscribed", "pending"]))
+policies = st.builds(
+    Policy,
+    resubscribe=st.sampled_from(["never", "confirm"]),
+    new_member_status=st.sampled_from(["subscribed", "pending"]),
+)
 members = st.none() | st.builds(Member, status=st.sampled_from(STATUSES), last_changed=moments, email=spellings)
 bases = st.none() | st.builds(
-    Base, member_status=st.none() | st.sampled_from(STATUSES), opted_out=st.booleans(),
-    member_last_changed=st.none() | moments, records_modifiedon=st.none() | moments,
-    opted_out_records=st.frozensets(st.sampled_from(RECORD_IDS)))
+    Base,
+    member_status=st.none() | st.sampled_from(STATUSES),
+    opted_out=st.booleans(),
+    member_last_changed=st.none() | moments,
+    records_modifiedon=st.none() | moments,
+    opted_out_records=st.frozensets(st.sampled_from(RECORD_IDS)),
+)
 
 
 @st.composite
@@ -49,10 +56,15 @@ def records(draw: st.DrawFn) -> Record:
     record_id = draw(st.sampled_from(RECORD_IDS))
     mostly = st.sampled_from([True, True, True, False])
     active = draw(mostly)
-    return Record(record_id=record_id, kind=KINDS[record_id[0]],  # type: ignore[arg-type]
-                  email=draw(st.one_of(spellings, spellings, spellings, st.sampled_from([None, "", "person@"]))),
-                  opted_out=draw(st.booleans()), modifiedon=draw(moments), active=active,
-                  writable=active and draw(mostly))
+    return Record(
+        record_id=record_id,
+        kind=KINDS[record_id[0]],  # type: ignore[arg-type]
+        email=draw(st.one_of(spellings, spellings, spellings, st.sampled_from([None, "", "person@"]))),
+        opted_out=draw(st.booleans()),
+        modifiedon=draw(moments),
+        active=active,
+        writable=active and draw(mostly),
+    )
 
 
 groups = st.lists(records(), max_size=4, unique_by=lambda record: record.record_id)
@@ -62,8 +74,9 @@ def syncable(record: Record) -> bool:
     return record.active and record.writable and normalize_email(record.email) is not None
 
 
-def apply(decision: Decision, member: Member | None, group: list[Record], now: datetime
-          ) -> tuple[Member | None, list[Record]]:
+def apply(
+    decision: Decision, member: Member | None, group: list[Record], now: datetime
+) -> tuple[Member | None, list[Record]]:
     """What both sides hold once the engine has carried the decision out."""
     write = decision.mailchimp
     if write is not None and write.action == "add":
@@ -76,8 +89,9 @@ def apply(decision: Decision, member: Member | None, group: list[Record], now: d
     for change in decision.records:
         record = by_id[change.record_id]
         assert syncable(record), f"{record.record_id} is frozen or has no valid address but got a write"
-        by_id[change.record_id] = replace(record, modifiedon=now, opted_out=record.opted_out if change.opted_out is None
-                                          else change.opted_out)
+        by_id[change.record_id] = replace(
+            record, modifiedon=now, opted_out=record.opted_out if change.opted_out is None else change.opted_out
+        )
     return member, [by_id[record.record_id] for record in group]
 
 
@@ -91,8 +105,9 @@ def assert_never_resubscribes(decision: Decision, member: Member | None, base: B
         assert write.action == "set_status" and write.status in {"unsubscribed", "pending"}
     if write.status == "subscribed":
         assert member is None and (base is None or base.member_status is None)
-    holds_opt_out = (member is not None and member.status in OPTED_OUT_STATUSES) or \
-        (base is not None and base.member_status in OPTED_OUT_STATUSES)
+    holds_opt_out = (member is not None and member.status in OPTED_OUT_STATUSES) or (
+        base is not None and base.member_status in OPTED_OUT_STATUSES
+    )
     assert not (holds_opt_out and write.status == "subscribed")
 
 
@@ -116,8 +131,9 @@ def test_never_resubscribes(member: Member | None, group: list[Record], base: Ba
 
 @FAST
 @given(members, groups, bases, policies)
-def test_a_decision_applied_twice_is_a_no_op(member: Member | None, group: list[Record], base: Base | None,
-                                             policy: Policy) -> None:
+def test_a_decision_applied_twice_is_a_no_op(
+    member: Member | None, group: list[Record], base: Base | None, policy: Policy
+) -> None:
     first = decide(member, group, base, policy)
     member_after, group_after = apply(first, member, group, at(60))
 
@@ -130,8 +146,9 @@ def test_a_decision_applied_twice_is_a_no_op(member: Member | None, group: list[
 
 @FAST
 @given(members, groups, bases, policies)
-def test_after_applying_both_sides_agree(member: Member | None, group: list[Record], base: Base | None,
-                                         policy: Policy) -> None:
+def test_after_applying_both_sides_agree(
+    member: Member | None, group: list[Record], base: Base | None, policy: Policy
+) -> None:
     decision = decide(member, group, base, policy)
 
     assert_sides_agree(*apply(decision, member, group, at(60)))
@@ -140,7 +157,8 @@ def test_after_applying_both_sides_agree(member: Member | None, group: list[Reco
 @FAST
 @given(members, groups, bases, policies)
 def test_writes_reach_every_syncable_record_once_and_skips_name_the_rest(
-        member: Member | None, group: list[Record], base: Base | None, policy: Policy) -> None:
+    member: Member | None, group: list[Record], base: Base | None, policy: Policy
+) -> None:
     decision = decide(member, group, base, policy)
 
     written = [change.record_id for change in decision.records]
@@ -160,8 +178,9 @@ def test_writes_reach_every_syncable_record_once_and_skips_name_the_rest(
 
 @FAST
 @given(members, groups, bases, policies)
-def test_spelling_of_the_address_does_not_matter(member: Member | None, group: list[Record], base: Base | None,
-                                                 policy: Policy) -> None:
+def test_spelling_of_the_address_does_not_matter(
+    member: Member | None, group: list[Record], base: Base | None, policy: Policy
+) -> None:
     canonical_member = member and replace(member, email=EMAIL)
     canonical_group = [replace(record, email=normalize_email(record.email) or record.email) for record in group]
 
@@ -169,8 +188,16 @@ def test_spelling_of_the_address_does_not_matter(member: Member | None, group: l
 
 
 # A tiny world where the person, Mailchimp admins and CRM users act between runs of the sync.
-PERSON_EVENTS = ("subscribe", "signup-pending", "confirm", "unsubscribe", "bounce", "make-transactional",
-                 "archive", "delete")
+PERSON_EVENTS = (
+    "subscribe",
+    "signup-pending",
+    "confirm",
+    "unsubscribe",
+    "bounce",
+    "make-transactional",
+    "archive",
+    "delete",
+)
 CRM_EVENTS = ("opt-out", "opt-in", "deactivate", "reactivate")
 SIM_IDS = ("c1", "l1", "a1")
 
@@ -256,24 +283,38 @@ class World:
                 assert record.opted_out and not subscribed, (record, self.member)
 
 
-events = st.lists(st.one_of(
-    st.just(("run", 0)),
-    st.tuples(st.sampled_from(PERSON_EVENTS), st.just(0)),
-    st.tuples(st.sampled_from(CRM_EVENTS), st.integers(0, len(SIM_IDS) - 1)),
-), max_size=30)
-first_members = st.none() | st.builds(Member, status=st.sampled_from(STATUSES), last_changed=st.just(at(0)),
-                                      email=st.just(EMAIL))
+events = st.lists(
+    st.one_of(
+        st.just(("run", 0)),
+        st.tuples(st.sampled_from(PERSON_EVENTS), st.just(0)),
+        st.tuples(st.sampled_from(CRM_EVENTS), st.integers(0, len(SIM_IDS) - 1)),
+    ),
+    max_size=30,
+)
+first_members = st.none() | st.builds(
+    Member, status=st.sampled_from(STATUSES), last_changed=st.just(at(0)), email=st.just(EMAIL)
+)
 
 
 @settings(FAST, max_examples=400)
-@example(NEVER, Member("subscribed", at(0), EMAIL), [True],  # an opt-out hidden by out, in, out between runs
-         [("run", 0), ("subscribe", 0), ("opt-in", 0), ("opt-out", 0)])
+@example(
+    NEVER,
+    Member("subscribed", at(0), EMAIL),
+    [True],  # an opt-out hidden by out, in, out between runs
+    [("run", 0), ("subscribe", 0), ("opt-in", 0), ("opt-out", 0)],
+)
 @given(policies, first_members, st.lists(st.booleans(), min_size=1, max_size=len(SIM_IDS)), events)
-def test_histories_never_resubscribe_an_opted_out_person(policy: Policy, member: Member | None,
-                                                          opted_out: list[bool], history: list[tuple[str, int]]
-                                                          ) -> None:
-    world = World(policy, member, [Record(record_id, KINDS[record_id[0]], EMAIL, flag, at(0), True, True)  # type: ignore[arg-type]
-                                   for record_id, flag in zip(SIM_IDS, opted_out, strict=False)])
+def test_histories_never_resubscribe_an_opted_out_person(
+    policy: Policy, member: Member | None, opted_out: list[bool], history: list[tuple[str, int]]
+) -> None:
+    world = World(
+        policy,
+        member,
+        [
+            Record(record_id, KINDS[record_id[0]], EMAIL, flag, at(0), True, True)  # type: ignore[arg-type]
+            for record_id, flag in zip(SIM_IDS, opted_out, strict=False)
+        ],
+    )
     world.opted_out_since_subscribe = member is not None and member.status in OPTED_OUT_STATUSES
     world.last_subscribe = 0 if member is not None and member.status == "subscribed" else -1
     for event, index in [*history, ("run", 0), ("run", 0)]:

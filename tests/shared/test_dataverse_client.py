@@ -31,8 +31,20 @@ def client(dataverse_emulator: Any) -> Dataverse:
 
 def seed_contacts(admin: Any, count: int, **columns: Any) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(count)]
-    admin.seed({"contacts": [{"contactid": i, "firstname": f"F{n:03d}", "lastname": f"L{n % 7}",
-                              "emailaddress1": f"person{n}@example.com", **columns} for n, i in enumerate(ids)]})
+    admin.seed(
+        {
+            "contacts": [
+                {
+                    "contactid": i,
+                    "firstname": f"F{n:03d}",
+                    "lastname": f"L{n % 7}",
+                    "emailaddress1": f"person{n}@example.com",
+                    **columns,
+                }
+                for n, i in enumerate(ids)
+            ]
+        }
+    )
     return ids
 
 
@@ -41,6 +53,7 @@ def fast_retries(admin: Any, seconds: str = "0.05") -> None:
 
 
 # ---- configuration ------------------------------------------------------------------------------------
+
 
 def test_only_https_or_a_loopback_emulator_is_accepted() -> None:
     assert environment_url("https://contoso.crm4.dynamics.com/") == "https://contoso.crm4.dynamics.com"
@@ -88,9 +101,11 @@ def test_a_credential_is_asked_once_for_the_environment_scope_and_names_the_call
 
 # ---- records ------------------------------------------------------------------------------------------
 
+
 def test_create_read_update_delete_with_server_maintained_columns(client: Dataverse, dataverse_emulator: Any) -> None:
-    contact_id = client.create("contacts", {"firstname": "Ada", "lastname": "Byron",
-                                            "emailaddress1": "ada@example.com"})
+    contact_id = client.create(
+        "contacts", {"firstname": "Ada", "lastname": "Byron", "emailaddress1": "ada@example.com"}
+    )
     row = client.get(f"contacts({contact_id})", {"$select": "fullname,donotbulkemail,modifiedon,versionnumber"})
     assert row["fullname"] == "Ada Byron" and row["donotbulkemail"] is False
     assert row["@odata.etag"] == f'W/"{row["versionnumber"]}"'
@@ -141,8 +156,12 @@ def test_unknown_and_read_only_columns_are_refused(client: Dataverse) -> None:
 
 def test_qualified_leads_and_inactive_contacts_are_read_only(client: Dataverse, dataverse_emulator: Any) -> None:
     lead_id, contact_id = str(uuid.uuid4()), str(uuid.uuid4())
-    dataverse_emulator.admin.seed({"leads": [{"leadid": lead_id, "lastname": "Prospect"}],
-                                   "contacts": [{"contactid": contact_id, "lastname": "Gone", "statecode": 1}]})
+    dataverse_emulator.admin.seed(
+        {
+            "leads": [{"leadid": lead_id, "lastname": "Prospect"}],
+            "contacts": [{"contactid": contact_id, "lastname": "Gone", "statecode": 1}],
+        }
+    )
     dataverse_emulator.admin.call("POST", "qualify-lead", {"id": lead_id})
     with pytest.raises(DataverseError) as qualified:
         client.update("leads", lead_id, {"donotbulkemail": True})
@@ -164,6 +183,7 @@ def test_errors_never_carry_email_addresses(client: Dataverse) -> None:
 
 # ---- queries and paging --------------------------------------------------------------------------------
 
+
 def test_pages_follow_next_links_in_key_order(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 25)
     pages = list(client.iter_pages("contacts", select=["emailaddress1"], page_size=10))
@@ -174,18 +194,33 @@ def test_pages_follow_next_links_in_key_order(client: Dataverse, dataverse_emula
 
 def test_filtered_and_ordered_pages_match_the_query(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 40)
-    dataverse_emulator.admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": i, "changes": {"donotbulkemail": True}} for i in ids[::3]]})
-    rows = [r for page in client.iter_pages("contacts", select="firstname,lastname", filter="donotbulkemail eq false",
-                                            orderby="lastname desc,firstname", page_size=7) for r in page]
+    dataverse_emulator.admin.call(
+        "POST",
+        "edit",
+        {"entity": "contacts", "edits": [{"id": i, "changes": {"donotbulkemail": True}} for i in ids[::3]]},
+    )
+    rows = [
+        r
+        for page in client.iter_pages(
+            "contacts",
+            select="firstname,lastname",
+            filter="donotbulkemail eq false",
+            orderby="lastname desc,firstname",
+            page_size=7,
+        )
+        for r in page
+    ]
     expected = sorted(((f"L{n % 7}", f"F{n:03d}") for n in range(40) if n % 3), key=lambda t: t[1])
     expected.sort(key=lambda t: t[0], reverse=True)
     assert [(r["lastname"], r["firstname"]) for r in rows] == expected
 
 
 def test_query_options_the_service_refuses(client: Dataverse) -> None:
-    for params, text in (({"$skip": "10"}, "$skip"), ({"$search": "x"}, "$search"),
-                         ({"$select": "nosuchcolumn"}, "Could not find a property named 'nosuchcolumn'")):
+    for params, text in (
+        ({"$skip": "10"}, "$skip"),
+        ({"$search": "x"}, "$search"),
+        ({"$select": "nosuchcolumn"}, "Could not find a property named 'nosuchcolumn'"),
+    ):
         with pytest.raises(DataverseError) as refused:
             client.get("contacts", params)
         assert refused.value.status == 400 and text in refused.value.message
@@ -194,8 +229,9 @@ def test_query_options_the_service_refuses(client: Dataverse) -> None:
 def test_list_members_are_read_through_the_navigation_property(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 12)
     list_id = str(uuid.uuid4())
-    dataverse_emulator.admin.seed({"lists": [{"listid": list_id, "listname": "News", "createdfromcode": 2,
-                                              "members": ids[:9]}]})
+    dataverse_emulator.admin.seed(
+        {"lists": [{"listid": list_id, "listname": "News", "createdfromcode": 2, "members": ids[:9]}]}
+    )
     pages = list(client.iter_pages(f"lists({list_id})/{LIST_NAV}", select=["emailaddress1"], page_size=4))
     assert [len(p) for p in pages] == [4, 4, 1]
     assert sorted(r["contactid"] for p in pages for r in p) == sorted(ids[:9])
@@ -203,14 +239,21 @@ def test_list_members_are_read_through_the_navigation_property(client: Dataverse
 
 # ---- change tracking -----------------------------------------------------------------------------------
 
+
 def test_delta_links_return_changes_then_deletions(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 12)
-    initial = [r for page in client.iter_pages("contacts", select=["emailaddress1", "donotbulkemail"], page_size=5,
-                                               track_changes=True) for r in page]
+    initial = [
+        r
+        for page in client.iter_pages(
+            "contacts", select=["emailaddress1", "donotbulkemail"], page_size=5, track_changes=True
+        )
+        for r in page
+    ]
     assert len(initial) == 12 and client.last_delta_link and "$deltatoken=" in client.last_delta_link
     first_link = client.last_delta_link
-    dataverse_emulator.admin.call("POST", "edit", {"entity": "contacts", "id": ids[0],
-                                                   "changes": {"donotbulkemail": True}})
+    dataverse_emulator.admin.call(
+        "POST", "edit", {"entity": "contacts", "id": ids[0], "changes": {"donotbulkemail": True}}
+    )
     created = client.create("contacts", {"lastname": "New", "emailaddress1": "new@example.com"})
     client.delete("contacts", ids[1])
     changes = [r for page in client.iter_delta(first_link) for r in page]
@@ -222,8 +265,9 @@ def test_delta_links_return_changes_then_deletions(client: Dataverse, dataverse_
     assert [r for page in client.iter_delta(next_link) for r in page] == []
 
 
-def test_change_tracking_refuses_filters_expired_tokens_and_untracked_tables(client: Dataverse,
-                                                                            dataverse_emulator: Any) -> None:
+def test_change_tracking_refuses_filters_expired_tokens_and_untracked_tables(
+    client: Dataverse, dataverse_emulator: Any
+) -> None:
     with pytest.raises(DataverseError) as filtered:
         list(client.iter_pages("contacts", filter="donotbulkemail eq true", track_changes=True))
     assert filtered.value.message == 'The "$filter" query parameter isn\'t supported when Change Tracking is enabled.'
@@ -241,6 +285,7 @@ def test_change_tracking_refuses_filters_expired_tokens_and_untracked_tables(cli
 
 
 # ---- throttling and faults -----------------------------------------------------------------------------
+
 
 def test_429_retry_after_is_honoured_then_gives_up(client: Dataverse, dataverse_emulator: Any) -> None:
     admin = dataverse_emulator.admin
@@ -281,11 +326,16 @@ def test_the_request_window_throttles_until_it_moves_on(client: Dataverse, datav
 
 # ---- $batch ----------------------------------------------------------------------------------------------
 
+
 def test_batch_continues_on_error_by_default(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 2)
     missing = str(uuid.uuid4())
-    results = client.batch([BatchOperation("PATCH", f"contacts({i})", {"donotbulkemail": True},
-                                           {"If-Match": "*"}) for i in (ids[0], missing, ids[1])])
+    results = client.batch(
+        [
+            BatchOperation("PATCH", f"contacts({i})", {"donotbulkemail": True}, {"If-Match": "*"})
+            for i in (ids[0], missing, ids[1])
+        ]
+    )
     assert [r.status for r in results] == [204, 404, 204]
     error = results[1].error()
     assert error is not None and error.code == "0x80040217"
@@ -295,17 +345,27 @@ def test_batch_continues_on_error_by_default(client: Dataverse, dataverse_emulat
 
 def test_batch_stops_at_the_first_error_when_asked(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 2)
-    results = client.batch([BatchOperation("PATCH", f"contacts({i})", {"lastname": "Z"}, {"If-Match": "*"})
-                            for i in (ids[0], str(uuid.uuid4()), ids[1])], continue_on_error=False)
+    results = client.batch(
+        [
+            BatchOperation("PATCH", f"contacts({i})", {"lastname": "Z"}, {"If-Match": "*"})
+            for i in (ids[0], str(uuid.uuid4()), ids[1])
+        ],
+        continue_on_error=False,
+    )
     assert [r.status for r in results] == [204, 404, 424]
     assert client.get(f"contacts({ids[1]})", {"$select": "lastname"})["lastname"] != "Z"
 
 
 def test_an_atomic_batch_rolls_back_everything(client: Dataverse, dataverse_emulator: Any) -> None:
     ids = seed_contacts(dataverse_emulator.admin, 1)
-    results = client.batch([BatchOperation("POST", "contacts", {"lastname": "Created"}),
-                            BatchOperation("PATCH", f"contacts({ids[0]})", {"donotbulkemail": True}),
-                            BatchOperation("PATCH", f"contacts({ids[0]})", {"nosuchcolumn": 1})], atomic=True)
+    results = client.batch(
+        [
+            BatchOperation("POST", "contacts", {"lastname": "Created"}),
+            BatchOperation("PATCH", f"contacts({ids[0]})", {"donotbulkemail": True}),
+            BatchOperation("PATCH", f"contacts({ids[0]})", {"nosuchcolumn": 1}),
+        ],
+        atomic=True,
+    )
     assert {r.status for r in results} == {400}
     rows = [r for p in client.iter_pages("contacts", select=["lastname", "donotbulkemail"]) for r in p]
     assert [(r["contactid"], r["donotbulkemail"]) for r in rows] == [(ids[0], False)]
@@ -314,9 +374,13 @@ def test_an_atomic_batch_rolls_back_everything(client: Dataverse, dataverse_emul
 def test_batch_content_ids_link_a_new_contact_to_a_list(client: Dataverse, dataverse_emulator: Any) -> None:
     list_id = str(uuid.uuid4())
     dataverse_emulator.admin.seed({"lists": [{"listid": list_id, "listname": "L", "createdfromcode": 2}]})
-    results = client.batch([BatchOperation("POST", "contacts", {"lastname": "Joined"}, content_id="1"),
-                            BatchOperation("POST", f"lists({list_id})/{LIST_NAV}/$ref", {"@odata.id": "$1"})],
-                           atomic=True)
+    results = client.batch(
+        [
+            BatchOperation("POST", "contacts", {"lastname": "Joined"}, content_id="1"),
+            BatchOperation("POST", f"lists({list_id})/{LIST_NAV}/$ref", {"@odata.id": "$1"}),
+        ],
+        atomic=True,
+    )
     assert [r.status for r in results] == [204, 204]
     members = [r["contactid"] for p in client.iter_pages(f"lists({list_id})/{LIST_NAV}") for r in p]
     assert members == [results[0].entity_id]
@@ -335,6 +399,7 @@ def test_large_batches_are_split_and_a_throttled_batch_is_retried(client: Datave
 
 
 # ---- marketing lists ---------------------------------------------------------------------------------------
+
 
 def test_membership_changes_write_listmember_rows_not_the_contact(client: Dataverse, dataverse_emulator: Any) -> None:
     admin = dataverse_emulator.admin
@@ -355,8 +420,13 @@ def test_membership_changes_write_listmember_rows_not_the_contact(client: Datave
     assert client.get(f"lists({list_id})", {"$select": "membercount"})["membercount"] == 2
     after = client.get(f"contacts({ids[0]})", {"$select": "modifiedon,versionnumber"})
     assert (after["modifiedon"], after["versionnumber"]) == (before["modifiedon"], before["versionnumber"])
-    rows = [r for p in client.iter_pages("listmembers", select=["_entityid_value", "modifiedon", "createdon"],
-                                         filter=f"_listid_value eq {list_id}") for r in p]
+    rows = [
+        r
+        for p in client.iter_pages(
+            "listmembers", select=["_entityid_value", "modifiedon", "createdon"], filter=f"_listid_value eq {list_id}"
+        )
+        for r in p
+    ]
     assert sorted(r["_entityid_value"] for r in rows) == members
     assert all(r["modifiedon"] > before["modifiedon"] for r in rows)
 
@@ -365,10 +435,21 @@ def test_locked_dynamic_and_mismatched_lists_refuse_members(client: Dataverse, d
     admin = dataverse_emulator.admin
     ids = seed_contacts(admin, 1)
     locked, dynamic, leads = (str(uuid.uuid4()) for _ in range(3))
-    admin.seed({"lists": [{"listid": locked, "listname": "Locked", "createdfromcode": 2, "lockstatus": True},
-                          {"listid": dynamic, "listname": "Dynamic", "createdfromcode": 2, "type": True,
-                           "query": "<fetch><entity name='contact'/></fetch>"},
-                          {"listid": leads, "listname": "Leads", "createdfromcode": 4}]})
+    admin.seed(
+        {
+            "lists": [
+                {"listid": locked, "listname": "Locked", "createdfromcode": 2, "lockstatus": True},
+                {
+                    "listid": dynamic,
+                    "listname": "Dynamic",
+                    "createdfromcode": 2,
+                    "type": True,
+                    "query": "<fetch><entity name='contact'/></fetch>",
+                },
+                {"listid": leads, "listname": "Leads", "createdfromcode": 4},
+            ]
+        }
+    )
     for list_id, text in ((locked, "locked"), (dynamic, "dynamic"), (leads, "member type")):
         with pytest.raises(DataverseError) as refused:
             client.add_list_members(list_id, 2, ids)
@@ -377,18 +458,25 @@ def test_locked_dynamic_and_mismatched_lists_refuse_members(client: Dataverse, d
         client.associate(leads, LIST_NAV, "contacts", ids[0])
 
 
-def test_a_dynamic_list_is_read_by_running_its_query_with_paging_cookies(client: Dataverse,
-                                                                         dataverse_emulator: Any) -> None:
+def test_a_dynamic_list_is_read_by_running_its_query_with_paging_cookies(
+    client: Dataverse, dataverse_emulator: Any
+) -> None:
     admin = dataverse_emulator.admin
     ids = seed_contacts(admin, 30)
-    admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": i, "changes": {"donotbulkemail": True}} for i in ids[:5]]})
+    admin.call(
+        "POST",
+        "edit",
+        {"entity": "contacts", "edits": [{"id": i, "changes": {"donotbulkemail": True}} for i in ids[:5]]},
+    )
     list_id = str(uuid.uuid4())
-    query = ("<fetch><entity name='contact'><attribute name='emailaddress1'/><attribute name='donotemail'/>"
-             "<order attribute='emailaddress1'/><filter><condition attribute='donotbulkemail' operator='eq' "
-             "value='0'/></filter></entity></fetch>")
-    admin.seed({"lists": [{"listid": list_id, "listname": "Dynamic", "createdfromcode": 2, "type": True,
-                           "query": query}]})
+    query = (
+        "<fetch><entity name='contact'><attribute name='emailaddress1'/><attribute name='donotemail'/>"
+        "<order attribute='emailaddress1'/><filter><condition attribute='donotbulkemail' operator='eq' "
+        "value='0'/></filter></entity></fetch>"
+    )
+    admin.seed(
+        {"lists": [{"listid": list_id, "listname": "Dynamic", "createdfromcode": 2, "type": True, "query": query}]}
+    )
     stored = client.get(f"lists({list_id})", {"$select": "type,createdfromcode,query"})
     assert stored["type"] is True and stored["createdfromcode"] == 2
     pages = list(client.iter_fetchxml("contacts", stored["query"], page_size=10))
@@ -403,30 +491,60 @@ def test_a_dynamic_list_is_read_by_running_its_query_with_paging_cookies(client:
 
 # ---- metadata ------------------------------------------------------------------------------------------------
 
+
 def _label(text: str) -> dict[str, Any]:
-    return {"@odata.type": "Microsoft.Dynamics.CRM.Label",
-            "LocalizedLabels": [{"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text,
-                                 "LanguageCode": 1033}]}
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.Label",
+        "LocalizedLabels": [
+            {"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text, "LanguageCode": 1033}
+        ],
+    }
 
 
 def _status_column(schema_name: str = "cbr_SubscriberStatus") -> dict[str, Any]:
-    options = [{"Value": 100000000 + n, "Label": _label(text)}
-               for n, text in enumerate(("Subscribed", "Unsubscribed", "Cleaned", "Pending"))]
-    return {"@odata.type": "Microsoft.Dynamics.CRM.PicklistAttributeMetadata", "AttributeType": "Picklist",
-            "AttributeTypeName": {"Value": "PicklistType"}, "SchemaName": schema_name,
-            "DisplayName": _label("Subscriber Status"), "RequiredLevel": {"Value": "None"},
-            "OptionSet": {"@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata", "IsGlobal": False,
-                          "OptionSetType": "Picklist", "Options": options}}
+    options = [
+        {"Value": 100000000 + n, "Label": _label(text)}
+        for n, text in enumerate(("Subscribed", "Unsubscribed", "Cleaned", "Pending"))
+    ]
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        "AttributeType": "Picklist",
+        "AttributeTypeName": {"Value": "PicklistType"},
+        "SchemaName": schema_name,
+        "DisplayName": _label("Subscriber Status"),
+        "RequiredLevel": {"Value": "None"},
+        "OptionSet": {
+            "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata",
+            "IsGlobal": False,
+            "OptionSetType": "Picklist",
+            "Options": options,
+        },
+    }
 
 
 def _table_metadata(schema_name: str, change_tracking: bool = True) -> dict[str, Any]:
-    return {"@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata", "SchemaName": schema_name,
-            "DisplayName": _label("Sync State"), "DisplayCollectionName": _label("Sync States"),
-            "OwnershipType": "OrganizationOwned", "HasActivities": False, "HasNotes": False, "IsActivity": False,
-            "ChangeTrackingEnabled": change_tracking,
-            "Attributes": [{"@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata", "AttributeType": "String",
-                            "SchemaName": f"{schema_name.split('_')[0]}_Name", "IsPrimaryName": True,
-                            "MaxLength": 100, "DisplayName": _label("Name"), "FormatName": {"Value": "Text"}}]}
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata",
+        "SchemaName": schema_name,
+        "DisplayName": _label("Sync State"),
+        "DisplayCollectionName": _label("Sync States"),
+        "OwnershipType": "OrganizationOwned",
+        "HasActivities": False,
+        "HasNotes": False,
+        "IsActivity": False,
+        "ChangeTrackingEnabled": change_tracking,
+        "Attributes": [
+            {
+                "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                "AttributeType": "String",
+                "SchemaName": f"{schema_name.split('_')[0]}_Name",
+                "IsPrimaryName": True,
+                "MaxLength": 100,
+                "DisplayName": _label("Name"),
+                "FormatName": {"Value": "Text"},
+            }
+        ],
+    }
 
 
 def test_a_new_choice_column_becomes_usable(client: Dataverse, dataverse_emulator: Any) -> None:
@@ -464,20 +582,26 @@ def test_a_custom_table_gets_an_entity_set_and_change_tracking(client: Dataverse
     client.publish_all()
 
 
-def test_list_membership_is_visible_to_filters_fetchxml_and_listmember_deltas(client: Dataverse,
-                                                                             dataverse_emulator: Any) -> None:
+def test_list_membership_is_visible_to_filters_fetchxml_and_listmember_deltas(
+    client: Dataverse, dataverse_emulator: Any
+) -> None:
     admin = dataverse_emulator.admin
     ids = seed_contacts(admin, 6)
     list_id = str(uuid.uuid4())
     admin.seed({"lists": [{"listid": list_id, "listname": "News", "createdfromcode": 2, "members": ids[:3]}]})
     list(client.iter_pages("listmembers", select=["_listid_value", "_entityid_value"], track_changes=True))
     link = client.last_delta_link
-    by_lambda = [r["contactid"] for p in client.iter_pages(
-        "contacts", filter=f"listcontact_association/any(l:l/listid eq {list_id})") for r in p]
+    by_lambda = [
+        r["contactid"]
+        for p in client.iter_pages("contacts", filter=f"listcontact_association/any(l:l/listid eq {list_id})")
+        for r in p
+    ]
     assert sorted(by_lambda) == sorted(ids[:3])
-    fetch = ("<fetch><entity name='contact'><attribute name='emailaddress1'/><link-entity name='listmember' "
-             "from='entityid' to='contactid' intersect='true' link-type='inner'><filter><condition "
-             f"attribute='listid' operator='eq' value='{list_id}'/></filter></link-entity></entity></fetch>")
+    fetch = (
+        "<fetch><entity name='contact'><attribute name='emailaddress1'/><link-entity name='listmember' "
+        "from='entityid' to='contactid' intersect='true' link-type='inner'><filter><condition "
+        f"attribute='listid' operator='eq' value='{list_id}'/></filter></link-entity></entity></fetch>"
+    )
     by_fetch = [r["contactid"] for p in client.iter_fetchxml("contacts", fetch, page_size=2) for r in p]
     assert sorted(by_fetch) == sorted(ids[:3])
     client.disassociate(list_id, LIST_NAV, ids[0])
@@ -490,24 +614,49 @@ def test_list_membership_is_visible_to_filters_fetchxml_and_listmember_deltas(cl
 
 def test_boolean_text_and_date_columns_can_be_added(client: Dataverse) -> None:
     common = {"RequiredLevel": {"Value": "None"}}
-    client.create_attribute("lead", {"@odata.type": "Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
-                                     "SchemaName": "cbr_Consented", "DisplayName": _label("Consented"),
-                                     "DefaultValue": False, **common,
-                                     "OptionSet": {"TrueOption": {"Value": 1, "Label": _label("Yes")},
-                                                   "FalseOption": {"Value": 0, "Label": _label("No")}}})
-    client.create_attribute("lead", {"@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                                     "SchemaName": "cbr_MemberHash", "MaxLength": 32, "DisplayName": _label("Hash"),
-                                     **common})
-    client.create_attribute("lead", {"@odata.type": "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
-                                     "SchemaName": "cbr_SyncedOn", "DisplayName": _label("Synced On"), **common})
-    lead_id = client.create("leads", {"lastname": "Lead", "cbr_memberhash": "0" * 32,
-                                      "cbr_syncedon": "2024-05-01T10:00:00Z"})
+    client.create_attribute(
+        "lead",
+        {
+            "@odata.type": "Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
+            "SchemaName": "cbr_Consented",
+            "DisplayName": _label("Consented"),
+            "DefaultValue": False,
+            **common,
+            "OptionSet": {
+                "TrueOption": {"Value": 1, "Label": _label("Yes")},
+                "FalseOption": {"Value": 0, "Label": _label("No")},
+            },
+        },
+    )
+    client.create_attribute(
+        "lead",
+        {
+            "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
+            "SchemaName": "cbr_MemberHash",
+            "MaxLength": 32,
+            "DisplayName": _label("Hash"),
+            **common,
+        },
+    )
+    client.create_attribute(
+        "lead",
+        {
+            "@odata.type": "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
+            "SchemaName": "cbr_SyncedOn",
+            "DisplayName": _label("Synced On"),
+            **common,
+        },
+    )
+    lead_id = client.create(
+        "leads", {"lastname": "Lead", "cbr_memberhash": "0" * 32, "cbr_syncedon": "2024-05-01T10:00:00Z"}
+    )
     row = client.get(f"leads({lead_id})", {"$select": "cbr_consented,cbr_memberhash,cbr_syncedon"})
     assert (row["cbr_consented"], row["cbr_syncedon"]) == (False, "2024-05-01T10:00:00Z")
     with pytest.raises(DataverseError) as too_long:
         client.update("leads", lead_id, {"cbr_memberhash": "0" * 33})
     assert too_long.value.code == "0x80044331"
     with pytest.raises(DataverseError) as no_label:
-        client.create_attribute("lead", {"@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                                         "SchemaName": "cbr_Other"})
+        client.create_attribute(
+            "lead", {"@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata", "SchemaName": "cbr_Other"}
+        )
     assert no_label.value.status == 400

@@ -15,8 +15,10 @@ def test_sequential_record_ids_spread_over_shards_and_read_back(azurite):
     index = AliasIndex(storage, f"ids-{uuid.uuid4().hex[:8]}", "records")
     keys = {f"00000000-0000-4000-8000-{i:012d}": f"{i:032x}" for i in range(3000)}  # imported, numbered ids
     index.update(keys)
-    shards = {row["RowKey"] for row in storage.query(IDENTITY_MAP, "PartitionKey eq @p", {"p": index.partition},
-                                                     select=["RowKey"])}
+    shards = {
+        row["RowKey"]
+        for row in storage.query(IDENTITY_MAP, "PartitionKey eq @p", {"p": index.partition}, select=["RowKey"])
+    }
     assert len(shards) > 1000  # one shard for all of them would outgrow a table property
     assert len({alias_bucket(k) for k in keys}) == 16
     sample = list(keys)[::97]

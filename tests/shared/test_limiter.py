@@ -79,8 +79,10 @@ def test_a_request_that_timed_out_keeps_its_slot_until_the_lease_ends(mailchimp_
     impatient.shared_slot = ConnectionSlots(storage, 1).slot
     with pytest.raises(MailchimpError):
         impatient.ping()
-    with pytest.raises(SlotsBusy, match="MAILCHIMP_MAX_CONNECTIONS"), ConnectionSlots(storage, 1,
-                                                                                     max_wait_seconds=0.3).slot():
+    with (
+        pytest.raises(SlotsBusy, match="MAILCHIMP_MAX_CONNECTIONS"),
+        ConnectionSlots(storage, 1, max_wait_seconds=0.3).slot(),
+    ):
         pass
     for row in storage.table("SyncState").query_entities("PartitionKey eq @p", parameters={"p": PARTITION}):
         storage.table("SyncState").delete_entity(PARTITION, row["RowKey"])  # leave no slot held for later tests

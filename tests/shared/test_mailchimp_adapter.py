@@ -28,8 +28,7 @@ from tests.conftest import Running
 KEY = "0123456789abcdef0123456789abcdef-us21"
 LIST = "a1b2c3d4e5"
 HASH = re.compile(r"^[0-9a-f]{32}$")
-EVENTS = {"subscribe": True, "unsubscribe": True, "profile": True, "cleaned": True, "upemail": True,
-          "campaign": False}
+EVENTS = {"subscribe": True, "unsubscribe": True, "profile": True, "cleaned": True, "upemail": True, "campaign": False}
 SOURCES = {"user": True, "admin": True, "api": False}
 
 
@@ -49,8 +48,11 @@ def mc(mailchimp_emulator: Running) -> Mailchimp:
 
 
 def seed(running: Running, members: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
-    body = {"audiences": [{"id": LIST, "name": "Newsletter"}],
-            "members": [{"list_id": LIST, **m} for m in members or []], **extra}
+    body = {
+        "audiences": [{"id": LIST, "name": "Newsletter"}],
+        "members": [{"list_id": LIST, **m} for m in members or []],
+        **extra,
+    }
     return running.admin.seed(body)
 
 
@@ -77,6 +79,7 @@ def first_draw_faults(rate: float) -> int:
 
 # ---- values and configuration ----------------------------------------------------------------------
 
+
 def test_the_subscriber_hash_is_the_md5_of_the_trimmed_lower_case_address() -> None:
     assert subscriber_hash("  Ann.Lee@Example.COM ") == "ac22d1dff811ced3068af057a3ed7029"
     with pytest.raises(ValueError, match="empty"):
@@ -92,23 +95,30 @@ def test_times_go_out_as_whole_seconds_in_utc() -> None:
 
 def test_emails_in_text_become_member_hashes() -> None:
     text = redact_emails("Ann.Lee@Example.com is in a compliance state; so is bo@x.org.")
-    assert text == (f"member {subscriber_hash('ann.lee@example.com')} is in a compliance state; "
-                    f"so is member {subscriber_hash('bo@x.org')}.")
+    assert text == (
+        f"member {subscriber_hash('ann.lee@example.com')} is in a compliance state; "
+        f"so is member {subscriber_hash('bo@x.org')}."
+    )
 
 
-@pytest.mark.parametrize("base_url", ["http://127.0.0.1:4010/server/3.0", "https://mailserver.example.com/3.0",
-                                      "https://SERVER.example.com/3.0"])
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:4010/server/3.0", "https://mailserver.example.com/3.0", "https://SERVER.example.com/3.0"],
+)
 def test_a_base_url_containing_server_is_refused(base_url: str) -> None:
     with pytest.raises(ValueError, match="MAILCHIMP_BASE_URL must not contain the word 'server'"):
         Mailchimp(KEY, base_url)
 
 
-@pytest.mark.parametrize(("base_url", "expected"), [
-    ("http://10.1.2.3:4010/3.0", "must use https"),
-    ("http://127.0.0.1:4010", "ending in /3.0"),
-    ("https://user:pw@us21.api.mailchimp.com/3.0", "without credentials"),
-    ("ftp://us21.api.mailchimp.com/3.0", "must be an https URL"),
-])
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("http://10.1.2.3:4010/3.0", "must use https"),
+        ("http://127.0.0.1:4010", "ending in /3.0"),
+        ("https://user:pw@us21.api.mailchimp.com/3.0", "without credentials"),
+        ("ftp://us21.api.mailchimp.com/3.0", "must be an https URL"),
+    ],
+)
 def test_other_unusable_base_urls_are_refused_with_the_setting_named(base_url: str, expected: str) -> None:
     with pytest.raises(ValueError, match=f"MAILCHIMP_BASE_URL.*{expected}"):
         Mailchimp(KEY, base_url)
@@ -125,8 +135,9 @@ def test_the_api_root_defaults_to_the_data_center_of_the_key() -> None:
     assert KEY not in repr(Mailchimp(KEY))
 
 
-def test_the_client_rewrite_of_server_is_off_so_ids_containing_it_reach_the_api(mailchimp_emulator: Running,
-                                                                                   mc: Mailchimp) -> None:
+def test_the_client_rewrite_of_server_is_off_so_ids_containing_it_reach_the_api(
+    mailchimp_emulator: Running, mc: Mailchimp
+) -> None:
     # the 3.0.80 client would turn /lists/serverlist into /lists/us21list
     mailchimp_emulator.admin.seed({"audiences": [{"id": "serverlist", "name": "Odd id"}]})
     assert mc.audience("serverlist")["id"] == "serverlist"
@@ -149,6 +160,7 @@ def test_from_settings_reads_key_root_and_connection_cap(mailchimp_emulator: Run
 
 
 # ---- account and audience ---------------------------------------------------------------------------
+
 
 def test_ping_and_audience(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(3))
@@ -174,16 +186,25 @@ def test_an_unknown_audience_is_a_404_that_says_where_to_look(mc: Mailchimp) -> 
 
 # ---- reading members --------------------------------------------------------------------------------
 
-def test_paging_over_2500_members_is_3_calls_oldest_change_first(mailchimp_emulator: Running,
-                                                                 mc: Mailchimp) -> None:
+
+def test_paging_over_2500_members_is_3_calls_oldest_change_first(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     order = list(range(2500))
     random.Random(3).shuffle(order)
-    seed(mailchimp_emulator, [{"email_address": f"person{i}@example.com", "status": "subscribed",
-                               "last_changed": (start + timedelta(minutes=order[i])).isoformat()}
-                              for i in range(2500)])
-    pages = list(mc.iter_member_pages(LIST, since_last_changed=None, fields=["email_address", "status",
-                                                                            "last_changed"]))
+    seed(
+        mailchimp_emulator,
+        [
+            {
+                "email_address": f"person{i}@example.com",
+                "status": "subscribed",
+                "last_changed": (start + timedelta(minutes=order[i])).isoformat(),
+            }
+            for i in range(2500)
+        ],
+    )
+    pages = list(
+        mc.iter_member_pages(LIST, since_last_changed=None, fields=["email_address", "status", "last_changed"])
+    )
     assert [len(page) for page in pages] == [1000, 1000, 500]
     members = [m for page in pages for m in page]
     assert {m["email_address"] for m in members} == {f"person{i}@example.com" for i in range(2500)}
@@ -198,16 +219,27 @@ def test_paging_over_2500_members_is_3_calls_oldest_change_first(mailchimp_emula
 
 
 @pytest.mark.parametrize("newest_first, skips", [(True, False), (False, True)])
-def test_a_change_during_the_read_skips_nobody_when_reading_newest_first(mailchimp_emulator: Running, mc: Mailchimp,
-                                                                        newest_first: bool, skips: bool) -> None:
+def test_a_change_during_the_read_skips_nobody_when_reading_newest_first(
+    mailchimp_emulator: Running, mc: Mailchimp, newest_first: bool, skips: bool
+) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    seed(mailchimp_emulator, [{"email_address": f"person{i}@example.com", "status": "subscribed",
-                               "last_changed": (start + timedelta(minutes=i)).isoformat()} for i in range(2500)])
+    seed(
+        mailchimp_emulator,
+        [
+            {
+                "email_address": f"person{i}@example.com",
+                "status": "subscribed",
+                "last_changed": (start + timedelta(minutes=i)).isoformat(),
+            }
+            for i in range(2500)
+        ],
+    )
     pages = mc.iter_member_pages(LIST, since_last_changed=None, fields=["email_address"], newest_first=newest_first)
     seen = {m["email_address"] for m in next(pages)}
     first_page = sorted(seen, key=lambda e: int(e[6:].split("@")[0]))
-    mailchimp_emulator.admin.call("POST", "people/unsubscribe", {"list_id": LIST,
-                                                                 "email_address": first_page[len(first_page) // 2]})
+    mailchimp_emulator.admin.call(
+        "POST", "people/unsubscribe", {"list_id": LIST, "email_address": first_page[len(first_page) // 2]}
+    )
     for page in pages:
         seen |= {m["email_address"] for m in page}
     missing = {f"person{i}@example.com" for i in range(2500)} - seen
@@ -215,8 +247,7 @@ def test_a_change_during_the_read_skips_nobody_when_reading_newest_first(mailchi
     assert bool(missing) is skips
 
 
-def test_paging_stops_at_total_items_without_an_empty_extra_call(mailchimp_emulator: Running,
-                                                                 mc: Mailchimp) -> None:
+def test_paging_stops_at_total_items_without_an_empty_extra_call(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(2000))
     pages = list(mc.iter_member_pages(LIST, since_last_changed=None, fields=["email_address"]))
     assert [len(page) for page in pages] == [1000, 1000]
@@ -229,25 +260,31 @@ def test_an_empty_audience_yields_no_pages(mailchimp_emulator: Running, mc: Mail
 
 
 def test_since_last_changed_reads_only_later_changes_and_goes_out_in_whole_utc_seconds(
-        mailchimp_emulator: Running, mc: Mailchimp) -> None:
-    seed(mailchimp_emulator, [
-        {"email_address": "old@example.com", "status": "subscribed", "last_changed": "2024-05-01T08:00:00+00:00"},
-        {"email_address": "new@example.com", "status": "unsubscribed", "last_changed": "2024-05-01T11:00:00+00:00"},
-        {"email_address": "pending@example.com", "status": "pending", "last_changed": "2024-05-01T12:00:00+00:00"},
-    ])
+    mailchimp_emulator: Running, mc: Mailchimp
+) -> None:
+    seed(
+        mailchimp_emulator,
+        [
+            {"email_address": "old@example.com", "status": "subscribed", "last_changed": "2024-05-01T08:00:00+00:00"},
+            {"email_address": "new@example.com", "status": "unsubscribed", "last_changed": "2024-05-01T11:00:00+00:00"},
+            {"email_address": "pending@example.com", "status": "pending", "last_changed": "2024-05-01T12:00:00+00:00"},
+        ],
+    )
     since = datetime(2024, 5, 1, 11, 30, 0, 250000, tzinfo=timezone(timedelta(hours=1)))  # 10:30:00.25 UTC
     pages = list(mc.iter_member_pages(LIST, since_last_changed=since, fields=["email_address", "status"]))
     assert [[m["email_address"] for m in page] for page in pages] == [["new@example.com", "pending@example.com"]]
-    only_unsubscribed = list(mc.iter_member_pages(LIST, since_last_changed=since, fields=["email_address"],
-                                                  status="unsubscribed", page_size=1))
+    only_unsubscribed = list(
+        mc.iter_member_pages(
+            LIST, since_last_changed=since, fields=["email_address"], status="unsubscribed", page_size=1
+        )
+    )
     assert only_unsubscribed == [[{"email_address": "new@example.com"}]]
     queries = [r["query"] for r in mailchimp_emulator.admin.requests()]
     assert {q["since_last_changed"][0] for q in queries} == {"2024-05-01T10:30:00+00:00"}
     assert queries[-1]["status"] == ["unsubscribed"]
 
 
-def test_fields_given_as_one_string_still_go_out_as_a_comma_list(mailchimp_emulator: Running,
-                                                                 mc: Mailchimp) -> None:
+def test_fields_given_as_one_string_still_go_out_as_a_comma_list(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(1))
     found = mc.member(LIST, subscriber_hash("person0@example.com"), fields="email_address,status")  # type: ignore[arg-type]
     assert found == {"email_address": "person0@example.com", "status": "subscribed"}
@@ -263,18 +300,21 @@ def test_a_page_size_over_1000_is_refused_before_any_call(mailchimp_emulator: Ru
 def test_member_returns_the_member_or_none(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(1))
     found = mc.member(LIST, subscriber_hash("person0@example.com"))
-    assert found is not None and (found["id"], found["status"]) == (subscriber_hash("person0@example.com"),
-                                                                     "subscribed")
+    assert found is not None and (found["id"], found["status"]) == (
+        subscriber_hash("person0@example.com"),
+        "subscribed",
+    )
     assert mc.member(LIST, subscriber_hash("nobody@example.com")) is None
 
 
-def test_an_email_is_never_sent_where_a_subscriber_hash_belongs(mailchimp_emulator: Running,
-                                                                mc: Mailchimp) -> None:
+def test_an_email_is_never_sent_where_a_subscriber_hash_belongs(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, [{"email_address": "serverops@example.com", "status": "subscribed"}])
-    for call in (lambda: mc.member(LIST, "serverops@example.com"),
-                 lambda: mc.update_member(LIST, "serverops@example.com", {"status": "unsubscribed"}),
-                 lambda: mc.archive_member(LIST, "serverops@example.com"),
-                 lambda: mc.update_member_tags(LIST, "serverops@example.com", {"vip": True})):
+    for call in (
+        lambda: mc.member(LIST, "serverops@example.com"),
+        lambda: mc.update_member(LIST, "serverops@example.com", {"status": "unsubscribed"}),
+        lambda: mc.archive_member(LIST, "serverops@example.com"),
+        lambda: mc.update_member_tags(LIST, "serverops@example.com", {"vip": True}),
+    ):
         with pytest.raises(ValueError, match="subscriber_hash") as refused:
             call()
         assert "serverops" not in str(refused.value)
@@ -284,21 +324,27 @@ def test_an_email_is_never_sent_where_a_subscriber_hash_belongs(mailchimp_emulat
 
 # ---- writing members --------------------------------------------------------------------------------
 
-def test_upsert_adds_with_status_if_new_and_never_overrides_an_existing_choice(mailchimp_emulator: Running,
-                                                                               mc: Mailchimp) -> None:
+
+def test_upsert_adds_with_status_if_new_and_never_overrides_an_existing_choice(
+    mailchimp_emulator: Running, mc: Mailchimp
+) -> None:
     seed(mailchimp_emulator, [{"email_address": "gone@example.com", "status": "unsubscribed"}])
-    added = mc.upsert_member(LIST, " New.Person@Example.com", status_if_new="pending",
-                             merge_fields={"FNAME": "Ann"})
+    added = mc.upsert_member(LIST, " New.Person@Example.com", status_if_new="pending", merge_fields={"FNAME": "Ann"})
     assert (added["id"], added["status"]) == (subscriber_hash("new.person@example.com"), "pending")
     kept = mc.upsert_member(LIST, "gone@example.com", status_if_new="subscribed")
     assert kept["status"] == "unsubscribed"
     bodies = [r["body"] for r in mailchimp_emulator.admin.requests()]
-    assert bodies[0] == {"email_address": "New.Person@Example.com", "status_if_new": "pending",
-                         "merge_fields": {"FNAME": "Ann"}}
+    assert bodies[0] == {
+        "email_address": "New.Person@Example.com",
+        "status_if_new": "pending",
+        "merge_fields": {"FNAME": "Ann"},
+    }
     assert "status" not in bodies[1]
     paths = [r["path"] for r in mailchimp_emulator.admin.requests()]
-    assert paths == [f"/3.0/lists/{LIST}/members/{subscriber_hash('new.person@example.com')}",
-                     f"/3.0/lists/{LIST}/members/{subscriber_hash('gone@example.com')}"]
+    assert paths == [
+        f"/3.0/lists/{LIST}/members/{subscriber_hash('new.person@example.com')}",
+        f"/3.0/lists/{LIST}/members/{subscriber_hash('gone@example.com')}",
+    ]
 
 
 def test_upsert_with_status_changes_an_existing_member(mailchimp_emulator: Running, mc: Mailchimp) -> None:
@@ -319,23 +365,28 @@ def test_update_member_unsubscribes_and_changes_the_address(mailchimp_emulator: 
     assert [r["method"] for r in mailchimp_emulator.admin.requests()] == ["PATCH", "GET", "PATCH"]
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({"status": "transactional"}, "status must be one of"),
-    ({"status": "archived"}, "status must be one of"),
-    ({"status_if_new": "subscribed"}, "not accepted here"),
-    ({"tags": ["vip"]}, "not accepted here"),
-    ({"interests": {"abc": "yes"}}, "true or false"),
-    ({}, "at least one change"),
-])
-def test_update_member_sends_only_what_the_schema_allows(mailchimp_emulator: Running, mc: Mailchimp,
-                                                         changes: dict[str, Any], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"status": "transactional"}, "status must be one of"),
+        ({"status": "archived"}, "status must be one of"),
+        ({"status_if_new": "subscribed"}, "not accepted here"),
+        ({"tags": ["vip"]}, "not accepted here"),
+        ({"interests": {"abc": "yes"}}, "true or false"),
+        ({}, "at least one change"),
+    ],
+)
+def test_update_member_sends_only_what_the_schema_allows(
+    mailchimp_emulator: Running, mc: Mailchimp, changes: dict[str, Any], expected: str
+) -> None:
     with pytest.raises(ValueError, match=expected):
         mc.update_member(LIST, subscriber_hash("a@example.com"), changes)
     assert mailchimp_emulator.admin.calls() == {}
 
 
 def test_member_in_compliance_state_is_a_typed_error_with_the_hash_and_without_the_email(
-        mailchimp_emulator: Running, mc: Mailchimp, caplog: pytest.LogCaptureFixture) -> None:
+    mailchimp_emulator: Running, mc: Mailchimp, caplog: pytest.LogCaptureFixture
+) -> None:
     email = "Opted.Out@Example.com"
     seed(mailchimp_emulator, [{"email_address": email, "status": "unsubscribed"}])
     member_hash = subscriber_hash(email)
@@ -375,20 +426,31 @@ def test_archive_member_turns_the_empty_204_into_none(mailchimp_emulator: Runnin
 
 # ---- batch subscribe --------------------------------------------------------------------------------
 
+
 def test_batch_subscribe_splits_1200_members_into_3_calls_and_reports_refusals_by_hash(
-        mailchimp_emulator: Running, mc: Mailchimp) -> None:
+    mailchimp_emulator: Running, mc: Mailchimp
+) -> None:
     seed(mailchimp_emulator, [*people(100), {"email_address": "opted.out@example.com", "status": "unsubscribed"}])
-    members = [{"email_address": f"person{i}@example.com", "status_if_new": "subscribed",
-                "merge_fields": {"FNAME": f"P{i}"}} for i in range(1197)]
-    members += [{"email_address": "opted.out@example.com", "status": "subscribed"},
-                {"email_address": "robot@mailinator.test", "status_if_new": "subscribed"},
-                {"email_address": "timed@example.com", "status_if_new": "subscribed",
-                 "timestamp_signup": datetime(2024, 5, 1, 12, 0, 0, 5, tzinfo=UTC)}]
+    members = [
+        {"email_address": f"person{i}@example.com", "status_if_new": "subscribed", "merge_fields": {"FNAME": f"P{i}"}}
+        for i in range(1197)
+    ]
+    members += [
+        {"email_address": "opted.out@example.com", "status": "subscribed"},
+        {"email_address": "robot@mailinator.test", "status_if_new": "subscribed"},
+        {
+            "email_address": "timed@example.com",
+            "status_if_new": "subscribed",
+            "timestamp_signup": datetime(2024, 5, 1, 12, 0, 0, 5, tzinfo=UTC),
+        },
+    ]
     result = mc.batch_subscribe(LIST, members)
     assert isinstance(result, BatchResult)
     assert (len(result.new_members), len(result.updated_members), result.calls) == (1098, 100, 3)
-    assert {e.member_hash for e in result.errors} == {subscriber_hash("opted.out@example.com"),
-                                                        subscriber_hash("robot@mailinator.test")}
+    assert {e.member_hash for e in result.errors} == {
+        subscriber_hash("opted.out@example.com"),
+        subscriber_hash("robot@mailinator.test"),
+    }
     assert all("@" not in e.error and e.error_code == "ERROR_GENERIC" for e in result.errors)
     bodies = [r["body"] for r in mailchimp_emulator.admin.requests()]
     assert [len(b["members"]) for b in bodies] == [500, 500, 200]
@@ -397,32 +459,44 @@ def test_batch_subscribe_splits_1200_members_into_3_calls_and_reports_refusals_b
     assert member_state(mailchimp_emulator, "person1100@example.com")["merge_fields"] == {"FNAME": "P1100"}
 
 
-def test_batch_subscribe_without_update_existing_reports_existing_members(mailchimp_emulator: Running,
-                                                                          mc: Mailchimp) -> None:
+def test_batch_subscribe_without_update_existing_reports_existing_members(
+    mailchimp_emulator: Running, mc: Mailchimp
+) -> None:
     seed(mailchimp_emulator, people(2))
-    result = mc.batch_subscribe(LIST, [{"email_address": "person0@example.com", "status": "unsubscribed"},
-                                       {"email_address": "fresh@example.com", "status": "subscribed"}],
-                                update_existing=False)
+    result = mc.batch_subscribe(
+        LIST,
+        [
+            {"email_address": "person0@example.com", "status": "unsubscribed"},
+            {"email_address": "fresh@example.com", "status": "subscribed"},
+        ],
+        update_existing=False,
+    )
     assert [m["email_address"] for m in result.new_members] == ["fresh@example.com"]
     assert [(e.member_hash, e.error_code) for e in result.errors] == [
-        (subscriber_hash("person0@example.com"), "ERROR_CONTACT_EXISTS")]
+        (subscriber_hash("person0@example.com"), "ERROR_CONTACT_EXISTS")
+    ]
     assert member_state(mailchimp_emulator, "person0@example.com")["status"] == "subscribed"
 
 
-@pytest.mark.parametrize(("member", "expected"), [
-    ({"email_address": "a@example.com"}, "needs status or status_if_new"),
-    ({"status": "subscribed"}, "needs an email_address"),
-    ({"email_address": "a@example.com", "status": "archived"}, "status must be one of"),
-    ({"email_address": "a@example.com", "status": "subscribed", "marketing_permissions": []}, "not accepted"),
-])
-def test_batch_subscribe_refuses_members_the_schema_does_not_allow(mailchimp_emulator: Running, mc: Mailchimp,
-                                                                   member: dict[str, Any], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("member", "expected"),
+    [
+        ({"email_address": "a@example.com"}, "needs status or status_if_new"),
+        ({"status": "subscribed"}, "needs an email_address"),
+        ({"email_address": "a@example.com", "status": "archived"}, "status must be one of"),
+        ({"email_address": "a@example.com", "status": "subscribed", "marketing_permissions": []}, "not accepted"),
+    ],
+)
+def test_batch_subscribe_refuses_members_the_schema_does_not_allow(
+    mailchimp_emulator: Running, mc: Mailchimp, member: dict[str, Any], expected: str
+) -> None:
     with pytest.raises(ValueError, match=expected):
         mc.batch_subscribe(LIST, [member])
     assert mailchimp_emulator.admin.calls() == {}
 
 
 # ---- tags -------------------------------------------------------------------------------------------
+
 
 def test_member_tags_go_on_and_off_through_the_empty_204(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(1))
@@ -434,13 +508,15 @@ def test_member_tags_go_on_and_off_through_the_empty_204(mailchimp_emulator: Run
     mc.update_member_tags(LIST, member_hash, {})  # nothing to change, nothing sent
     assert [r["body"] for r in mailchimp_emulator.admin.requests()] == [
         {"tags": [{"name": "Newsletter 2024", "status": "active"}, {"name": "VIP", "status": "active"}]},
-        {"tags": [{"name": "VIP", "status": "inactive"}]}]
+        {"tags": [{"name": "VIP", "status": "inactive"}]},
+    ]
 
 
-def test_tag_members_are_added_and_removed_in_bulk_500_per_call(mailchimp_emulator: Running,
-                                                                 mc: Mailchimp) -> None:
-    seed(mailchimp_emulator, [*people(600), {"email_address": "tagged@example.com", "status": "subscribed",
-                                             "tags": ["Newsletter"]}])
+def test_tag_members_are_added_and_removed_in_bulk_500_per_call(mailchimp_emulator: Running, mc: Mailchimp) -> None:
+    seed(
+        mailchimp_emulator,
+        [*people(600), {"email_address": "tagged@example.com", "status": "subscribed", "tags": ["Newsletter"]}],
+    )
     assert mc.tag_segment_id(LIST, "nope") is None
     segment_id = mc.tag_segment_id(LIST, "Newsletter")
     assert segment_id is not None and mc.tag_segment_id(LIST, "newsletter") == segment_id
@@ -450,16 +526,18 @@ def test_tag_members_are_added_and_removed_in_bulk_500_per_call(mailchimp_emulat
     assert [e.member_hash for e in added.errors] == [subscriber_hash("stranger@example.com")]
     removed = mc.remove_tag_members(LIST, "Newsletter", [*emails[:550], "tagged@example.com"])
     assert (removed.changed, removed.calls, removed.errors) == (551, 2, [])
-    tagged = [m for m in mailchimp_emulator.admin.state(list_id=LIST)["audiences"][LIST]["members"].values()
-              if "Newsletter" in m["tags"]]
+    tagged = [
+        m
+        for m in mailchimp_emulator.admin.state(list_id=LIST)["audiences"][LIST]["members"].values()
+        if "Newsletter" in m["tags"]
+    ]
     assert len(tagged) == 50
     segment_bodies = [r["body"] for r in mailchimp_emulator.admin.requests() if r["method"] == "POST"]
     assert [len(next(iter(b.values()))) for b in segment_bodies] == [500, 101, 500, 51]
     assert all(set(b) in ({"members_to_add"}, {"members_to_remove"}) for b in segment_bodies)
 
 
-def test_removing_members_of_a_tag_that_does_not_exist_is_a_no_op(mailchimp_emulator: Running,
-                                                                   mc: Mailchimp) -> None:
+def test_removing_members_of_a_tag_that_does_not_exist_is_a_no_op(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(1))
     result = mc.remove_tag_members(LIST, "Never created", ["person0@example.com"])
     assert (result.changed, result.calls) == (0, 0)
@@ -470,35 +548,61 @@ def test_removing_members_of_a_tag_that_does_not_exist_is_a_no_op(mailchimp_emul
 
 # ---- interests --------------------------------------------------------------------------------------
 
+
 def test_interest_categories_and_their_interests(mailchimp_emulator: Running, mc: Mailchimp) -> None:
-    seeded = seed(mailchimp_emulator, people(1), interest_categories=[
-        {"list_id": LIST, "title": "Topics", "type": "checkboxes",
-         "interests": [{"name": "Events"}, {"name": "Offers"}]},
-        {"list_id": LIST, "title": "Frequency", "type": "radio", "interests": [{"name": "Weekly"}]}])
+    seeded = seed(
+        mailchimp_emulator,
+        people(1),
+        interest_categories=[
+            {
+                "list_id": LIST,
+                "title": "Topics",
+                "type": "checkboxes",
+                "interests": [{"name": "Events"}, {"name": "Offers"}],
+            },
+            {"list_id": LIST, "title": "Frequency", "type": "radio", "interests": [{"name": "Weekly"}]},
+        ],
+    )
     categories = mc.interest_categories(LIST)
     assert [(c["title"], c["type"]) for c in categories] == [("Topics", "checkboxes"), ("Frequency", "radio")]
     topics = mc.interests(LIST, categories[0]["id"])
     assert [i["name"] for i in topics] == ["Events", "Offers"]
     assert [i["id"] for i in topics] == [i["id"] for i in seeded["interest_categories"][0]["interests"]]
-    chosen = mc.upsert_member(LIST, "person0@example.com", status_if_new="subscribed",
-                              interests={topics[0]["id"]: True, topics[1]["id"]: False})
+    chosen = mc.upsert_member(
+        LIST,
+        "person0@example.com",
+        status_if_new="subscribed",
+        interests={topics[0]["id"]: True, topics[1]["id"]: False},
+    )
     assert chosen["interests"][topics[0]["id"]] is True and chosen["interests"][topics[1]["id"]] is False
 
 
 # ---- campaigns and reports --------------------------------------------------------------------------
 
-def test_campaigns_and_their_activity_page_through_the_reports(mailchimp_emulator: Running,
-                                                               mc: Mailchimp) -> None:
+
+def test_campaigns_and_their_activity_page_through_the_reports(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(1500))
     admin = mailchimp_emulator.admin
     sent_at = datetime(2024, 6, 1, 9, 0, tzinfo=UTC)
-    campaign = admin.call("POST", "campaigns", {"list_id": LIST, "title": "June", "send": True,
-                                                "send_time": sent_at.isoformat()})
-    admin.call("POST", f"campaigns/{campaign['id']}/activity", {"events": [
-        {"email_address": "person1@example.com", "action": "open", "at": "2024-06-01T10:00:00+00:00"},
-        {"email_address": "person2@example.com", "action": "click", "url": "https://example.com/offer",
-         "at": "2024-06-01T12:00:00+00:00"},
-        {"email_address": "person3@example.com", "action": "unsubscribe", "at": "2024-06-01T13:00:00+00:00"}]})
+    campaign = admin.call(
+        "POST", "campaigns", {"list_id": LIST, "title": "June", "send": True, "send_time": sent_at.isoformat()}
+    )
+    admin.call(
+        "POST",
+        f"campaigns/{campaign['id']}/activity",
+        {
+            "events": [
+                {"email_address": "person1@example.com", "action": "open", "at": "2024-06-01T10:00:00+00:00"},
+                {
+                    "email_address": "person2@example.com",
+                    "action": "click",
+                    "url": "https://example.com/offer",
+                    "at": "2024-06-01T12:00:00+00:00",
+                },
+                {"email_address": "person3@example.com", "action": "unsubscribe", "at": "2024-06-01T13:00:00+00:00"},
+            ]
+        },
+    )
     assert [c["id"] for c in mc.iter_campaigns(LIST, sent_at - timedelta(days=1))] == [campaign["id"]]
     assert list(mc.iter_campaigns(LIST, sent_at + timedelta(hours=1))) == []
     activity = list(mc.iter_email_activity(campaign["id"]))
@@ -515,17 +619,23 @@ def test_campaigns_and_their_activity_page_through_the_reports(mailchimp_emulato
 
 def test_campaign_filters_go_out_as_utc_seconds(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator)
-    assert list(mc.iter_campaigns(LIST, datetime(2024, 6, 1, 11, 0, 0, 999, tzinfo=timezone(timedelta(hours=2)))))\
-        == []
+    assert list(mc.iter_campaigns(LIST, datetime(2024, 6, 1, 11, 0, 0, 999, tzinfo=timezone(timedelta(hours=2))))) == []
     query = mailchimp_emulator.admin.requests()[-1]["query"]
-    assert query == {"list_id": [LIST], "status": ["sent"], "since_send_time": ["2024-06-01T09:00:00+00:00"],
-                     "sort_field": ["send_time"], "sort_dir": ["ASC"], "count": ["1000"], "offset": ["0"]}
+    assert query == {
+        "list_id": [LIST],
+        "status": ["sent"],
+        "since_send_time": ["2024-06-01T09:00:00+00:00"],
+        "sort_field": ["send_time"],
+        "sort_dir": ["ASC"],
+        "count": ["1000"],
+        "offset": ["0"],
+    }
 
 
 # ---- webhooks ---------------------------------------------------------------------------------------
 
-def test_create_webhook_registers_events_and_all_three_sources(mailchimp_emulator: Running,
-                                                              mc: Mailchimp) -> None:
+
+def test_create_webhook_registers_events_and_all_three_sources(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator)
     created = mc.create_webhook(LIST, "https://bridge.example.com/api/mailchimp-webhook?key=k", EVENTS, SOURCES)
     assert created["url"].startswith("https://bridge.example.com/") and created["sources"] == SOURCES
@@ -539,17 +649,33 @@ def test_create_webhook_registers_events_and_all_three_sources(mailchimp_emulato
 
 # ---- batch operations -------------------------------------------------------------------------------
 
+
 def test_batch_operations_run_and_their_responses_are_parsed(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     seed(mailchimp_emulator, people(2))
     first, second = subscriber_hash("person0@example.com"), subscriber_hash("person1@example.com")
-    results = mc.run_batch_operations([
-        {"method": "GET", "path": f"/lists/{LIST}/members/{first}", "operation_id": "read",
-         "params": {"fields": "email_address,status"}},
-        {"method": "PATCH", "path": f"/lists/{LIST}/members/{second}", "operation_id": "unsubscribe",
-         "body": {"status": "unsubscribed"}},
-        {"method": "patch", "path": f"/lists/{LIST}/members/{first}", "operation_id": "refused",
-         "body": {"status": "transactional"}},
-    ], poll_seconds=0.01)
+    results = mc.run_batch_operations(
+        [
+            {
+                "method": "GET",
+                "path": f"/lists/{LIST}/members/{first}",
+                "operation_id": "read",
+                "params": {"fields": "email_address,status"},
+            },
+            {
+                "method": "PATCH",
+                "path": f"/lists/{LIST}/members/{second}",
+                "operation_id": "unsubscribe",
+                "body": {"status": "unsubscribed"},
+            },
+            {
+                "method": "patch",
+                "path": f"/lists/{LIST}/members/{first}",
+                "operation_id": "refused",
+                "body": {"status": "transactional"},
+            },
+        ],
+        poll_seconds=0.01,
+    )
     by_id = {r["operation_id"]: r for r in results}
     assert by_id["read"]["status_code"] == 200
     assert by_id["read"]["response"] == {"email_address": "person0@example.com", "status": "subscribed"}
@@ -561,8 +687,7 @@ def test_batch_operations_run_and_their_responses_are_parsed(mailchimp_emulator:
     assert posted["operations"][1]["body"] == '{"status": "unsubscribed"}'  # the API wants a JSON string
 
 
-def test_batch_operations_refuse_email_paths_and_unknown_fields(mailchimp_emulator: Running,
-                                                                mc: Mailchimp) -> None:
+def test_batch_operations_refuse_email_paths_and_unknown_fields(mailchimp_emulator: Running, mc: Mailchimp) -> None:
     with pytest.raises(ValueError, match="subscriber hash"):
         mc.run_batch_operations([{"method": "GET", "path": f"/lists/{LIST}/members/a@example.com"}])
     with pytest.raises(ValueError, match="not accepted"):
@@ -573,9 +698,11 @@ def test_batch_operations_refuse_email_paths_and_unknown_fields(mailchimp_emulat
 
 # ---- retries and faults -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["429-empty", "429", "500", "503", "502-html", "403-empty"])
-def test_a_passing_fault_is_retried_and_the_call_succeeds(mailchimp_emulator: Running, mc: Mailchimp,
-                                                          kind: str) -> None:
+def test_a_passing_fault_is_retried_and_the_call_succeeds(
+    mailchimp_emulator: Running, mc: Mailchimp, kind: str
+) -> None:
     seed(mailchimp_emulator, people(1))
     mailchimp_emulator.admin.faults(0.5, {kind: 1}, seed=first_draw_faults(0.5))
     found = mc.member(LIST, subscriber_hash("person0@example.com"))
@@ -645,19 +772,23 @@ def test_a_refused_connection_is_retried_then_reported() -> None:
     assert (refused.value.status, refused.value.attempts, refused.value.retryable) == (None, 2, True)
 
 
-def test_ten_percent_faults_still_give_the_right_result(mailchimp_emulator: Running, mc: Mailchimp,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_ten_percent_faults_still_give_the_right_result(
+    mailchimp_emulator: Running, mc: Mailchimp, caplog: pytest.LogCaptureFixture
+) -> None:
     seed(mailchimp_emulator, people(300, prefix="known"))
     mailchimp_emulator.admin.faults(0.1, {"429": 1, "429-empty": 1, "500": 1, "503": 1, "502-html": 1}, seed=11)
     with caplog.at_level(logging.WARNING, logger="shared.mailchimp"):
-        result = mc.batch_subscribe(LIST, [{"email_address": f"new{i}@example.com", "status_if_new": "subscribed"}
-                                           for i in range(1200)])
+        result = mc.batch_subscribe(
+            LIST, [{"email_address": f"new{i}@example.com", "status_if_new": "subscribed"} for i in range(1200)]
+        )
         for i in range(30):
             mc.update_member(LIST, subscriber_hash(f"known{i}@example.com"), {"status": "unsubscribed"})
             mc.upsert_member(LIST, f"known{i + 100}@example.com", status_if_new="subscribed", status="pending")
-        read = [m for page in mc.iter_member_pages(LIST, since_last_changed=None, fields=["email_address",
-                                                                                           "status"])
-                for m in page]
+        read = [
+            m
+            for page in mc.iter_member_pages(LIST, since_last_changed=None, fields=["email_address", "status"])
+            for m in page
+        ]
     assert (len(result.new_members), result.errors) == (1200, [])
     statuses = {m["email_address"]: m["status"] for m in read}
     assert len(statuses) == 1500
@@ -670,6 +801,7 @@ def test_ten_percent_faults_still_give_the_right_result(mailchimp_emulator: Runn
 
 
 # ---- the connection cap -----------------------------------------------------------------------------
+
 
 def _hammer(clients: list[Mailchimp], calls: int) -> list[BaseException]:
     failures: list[BaseException] = []

@@ -74,8 +74,13 @@ class SpecCheck:
                 # README: "Up to 500 members" is only in the description of members
                 schema["properties"]["members"]["maxItems"] = 500
             # the components travel with the schema so "#/components/schemas/..." resolves
-            rooted = _closed({"$schema": "https://json-schema.org/draft/2020-12/schema",
-                              "components": copy.deepcopy(self.spec["components"]), **schema})
+            rooted = _closed(
+                {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "components": copy.deepcopy(self.spec["components"]),
+                    **schema,
+                }
+            )
             Draft202012Validator.check_schema(rooted)
             self._validators[key] = Draft202012Validator(rooted, format_checker=FORMATS)
         return self._validators[key]
@@ -95,8 +100,10 @@ class SpecCheck:
             if operation["requestBody"].get("required"):
                 problems.append(f"{method} {template} requires a JSON body")
         else:
-            problems += [f"{method} {template} body {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                         for e in validator.iter_errors(body)]
+            problems += [
+                f"{method} {template} body {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                for e in validator.iter_errors(body)
+            ]
         parameters = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"}
         for name, values in query.items():
             parameter = parameters.get(name)
@@ -107,8 +114,10 @@ class SpecCheck:
                 problems.append(f"{method} {template} query {name!r} sent {len(values)} times")
                 continue
             value = _query_value(values[0], parameter["schema"])
-            problems += [f"{method} {template} query {name}={values[0]!r}: {e.message}"
-                         for e in Draft202012Validator(parameter["schema"], format_checker=FORMATS).iter_errors(value)]
+            problems += [
+                f"{method} {template} query {name}={values[0]!r}: {e.message}"
+                for e in Draft202012Validator(parameter["schema"], format_checker=FORMATS).iter_errors(value)
+            ]
         return problems
 
 
@@ -144,8 +153,10 @@ def _query_value(raw: str, schema: dict[str, Any]) -> Any:
 @pytest.fixture(scope="module")
 def spec_check() -> SpecCheck:
     if not SPEC_PATH.is_file():
-        pytest.fail(f"The Mailchimp OpenAPI subset is missing: expected {SPEC_PATH} (the shared/ folder is "
-                    "cloned beside the repository). Clone it there, then run the tests again.")
+        pytest.fail(
+            f"The Mailchimp OpenAPI subset is missing: expected {SPEC_PATH} (the shared/ folder is "
+            "cloned beside the repository). Clone it there, then run the tests again."
+        )
     return SpecCheck(json.loads(SPEC_PATH.read_text(encoding="utf-8")))
 
 
@@ -154,61 +165,107 @@ def spec_check() -> SpecCheck:
 MEMBER = "/3.0/lists/a1b2c3d4e5/members/" + "0" * 32
 
 
-@pytest.mark.parametrize(("method", "path", "query", "body", "expected"), [
-    ("PUT", MEMBER, {}, {"email_address": "a@example.com", "status": "archived"}, "is not one of"),
-    ("PUT", MEMBER, {}, {"status_if_new": "subscribed"}, "is not valid under any of the given schemas"),
-    ("PATCH", MEMBER, {}, {"status": "transactional"}, "is not one of"),
-    ("PATCH", MEMBER, {}, {"interests": {"abc": "yes"}}, "is not of type 'boolean'"),
-    ("PATCH", MEMBER, {}, {"status_if_new": "subscribed"}, "Additional properties are not allowed"),
-    ("POST", MEMBER + "/tags", {}, {"tags": [{"name": "vip", "status": "active", "colour": "red"}]},
-     "Additional properties are not allowed"),
-    ("POST", "/3.0/lists/a1b2c3d4e5",
-     {}, {"members": [{"email_address": f"p{i}@example.com", "status": "subscribed"} for i in range(501)]},
-     "is too long"),
-    ("POST", "/3.0/lists/a1b2c3d4e5", {}, {"members": [{"email_address": "a@example.com"}]},
-     "is not valid under any of the given schemas"),
-    ("POST", "/3.0/lists/a1b2c3d4e5", {},
-     {"members": [{"email_address": "a@example.com", "status": "subscribed", "timestamp_opt": "yesterday"}]},
-     "is not a 'date-time'"),
-    ("POST", MEMBER + "/tags", {}, {"tags": [{"name": "vip"}]}, "'status' is a required property"),
-    ("POST", "/3.0/lists/a1b2c3d4e5/webhooks", {}, {"url": "https://x.example", "events": {"subscribe": "yes"}},
-     "is not of type 'boolean'"),
-    ("POST", "/3.0/batches", {}, {"operations": [{"method": "PUT", "path": "/lists/x", "body": {"a": 1}}]},
-     "is not of type 'string'"),
-    ("GET", "/3.0/lists/a1b2c3d4e5/members", {"count": ["1001"]}, None, "is greater than the maximum"),
-    ("GET", "/3.0/lists/a1b2c3d4e5/members", {"sort_dir": ["asc"]}, None, "is not one of"),
-    ("GET", "/3.0/lists/a1b2c3d4e5/members", {"email": ["a@example.com"]}, None, "has no query parameter"),
-    ("GET", "/3.0/campaigns", {"since_send_time": ["2024-01-01T00:00:00"]}, None, "is not a 'date-time'"),
-    ("GET", "/3.0/lists/a1b2c3d4e5/members", {}, {"x": 1}, "takes no body"),
-    ("PUT", "/3.0/lists/a1b2c3d4e5/segments/1", {}, {}, "not an operation of the OpenAPI subset"),
-])
-def test_the_validator_rejects_what_the_schema_forbids(spec_check: SpecCheck, method: str, path: str,
-                                                       query: dict[str, list[str]], body: Any,
-                                                       expected: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body", "expected"),
+    [
+        ("PUT", MEMBER, {}, {"email_address": "a@example.com", "status": "archived"}, "is not one of"),
+        ("PUT", MEMBER, {}, {"status_if_new": "subscribed"}, "is not valid under any of the given schemas"),
+        ("PATCH", MEMBER, {}, {"status": "transactional"}, "is not one of"),
+        ("PATCH", MEMBER, {}, {"interests": {"abc": "yes"}}, "is not of type 'boolean'"),
+        ("PATCH", MEMBER, {}, {"status_if_new": "subscribed"}, "Additional properties are not allowed"),
+        (
+            "POST",
+            MEMBER + "/tags",
+            {},
+            {"tags": [{"name": "vip", "status": "active", "colour": "red"}]},
+            "Additional properties are not allowed",
+        ),
+        (
+            "POST",
+            "/3.0/lists/a1b2c3d4e5",
+            {},
+            {"members": [{"email_address": f"p{i}@example.com", "status": "subscribed"} for i in range(501)]},
+            "is too long",
+        ),
+        (
+            "POST",
+            "/3.0/lists/a1b2c3d4e5",
+            {},
+            {"members": [{"email_address": "a@example.com"}]},
+            "is not valid under any of the given schemas",
+        ),
+        (
+            "POST",
+            "/3.0/lists/a1b2c3d4e5",
+            {},
+            {"members": [{"email_address": "a@example.com", "status": "subscribed", "timestamp_opt": "yesterday"}]},
+            "is not a 'date-time'",
+        ),
+        ("POST", MEMBER + "/tags", {}, {"tags": [{"name": "vip"}]}, "'status' is a required property"),
+        (
+            "POST",
+            "/3.0/lists/a1b2c3d4e5/webhooks",
+            {},
+            {"url": "https://x.example", "events": {"subscribe": "yes"}},
+            "is not of type 'boolean'",
+        ),
+        (
+            "POST",
+            "/3.0/batches",
+            {},
+            {"operations": [{"method": "PUT", "path": "/lists/x", "body": {"a": 1}}]},
+            "is not of type 'string'",
+        ),
+        ("GET", "/3.0/lists/a1b2c3d4e5/members", {"count": ["1001"]}, None, "is greater than the maximum"),
+        ("GET", "/3.0/lists/a1b2c3d4e5/members", {"sort_dir": ["asc"]}, None, "is not one of"),
+        ("GET", "/3.0/lists/a1b2c3d4e5/members", {"email": ["a@example.com"]}, None, "has no query parameter"),
+        ("GET", "/3.0/campaigns", {"since_send_time": ["2024-01-01T00:00:00"]}, None, "is not a 'date-time'"),
+        ("GET", "/3.0/lists/a1b2c3d4e5/members", {}, {"x": 1}, "takes no body"),
+        ("PUT", "/3.0/lists/a1b2c3d4e5/segments/1", {}, {}, "not an operation of the OpenAPI subset"),
+    ],
+)
+def test_the_validator_rejects_what_the_schema_forbids(
+    spec_check: SpecCheck, method: str, path: str, query: dict[str, list[str]], body: Any, expected: str
+) -> None:
     problems = spec_check.errors(method, path, query, body)
     assert any(expected in problem for problem in problems), problems
 
 
-@pytest.mark.parametrize(("method", "path", "query", "body"), [
-    # both status and status_if_new: fails the published oneOf, passes once it is read as anyOf
-    ("PUT", MEMBER, {}, {"email_address": "a@example.com", "status_if_new": "subscribed", "status": "pending"}),
-    ("POST", "/3.0/lists/a1b2c3d4e5", {},
-     {"members": [{"email_address": f"p{i}@example.com", "status_if_new": "subscribed"} for i in range(500)],
-      "update_existing": True}),
-    ("GET", "/3.0/lists/a1b2c3d4e5/members",
-     {"fields": ["members.email_address,total_items"], "count": ["1000"], "sort_dir": ["ASC"]}, None),
-    ("GET", "/3.0/campaigns", {"since_send_time": ["2024-01-01T00:00:00+00:00"]}, None),
-])
-def test_the_validator_accepts_what_the_schema_allows(spec_check: SpecCheck, method: str, path: str,
-                                                      query: dict[str, list[str]], body: Any) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body"),
+    [
+        # both status and status_if_new: fails the published oneOf, passes once it is read as anyOf
+        ("PUT", MEMBER, {}, {"email_address": "a@example.com", "status_if_new": "subscribed", "status": "pending"}),
+        (
+            "POST",
+            "/3.0/lists/a1b2c3d4e5",
+            {},
+            {
+                "members": [{"email_address": f"p{i}@example.com", "status_if_new": "subscribed"} for i in range(500)],
+                "update_existing": True,
+            },
+        ),
+        (
+            "GET",
+            "/3.0/lists/a1b2c3d4e5/members",
+            {"fields": ["members.email_address,total_items"], "count": ["1000"], "sort_dir": ["ASC"]},
+            None,
+        ),
+        ("GET", "/3.0/campaigns", {"since_send_time": ["2024-01-01T00:00:00+00:00"]}, None),
+    ],
+)
+def test_the_validator_accepts_what_the_schema_allows(
+    spec_check: SpecCheck, method: str, path: str, query: dict[str, list[str]], body: Any
+) -> None:
     assert spec_check.errors(method, path, query, body) == []
 
 
 def test_the_published_put_member_one_of_needs_the_readme_correction(spec_check: SpecCheck) -> None:
     """Without reading oneOf as anyOf, a body with status and status_if_new would be refused."""
     schema = spec_check.spec["paths"]["/3.0/lists/{list_id}/members/{subscriber_hash}"]["put"]["requestBody"]
-    literal = Draft202012Validator({"components": spec_check.spec["components"],
-                                    **schema["content"]["application/json"]["schema"]})
+    literal = Draft202012Validator(
+        {"components": spec_check.spec["components"], **schema["content"]["application/json"]["schema"]}
+    )
     both = {"email_address": "a@example.com", "status_if_new": "subscribed", "status": "pending"}
     assert not literal.is_valid(both)
     assert spec_check.body_validator("PUT", "/3.0/lists/{list_id}/members/{subscriber_hash}").is_valid(both)
@@ -250,38 +307,81 @@ OUTSIDE_THE_SUBSET = {
 
 def exercise_every_method(running: Any) -> None:
     """Calls every adapter method once or more, with every optional argument that changes the request."""
-    seeded = running.admin.seed({
-        "audiences": [{"id": LIST, "name": "Newsletter"}],
-        "interest_categories": [{"list_id": LIST, "title": "Topics", "type": "checkboxes",
-                                 "interests": [{"name": "Events"}, {"name": "Offers"}]}],
-        "members": [{"list_id": LIST, "email_address": f"person{i}@example.com", "status": "subscribed",
-                     "tags": ["Newsletter"] if i < 3 else []} for i in range(20)]})
+    seeded = running.admin.seed(
+        {
+            "audiences": [{"id": LIST, "name": "Newsletter"}],
+            "interest_categories": [
+                {
+                    "list_id": LIST,
+                    "title": "Topics",
+                    "type": "checkboxes",
+                    "interests": [{"name": "Events"}, {"name": "Offers"}],
+                }
+            ],
+            "members": [
+                {
+                    "list_id": LIST,
+                    "email_address": f"person{i}@example.com",
+                    "status": "subscribed",
+                    "tags": ["Newsletter"] if i < 3 else [],
+                }
+                for i in range(20)
+            ],
+        }
+    )
     interest_ids = [i["id"] for i in seeded["interest_categories"][0]["interests"]]
     mc = Mailchimp(KEY, running.url + "/3.0", backoff_seconds=0.001)
     since = datetime.now(UTC) - timedelta(days=1)
     mc.ping()
     mc.audience(LIST)
     for status in (None, "subscribed"):
-        list(mc.iter_member_pages(LIST, since_last_changed=since, fields=["email_address", "status", "last_changed"],
-                                  status=status, page_size=7))
+        list(
+            mc.iter_member_pages(
+                LIST,
+                since_last_changed=since,
+                fields=["email_address", "status", "last_changed"],
+                status=status,
+                page_size=7,
+            )
+        )
     first = subscriber_hash("person0@example.com")
     mc.member(LIST, first)
     mc.member(LIST, first, fields=["email_address", "status"])
-    mc.upsert_member(LIST, "new.person@example.com", status_if_new="subscribed",
-                     interests={interest_ids[0]: True, interest_ids[1]: False}, merge_fields={"FNAME": "Ann"})
+    mc.upsert_member(
+        LIST,
+        "new.person@example.com",
+        status_if_new="subscribed",
+        interests={interest_ids[0]: True, interest_ids[1]: False},
+        merge_fields={"FNAME": "Ann"},
+    )
     mc.upsert_member(LIST, "person1@example.com", status_if_new="subscribed", status="unsubscribed")
-    mc.update_member(LIST, subscriber_hash("person2@example.com"),
-                     {"status": "pending", "merge_fields": {"LNAME": "Lee"}, "interests": {interest_ids[1]: True},
-                      "timestamp_signup": datetime(2024, 5, 1, 12, 0, 0, 123, tzinfo=UTC)})
+    mc.update_member(
+        LIST,
+        subscriber_hash("person2@example.com"),
+        {
+            "status": "pending",
+            "merge_fields": {"LNAME": "Lee"},
+            "interests": {interest_ids[1]: True},
+            "timestamp_signup": datetime(2024, 5, 1, 12, 0, 0, 123, tzinfo=UTC),
+        },
+    )
     mc.update_member(LIST, subscriber_hash("person3@example.com"), {"email_address": "moved@example.com"})
     mc.archive_member(LIST, subscriber_hash("person4@example.com"))
-    mc.batch_subscribe(LIST, [{"email_address": f"bulk{i}@example.com", "status_if_new": "subscribed",
-                               "merge_fields": {"FNAME": f"B{i}"}, "tags": ["Imported"],
-                               "timestamp_opt": datetime(2024, 5, 1, tzinfo=UTC)} for i in range(501)]
-                       + [{"email_address": "person5@example.com", "status": "unsubscribed",
-                           "interests": {interest_ids[0]: True}}])
-    mc.batch_subscribe(LIST, [{"email_address": "person6@example.com", "status": "subscribed"}],
-                       update_existing=False)
+    mc.batch_subscribe(
+        LIST,
+        [
+            {
+                "email_address": f"bulk{i}@example.com",
+                "status_if_new": "subscribed",
+                "merge_fields": {"FNAME": f"B{i}"},
+                "tags": ["Imported"],
+                "timestamp_opt": datetime(2024, 5, 1, tzinfo=UTC),
+            }
+            for i in range(501)
+        ]
+        + [{"email_address": "person5@example.com", "status": "unsubscribed", "interests": {interest_ids[0]: True}}],
+    )
+    mc.batch_subscribe(LIST, [{"email_address": "person6@example.com", "status": "subscribed"}], update_existing=False)
     mc.update_member_tags(LIST, first, {"VIP": True, "Newsletter": False})
     mc.tag_segment_id(LIST, "Newsletter")
     mc.add_tag_members(LIST, "Newsletter", ["person7@example.com"])
@@ -289,27 +389,43 @@ def exercise_every_method(running: Any) -> None:
     categories = mc.interest_categories(LIST)
     mc.interests(LIST, categories[0]["id"])
     campaign = running.admin.call("POST", "campaigns", {"list_id": LIST, "title": "June", "send": True})
-    running.admin.call("POST", f"campaigns/{campaign['id']}/activity",
-                       {"email_address": "person8@example.com", "action": "open"})
+    running.admin.call(
+        "POST", f"campaigns/{campaign['id']}/activity", {"email_address": "person8@example.com", "action": "open"}
+    )
     list(mc.iter_campaigns(LIST, since))
     list(mc.iter_campaigns(LIST, None))
     list(mc.iter_email_activity(campaign["id"]))
     list(mc.iter_email_activity(campaign["id"], since=since))
     list(mc.iter_sent_to(campaign["id"]))
     list(mc.iter_unsubscribed(campaign["id"]))
-    mc.create_webhook(LIST, "https://bridge.example.com/api/mailchimp", {"subscribe": True, "unsubscribe": True,
-                      "profile": True, "cleaned": True, "upemail": True, "campaign": False},
-                      {"user": True, "admin": True, "api": False})
-    mc.run_batch_operations([
-        {"method": "GET", "path": f"/lists/{LIST}/members/{first}", "params": {"fields": "status"},
-         "operation_id": "read"},
-        {"method": "PATCH", "path": f"/lists/{LIST}/members/{subscriber_hash('person9@example.com')}",
-         "body": {"status": "unsubscribed"}, "operation_id": "write"},
-    ], poll_seconds=0.01)
+    mc.create_webhook(
+        LIST,
+        "https://bridge.example.com/api/mailchimp",
+        {"subscribe": True, "unsubscribe": True, "profile": True, "cleaned": True, "upemail": True, "campaign": False},
+        {"user": True, "admin": True, "api": False},
+    )
+    mc.run_batch_operations(
+        [
+            {
+                "method": "GET",
+                "path": f"/lists/{LIST}/members/{first}",
+                "params": {"fields": "status"},
+                "operation_id": "read",
+            },
+            {
+                "method": "PATCH",
+                "path": f"/lists/{LIST}/members/{subscriber_hash('person9@example.com')}",
+                "body": {"status": "unsubscribed"},
+                "operation_id": "write",
+            },
+        ],
+        poll_seconds=0.01,
+    )
 
 
-def check_log(spec_check: SpecCheck, log: list[dict[str, Any]]) -> tuple[list[str], set[tuple[str, str]],
-                                                                          set[tuple[str, str]]]:
+def check_log(
+    spec_check: SpecCheck, log: list[dict[str, Any]]
+) -> tuple[list[str], set[tuple[str, str]], set[tuple[str, str]]]:
     """(problems, operations validated, calls outside the subset) for a request log."""
     problems: list[str] = []
     validated: set[tuple[str, str]] = set()
@@ -324,8 +440,9 @@ def check_log(spec_check: SpecCheck, log: list[dict[str, Any]]) -> tuple[list[st
     return problems, validated, outside
 
 
-def test_every_request_the_adapter_sends_conforms_to_the_official_schema(mailchimp_emulator: Any,
-                                                                        spec_check: SpecCheck) -> None:
+def test_every_request_the_adapter_sends_conforms_to_the_official_schema(
+    mailchimp_emulator: Any, spec_check: SpecCheck
+) -> None:
     exercise_every_method(mailchimp_emulator)
     log = mailchimp_emulator.admin.requests()
     problems, validated, outside = check_log(spec_check, log)
@@ -339,16 +456,18 @@ def test_every_request_the_adapter_sends_conforms_to_the_official_schema(mailchi
             assert set(request["query"]) <= {"type", "count", "offset", "fields"}, request
 
 
-def test_a_request_that_breaks_the_schema_is_caught_in_the_log(mailchimp_emulator: Any,
-                                                               spec_check: SpecCheck) -> None:
+def test_a_request_that_breaks_the_schema_is_caught_in_the_log(mailchimp_emulator: Any, spec_check: SpecCheck) -> None:
     """The same log check flags a bad body sent past the adapter, so the test above can fail."""
     mailchimp_emulator.admin.seed({"audiences": [{"id": LIST, "name": "Newsletter"}]})
     member = f"{mailchimp_emulator.url}/3.0/lists/{LIST}/members/{subscriber_hash('x@example.com')}"
     auth = ("anystring", KEY)
     requests.put(member, json={"email_address": "x@example.com", "status": "archived"}, auth=auth, timeout=10)
-    requests.get(f"{mailchimp_emulator.url}/3.0/lists/{LIST}/members", params={"fields": "m,e,m", "count": 5000,
-                                                                               "sort_dir": "up"},
-                 auth=auth, timeout=10)
+    requests.get(
+        f"{mailchimp_emulator.url}/3.0/lists/{LIST}/members",
+        params={"fields": "m,e,m", "count": 5000, "sort_dir": "up"},
+        auth=auth,
+        timeout=10,
+    )
     problems, _, _ = check_log(spec_check, mailchimp_emulator.admin.requests())
     assert any("body status: 'archived' is not one of" in p for p in problems), problems
     assert any("count=" in p and "greater than the maximum" in p for p in problems), problems

@@ -30,9 +30,12 @@ PEOPLE = 2
 interests = st.sampled_from(INTERESTS)
 starts = st.lists(st.fixed_dictionaries({i: st.booleans() for i in INTERESTS}), min_size=PEOPLE, max_size=PEOPLE)
 dynamics_edit = st.tuples(st.just("dynamics"), st.integers(0, PEOPLE - 1), interests, st.booleans())
-mailchimp_save = st.tuples(st.just("mailchimp"), st.integers(0, PEOPLE - 1),
-                           st.dictionaries(interests, st.booleans(), min_size=1, max_size=3),
-                           st.booleans())  # in the same second as the Dynamics edit before it
+mailchimp_save = st.tuples(
+    st.just("mailchimp"),
+    st.integers(0, PEOPLE - 1),
+    st.dictionaries(interests, st.booleans(), min_size=1, max_size=3),
+    st.booleans(),
+)  # in the same second as the Dynamics edit before it
 rounds = st.lists(st.lists(st.one_of(dynamics_edit, mailchimp_save), min_size=1, max_size=5), min_size=1, max_size=2)
 
 
@@ -105,7 +108,8 @@ class Story:
                 wanted = pair.expected()
                 assert in_mailchimp[interest] == in_dynamics[interest] == wanted, (
                     f"{email} {interest}: Mailchimp {in_mailchimp[interest]}, Dynamics {in_dynamics[interest]}, "
-                    f"expected {wanted} from {pair}; history: {self.history}")
+                    f"expected {wanted} from {pair}; history: {self.history}"
+                )
                 self.pairs[(who, interest)] = Pair(wanted)
         self.saved.clear()
         self.tick()
@@ -118,19 +122,27 @@ def _second(text: str) -> int:
 
 
 # no shrinking: each example costs several runs, and a failure names the whole history of edits and runs
-@settings(max_examples=5, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=5,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(start=starts, rounds=rounds)
-def test_after_any_interleaving_both_sides_agree_on_each_pairs_later_edit(mailchimp_emulator, dataverse_emulator,
-                                                                        azurite, start, rounds):
+def test_after_any_interleaving_both_sides_agree_on_each_pairs_later_edit(
+    mailchimp_emulator, dataverse_emulator, azurite, start, rounds
+):
     for running in (mailchimp_emulator, dataverse_emulator):
         running.admin.reset()
     world = SyncWorld(mailchimp_emulator, dataverse_emulator, azurite)
     emails = [f"pref{n}@example.org" for n in range(PEOPLE)]
-    ids = seed_with_interests(world, [(email, "subscribed", chosen) for email, chosen in zip(emails, start,
-                                                                                            strict=True)])
-    story = Story(world, emails, ids, {(n, i): Pair(start[n][i]) for n in range(PEOPLE) for i in INTERESTS},
-                  [f"start {start}"])
+    ids = seed_with_interests(
+        world, [(email, "subscribed", chosen) for email, chosen in zip(emails, start, strict=True)]
+    )
+    story = Story(
+        world, emails, ids, {(n, i): Pair(start[n][i]) for n in range(PEOPLE) for i in INTERESTS}, [f"start {start}"]
+    )
     story.run_and_check()
     for events in rounds:
         for event in events:

@@ -36,8 +36,9 @@ def world(mailchimp_emulator, dataverse_emulator, azurite):
 
 
 def person(world: SyncWorld, action: str, email: str, **extra: object) -> dict:
-    return world.mailchimp.admin.call("POST", f"people/{action}", {"list_id": world.audience, "email_address": email,
-                                                                    **extra})
+    return world.mailchimp.admin.call(
+        "POST", f"people/{action}", {"list_id": world.audience, "email_address": email, **extra}
+    )
 
 
 def later(world: SyncWorld, seconds: float = 5) -> None:
@@ -48,14 +49,20 @@ def later(world: SyncWorld, seconds: float = 5) -> None:
 
 # ---- catalog and first meeting --------------------------------------------------------------------
 def test_the_catalog_is_mirrored_and_mailchimp_interests_become_preference_rows(world):
-    ids = seed_with_interests(world, [("reader@example.org", "subscribed", {NEWS: True, STAFF: True}),
-                                      ("quiet@example.org", "subscribed", {})])
+    ids = seed_with_interests(
+        world,
+        [("reader@example.org", "subscribed", {NEWS: True, STAFF: True}), ("quiet@example.org", "subscribed", {})],
+    )
     synced(world)
     catalog = preference_rows(world)
-    assert {i: (row["cbr_name"], row["cbr_category"], row["cbr_visibility"], row["cbr_active"])
-            for i, row in catalog.items()} == {
-        NEWS: ("News", "Topics", VISIBILITY["public"], True), EVENTS: ("Events", "Topics", VISIBILITY["public"], True),
-        STAFF: ("Staff", "Internal", VISIBILITY["private"], True)}
+    assert {
+        i: (row["cbr_name"], row["cbr_category"], row["cbr_visibility"], row["cbr_active"])
+        for i, row in catalog.items()
+    } == {
+        NEWS: ("News", "Topics", VISIBILITY["public"], True),
+        EVENTS: ("Events", "Topics", VISIBILITY["public"], True),
+        STAFF: ("Staff", "Internal", VISIBILITY["private"], True),
+    }
     assert all(row["cbr_audienceid"] == world.audience for row in catalog.values())
     assert dynamics_interests(world, ids["reader@example.org"]) == {NEWS: True, EVENTS: False, STAFF: True}
     rows = subscription_rows(world)
@@ -80,8 +87,9 @@ def test_a_preference_row_made_before_the_first_run_meets_mailchimp_and_the_late
 
 # ---- one side changed --------------------------------------------------------------------------------
 def test_a_dynamics_edit_reaches_mailchimp_in_the_status_sync_batch_subscribe(world):
-    ids = seed_with_interests(world, [("one@example.org", "subscribed", {NEWS: True}),
-                                      ("two@example.org", "subscribed", {})])
+    ids = seed_with_interests(
+        world, [("one@example.org", "subscribed", {NEWS: True}), ("two@example.org", "subscribed", {})]
+    )
     synced(world)
     later(world)
     user_sets(world, ids["one@example.org"], "news", False)  # a row the sync made
@@ -123,9 +131,14 @@ def test_a_mailchimp_edit_reaches_dynamics_in_the_status_sync_batch(world):
 
 # ---- both changed --------------------------------------------------------------------------------------
 def test_both_changed_the_later_change_wins_and_a_tie_opts_out(world):
-    ids = seed_with_interests(world, [("mc-later@example.org", "subscribed", {NEWS: True}),
-                                      ("crm-later@example.org", "subscribed", {NEWS: True}),
-                                      ("tie@example.org", "subscribed", {NEWS: True})])
+    ids = seed_with_interests(
+        world,
+        [
+            ("mc-later@example.org", "subscribed", {NEWS: True}),
+            ("crm-later@example.org", "subscribed", {NEWS: True}),
+            ("tie@example.org", "subscribed", {NEWS: True}),
+        ],
+    )
     synced(world)
     later(world)
     # Mailchimp drops News; the same row is edited in Dynamics (to what it holds), before or after
@@ -146,8 +159,11 @@ def test_both_changed_the_later_change_wins_and_a_tie_opts_out(world):
     assert mailchimp_interests(world, "tie@example.org") == NONE  # a tie opts out on both sides
     assert dynamics_interests(world, ids["tie@example.org"]) == NONE
     rules = audit_rules(world)
-    assert {"preference-both-changed-mailchimp-later", "preference-both-changed-dynamics-later",
-            "preference-both-changed-tie-opt-out"} <= set(rules)
+    assert {
+        "preference-both-changed-mailchimp-later",
+        "preference-both-changed-dynamics-later",
+        "preference-both-changed-tie-opt-out",
+    } <= set(rules)
 
 
 # ---- suppressed members ------------------------------------------------------------------------------
@@ -181,14 +197,21 @@ def test_edits_for_cleaned_or_archived_members_are_not_written_to_mailchimp(worl
     if suppress == "bounce":
         person(world, "bounce", "gone@example.org", type="hard")
     else:
-        requests.delete(f"{world.mailchimp.url}/3.0/lists/{world.audience}/members/{member_hash('gone@example.org')}",
-                        auth=("x", API_KEY), timeout=30).raise_for_status()
+        requests.delete(
+            f"{world.mailchimp.url}/3.0/lists/{world.audience}/members/{member_hash('gone@example.org')}",
+            auth=("x", API_KEY),
+            timeout=30,
+        ).raise_for_status()
     later(world)
     user_sets(world, ids["gone@example.org"], "news", True)
     world.mailchimp.admin.clear_requests()
     synced(world, full=True)
-    sent = [m for r in world.mailchimp.admin.requests() if r["method"] == "POST"
-            for m in (r.get("body") or {}).get("members", [])]
+    sent = [
+        m
+        for r in world.mailchimp.admin.requests()
+        if r["method"] == "POST"
+        for m in (r.get("body") or {}).get("members", [])
+    ]
     assert all("interests" not in m for m in sent)
     assert set(world.members()["gone@example.org"]["interests"]) == set()
     assert dynamics_interests(world, ids["gone@example.org"])[NEWS] is True
@@ -202,8 +225,15 @@ def test_a_kept_edit_rides_with_the_confirmation_of_a_dynamics_opt_in(world):
     synced(world)
     later(world)
     user_sets(world, ids["back@example.org"], "staff", True)
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "id": ids["back@example.org"],
-                                                "changes": {"donotbulkemail": False, "donotsendmm": False}})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {
+            "entity": "contacts",
+            "id": ids["back@example.org"],
+            "changes": {"donotbulkemail": False, "donotsendmm": False},
+        },
+    )
     synced(world, RESUBSCRIBE_POLICY="confirm")  # rule 3: pending, and Mailchimp mails a confirmation
     assert world.members()["back@example.org"]["status"] == "pending"
     person(world, "confirm", "back@example.org")
@@ -215,12 +245,17 @@ def test_a_kept_edit_rides_with_the_confirmation_of_a_dynamics_opt_in(world):
 
 # ---- email changes -------------------------------------------------------------------------------
 def test_preferences_follow_the_person_through_an_email_change_on_either_side(world):
-    ids = seed_with_interests(world, [("old.crm@example.org", "subscribed", {NEWS: True}),
-                                      ("old.mc@example.org", "subscribed", {EVENTS: True})])
+    ids = seed_with_interests(
+        world,
+        [("old.crm@example.org", "subscribed", {NEWS: True}), ("old.mc@example.org", "subscribed", {EVENTS: True})],
+    )
     synced(world)
     later(world)
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "id": ids["old.crm@example.org"],
-                                                "changes": {"emailaddress1": "new.crm@example.org"}})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {"entity": "contacts", "id": ids["old.crm@example.org"], "changes": {"emailaddress1": "new.crm@example.org"}},
+    )
     person(world, "change-email", "old.mc@example.org", new_email_address="new.mc@example.org")
     synced(world)
     assert set(world.members()) == {"new.crm@example.org", "new.mc@example.org"}
@@ -234,8 +269,11 @@ def test_preferences_follow_the_person_through_an_email_change_on_either_side(wo
     synced(world)
     assert mailchimp_interests(world, "new.crm@example.org") == {NEWS: True, EVENTS: False, STAFF: True}
     assert dynamics_interests(world, ids["old.mc@example.org"]) == NONE
-    met = [(r["rule"], r["member_hash"], r["detail"], r["run_id"]) for r in world.audit()
-           if r["rule"].startswith("preference-first-meeting")]
+    met = [
+        (r["rule"], r["member_hash"], r["detail"], r["run_id"])
+        for r in world.audit()
+        if r["rule"].startswith("preference-first-meeting")
+    ]
     assert {h for _, h, _, _ in met} == {member_hash("old.crm@example.org"), member_hash("old.mc@example.org")}, met
 
 
@@ -244,10 +282,10 @@ def test_a_renamed_interest_is_renamed_and_a_removed_one_deactivated(world):
     ids = seed_with_interests(world, [("fan@example.org", "subscribed", {NEWS: True, EVENTS: True})])
     synced(world)
     api = f"{world.mailchimp.url}/3.0/lists/{world.audience}/interest-categories"
-    requests.patch(f"{api}/topics01/interests/{NEWS}", json={"name": "Weekly news"}, auth=("x", API_KEY),
-                   timeout=30).raise_for_status()
-    requests.patch(f"{api}/internal02", json={"type": "checkboxes"}, auth=("x", API_KEY),
-                   timeout=30).raise_for_status()
+    requests.patch(
+        f"{api}/topics01/interests/{NEWS}", json={"name": "Weekly news"}, auth=("x", API_KEY), timeout=30
+    ).raise_for_status()
+    requests.patch(f"{api}/internal02", json={"type": "checkboxes"}, auth=("x", API_KEY), timeout=30).raise_for_status()
     requests.delete(f"{api}/topics01/interests/{EVENTS}", auth=("x", API_KEY), timeout=30).raise_for_status()
     synced(world)  # nothing in the member pages shows a rename: the catalog waits for a full pass
     assert preference_rows(world)[NEWS]["cbr_name"] == "News"
@@ -280,23 +318,30 @@ def test_provision_creates_the_views_on_preference_subscriptions(world):
     seed_with_interests(world, [])
     views = world.dataverse.admin.state(entity="savedqueries")["rows"]
     names = {v["name"] for v in views if v["returnedtypecode"] == "cbr_preferencesubscription"}
-    assert names == {"Preference subscriptions: opted in", "Preference subscriptions: opted out",
-                     "Preference subscriptions: private preferences", "Preference subscriptions: public preferences"}
+    assert names == {
+        "Preference subscriptions: opted in",
+        "Preference subscriptions: opted out",
+        "Preference subscriptions: private preferences",
+        "Preference subscriptions: public preferences",
+    }
     assert world.provision() == []  # idempotent
 
 
 # ---- cost ----------------------------------------------------------------------------------------------
 def test_a_run_with_nothing_changed_costs_at_most_six_calls_with_interests(world):
-    seed_with_interests(world, [(f"p{i}@example.org", "subscribed", {NEWS: i % 2 == 0, STAFF: i % 3 == 0})
-                                for i in range(12)])
+    seed_with_interests(
+        world, [(f"p{i}@example.org", "subscribed", {NEWS: i % 2 == 0, STAFF: i % 3 == 0}) for i in range(12)]
+    )
     for _ in range(2):
         synced(world)
         later(world, 900)
     for running in (world.mailchimp, world.dataverse):
         running.admin.reset_calls()
     synced(world)
-    calls = {side: sum(running.admin.calls().values())
-             for side, running in (("mailchimp", world.mailchimp), ("dataverse", world.dataverse))}
+    calls = {
+        side: sum(running.admin.calls().values())
+        for side, running in (("mailchimp", world.mailchimp), ("dataverse", world.dataverse))
+    }
     assert sum(calls.values()) <= 6, calls
 
 
@@ -314,8 +359,9 @@ def test_changed_preferences_add_no_call_per_person_or_interest(world):
         running.admin.clear_requests()
     synced(world)
     # campaign activity is read by its own part of the run; the preference part adds no call of its own here
-    mailchimp = {k: n for k, n in world.mailchimp.admin.calls().items()
-                 if "/campaigns" not in k and "/reports" not in k}
+    mailchimp = {
+        k: n for k, n in world.mailchimp.admin.calls().items() if "/campaigns" not in k and "/reports" not in k
+    }
     dataverse = world.dataverse.admin.calls()
     assert mailchimp == {"GET /3.0/lists/{list_id}/members": 1, "POST /3.0/lists/{list_id}": 1}, mailchimp
     rows_read = [r for r in world.dataverse.admin.requests() if r["method"] == "GET" and "preference" in r["path"]]
@@ -330,8 +376,9 @@ def test_a_refused_row_write_is_audited_and_written_by_a_later_run(world):
     ids = seed_with_interests(world, [("one@example.org", "subscribed", {})])
     synced(world)
     # someone deletes the News preference in Dynamics: a row cannot point at it until the catalog is mirrored again
-    world.dataverse.admin.call("POST", "delete", {"entity": "cbr_marketingpreferences",
-                                                  "ids": [preference_id(world.audience, NEWS)]})
+    world.dataverse.admin.call(
+        "POST", "delete", {"entity": "cbr_marketingpreferences", "ids": [preference_id(world.audience, NEWS)]}
+    )
     later(world)
     person_chooses(world, "one@example.org", news=True, staff=True)
     synced(world)
@@ -341,7 +388,6 @@ def test_a_refused_row_write_is_audited_and_written_by_a_later_run(world):
     assert json.loads(row["dynamics_new"]) == {ids["one@example.org"]: {STAFF: True}}
     synced(world, full=True)  # the full pass mirrors the catalog again and meets the pair again
     assert dynamics_interests(world, ids["one@example.org"]) == {NEWS: True, EVENTS: False, STAFF: True}
-
 
 
 def test_a_dry_run_plans_preference_changes_and_writes_none(world):
@@ -354,11 +400,15 @@ def test_a_dry_run_plans_preference_changes_and_writes_none(world):
         running.admin.reset_calls()
     code, out = world.sync(dry_run=True)
     assert code == 0, out
-    writes = [k for running in (world.mailchimp, world.dataverse) for k in running.admin.calls()
-              if not k.startswith("GET")]
+    writes = [
+        k for running in (world.mailchimp, world.dataverse) for k in running.admin.calls() if not k.startswith("GET")
+    ]
     assert writes == []
     assert mailchimp_interests(world, "one@example.org") == {NEWS: False, EVENTS: False, STAFF: False}
     assert dynamics_interests(world, ids["one@example.org"]) == {NEWS: True, EVENTS: True, STAFF: False}
     synced(world)  # the real run then does what the dry run planned
-    assert mailchimp_interests(world, "one@example.org") == dynamics_interests(world, ids["one@example.org"]) == {
-        NEWS: False, EVENTS: True, STAFF: False}
+    assert (
+        mailchimp_interests(world, "one@example.org")
+        == dynamics_interests(world, ids["one@example.org"])
+        == {NEWS: False, EVENTS: True, STAFF: False}
+    )

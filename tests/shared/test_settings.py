@@ -13,8 +13,9 @@ def env(**overrides):
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
         "MAILCHIMP_API_KEY": KEY,
         "DATAVERSE_URL": "https://contoso.crm4.dynamics.com/",
-        "SYNC_LINKS": json.dumps([{"name": "newsletter", "marketingListId": LIST_ID, "audienceId": "a1b2c3d4e5",
-                                   "tag": "crm"}]),
+        "SYNC_LINKS": json.dumps(
+            [{"name": "newsletter", "marketingListId": LIST_ID, "audienceId": "a1b2c3d4e5", "tag": "crm"}]
+        ),
     }
     values.update(overrides)
     return {k: v for k, v in values.items() if v is not None}
@@ -46,7 +47,11 @@ def test_defaults_follow_the_contract():
 def test_missing_required_settings_each_get_one_line():
     lines = problems(MAILCHIMP_API_KEY=None, DATAVERSE_URL=None, SYNC_LINKS=None, AzureWebJobsStorage=None)
     assert sorted(line.split(":")[0] for line in lines) == [
-        "AzureWebJobsStorage", "DATAVERSE_URL", "MAILCHIMP_API_KEY", "SYNC_LINKS"]
+        "AzureWebJobsStorage",
+        "DATAVERSE_URL",
+        "MAILCHIMP_API_KEY",
+        "SYNC_LINKS",
+    ]
     assert all("\n" not in line for line in lines)
 
 
@@ -66,43 +71,57 @@ def test_settings_repr_hides_the_key():
     assert KEY not in repr(load_settings(env()))
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("not json", "SYNC_LINKS: is not valid JSON"),
-    ("[]", "SYNC_LINKS: expected a JSON array"),
-    ('{"name": "x"}', "SYNC_LINKS: expected a JSON array"),
-    ('[{"name": "Bad Name", "marketingListId": "%s", "audienceId": "a1"}]' % LIST_ID, "SYNC_LINKS[0].name"),
-    ('[{"name": "a", "marketingListId": "nope", "audienceId": "a1"}]', "SYNC_LINKS[0].marketingListId"),
-    ('[{"name": "a", "marketingListId": "%s"}]' % LIST_ID, "SYNC_LINKS[0].audienceId"),
-    ('[{"name": "a", "marketingListId": "%s", "audienceId": "a1", "colour": 1}]' % LIST_ID, "unknown key(s) colour"),
-    ('[{"name": "a", "marketingListId": "%s", "audienceId": "a1"}, '
-     '{"name": "a", "marketingListId": "%s", "audienceId": "b2"}]' % (LIST_ID, LIST_ID), "must be unique"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("not json", "SYNC_LINKS: is not valid JSON"),
+        ("[]", "SYNC_LINKS: expected a JSON array"),
+        ('{"name": "x"}', "SYNC_LINKS: expected a JSON array"),
+        ('[{"name": "Bad Name", "marketingListId": "%s", "audienceId": "a1"}]' % LIST_ID, "SYNC_LINKS[0].name"),
+        ('[{"name": "a", "marketingListId": "nope", "audienceId": "a1"}]', "SYNC_LINKS[0].marketingListId"),
+        ('[{"name": "a", "marketingListId": "%s"}]' % LIST_ID, "SYNC_LINKS[0].audienceId"),
+        (
+            '[{"name": "a", "marketingListId": "%s", "audienceId": "a1", "colour": 1}]' % LIST_ID,
+            "unknown key(s) colour",
+        ),
+        (
+            '[{"name": "a", "marketingListId": "%s", "audienceId": "a1"}, '
+            '{"name": "a", "marketingListId": "%s", "audienceId": "b2"}]' % (LIST_ID, LIST_ID),
+            "must be unique",
+        ),
+    ],
+)
 def test_malformed_sync_links_name_the_link_and_the_form(value, expected):
     assert any(expected in line for line in problems(SYNC_LINKS=value))
 
 
-@pytest.mark.parametrize("name, value", [
-    ("SYNC_SCHEDULE", "*/15 * * * *"),
-    ("FULL_RESYNC_HOURS", "-1"),
-    ("RESUBSCRIBE_POLICY", "always"),
-    ("NEW_MEMBER_STATUS", "unsubscribed"),
-    ("OPT_OUT_COLUMNS", "donot bulk"),
-    ("DATAVERSE_PREFIX", "CBR_"),
-    ("SUBSCRIBER_STATUS_COLUMN", "Status Column"),
-    ("MAILCHIMP_MAX_CONNECTIONS", "11"),
-    ("BATCH_SIZE", "many"),
-    ("DATAVERSE_URL", "http://contoso.crm4.dynamics.com"),
-    ("MAILCHIMP_BASE_URL", "http://mailchimp.example.org/3.0"),
-    ("MAILCHIMP_BASE_URL", "https://myserver.example.org/3.0"),
-    ("AZURE_CLIENT_ID", "not-a-guid"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("SYNC_SCHEDULE", "*/15 * * * *"),
+        ("FULL_RESYNC_HOURS", "-1"),
+        ("RESUBSCRIBE_POLICY", "always"),
+        ("NEW_MEMBER_STATUS", "unsubscribed"),
+        ("OPT_OUT_COLUMNS", "donot bulk"),
+        ("DATAVERSE_PREFIX", "CBR_"),
+        ("SUBSCRIBER_STATUS_COLUMN", "Status Column"),
+        ("MAILCHIMP_MAX_CONNECTIONS", "11"),
+        ("BATCH_SIZE", "many"),
+        ("DATAVERSE_URL", "http://contoso.crm4.dynamics.com"),
+        ("MAILCHIMP_BASE_URL", "http://mailchimp.example.org/3.0"),
+        ("MAILCHIMP_BASE_URL", "https://myserver.example.org/3.0"),
+        ("AZURE_CLIENT_ID", "not-a-guid"),
+    ],
+)
 def test_each_malformed_setting_is_named(name, value):
     lines = problems(**{name: value})
     assert len(lines) == 1 and lines[0].startswith(f"{name}: ")
 
 
 def test_loopback_urls_mean_the_emulators():
-    settings = load_settings(env(DATAVERSE_URL="http://127.0.0.1:5555", MAILCHIMP_BASE_URL="http://127.0.0.1:4444/3.0/"))
+    settings = load_settings(
+        env(DATAVERSE_URL="http://127.0.0.1:5555", MAILCHIMP_BASE_URL="http://127.0.0.1:4444/3.0/")
+    )
     assert settings.dataverse_is_emulator
     assert settings.mailchimp_base_url == "http://127.0.0.1:4444/3.0"
 
@@ -112,8 +131,13 @@ def test_an_empty_status_column_disables_it():
 
 
 def test_identity_based_storage_is_accepted():
-    settings = load_settings(env(AzureWebJobsStorage=None, AzureWebJobsStorage__accountName="cbrstore",
-                                 AzureWebJobsStorage__clientId="6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"))
+    settings = load_settings(
+        env(
+            AzureWebJobsStorage=None,
+            AzureWebJobsStorage__accountName="cbrstore",
+            AzureWebJobsStorage__clientId="6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f",
+        )
+    )
     assert settings.storage.queue_service_uri == "https://cbrstore.queue.core.windows.net"
     assert settings.storage.table_service_uri == "https://cbrstore.table.core.windows.net"
 

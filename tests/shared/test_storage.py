@@ -65,16 +65,34 @@ def test_transactions_keep_every_property_type_and_odd_keys(storage):
 
     moment = datetime(2026, 11, 23, 8, 30, 15, 123456, tzinfo=UTC)
     odd = "o'brien|zoë 100%+&=x"  # a quote, a space, non-ASCII and URL-reserved characters in a key
-    entity = {"PartitionKey": "types", "RowKey": odd, "text": "zoë's \"list\"\n", "flag": True, "small": 7,
-              "large": (2**40, EdmType.INT64), "ratio": 0.25, "when": moment, "blob": bytes(range(256)),
-              "typed": (5, EdmType.INT64)}
+    entity = {
+        "PartitionKey": "types",
+        "RowKey": odd,
+        "text": 'zoë\'s "list"\n',
+        "flag": True,
+        "small": 7,
+        "large": (2**40, EdmType.INT64),
+        "ratio": 0.25,
+        "when": moment,
+        "blob": bytes(range(256)),
+        "typed": (5, EdmType.INT64),
+    }
     assert storage.write(CONSENT_AUDIT, [upsert(entity)]) == 1
     row = storage.get(CONSENT_AUDIT, "types", odd)
     assert (row["text"], row["flag"], row["small"], row["large"].value, row["ratio"], row["blob"]) == (
-        "zoë's \"list\"\n", True, 7, 2**40, 0.25, bytes(range(256)))
+        'zoë\'s "list"\n',
+        True,
+        7,
+        2**40,
+        0.25,
+        bytes(range(256)),
+    )
     assert row["when"] == moment and row["typed"].value == 5
-    merge = (TransactionOperation.UPSERT, {"PartitionKey": "types", "RowKey": odd, "extra": "x"},
-             {"mode": UpdateMode.MERGE})
+    merge = (
+        TransactionOperation.UPSERT,
+        {"PartitionKey": "types", "RowKey": odd, "extra": "x"},
+        {"mode": UpdateMode.MERGE},
+    )
     create = (TransactionOperation.CREATE, {"PartitionKey": "types", "RowKey": "new", "n": 1})
     storage.write(CONSENT_AUDIT, [merge, create])
     assert storage.get(CONSENT_AUDIT, "types", odd)["extra"] == "x" and storage.get(CONSENT_AUDIT, "types", odd)["flag"]
@@ -88,8 +106,10 @@ def test_a_refused_transaction_names_the_table_and_applies_nothing(storage):
     from shared.storage import TransactionError
 
     storage.write(CONSENT_AUDIT, [upsert({"PartitionKey": "refused", "RowKey": "taken", "n": 1})])
-    operations = [upsert({"PartitionKey": "refused", "RowKey": "fresh", "n": 2}),
-                  (TransactionOperation.CREATE, {"PartitionKey": "refused", "RowKey": "taken", "n": 3})]
+    operations = [
+        upsert({"PartitionKey": "refused", "RowKey": "fresh", "n": 2}),
+        (TransactionOperation.CREATE, {"PartitionKey": "refused", "RowKey": "taken", "n": 3}),
+    ]
     with pytest.raises(TransactionError, match="table ConsentAudit was refused"):
         storage.write(CONSENT_AUDIT, operations)
     assert storage.get(CONSENT_AUDIT, "refused", "fresh") is None
@@ -103,8 +123,11 @@ def test_a_conditional_update_in_a_transaction_is_refused_when_the_row_changed(s
 
     storage.write(CONSENT_AUDIT, [upsert({"PartitionKey": "etag", "RowKey": "row", "n": 1})])
     etag = storage.table(CONSENT_AUDIT).get_entity("etag", "row").metadata["etag"]
-    update = (TransactionOperation.UPDATE, {"PartitionKey": "etag", "RowKey": "row", "n": 2},
-              {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
+    update = (
+        TransactionOperation.UPDATE,
+        {"PartitionKey": "etag", "RowKey": "row", "n": 2},
+        {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+    )
     storage.write(CONSENT_AUDIT, [update])
     assert storage.get(CONSENT_AUDIT, "etag", "row")["n"] == 2
     with pytest.raises(HttpResponseError, match="refused"):  # the etag is stale now

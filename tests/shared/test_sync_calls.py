@@ -33,16 +33,37 @@ def calls_by_link(world: SyncWorld, links: dict[str, tuple[str, str]]) -> dict[s
 
 def test_a_run_with_no_changes_costs_a_handful_of_calls_per_link(world):
     second_list = new_id()
-    world.extra_links.append({"name": f"{world.link}-b", "marketingListId": second_list,
-                              "audienceId": OTHER_AUDIENCE})
+    world.extra_links.append({"name": f"{world.link}-b", "marketingListId": second_list, "audienceId": OTHER_AUDIENCE})
     people = [contact(f"idle{i}@example.org") for i in range(8)]
     people[2].update(donotbulkemail=True)
-    world.seed(people, [member("idle0@example.org"), member("idle1@example.org", "unsubscribed"),
-                        member("idle3@example.org", "pending"), member("outsider@example.org")])
-    world.dataverse.admin.seed({"lists": [{"listid": second_list, "listname": "Second", "type": False,
-                                           "createdfromcode": 2, "members": [p["contactid"] for p in people[:5]]}]})
-    world.mailchimp.admin.seed({"audiences": [{"id": OTHER_AUDIENCE, "name": "Events"}],
-                                "members": [{"list_id": OTHER_AUDIENCE, **member("idle4@example.org")}]})
+    world.seed(
+        people,
+        [
+            member("idle0@example.org"),
+            member("idle1@example.org", "unsubscribed"),
+            member("idle3@example.org", "pending"),
+            member("outsider@example.org"),
+        ],
+    )
+    world.dataverse.admin.seed(
+        {
+            "lists": [
+                {
+                    "listid": second_list,
+                    "listname": "Second",
+                    "type": False,
+                    "createdfromcode": 2,
+                    "members": [p["contactid"] for p in people[:5]],
+                }
+            ]
+        }
+    )
+    world.mailchimp.admin.seed(
+        {
+            "audiences": [{"id": OTHER_AUDIENCE, "name": "Events"}],
+            "members": [{"list_id": OTHER_AUDIENCE, **member("idle4@example.org")}],
+        }
+    )
     links = {world.link: (world.list_id, world.audience), f"{world.link}-b": (second_list, OTHER_AUDIENCE)}
     measured, counted = [], []
     for _ in range(3):  # the first run, the settling run (re-reads the first run's writes), an idle run
@@ -52,8 +73,12 @@ def test_a_run_with_no_changes_costs_a_handful_of_calls_per_link(world):
         code, out = world.sync()
         assert code == 0, out
         measured.append(calls_by_link(world, links))
-        counted.append({side: sum(running.admin.calls().values())
-                        for side, running in (("mailchimp", world.mailchimp), ("dataverse", world.dataverse))})
+        counted.append(
+            {
+                side: sum(running.admin.calls().values())
+                for side, running in (("mailchimp", world.mailchimp), ("dataverse", world.dataverse))
+            }
+        )
     print(f"\nAPI calls per link (first, settling, idle): {measured}; call counts: {counted}")
     assert sum(counted[2].values()) <= CALLS_PER_IDLE_LINK * len(links), counted[2]
     idle = measured[2]
@@ -63,34 +88,61 @@ def test_a_run_with_no_changes_costs_a_handful_of_calls_per_link(world):
 
 
 # ---- logs ---------------------------------------------------------------------------------------
-NAMES = [("Ottoline", "Brackenbury"), ("Zephyrine", "Quillfeather"), ("Barnabus", "Wetherall"),
-         ("Philippa", "Ravenscroft"), ("Leontyne", "Abernathy"), ("Cassius", "Fotheringay"),
-         ("Isolde", "Pendergast"), ("Mortimer", "Haverbrook")]
-ADDRESSES = ["ottoline.brackenbury@example.org", "zeph.quill@example.org", "barnabus+news@example.org",
-             "Philippa.Ravenscroft@Example.org", "leontyne@site.test", "cassius@example.org",
-             "isolde.p@example.org", "forgotten.mortimer@example.org"]
+NAMES = [
+    ("Ottoline", "Brackenbury"),
+    ("Zephyrine", "Quillfeather"),
+    ("Barnabus", "Wetherall"),
+    ("Philippa", "Ravenscroft"),
+    ("Leontyne", "Abernathy"),
+    ("Cassius", "Fotheringay"),
+    ("Isolde", "Pendergast"),
+    ("Mortimer", "Haverbrook"),
+]
+ADDRESSES = [
+    "ottoline.brackenbury@example.org",
+    "zeph.quill@example.org",
+    "barnabus+news@example.org",
+    "Philippa.Ravenscroft@Example.org",
+    "leontyne@site.test",
+    "cassius@example.org",
+    "isolde.p@example.org",
+    "forgotten.mortimer@example.org",
+]
 
 
 def test_no_log_line_carries_an_email_address_or_a_name(world, caplog):
-    names = ["", "consent_bridge", "shared", "azure", "urllib3", "requests", "functions",
-             *logging.root.manager.loggerDict]
+    names = [
+        "",
+        "consent_bridge",
+        "shared",
+        "azure",
+        "urllib3",
+        "requests",
+        "functions",
+        *logging.root.manager.loggerDict,
+    ]
     for name in names:
         caplog.set_level(logging.DEBUG, logger=name)
-    people = [contact(email, firstname=first, lastname=last) for email, (first, last) in zip(ADDRESSES, NAMES,
-                                                                                                 strict=True)]
+    people = [
+        contact(email, firstname=first, lastname=last) for email, (first, last) in zip(ADDRESSES, NAMES, strict=True)
+    ]
     people[5].update(donotbulkemail=True)
     missing_audience = f"{world.link}-gone"
-    world.extra_links.append({"name": missing_audience, "marketingListId": world.list_id,
-                              "audienceId": "0000000000"})
+    world.extra_links.append({"name": missing_audience, "marketingListId": world.list_id, "audienceId": "0000000000"})
     world.seed(people, [member("zeph.quill@example.org", "unsubscribed"), member("cassius@example.org")])
-    world.mailchimp.admin.seed({"forgotten": [{"list_id": world.audience,
-                                               "email_address": "forgotten.mortimer@example.org"}]})
+    world.mailchimp.admin.seed(
+        {"forgotten": [{"list_id": world.audience, "email_address": "forgotten.mortimer@example.org"}]}
+    )
     progress: list[str] = []
 
     def sync(**overrides: str) -> tuple[int, str]:
         out = io.StringIO()
-        code = run_sync(world.context(**overrides), out, rules=QueueRules(max_dequeue_count=2, visibility_timeout=0),
-                        progress=progress.append)
+        code = run_sync(
+            world.context(**overrides),
+            out,
+            rules=QueueRules(max_dequeue_count=2, visibility_timeout=0),
+            progress=progress.append,
+        )
         return code, out.getvalue()
 
     world.mailchimp.admin.fail_next(1, pattern=r"/members", status=503)  # retries say what they retry
@@ -99,10 +151,20 @@ def test_no_log_line_carries_an_email_address_or_a_name(world, caplog):
     outputs = [sync()]
     admin: Any = world.mailchimp.admin
     admin.call("POST", "people/unsubscribe", {"list_id": world.audience, "email_address": "isolde.p@example.org"})
-    admin.call("POST", "people/change-email", {"list_id": world.audience, "email_address": "cassius@example.org",
-                                               "new_email_address": "cassius.new@example.org"})
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "id": people[0]["contactid"],
-                                                "changes": {"emailaddress1": "otto.b@example.org"}})
+    admin.call(
+        "POST",
+        "people/change-email",
+        {
+            "list_id": world.audience,
+            "email_address": "cassius@example.org",
+            "new_email_address": "cassius.new@example.org",
+        },
+    )
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {"entity": "contacts", "id": people[0]["contactid"], "changes": {"emailaddress1": "otto.b@example.org"}},
+    )
     world.dataverse.admin.fail_next(50, pattern=r"\$batch", status=500)  # a batch is dead-lettered
     outputs.append(sync())
     world.dataverse.admin.clear_faults()

@@ -24,8 +24,7 @@ def world(mailchimp_emulator, dataverse_emulator, azurite):
 
 
 def person(world: SyncWorld, action: str, email: str, **extra: Any) -> None:
-    world.mailchimp.admin.call("POST", f"people/{action}", {"list_id": world.audience, "email_address": email,
-                                                           **extra})
+    world.mailchimp.admin.call("POST", f"people/{action}", {"list_id": world.audience, "email_address": email, **extra})
 
 
 def edit(world: SyncWorld, record_id: str, **changes: Any) -> None:
@@ -49,16 +48,22 @@ def writes(world: SyncWorld) -> Counter[str]:
 def snapshot(world: SyncWorld) -> tuple[dict[str, str], dict[str, tuple[bool, bool, int | None]]]:
     """What both sides mean now, by address: Mailchimp statuses and the Dynamics consent columns."""
     statuses = {email: m["status"] for email, m in world.members().items()}
-    records = {row["emailaddress1"]: (row["donotbulkemail"], row["donotsendmm"], row.get("cbr_subscriberstatus"))
-               for row in world.records().values()}
+    records = {
+        row["emailaddress1"]: (row["donotbulkemail"], row["donotsendmm"], row.get("cbr_subscriberstatus"))
+        for row in world.records().values()
+    }
     return statuses, records
 
 
 def sync_collecting(world: SyncWorld, **overrides: str) -> tuple[int, str, list[str]]:
     """One `sync` as the CLI runs it, keeping the progress lines (retries, poison moves)."""
     out, progress = io.StringIO(), []
-    code = run_sync(world.context(**overrides), out, rules=QueueRules(max_dequeue_count=5, visibility_timeout=0),
-                    progress=progress.append)
+    code = run_sync(
+        world.context(**overrides),
+        out,
+        rules=QueueRules(max_dequeue_count=5, visibility_timeout=0),
+        progress=progress.append,
+    )
     return code, out.getvalue(), progress
 
 
@@ -97,8 +102,15 @@ def run_handling_every_message_twice(world: SyncWorld) -> Counter[str]:
 def test_every_queue_message_delivered_twice_writes_once(world):
     world.overrides["BATCH_SIZE"] = "2"
     people = [contact(f"p{i}@example.org") for i in range(6)]
-    world.seed(people, [member("p0@example.org"), member("p1@example.org"), member("p2@example.org", "pending"),
-                        member("p3@example.org", "unsubscribed")])
+    world.seed(
+        people,
+        [
+            member("p0@example.org"),
+            member("p1@example.org"),
+            member("p2@example.org", "pending"),
+            member("p3@example.org", "unsubscribed"),
+        ],
+    )
     first = run_handling_every_message_twice(world)  # the first run: adds and first meetings
     assert first["POST /3.0/lists/{list_id}"] >= 1 and first["POST /api/data/v9.2/$batch"] >= 1
     person(world, "unsubscribe", "p0@example.org")
@@ -109,10 +121,15 @@ def test_every_queue_message_delivered_twice_writes_once(world):
     second = run_handling_every_message_twice(world)  # a delta run: changes on both sides
     assert second - first, "the second run had changes to write"
     statuses, records = snapshot(world)
-    assert statuses == {"p0@example.org": "unsubscribed", "p1@example.org": "unsubscribed",
-                        "p2@example.org": "subscribed", "p3@example.org": "unsubscribed",
-                        "p4@example.org": "subscribed", "p5@example.org": "subscribed",
-                        "p6@example.org": "subscribed"}
+    assert statuses == {
+        "p0@example.org": "unsubscribed",
+        "p1@example.org": "unsubscribed",
+        "p2@example.org": "subscribed",
+        "p3@example.org": "unsubscribed",
+        "p4@example.org": "subscribed",
+        "p5@example.org": "subscribed",
+        "p6@example.org": "subscribed",
+    }
     assert records["p0@example.org"] == (True, True, UNSUBSCRIBED)
     assert records["p1@example.org"][2] == UNSUBSCRIBED
     assert records["p2@example.org"] == (False, False, SUBSCRIBED)
@@ -150,8 +167,16 @@ def busy_scenario(world: SyncWorld) -> list[int]:
     world.overrides["BATCH_SIZE"] = "3"
     people = [contact(f"p{i}@example.org", contactid=IDS[i]) for i in range(8)]
     people[5].update(donotbulkemail=True, donotsendmm=True)
-    world.seed(people, [member("p1@example.org", "unsubscribed"), member("p2@example.org", "cleaned"),
-                        member("p3@example.org", "pending"), member("p4@example.org"), member("p7@example.org")])
+    world.seed(
+        people,
+        [
+            member("p1@example.org", "unsubscribed"),
+            member("p2@example.org", "cleaned"),
+            member("p3@example.org", "pending"),
+            member("p4@example.org"),
+            member("p7@example.org"),
+        ],
+    )
     codes = [world.sync()[0]]
     person(world, "unsubscribe", "p4@example.org")
     person(world, "confirm", "p3@example.org")
@@ -166,8 +191,9 @@ def busy_scenario(world: SyncWorld) -> list[int]:
     return codes
 
 
-def test_ten_percent_faults_on_both_apis_end_in_the_fault_free_state(world, mailchimp_emulator, dataverse_emulator,
-                                                                     azurite):
+def test_ten_percent_faults_on_both_apis_end_in_the_fault_free_state(
+    world, mailchimp_emulator, dataverse_emulator, azurite
+):
     assert busy_scenario(world) == [0, 0, 0]
     calm = snapshot(world)
     for running in (mailchimp_emulator, dataverse_emulator):
@@ -183,9 +209,16 @@ def test_ten_percent_faults_on_both_apis_end_in_the_fault_free_state(world, mail
         running.admin.clear_faults()
     assert snapshot(faulty) == calm
     assert codes == [0, 0, 0]
-    assert calm[0] == {"p0@example.org": "unsubscribed", "p1@example.org": "unsubscribed",
-                       "p2@example.org": "cleaned", "p3@example.org": "subscribed", "p4@example.org": "subscribed",
-                       "p6@example.org": "unsubscribed", "p7@example.org": "cleaned", "p8@example.org": "subscribed"}
+    assert calm[0] == {
+        "p0@example.org": "unsubscribed",
+        "p1@example.org": "unsubscribed",
+        "p2@example.org": "cleaned",
+        "p3@example.org": "subscribed",
+        "p4@example.org": "subscribed",
+        "p6@example.org": "unsubscribed",
+        "p7@example.org": "cleaned",
+        "p8@example.org": "subscribed",
+    }
     assert calm[1]["p1@example.org"] == (True, True, UNSUBSCRIBED)  # the refused opt-in was restored
     assert calm[1]["p4@example.org"] == (False, False, SUBSCRIBED)
     assert calm[1]["p7@example.org"] == (True, True, CLEANED)
@@ -266,7 +299,8 @@ def test_a_batch_past_max_dequeue_count_is_dead_lettered_and_retried_next_run(wo
     assert len(ctx.ledger.pending_retries(world.link)) == 1
     records = snapshot(world)[1]
     assert {email: r[0] for email, r in records.items() if email < "p3"} == {
-        f"p{i}@example.org": False for i in range(3)}  # the Mailchimp unsubscribes have not reached Dynamics yet
+        f"p{i}@example.org": False for i in range(3)
+    }  # the Mailchimp unsubscribes have not reached Dynamics yet
     code, out = world.sync()
     assert code == 0, out
     assert_all_six_applied(world)

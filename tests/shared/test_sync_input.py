@@ -30,8 +30,14 @@ def skips(world: SyncWorld) -> dict[str, str]:
 
 
 def lead(email: str | None, **columns: Any) -> dict[str, Any]:
-    row = {"leadid": new_id(), "firstname": "Lea", "lastname": "Lead", "emailaddress1": email,
-           "donotbulkemail": False, "donotsendmm": False}
+    row = {
+        "leadid": new_id(),
+        "firstname": "Lea",
+        "lastname": "Lead",
+        "emailaddress1": email,
+        "donotbulkemail": False,
+        "donotsendmm": False,
+    }
     row.update(columns)
     return row
 
@@ -39,8 +45,12 @@ def lead(email: str | None, **columns: Any) -> dict[str, Any]:
 # ---- addresses ----------------------------------------------------------------------------------
 def test_missing_invalid_upper_case_and_plus_addresses(world):
     missing, empty, blank = contact(None), contact(""), contact("   ")
-    invalid = [contact("not-an-email"), contact("two@@example.org"), contact("dotless@localhost"),
-               contact("spaced out@example.org")]
+    invalid = [
+        contact("not-an-email"),
+        contact("two@@example.org"),
+        contact("dotless@localhost"),
+        contact("spaced out@example.org"),
+    ]
     upper = contact("Upper.Case@Example.ORG")
     plus = contact("reader+news@example.org")
     padded = contact("  padded@example.org ")
@@ -52,9 +62,13 @@ def test_missing_invalid_upper_case_and_plus_addresses(world):
     code, out = world.sync()
     assert code == 0, out
     members = {email.lower(): m["status"] for email, m in world.members().items()}
-    assert members == {"upper.case@example.org": "subscribed", "reader+news@example.org": "subscribed",
-                       "padded@example.org": "subscribed", "mixed@example.org": "unsubscribed",
-                       "good@example.org": "subscribed"}
+    assert members == {
+        "upper.case@example.org": "subscribed",
+        "reader+news@example.org": "subscribed",
+        "padded@example.org": "subscribed",
+        "mixed@example.org": "unsubscribed",
+        "good@example.org": "subscribed",
+    }
     found = skips(world)
     assert {found.get(r["contactid"]) for r in (missing, empty, blank)} == {"missing-email"}
     assert [found.get(r["contactid"]) for r in invalid] == ["invalid-email"] * 4
@@ -76,8 +90,9 @@ def test_an_upper_case_record_matches_its_lower_case_member(world):
     record = contact("Shouting@EXAMPLE.org")
     world.seed([record], [member("shouting@example.org")])
     assert world.sync()[0] == 0
-    world.mailchimp.admin.call("POST", "people/unsubscribe", {"list_id": world.audience,
-                                                             "email_address": "shouting@example.org"})
+    world.mailchimp.admin.call(
+        "POST", "people/unsubscribe", {"list_id": world.audience, "email_address": "shouting@example.org"}
+    )
     assert world.sync()[0] == 0
     assert list(world.members()) == ["shouting@example.org"]
     assert world.records()[record["contactid"]]["donotbulkemail"] is True
@@ -107,8 +122,9 @@ def test_inactive_contacts_are_skipped_and_never_added(world):
 def test_qualified_leads_are_read_only_skips_and_the_batch_goes_on(world):
     open_lead, to_qualify = lead("open@example.org"), lead("qualified@example.org")
     already = lead("already@example.org", statecode=1, statuscode=3)
-    world.seed([open_lead, to_qualify, already], [member("open@example.org"), member("qualified@example.org")],
-               list_type=4)
+    world.seed(
+        [open_lead, to_qualify, already], [member("open@example.org"), member("qualified@example.org")], list_type=4
+    )
     code, out = world.sync()
     assert code == 0, out
     assert "already@example.org" not in world.members()
@@ -129,8 +145,9 @@ def test_a_lead_qualified_after_it_was_synced_is_an_audited_skip(world):
     world.seed([to_qualify], [member("qualified@example.org")], list_type=4)
     assert world.sync()[0] == 0
     world.dataverse.admin.call("POST", "qualify-lead", {"id": to_qualify["leadid"]})
-    world.mailchimp.admin.call("POST", "people/unsubscribe", {"list_id": world.audience,
-                                                             "email_address": "qualified@example.org"})
+    world.mailchimp.admin.call(
+        "POST", "people/unsubscribe", {"list_id": world.audience, "email_address": "qualified@example.org"}
+    )
     code, out = world.sync()
     assert code == 0, out
     assert world.records("leads")[to_qualify["leadid"]]["donotbulkemail"] is False
@@ -144,10 +161,10 @@ MALFORMED_LINKS = {
     "an empty array": "[]",
     "no list id": '[{"name": "a", "audienceId": "a1b2c3d4e5"}]',
     "a bad name": '[{"name": "Bad Name!", "marketingListId": "00000000-0000-0000-0000-000000000001", '
-                  '"audienceId": "a1b2c3d4e5"}]',
+    '"audienceId": "a1b2c3d4e5"}]',
     "twice one name": '[{"name": "a", "marketingListId": "00000000-0000-0000-0000-000000000001", '
-                      '"audienceId": "a1b2c3d4e5"}, {"name": "a", "marketingListId": '
-                      '"00000000-0000-0000-0000-000000000002", "audienceId": "a1b2c3d4e5"}]',
+    '"audienceId": "a1b2c3d4e5"}, {"name": "a", "marketingListId": '
+    '"00000000-0000-0000-0000-000000000002", "audienceId": "a1b2c3d4e5"}]',
 }
 
 
@@ -180,8 +197,10 @@ def test_well_formed_settings_file_syncs_through_the_command_line(world, tmp_pat
 def test_a_missing_marketing_list_or_audience_fails_that_link_and_the_others_go_on(world):
     no_list, no_audience = f"{world.link}-nolist", f"{world.link}-noaud"
     missing_list = new_id()
-    world.extra_links += [{"name": no_list, "marketingListId": missing_list, "audienceId": world.audience},
-                          {"name": no_audience, "marketingListId": world.list_id, "audienceId": "ffffffffff"}]
+    world.extra_links += [
+        {"name": no_list, "marketingListId": missing_list, "audienceId": world.audience},
+        {"name": no_audience, "marketingListId": world.list_id, "audienceId": "ffffffffff"},
+    ]
     world.seed([contact("fine@example.org")])
     code, out = world.sync()
     assert code == 1, out

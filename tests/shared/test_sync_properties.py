@@ -19,13 +19,19 @@ OPTED_OUT = frozenset({"unsubscribed", "cleaned"})
 CONSENTING = frozenset({"subscribed", "pending"})
 ACTIONS = ("unsubscribe", "resubscribe", "bounce", "confirm", "opt-out", "opt-in", "add-to-list")
 
-people = st.lists(st.tuples(st.booleans(),  # in the marketing list from the start
-                            st.sampled_from([None, "subscribed", "unsubscribed", "cleaned", "pending"]),
-                            st.booleans(),  # opted out in Dynamics
-                            st.booleans()),  # shares the first person's address (rule 7)
-                  min_size=3, max_size=6)
-steps = st.lists(st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 5)), min_size=1, max_size=3),
-                 min_size=2, max_size=4)
+people = st.lists(
+    st.tuples(
+        st.booleans(),  # in the marketing list from the start
+        st.sampled_from([None, "subscribed", "unsubscribed", "cleaned", "pending"]),
+        st.booleans(),  # opted out in Dynamics
+        st.booleans(),
+    ),  # shares the first person's address (rule 7)
+    min_size=3,
+    max_size=6,
+)
+steps = st.lists(
+    st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 5)), min_size=1, max_size=3), min_size=2, max_size=4
+)
 
 
 @dataclass
@@ -47,8 +53,9 @@ class Story:
     def observe(self, moment: str) -> None:
         for email, status in self.statuses().items():
             if status == "subscribed":
-                assert email not in self.refused, (f"{email} was subscribed {moment} after the person left; "
-                                                   f"history: {self.history}")
+                assert email not in self.refused, (
+                    f"{email} was subscribed {moment} after the person left; history: {self.history}"
+                )
             if status in OPTED_OUT:
                 self.refused.add(email)
 
@@ -69,8 +76,15 @@ class Story:
             self.refused.discard(email)  # the person's own click
         elif action in ("opt-out", "opt-in"):
             value = action == "opt-out"
-            dataverse.call("POST", "edit", {"entity": "contacts", "id": record["contactid"],
-                                            "changes": {"donotbulkemail": value, "donotsendmm": value}})
+            dataverse.call(
+                "POST",
+                "edit",
+                {
+                    "entity": "contacts",
+                    "id": record["contactid"],
+                    "changes": {"donotbulkemail": value, "donotsendmm": value},
+                },
+            )
         elif action == "add-to-list" and record["contactid"] not in self.in_list:
             dataverse.call("POST", "members", {"listid": self.world.list_id, "add": [record["contactid"]]})
             self.in_list.add(record["contactid"])
@@ -93,23 +107,34 @@ class Story:
                 opted_out[email] = opted_out.get(email, False) or row["donotbulkemail"] or row["donotsendmm"]
         for email, out in opted_out.items():
             status = statuses.get(email)
-            assert (not out if status in CONSENTING else out), (
+            assert not out if status in CONSENTING else out, (
                 f"{email}: Mailchimp {status or 'absent'}, Dynamics {'opted out' if out else 'not opted out'}; "
-                f"history: {self.history}")
+                f"history: {self.history}"
+            )
 
 
-@settings(max_examples=12, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(people=people, steps=steps, policy=st.sampled_from(["never", "confirm"]))
-def test_random_interleavings_never_resubscribe_and_end_in_agreement(mailchimp_emulator, dataverse_emulator,
-                                                                     azurite, people, steps, policy):
+def test_random_interleavings_never_resubscribe_and_end_in_agreement(
+    mailchimp_emulator, dataverse_emulator, azurite, people, steps, policy
+):
     for running in (mailchimp_emulator, dataverse_emulator):
         running.admin.reset()
     world = SyncWorld(mailchimp_emulator, dataverse_emulator, azurite, overrides={"RESUBSCRIBE_POLICY": policy})
-    records = [contact(f"h{0 if twin else i}@example.org", opted_out=opted_out)
-               for i, (_, _, opted_out, twin) in enumerate(people)]
-    members = [member(f"h{i}@example.org", status) for i, (_, status, _, twin) in enumerate(people)
-               if status and (i == 0 or not twin)]  # a twin's address is the first person's member
+    records = [
+        contact(f"h{0 if twin else i}@example.org", opted_out=opted_out)
+        for i, (_, _, opted_out, twin) in enumerate(people)
+    ]
+    members = [
+        member(f"h{i}@example.org", status)
+        for i, (_, status, _, twin) in enumerate(people)
+        if status and (i == 0 or not twin)
+    ]  # a twin's address is the first person's member
     in_list = {r["contactid"] for r, (joined, *_) in zip(records, people, strict=True) if joined}
     world.seed(records, members, in_list=sorted(in_list))
     story = Story(world, records, in_list, history=[f"policy {policy}", f"people {people}"])

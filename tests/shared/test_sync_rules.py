@@ -23,8 +23,9 @@ def world(mailchimp_emulator, dataverse_emulator, azurite):
 # ---- what a person does on either side ----------------------------------------------------------
 def person(world: SyncWorld, action: str, email: str, audience: str | None = None, **extra: Any) -> dict[str, Any]:
     """The person acts in Mailchimp: unsubscribe, resubscribe (a signup form), confirm, bounce, change-email."""
-    return world.mailchimp.admin.call("POST", f"people/{action}", {
-        "list_id": audience or world.audience, "email_address": email, **extra})
+    return world.mailchimp.admin.call(
+        "POST", f"people/{action}", {"list_id": audience or world.audience, "email_address": email, **extra}
+    )
 
 
 def edit(world: SyncWorld, record_id: str, entity: str = "contacts", **changes: Any) -> None:
@@ -34,8 +35,9 @@ def edit(world: SyncWorld, record_id: str, entity: str = "contacts", **changes: 
 
 def mailchimp_api(world: SyncWorld, method: str, path: str, body: Any = None) -> requests.Response:
     """Another Mailchimp user working through the API (archiving, setting transactional)."""
-    response = requests.request(method, f"{world.mailchimp.url}/3.0/{path}", json=body,
-                                auth=("anystring", API_KEY), timeout=30)
+    response = requests.request(
+        method, f"{world.mailchimp.url}/3.0/{path}", json=body, auth=("anystring", API_KEY), timeout=30
+    )
     assert response.status_code < 300, response.text
     return response
 
@@ -103,17 +105,29 @@ def test_rule_2_every_mailchimp_status_reaches_the_opt_out_and_status_columns(wo
     bounced = contact("bounced@example.org")
     transactional = contact("transactional@example.org")
     waiting = contact("waiting@example.org")
-    world.seed([came_back, left, bounced, transactional, waiting],
-               [member("came-back@example.org", "unsubscribed"), member("left@example.org"),
-                member("bounced@example.org"), member("transactional@example.org"), member("waiting@example.org")])
+    world.seed(
+        [came_back, left, bounced, transactional, waiting],
+        [
+            member("came-back@example.org", "unsubscribed"),
+            member("left@example.org"),
+            member("bounced@example.org"),
+            member("transactional@example.org"),
+            member("waiting@example.org"),
+        ],
+    )
     synced(world)
     person(world, "resubscribe", "came-back@example.org")
     person(world, "unsubscribe", "left@example.org")
     person(world, "bounce", "bounced@example.org", type="hard")
-    mailchimp_api(world, "PUT", f"lists/{world.audience}/members/{member_hash('transactional@example.org')}",
-                  {"email_address": "transactional@example.org", "status": "transactional"})
-    mailchimp_api(world, "PATCH", f"lists/{world.audience}/members/{member_hash('waiting@example.org')}",
-                  {"status": "pending"})
+    mailchimp_api(
+        world,
+        "PUT",
+        f"lists/{world.audience}/members/{member_hash('transactional@example.org')}",
+        {"email_address": "transactional@example.org", "status": "transactional"},
+    )
+    mailchimp_api(
+        world, "PATCH", f"lists/{world.audience}/members/{member_hash('waiting@example.org')}", {"status": "pending"}
+    )
     synced(world)
     assert columns(world, came_back["contactid"]) == (False, False, SUBSCRIBED)
     assert columns(world, left["contactid"]) == (True, True, UNSUBSCRIBED)
@@ -121,9 +135,13 @@ def test_rule_2_every_mailchimp_status_reaches_the_opt_out_and_status_columns(wo
     assert columns(world, transactional["contactid"]) == (True, True, TRANSACTIONAL)
     assert columns(world, waiting["contactid"]) == (False, False, PENDING)  # status column only
     # the sync wrote nothing back to Mailchimp: each status is the person's
-    assert statuses(world) == {"came-back@example.org": "subscribed", "left@example.org": "unsubscribed",
-                               "bounced@example.org": "cleaned", "transactional@example.org": "transactional",
-                               "waiting@example.org": "pending"}
+    assert statuses(world) == {
+        "came-back@example.org": "subscribed",
+        "left@example.org": "unsubscribed",
+        "bounced@example.org": "cleaned",
+        "transactional@example.org": "transactional",
+        "waiting@example.org": "pending",
+    }
     assert audited(world).count("mailchimp-changed") == 5
 
 
@@ -158,17 +176,25 @@ def test_rule_3_an_opt_in_in_dynamics_never_subscribes_an_opted_out_member(world
     left = contact("left@example.org", opted_out=True)
     bounced = contact("bounced@example.org", opted_out=True)
     transactional = contact("transactional@example.org", opted_out=True)
-    world.seed([left, bounced, transactional],
-               [member("left@example.org", "unsubscribed"), member("bounced@example.org", "cleaned"),
-                member("transactional@example.org", "transactional")])
+    world.seed(
+        [left, bounced, transactional],
+        [
+            member("left@example.org", "unsubscribed"),
+            member("bounced@example.org", "cleaned"),
+            member("transactional@example.org", "transactional"),
+        ],
+    )
     synced(world)
     for record in (left, bounced, transactional):
         edit(world, record["contactid"], donotbulkemail=False, donotsendmm=False)
     synced(world)
     synced(world)  # and a run with nothing new keeps it so
     expected_left = "pending" if policy == "confirm" else "unsubscribed"
-    assert statuses(world) == {"left@example.org": expected_left, "bounced@example.org": "cleaned",
-                               "transactional@example.org": "transactional"}
+    assert statuses(world) == {
+        "left@example.org": expected_left,
+        "bounced@example.org": "cleaned",
+        "transactional@example.org": "transactional",
+    }
     assert subscribed_writes(world, {"left@example.org", "bounced@example.org", "transactional@example.org"}) == []
     # refused opt-ins are reverted in Dynamics; the confirm policy waits for the person's click
     assert columns(world, bounced["contactid"])[:2] == (True, True)
@@ -204,12 +230,22 @@ def test_rule_4_the_opt_out_wins_when_the_sides_first_meet(world):
     crm_out_pending = contact("crm-out-pending@example.org", donotbulkemail=True)
     mc_out = contact("mc-out@example.org")
     mc_cleaned = contact("mc-cleaned@example.org")
-    world.seed([crm_out, crm_out_pending, mc_out, mc_cleaned],
-               [member("crm-out@example.org"), member("crm-out-pending@example.org", "pending"),
-                member("mc-out@example.org", "unsubscribed"), member("mc-cleaned@example.org", "cleaned")])
+    world.seed(
+        [crm_out, crm_out_pending, mc_out, mc_cleaned],
+        [
+            member("crm-out@example.org"),
+            member("crm-out-pending@example.org", "pending"),
+            member("mc-out@example.org", "unsubscribed"),
+            member("mc-cleaned@example.org", "cleaned"),
+        ],
+    )
     synced(world)
-    assert statuses(world) == {"crm-out@example.org": "unsubscribed", "crm-out-pending@example.org": "unsubscribed",
-                               "mc-out@example.org": "unsubscribed", "mc-cleaned@example.org": "cleaned"}
+    assert statuses(world) == {
+        "crm-out@example.org": "unsubscribed",
+        "crm-out-pending@example.org": "unsubscribed",
+        "mc-out@example.org": "unsubscribed",
+        "mc-cleaned@example.org": "cleaned",
+    }
     assert columns(world, crm_out["contactid"]) == (True, True, UNSUBSCRIBED)
     assert columns(world, mc_out["contactid"]) == (True, True, UNSUBSCRIBED)
     assert columns(world, mc_cleaned["contactid"]) == (True, True, CLEANED)
@@ -269,8 +305,11 @@ def test_rule_5_an_email_change_in_dynamics_moves_the_member(world):
     assert members["new@example.org"]["contact_id"] == contact_id  # the same member, PATCHed
     assert members["new@example.org"]["status"] == "subscribed"
     assert len(world.records()) == 1
-    patches = [r for r in world.mailchimp.admin.requests()
-               if r["method"] in ("PATCH", "PUT") and member_hash("old@example.org") in r["path"]]
+    patches = [
+        r
+        for r in world.mailchimp.admin.requests()
+        if r["method"] in ("PATCH", "PUT") and member_hash("old@example.org") in r["path"]
+    ]
     assert patches, "the address change goes through the old member's hash"
 
 
@@ -306,8 +345,10 @@ def test_rule_6_leaving_the_list_removes_the_tag_and_never_unsubscribes(world):
     staying = contact("staying@example.org")
     world.seed([leaving, staying])
     synced(world)
-    assert {e: m["tags"] for e, m in world.members().items()} == {"leaving@example.org": ["crm"],
-                                                                  "staying@example.org": ["crm"]}
+    assert {e: m["tags"] for e, m in world.members().items()} == {
+        "leaving@example.org": ["crm"],
+        "staying@example.org": ["crm"],
+    }
     world.dataverse.admin.call("POST", "members", {"listid": world.list_id, "remove": [leaving["contactid"]]})
     synced(world)  # a delta run does not see removals; it must not unsubscribe either
     assert statuses(world) == {"leaving@example.org": "subscribed", "staying@example.org": "subscribed"}
@@ -321,7 +362,8 @@ def test_rule_6_leaving_the_list_removes_the_tag_and_never_unsubscribes(world):
     ctx, leaving_hash = world.context(), member_hash("leaving@example.org")
     assert ctx.identity.load(world.link, [leaving_hash])[leaving_hash].member_status == "subscribed"
     assert AliasIndex(ctx.storage, world.link, "records").get([leaving["contactid"]]) == {
-        leaving["contactid"]: leaving_hash}
+        leaving["contactid"]: leaving_hash
+    }
     assert any("left the marketing list" in row["detail"] for row in world.audit())
     world.dataverse.admin.call("POST", "members", {"listid": world.list_id, "add": [leaving["contactid"]]})
     synced(world)  # joining again brings the tag back
@@ -353,15 +395,35 @@ def test_rule_7_several_records_with_one_email_are_one_member(world, who_opts_ou
 # ---- rule 9 -------------------------------------------------------------------------------------
 def test_rule_9_the_status_column_shows_the_first_status_across_audiences(world):
     second_list = new_id()
-    world.extra_links.append({"name": f"{world.link}-b", "marketingListId": second_list,
-                              "audienceId": OTHER_AUDIENCE})
-    lead = {"leadid": new_id(), "firstname": "Lena", "lastname": "Lead", "emailaddress1": "lena@example.org",
-            "donotbulkemail": False, "donotsendmm": False}
+    world.extra_links.append({"name": f"{world.link}-b", "marketingListId": second_list, "audienceId": OTHER_AUDIENCE})
+    lead = {
+        "leadid": new_id(),
+        "firstname": "Lena",
+        "lastname": "Lead",
+        "emailaddress1": "lena@example.org",
+        "donotbulkemail": False,
+        "donotsendmm": False,
+    }
     world.seed([lead], [member("lena@example.org", "pending")], list_type=4)
-    world.dataverse.admin.seed({"lists": [{"listid": second_list, "listname": "Second", "type": False,
-                                           "createdfromcode": 4, "members": [lead["leadid"]]}]})
-    world.mailchimp.admin.seed({"audiences": [{"id": OTHER_AUDIENCE, "name": "Events"}],
-                                "members": [{"list_id": OTHER_AUDIENCE, **member("lena@example.org")}]})
+    world.dataverse.admin.seed(
+        {
+            "lists": [
+                {
+                    "listid": second_list,
+                    "listname": "Second",
+                    "type": False,
+                    "createdfromcode": 4,
+                    "members": [lead["leadid"]],
+                }
+            ]
+        }
+    )
+    world.mailchimp.admin.seed(
+        {
+            "audiences": [{"id": OTHER_AUDIENCE, "name": "Events"}],
+            "members": [{"list_id": OTHER_AUDIENCE, **member("lena@example.org")}],
+        }
+    )
     synced(world)
     assert columns(world, lead["leadid"], "leads") == (False, False, SUBSCRIBED)  # subscribed before pending
     person(world, "bounce", "lena@example.org", audience=OTHER_AUDIENCE, type="hard")
@@ -372,17 +434,25 @@ def test_rule_9_the_status_column_shows_the_first_status_across_audiences(world)
 
 
 # ---- dynamic marketing lists --------------------------------------------------------------------
-READERS = ('<fetch version="1.0" mapping="logical"><entity name="contact"><attribute name="contactid"/>'
-           '<filter type="and"><condition attribute="jobtitle" operator="eq" value="Reader"/></filter>'
-           '</entity></fetch>')
+READERS = (
+    '<fetch version="1.0" mapping="logical"><entity name="contact"><attribute name="contactid"/>'
+    '<filter type="and"><condition attribute="jobtitle" operator="eq" value="Reader"/></filter>'
+    "</entity></fetch>"
+)
 
 
 def test_a_dynamic_marketing_list_flows_from_dynamics_to_mailchimp(world):
     reader = contact("reader@example.org", jobtitle="Reader")
     refusing = contact("refusing@example.org", jobtitle="Reader", opted_out=True)
     writer = contact("writer@example.org", jobtitle="Writer")
-    world.dataverse.admin.seed({"contacts": [reader, refusing, writer], "lists": [
-        {"listid": world.list_id, "listname": "Readers", "type": True, "createdfromcode": 2, "query": READERS}]})
+    world.dataverse.admin.seed(
+        {
+            "contacts": [reader, refusing, writer],
+            "lists": [
+                {"listid": world.list_id, "listname": "Readers", "type": True, "createdfromcode": 2, "query": READERS}
+            ],
+        }
+    )
     world.mailchimp.admin.seed({"audiences": [{"id": world.audience, "name": "Newsletter"}]})
     world.provision()
     synced(world)

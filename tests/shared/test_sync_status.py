@@ -23,9 +23,14 @@ def test_first_run_adds_new_records_and_fills_dynamics_from_mailchimp(world):
     bounced = contact("bounced@example.org")
     waiting = contact("waiting@example.org")
     refused = contact("refused@example.org", opted_out=True)
-    world.seed([fresh, gone, bounced, waiting, refused],
-               [member("gone@example.org", "unsubscribed"), member("bounced@example.org", "cleaned"),
-                member("waiting@example.org", "pending")])
+    world.seed(
+        [fresh, gone, bounced, waiting, refused],
+        [
+            member("gone@example.org", "unsubscribed"),
+            member("bounced@example.org", "cleaned"),
+            member("waiting@example.org", "pending"),
+        ],
+    )
     code, out = world.sync()
     assert code == 0, out
     members = world.members()
@@ -49,13 +54,15 @@ def test_an_unsubscribe_in_mailchimp_reaches_dynamics_and_a_signup_clears_it(wor
     person = contact("person@example.org")
     world.seed([person], [member("person@example.org")])
     assert world.sync()[0] == 0
-    world.mailchimp.admin.call("POST", "people/unsubscribe", {"list_id": world.audience,
-                                                             "email_address": "person@example.org"})
+    world.mailchimp.admin.call(
+        "POST", "people/unsubscribe", {"list_id": world.audience, "email_address": "person@example.org"}
+    )
     assert world.sync()[0] == 0
     record = world.records()[person["contactid"]]
     assert (record["donotbulkemail"], record["donotsendmm"], record["cbr_subscriberstatus"]) == (True, True, UNSUB)
-    world.mailchimp.admin.call("POST", "people/resubscribe", {"list_id": world.audience,
-                                                             "email_address": "person@example.org"})
+    world.mailchimp.admin.call(
+        "POST", "people/resubscribe", {"list_id": world.audience, "email_address": "person@example.org"}
+    )
     assert world.sync()[0] == 0
     record = world.records()[person["contactid"]]
     assert (record["donotbulkemail"], record["donotsendmm"], record["cbr_subscriberstatus"]) == (False, False, NEW)
@@ -65,12 +72,21 @@ def test_an_opt_out_in_dynamics_unsubscribes_and_an_opt_in_never_resubscribes(wo
     person = contact("person@example.org")
     world.seed([person], [member("person@example.org")])
     assert world.sync()[0] == 0
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": person["contactid"], "changes": {"donotbulkemail": True}}]})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {"entity": "contacts", "edits": [{"id": person["contactid"], "changes": {"donotbulkemail": True}}]},
+    )
     assert world.sync()[0] == 0
     assert world.members()["person@example.org"]["status"] == "unsubscribed"
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": person["contactid"], "changes": {"donotbulkemail": False, "donotsendmm": False}}]})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {
+            "entity": "contacts",
+            "edits": [{"id": person["contactid"], "changes": {"donotbulkemail": False, "donotsendmm": False}}],
+        },
+    )
     assert world.sync()[0] == 0
     assert world.members()["person@example.org"]["status"] == "unsubscribed"
     assert world.records()[person["contactid"]]["donotbulkemail"] is True  # the opt-out is restored
@@ -82,14 +98,21 @@ def test_confirm_policy_sets_pending_and_mailchimp_sends_the_confirmation(world)
     person = contact("person@example.org", opted_out=True)
     world.seed([person], [member("person@example.org", "unsubscribed")])
     assert world.sync()[0] == 0
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": person["contactid"], "changes": {"donotbulkemail": False, "donotsendmm": False}}]})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {
+            "entity": "contacts",
+            "edits": [{"id": person["contactid"], "changes": {"donotbulkemail": False, "donotsendmm": False}}],
+        },
+    )
     assert world.sync()[0] == 0
     assert world.members()["person@example.org"]["status"] == "pending"
     sent = world.mailchimp.admin.call("GET", f"confirmations?list_id={world.audience}")
     assert len(sent["confirmations"]) == 1
-    world.mailchimp.admin.call("POST", "people/confirm", {"list_id": world.audience,
-                                                         "email_address": "person@example.org"})
+    world.mailchimp.admin.call(
+        "POST", "people/confirm", {"list_id": world.audience, "email_address": "person@example.org"}
+    )
     assert world.sync()[0] == 0
     assert world.records()[person["contactid"]]["cbr_subscriberstatus"] == NEW
 
@@ -129,8 +152,14 @@ def test_an_address_change_in_dynamics_moves_the_member(world):
     person = contact("old.address@example.org")
     world.seed([person], [member("old.address@example.org")])
     assert world.sync()[0] == 0
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": person["contactid"], "changes": {"emailaddress1": "New.Address@example.org"}}]})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {
+            "entity": "contacts",
+            "edits": [{"id": person["contactid"], "changes": {"emailaddress1": "New.Address@example.org"}}],
+        },
+    )
     assert world.sync()[0] == 0
     members = world.members()
     assert "old.address@example.org" not in members
@@ -144,9 +173,11 @@ def test_an_address_change_in_mailchimp_reaches_the_record(world):
     person = contact("before@example.org")
     world.seed([person], [member("before@example.org")])
     assert world.sync()[0] == 0
-    world.mailchimp.admin.call("POST", "people/change-email", {"list_id": world.audience,
-                                                              "email_address": "before@example.org",
-                                                              "new_email_address": "after@example.org"})
+    world.mailchimp.admin.call(
+        "POST",
+        "people/change-email",
+        {"list_id": world.audience, "email_address": "before@example.org", "new_email_address": "after@example.org"},
+    )
     assert world.sync()[0] == 0
     assert world.records()[person["contactid"]]["emailaddress1"] == "after@example.org"
     assert "email-changed-in-mailchimp" in {row["rule"] for row in world.audit()}
@@ -158,8 +189,14 @@ def test_an_address_change_onto_an_existing_member_is_a_conflict(world):
     person = contact("mine@example.org")
     world.seed([person], [member("mine@example.org"), member("taken@example.org")])
     assert world.sync()[0] == 0
-    world.dataverse.admin.call("POST", "edit", {"entity": "contacts", "edits": [
-        {"id": person["contactid"], "changes": {"emailaddress1": "taken@example.org"}}]})
+    world.dataverse.admin.call(
+        "POST",
+        "edit",
+        {
+            "entity": "contacts",
+            "edits": [{"id": person["contactid"], "changes": {"emailaddress1": "taken@example.org"}}],
+        },
+    )
     assert world.sync()[0] == 0
     members = world.members()
     assert members["mine@example.org"]["status"] == "subscribed" and "taken@example.org" in members

@@ -37,8 +37,12 @@ def scanned(world: SyncWorld) -> tuple[engine.Context, str, list[dict]]:
 
 
 def states(ctx: engine.Context, world: SyncWorld, run_id: str) -> dict[str, str]:
-    return {row["RowKey"]: row["state"] for row in ctx.storage.query(
-        "SyncRuns", "PartitionKey eq @p", {"p": f"{world.link}|{run_id}"}, select=["RowKey", "state"])}
+    return {
+        row["RowKey"]: row["state"]
+        for row in ctx.storage.query(
+            "SyncRuns", "PartitionKey eq @p", {"p": f"{world.link}|{run_id}"}, select=["RowKey", "state"]
+        )
+    }
 
 
 def test_waiting_batches_of_a_run_are_written_together_in_whole_pages(world):
@@ -49,7 +53,11 @@ def test_waiting_batches_of_a_run_are_written_together_in_whole_pages(world):
     assert sorted(world.members()) == [f"u{i}@example.org" for i in range(6)]
     [run] = world.context().ledger.latest_runs(world.link, 1)
     assert (run.status, run.batches, run.counts["merged_into"], run.counts["mailchimp_writes"]) == (
-        "completed", 3, 2, 6)
+        "completed",
+        3,
+        2,
+        6,
+    )
 
 
 def test_a_unit_of_one_batch_when_the_setting_says_so(world):
@@ -83,8 +91,7 @@ def test_a_failed_unit_gives_its_other_batches_back_each_to_go_alone(world):
 
 def test_batches_claimed_by_a_worker_that_died_are_freed_when_its_message_comes_back(world):
     ctx, run_id, [first, second, third] = scanned(world)
-    unit = ctx.ledger.claim_unit(world.link, run_id, first["batch"], datetime.now(UTC), alone=False,
-                                 max_emails=5000)
+    unit = ctx.ledger.claim_unit(world.link, run_id, first["batch"], datetime.now(UTC), alone=False, max_emails=5000)
     assert unit is not None and len(unit.batches) == 3  # the worker took all three, then died before writing
     assert engine.reconcile_batch(ctx, second).duplicate  # its own message finds it in that live unit
     assert world.mailchimp.admin.calls().get(BATCH_SUBSCRIBE, 0) == 0
@@ -103,11 +110,28 @@ def test_a_run_summary_names_preference_and_campaign_work():
     from shared.ledger import RunSummary
 
     started = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-    run = RunSummary("newsletter", "r1", "completed", started, started, False, False, 3, 0, Counter(
-        mailchimp_read=10, dataverse_read=12, preference_mailchimp_writes=2, preference_dynamics_writes=5,
-        campaign_passes=1, campaign_engagements_written=40))
+    run = RunSummary(
+        "newsletter",
+        "r1",
+        "completed",
+        started,
+        started,
+        False,
+        False,
+        3,
+        0,
+        Counter(
+            mailchimp_read=10,
+            dataverse_read=12,
+            preference_mailchimp_writes=2,
+            preference_dynamics_writes=5,
+            campaign_passes=1,
+            campaign_engagements_written=40,
+        ),
+    )
     text = describe_run(run)
     assert "preferences: 2 members written in Mailchimp, 5 changes in Dynamics" in text
     assert "campaigns: 1 read, 40 engagement rows written" in text
-    assert "preferences" not in describe_run(RunSummary("newsletter", "r2", "completed", started, started, False,
-                                                         False, 1, 0, Counter(mailchimp_read=1)))
+    assert "preferences" not in describe_run(
+        RunSummary("newsletter", "r2", "completed", started, started, False, False, 1, 0, Counter(mailchimp_read=1))
+    )
