@@ -61,8 +61,8 @@ HOW_THE_MINIMUM_IS_COUNTED = (
 
 
 def child(out: str) -> int:
+    from shared.app import Context
     from shared.cli import run_sync
-    from shared.engine import Context
     from shared.settings import load_settings
 
     samples: list[tuple[float, float]] = []
@@ -118,8 +118,8 @@ def _rss_mb() -> float:
 def run(recipients: int, say: Any) -> dict[str, Any]:
     from bench.driver import advance_clocks, clocks
     from emulators.world import LocalWorld
+    from shared.app import Context
     from shared.cli import run_sync
-    from shared.engine import Context
     from shared.provision import provision
     from shared.settings import load_settings
 
@@ -265,8 +265,8 @@ def _campaign_work(world: Any, ctx: Any) -> dict[str, int]:
     import requests
 
     from emulators.world import API_KEY
-    from shared import campaigns
-    from shared.storage import SYNC_STATE
+    from shared.adapters.storage import SYNC_STATE
+    from shared.features.campaigns import core as campaigns
 
     progress = campaigns.Progress.from_entity(
         CAMPAIGN, ctx.storage.get(SYNC_STATE, LINK["name"], f"campaign|{CAMPAIGN}")

@@ -88,10 +88,10 @@ def bench_size(
     batch_size: int | None = None,
     interests: int = pop.DEFAULT_INTERESTS,
 ) -> dict[str, Any]:
-    from shared.engine import Context
-    from shared.ledger import Ledger
+    from shared.app import Context
     from shared.provision import provision
     from shared.settings import load_settings
+    from shared.state.ledger import Ledger
 
     population = pop.Population(records, interests=interests)
     with LocalWorld() as world, tempfile.TemporaryDirectory(prefix="cbr-bench-") as workdir:

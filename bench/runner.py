@@ -52,7 +52,7 @@ def counting_storage(settings: Any, calls: Counter[str]) -> Any:
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared.storage import Storage
+    from shared.adapters.storage import Storage
 
     storage = Storage(settings)
     if settings.connection_string:  # the benchmark always runs on Azurite
@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import os
 
+    from shared.adapters.dataverse import Dataverse
+    from shared.adapters.mailchimp import Mailchimp
+    from shared.app import Context
     from shared.cli import run_sync
-    from shared.dataverse import Dataverse
-    from shared.engine import Context
-    from shared.mailchimp import Mailchimp
     from shared.settings import load_settings
 
     settings = load_settings(dict(os.environ))

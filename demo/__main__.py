@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 def local_demo() -> int:
     from demo import campaigns, changes, preferences, scenario
     from emulators.world import LocalWorld
+    from shared.app import Context
     from shared.cli import run_sync
-    from shared.engine import Context
     from shared.provision import provision
     from shared.settings import load_settings
 
@@ -147,7 +147,7 @@ def print_rules(ctx: Any, links: list[dict[str, Any]]) -> None:
 
 def audit_lines(ctx: Any, link: str, examples: int = 3) -> list[str]:
     """The latest run's audit rows, grouped by the rule that decided, with a few examples each."""
-    from shared.storage import CONSENT_AUDIT
+    from shared.adapters.storage import CONSENT_AUDIT
 
     run = ctx.ledger.latest_runs(link, 1)[0]
     rows = ctx.storage.query(

@@ -65,8 +65,8 @@ def send_campaign(
 
 def campaign_lines(ctx: Any, examples: int = 3) -> list[str]:
     """What Dynamics holds now: each campaign with its totals, its engagement rows, and the audited causes."""
-    from shared import campaigns
-    from shared.storage import CONSENT_AUDIT
+    from shared.adapters.storage import CONSENT_AUDIT
+    from shared.features.campaigns import core as campaigns
 
     p = ctx.settings.dataverse_prefix
     table, engagement = campaigns.campaign_table(p), campaigns.engagement_table(p)

@@ -4,7 +4,8 @@ import json
 
 import azure.functions as func
 
-from shared import engine, telemetry
+from shared import app as engine
+from shared import telemetry
 from shared.settings import SettingsError
 
 bp = func.Blueprint()

@@ -4,7 +4,7 @@ import json
 
 import azure.functions as func
 
-from shared import engine
+from shared import app as engine
 
 bp = func.Blueprint()
 

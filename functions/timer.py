@@ -2,7 +2,8 @@
 
 import azure.functions as func
 
-from shared import engine, telemetry
+from shared import app as engine
+from shared import telemetry
 
 bp = func.Blueprint()
 

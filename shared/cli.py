@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import engine
+from shared import app as engine
+from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, poison
 from shared.settings import Settings, SettingsError, load_settings
-from shared.storage import BATCHES_QUEUE, LINKS_QUEUE, poison
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 def check(settings: Settings, out: TextIO) -> int:
-    from shared.dataverse import Dataverse, DataverseError
-    from shared.mailchimp import Mailchimp, MailchimpError
-    from shared.storage import Storage
+    from shared.adapters.dataverse import Dataverse, DataverseError
+    from shared.adapters.mailchimp import Mailchimp, MailchimpError
+    from shared.adapters.storage import Storage
 
     problems: list[str] = []
     try:

@@ -9,10 +9,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.adapters.storage import QUEUES, Storage, poison
+from shared.app import Context
 from shared.cli import QueueRules, run_sync
-from shared.engine import Context
 from shared.settings import load_settings
-from shared.storage import QUEUES, Storage, poison
 
 API_KEY = "0123456789abcdef0123456789abcdef-us21"
 AUDIENCE = "a1b2c3d4e5"

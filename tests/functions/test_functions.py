@@ -9,7 +9,7 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared import engine
+from shared import app as engine
 from tests.sync_world import SyncWorld, contact, member
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.preferences import preference_id, subscription_id
+from shared.features.preferences.core import preference_id, subscription_id
 from tests.sync_world import SyncWorld, contact, member
 
 SUBSCRIPTIONS = "cbr_preferencesubscriptions"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from shared import campaigns
-from shared.consent import member_hash
-from shared.engine import reconcile_batch
+from shared.app import reconcile_batch
+from shared.features.campaigns import core as campaigns
 from shared.provision import provision
+from shared.rules.consent import member_hash
 from tests.sync_world import SyncWorld, contact, member, new_id
 
 HARD, SOFT = campaigns.BOUNCE_TYPES["hard"], campaigns.BOUNCE_TYPES["soft"]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.consent import (
+from shared.rules.consent import (
     OPTED_OUT_STATUSES,
     RULE_9_ORDER,
     SUBSCRIBER_STATUS_CODES,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.consent import (
+from shared.rules.consent import (
     OPTED_OUT_STATUSES,
     SUBSCRIBER_STATUS_CODES,
     Base,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.dataverse import (
+from shared.adapters.dataverse import (
     BatchOperation,
     Dataverse,
     DataverseError,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from shared.identity import AliasIndex, alias_bucket
+from shared.adapters.storage import IDENTITY_MAP, Storage
 from shared.settings import StorageSettings
-from shared.storage import IDENTITY_MAP, Storage
+from shared.state.identity import AliasIndex, alias_bucket
 
 
 def test_sequential_record_ids_spread_over_shards_and_read_back(azurite):

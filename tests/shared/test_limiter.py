@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.limiter import ConnectionSlots
-from shared.mailchimp import Mailchimp, MailchimpError
+from shared.adapters.limiter import ConnectionSlots
+from shared.adapters.mailchimp import Mailchimp, MailchimpError
+from shared.adapters.storage import Storage
 from shared.settings import StorageSettings
-from shared.storage import Storage
 
 KEY = "0123456789abcdef0123456789abcdef-us21"
 
@@ -68,7 +68,7 @@ def test_a_slot_whose_lease_ran_out_is_taken_over(azurite):
 
 
 def test_a_request_that_timed_out_keeps_its_slot_until_the_lease_ends(mailchimp_emulator, azurite):
-    from shared.limiter import PARTITION, SlotsBusy
+    from shared.adapters.limiter import PARTITION, SlotsBusy
 
     storage = Storage(StorageSettings(connection_string=azurite))
     storage.ensure()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.mailchimp import (
+from shared.adapters.mailchimp import (
     BatchResult,
     Mailchimp,
     MailchimpError,
@@ -777,7 +777,7 @@ def test_ten_percent_faults_still_give_the_right_result(
 ) -> None:
     seed(mailchimp_emulator, people(300, prefix="known"))
     mailchimp_emulator.admin.faults(0.1, {"429": 1, "429-empty": 1, "500": 1, "503": 1, "502-html": 1}, seed=11)
-    with caplog.at_level(logging.WARNING, logger="shared.mailchimp"):
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.mailchimp"):
         result = mc.batch_subscribe(
             LIST, [{"email_address": f"new{i}@example.com", "status_if_new": "subscribed"} for i in range(1200)]
         )

@@ -21,7 +21,7 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator, FormatChecker
 
-from shared.mailchimp import Mailchimp, subscriber_hash
+from shared.adapters.mailchimp import Mailchimp, subscriber_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = REPO_ROOT.parent / "shared" / "reference" / "mailchimp-openapi-subset.json"

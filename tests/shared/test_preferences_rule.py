@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.identity import BaseRow
-from shared.model import BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
-from shared.preferences import (
+from shared.features.preferences.core import (
     MemberView,
     PairSide,
     PreferenceBase,
@@ -18,6 +16,8 @@ from shared.preferences import (
     settle,
     subscription_id,
 )
+from shared.model.snapshots import BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
+from shared.state.identity import BaseRow
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 INTERESTS = ["i1", "i2", "i3"]

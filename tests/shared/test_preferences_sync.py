@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
-from shared.consent import member_hash
-from shared.preferences import CHANGED_BY, VISIBILITY, preference_id
+from shared.features.preferences.core import CHANGED_BY, VISIBILITY, preference_id
+from shared.rules.consent import member_hash
 from tests.shared.preference_support import (
     EVENTS,
     NEWS,

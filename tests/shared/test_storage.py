@@ -1,7 +1,6 @@
 import pytest
 
-from shared.settings import StorageSettings
-from shared.storage import (
+from shared.adapters.storage import (
     BATCHES_QUEUE,
     CONSENT_AUDIT,
     MessageTooLarge,
@@ -9,6 +8,7 @@ from shared.storage import (
     poison,
     upsert,
 )
+from shared.settings import StorageSettings
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_transactions_keep_every_property_type_and_odd_keys(storage):
 def test_a_refused_transaction_names_the_table_and_applies_nothing(storage):
     from azure.data.tables import TransactionOperation
 
-    from shared.storage import TransactionError
+    from shared.adapters.storage import TransactionError
 
     storage.write(CONSENT_AUDIT, [upsert({"PartitionKey": "refused", "RowKey": "taken", "n": 1})])
     operations = [

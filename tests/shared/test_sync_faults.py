@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from shared import engine
+from shared import app as engine
+from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, poison
 from shared.cli import QueueRules, run_sync
-from shared.storage import BATCHES_QUEUE, LINKS_QUEUE, poison
 from tests.sync_world import SyncWorld, contact, member
 
 SUBSCRIBED, UNSUBSCRIBED, CLEANED, PENDING = 100000000, 100000001, 100000002, 100000003

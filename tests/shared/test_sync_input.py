@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.cli import main
-from shared.consent import member_hash
+from shared.rules.consent import member_hash
 from tests.sync_world import SyncWorld, contact, member, new_id
 
 SUBSCRIBED, UNSUBSCRIBED = 100000000, 100000001

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import requests
 
-from shared.consent import member_hash
-from shared.identity import AliasIndex
+from shared.rules.consent import member_hash
+from shared.state.identity import AliasIndex
 from tests.sync_world import API_KEY, SyncWorld, contact, member, new_id
 
 SUBSCRIBED, UNSUBSCRIBED, CLEANED, PENDING, TRANSACTIONAL, ARCHIVED = range(100000000, 100000006)

@@ -125,8 +125,8 @@ def test_the_opt_out_wins_when_the_sides_first_meet(world):
 
 
 def test_a_message_handled_twice_writes_nothing_the_second_time(world):
-    from shared import engine
-    from shared.storage import BATCHES_QUEUE
+    from shared import app as engine
+    from shared.adapters.storage import BATCHES_QUEUE
 
     world.seed([contact(f"p{i}@example.org") for i in range(5)], [member("p0@example.org", "unsubscribed")])
     ctx = world.context()

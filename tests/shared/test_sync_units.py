@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import engine
-from shared.storage import BATCHES_QUEUE, LINKS_QUEUE
+from shared import app as engine
+from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE
 from tests.sync_world import SyncWorld, contact
 
 BATCH_SUBSCRIBE, DATAVERSE_BATCH = "POST /3.0/lists/{list_id}", "POST /api/data/v9.2/$batch"
@@ -107,7 +107,7 @@ def test_batches_claimed_by_a_worker_that_died_are_freed_when_its_message_comes_
 
 def test_a_run_summary_names_preference_and_campaign_work():
     from shared.cli import describe_run
-    from shared.ledger import RunSummary
+    from shared.state.ledger import RunSummary
 
     started = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     run = RunSummary(

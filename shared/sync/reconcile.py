@@ -15,10 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import campaigns, consent, preferences
-from shared.identity import AliasIndex, BaseRow, IdentityMap
-from shared.model import KIND_SETS, BatchMessage, Group, MemberSnapshot, RecordSnapshot
-from shared.storage import CONSENT_AUDIT, Storage, upsert
+from shared.adapters.storage import CONSENT_AUDIT, Storage, upsert
+from shared.features.campaigns import core as campaigns
+from shared.features.preferences import core as preferences
+from shared.model.snapshots import KIND_SETS, BatchMessage, Group, MemberSnapshot, RecordSnapshot
+from shared.rules import consent
+from shared.state.identity import AliasIndex, BaseRow, IdentityMap
 
 log = logging.getLogger("consent_bridge.reconcile")
 
@@ -229,7 +231,7 @@ class Reconciler:
         dry_run: bool,
     ) -> None:
         """A record's address changed in Dynamics: the member it alone stood for changes address with it."""
-        from shared.mailchimp import MailchimpError
+        from shared.adapters.mailchimp import MailchimpError
 
         old = bases.get(old_hash)
         if old is None:
@@ -617,7 +619,7 @@ class Reconciler:
     def _write_dataverse(
         self, work: list[_Work], counts: Counter[str], *, link: Any, interest_names: dict[str, str]
     ) -> None:
-        from shared.dataverse import BatchOperation
+        from shared.adapters.dataverse import BatchOperation
 
         operations: list[BatchOperation] = []
         owners: list[tuple[_Work, str]] = []
@@ -683,7 +685,7 @@ class Reconciler:
             if item.records and not item.tagged and not (item.base and item.base.tagged) and _member_exists(item)
         ]
         if to_add:
-            from shared.mailchimp import MailchimpError
+            from shared.adapters.mailchimp import MailchimpError
 
             try:
                 self.mailchimp.add_tag_members(link.audience_id, link.tag, to_add)

@@ -43,8 +43,8 @@ from typing import Any
 
 from azure.data.tables import TransactionOperation, UpdateMode
 
-from shared import provision as schema
-from shared.storage import CONSENT_AUDIT, IDENTITY_MAP, SYNC_STATE, upsert
+from shared.adapters import schema
+from shared.adapters.storage import CONSENT_AUDIT, IDENTITY_MAP, SYNC_STATE, upsert
 
 log = logging.getLogger("consent_bridge.campaigns")
 
@@ -300,8 +300,8 @@ def plan_campaigns(
     window's start once every older campaign is closed. In a ``quiet`` run (the status scan found no member
     changed, so nobody unsubscribed or hard-bounced) a campaign whose opens and clicks are as at its last
     pass is not read: a run with nothing new costs one call per link however many campaigns are open."""
-    from shared.mailchimp import MailchimpError
-    from shared.storage import BATCHES_QUEUE
+    from shared.adapters.mailchimp import MailchimpError
+    from shared.adapters.storage import BATCHES_QUEUE
 
     link = ctx.settings.link(link_name)
     now = now or ctx.mailchimp.last_server_time or datetime.now(UTC)
@@ -398,7 +398,7 @@ class _Pass:
 
 def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[Any, str, str], Any]) -> Any:
     """One pass over one campaign for one link (a sync-batches message of kind "campaign")."""
-    from shared.reconcile import BatchOutcome
+    from shared.sync.reconcile import BatchOutcome
 
     link_name, run_id, batch_id, campaign_id = message["link"], message["run"], message["batch"], message["campaign"]
     link = ctx.settings.link(link_name)
@@ -678,7 +678,7 @@ class _Writer:
             self.pending = []
 
     def _send(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        from shared.dataverse import BatchOperation
+        from shared.adapters.dataverse import BatchOperation
 
         work = self.work
         campaign_row = campaign_row_id(work.campaign_id)
@@ -717,7 +717,7 @@ class RecordIndex:
     @classmethod
     def load(cls, storage: Any, link: str) -> RecordIndex:
         """Every mapped address of the link, read shard by shard from the identity map (one partition query)."""
-        from shared.identity import _decode_shard  # the identity map's shard format lives there
+        from shared.state.identity import _decode_shard  # the identity map's shard format lives there
 
         packed: dict[bytes, bytes] = {}
         for entity in storage.table(IDENTITY_MAP).query_entities("PartitionKey eq @p", parameters={"p": link}):
@@ -750,7 +750,7 @@ def _pack(records: Iterable[Any]) -> bytes:
 
 
 def _hash_of(item: dict[str, Any]) -> str:
-    from shared.mailchimp import subscriber_hash
+    from shared.adapters.mailchimp import subscriber_hash
 
     email_id = str(item.get("email_id") or "")
     return email_id if len(email_id) == 32 else subscriber_hash(str(item.get("email_address") or ""))
@@ -832,7 +832,7 @@ def _with_cause(detail: str, text: str) -> str:
 
 def _complete_causes(storage: Any, link: str, counts: Counter[str]) -> None:
     """Writes the cause into audit rows written before the cause was known (same run), then stops looking."""
-    from shared.ledger import run_started_at
+    from shared.state.ledger import run_started_at
 
     partition = f"{link}|causes"
     pending = [

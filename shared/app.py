@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import campaigns, telemetry
-from shared.identity import AliasIndex, IdentityMap
-from shared.ledger import Ledger, RunSummary, new_run_id
-from shared.limiter import ConnectionSlots
-from shared.model import BatchMessage
-from shared.reconcile import BatchOutcome, Reconciler
-from shared.scan import LinkError, scan
+from shared import telemetry
+from shared.adapters.limiter import ConnectionSlots
+from shared.adapters.storage import BATCHES_QUEUE, CONSENT_AUDIT, LINKS_QUEUE, Storage, upsert
+from shared.features.campaigns import core as campaigns
+from shared.model.snapshots import BatchMessage
 from shared.settings import Settings, load_settings
-from shared.storage import BATCHES_QUEUE, CONSENT_AUDIT, LINKS_QUEUE, Storage, upsert
+from shared.state.identity import AliasIndex, IdentityMap
+from shared.state.ledger import Ledger, RunSummary, new_run_id
+from shared.sync.reconcile import BatchOutcome, Reconciler
+from shared.sync.scan import LinkError, scan
 
 log = logging.getLogger("consent_bridge")
 PLANNED_KEEP = 200  # planned changes kept per batch for --dry-run output
@@ -54,8 +55,8 @@ class Context:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
-        from shared.dataverse import Dataverse
-        from shared.mailchimp import Mailchimp
+        from shared.adapters.dataverse import Dataverse
+        from shared.adapters.mailchimp import Mailchimp
 
         return cls(
             settings, Storage(settings.storage), Mailchimp.from_settings(settings), Dataverse.from_settings(settings)

@@ -20,7 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.storage import SYNC_STATE, Storage
+from shared.adapters.storage import SYNC_STATE, Storage
 
 PARTITION = "mailchimp-slots"
 LEASE_SECONDS = 130

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.model import KIND_SETS, PreferenceRow, epoch, from_epoch
+from shared.model.snapshots import KIND_SETS, PreferenceRow, epoch, from_epoch
 
 log = logging.getLogger("consent_bridge.preferences")
 
@@ -157,7 +157,7 @@ def read_catalog(mailchimp: Any, audience_id: str, counts: Counter[str] | None =
 
 
 def load_catalog(storage: Any, link: str) -> Catalog | None:
-    from shared.storage import SYNC_STATE
+    from shared.adapters.storage import SYNC_STATE
 
     row = storage.get(SYNC_STATE, link, CATALOG_ROW)
     if row is None:
@@ -166,7 +166,7 @@ def load_catalog(storage: Any, link: str) -> Catalog | None:
 
 
 def save_catalog(storage: Any, link: str, catalog: Catalog) -> None:
-    from shared.storage import SYNC_STATE, upsert
+    from shared.adapters.storage import SYNC_STATE, upsert
 
     storage.write(
         SYNC_STATE,
@@ -190,7 +190,7 @@ def mirror_catalog(
 
     Returns a line per preference created, renamed, moved, made public or private, deactivated or reactivated.
     """
-    from shared.dataverse import BATCH_LIMIT, BatchOperation
+    from shared.adapters.dataverse import BATCH_LIMIT, BatchOperation
 
     c = names.column
     columns = ["name", "category", "visibility", "audienceid", "interestcategoryid", "interestid", "active"]
@@ -686,7 +686,7 @@ def audits(
 
 def row_operation(names: Names, audience_id: str, write: RowWrite, interest_name: str) -> Any:
     """The ``$batch`` request for one row write: an upsert by id, answering with the row's new modifiedon."""
-    from shared.dataverse import BatchOperation
+    from shared.adapters.dataverse import BatchOperation
 
     c = names.column
     body: dict[str, Any] = {c("changedby"): CHANGED_BY[write.changed_by]}
@@ -714,7 +714,7 @@ def row_operation(names: Names, audience_id: str, write: RowWrite, interest_name
 
 def provision_schema(dataverse: Any, prefix: str) -> list[str]:
     """The preference and subscription tables, their columns, lookups and views; a line per thing created."""
-    from shared import provision as schema
+    from shared.adapters import schema
 
     p = prefix
     names = Names(p)

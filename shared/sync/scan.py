@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared import preferences
-from shared.consent import email_problem, member_hash, normalize_email
-from shared.identity import alias_bucket, shard_of
-from shared.ledger import Watermarks
-from shared.model import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
+from shared.features.preferences import core as preferences
+from shared.model.snapshots import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
+from shared.rules.consent import email_problem, member_hash, normalize_email
+from shared.state.identity import alias_bucket, shard_of
+from shared.state.ledger import Watermarks
 
 log = logging.getLogger("consent_bridge.scan")
 
@@ -78,7 +78,7 @@ class ScanOutcome:
 
 
 def read_marketing_list(dataverse: Any, link_name: str, list_id: str) -> MarketingList:
-    from shared.dataverse import DataverseError
+    from shared.adapters.dataverse import DataverseError
 
     try:
         row = dataverse.get(f"lists({list_id})", params={"$select": "listname,type,createdfromcode,query,statecode"})
@@ -495,7 +495,7 @@ def current_catalog(
     """The audience's interests for this run. Read from Mailchimp (and mirrored into Dataverse) only on a full
     pass, when a member page showed interests the stored catalog does not match, or when none is stored yet
     for a dry run; otherwise the stored one, so a run with nothing changed makes no catalog call."""
-    from shared.dataverse import DataverseError
+    from shared.adapters.dataverse import DataverseError
 
     if stored is not None and not full and not stale:
         return stored
@@ -537,7 +537,7 @@ def read_preference_rows(
     counts: Counter[str],
 ) -> None:
     """The subscription rows of the list's record kind changed since the watermark: one paged read."""
-    from shared.dataverse import DataverseError
+    from shared.adapters.dataverse import DataverseError
 
     names = preferences.Names(settings.dataverse_prefix)
     try:
@@ -606,7 +606,7 @@ def joined_fetch(
 
 
 def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
-    from shared.mailchimp import MailchimpError
+    from shared.adapters.mailchimp import MailchimpError
 
     try:
         yield from mailchimp.iter_member_pages(

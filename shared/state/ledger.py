@@ -29,8 +29,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.model import BatchMessage
-from shared.storage import SYNC_RUNS, SYNC_STATE, Storage
+from shared.adapters.storage import SYNC_RUNS, SYNC_STATE, Storage
+from shared.model.snapshots import BatchMessage
 
 LEASE_MINUTES = 120  # a run that has not finished by then is presumed dead and the link is free again
 CLAIM_SECONDS = 660  # longer than host.json's functionTimeout: a claim outlives the invocation that made it

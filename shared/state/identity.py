@@ -20,8 +20,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TransactionOperation, UpdateMode
 
-from shared.model import epoch, from_epoch
-from shared.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage, submit
+from shared.adapters.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage, submit
+from shared.model.snapshots import epoch, from_epoch
 
 SHARD_CHARS = 3
 POINT_READ_WORKERS = 8

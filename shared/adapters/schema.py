@@ -1,0 +1,278 @@
+"""Creates what the product needs and is not there yet: storage tables and queues, Dataverse tables,
+columns, lookups and views. Every ``ensure_*`` is idempotent and returns True when it created something.
+
+Metadata builders (plain dicts in the Web API's metadata shape):
+
+    table_metadata(schema_name, display, plural_display, primary_name_schema, primary_name_display, description)
+    string_column(schema, display, max_length=100)        memo_column(schema, display, max_length=2000)
+    boolean_column(schema, display)                        integer_column(schema, display)
+    datetime_column(schema, display)                       choice_column(schema, display, options: dict[int, str])
+
+Idempotent creators:
+
+    ensure_table(dataverse, metadata) -> bool
+    ensure_column(dataverse, table_logical, metadata) -> bool
+    ensure_lookup(dataverse, referencing_table, referenced_table, lookup_schema_name, display,
+                  relationship_schema_name) -> bool
+    ensure_view(dataverse, table_logical, name, fetchxml, layoutxml) -> bool
+
+A lookup's navigation property (the name ``@odata.bind`` takes) is its SchemaName, case included:
+``{"cbr_Campaign@odata.bind": "/cbr_mailchimpcampaigns(<id>)"}``; reads return it as ``_cbr_campaign_value``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def label(text: str) -> dict[str, Any]:
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.Label",
+        "LocalizedLabels": [
+            {"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text, "LanguageCode": 1033}
+        ],
+    }
+
+
+# ---- metadata builders ----------------------------------------------------------------------------
+
+
+def _required(level: str = "None") -> dict[str, Any]:
+    return {"Value": level, "CanBeChanged": True, "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"}
+
+
+def _column(kind: str, schema: str, display: str, description: str) -> dict[str, Any]:
+    return {
+        "@odata.type": f"Microsoft.Dynamics.CRM.{kind}AttributeMetadata",
+        "AttributeType": kind,
+        "AttributeTypeName": {"Value": f"{kind}Type"},
+        "SchemaName": schema,
+        "DisplayName": label(display),
+        "Description": label(description or display),
+        "RequiredLevel": _required(),
+    }
+
+
+def table_metadata(
+    schema_name: str,
+    display: str,
+    plural_display: str,
+    primary_name_schema: str,
+    primary_name_display: str,
+    description: str,
+    *,
+    primary_name_length: int = 200,
+    ownership: str = "OrganizationOwned",
+    change_tracking: bool = False,
+) -> dict[str, Any]:
+    """A custom table with its primary name column; other columns are added with ensure_column."""
+    primary = string_column(primary_name_schema, primary_name_display, primary_name_length)
+    primary["IsPrimaryName"] = True
+    primary["RequiredLevel"] = _required("ApplicationRequired")
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata",
+        "SchemaName": schema_name,
+        "DisplayName": label(display),
+        "DisplayCollectionName": label(plural_display),
+        "Description": label(description),
+        "OwnershipType": ownership,
+        "IsActivity": False,
+        "HasActivities": False,
+        "HasNotes": False,
+        "ChangeTrackingEnabled": change_tracking,
+        "Attributes": [primary],
+    }
+
+
+def string_column(schema: str, display: str, max_length: int = 100, *, description: str = "") -> dict[str, Any]:
+    return {**_column("String", schema, display, description), "MaxLength": max_length, "FormatName": {"Value": "Text"}}
+
+
+def memo_column(schema: str, display: str, max_length: int = 2000, *, description: str = "") -> dict[str, Any]:
+    return {**_column("Memo", schema, display, description), "MaxLength": max_length, "Format": "TextArea"}
+
+
+def boolean_column(schema: str, display: str, *, description: str = "") -> dict[str, Any]:
+    return {
+        **_column("Boolean", schema, display, description),
+        "DefaultValue": False,
+        "OptionSet": {
+            "@odata.type": "Microsoft.Dynamics.CRM.BooleanOptionSetMetadata",
+            "TrueOption": {"Value": 1, "Label": label("Yes")},
+            "FalseOption": {"Value": 0, "Label": label("No")},
+            "OptionSetType": "Boolean",
+        },
+    }
+
+
+def integer_column(
+    schema: str, display: str, *, min_value: int = 0, max_value: int = 2_147_483_647, description: str = ""
+) -> dict[str, Any]:
+    return {
+        **_column("Integer", schema, display, description),
+        "Format": "None",
+        "MinValue": min_value,
+        "MaxValue": max_value,
+    }
+
+
+def datetime_column(schema: str, display: str, *, description: str = "") -> dict[str, Any]:
+    return {
+        **_column("DateTime", schema, display, description),
+        "Format": "DateAndTime",
+        "DateTimeBehavior": {"Value": "UserLocal"},
+    }
+
+
+def choice_column(schema: str, display: str, options: dict[int, str], *, description: str = "") -> dict[str, Any]:
+    """A local choice (picklist) column; option values should carry the publisher's option value prefix."""
+    return {
+        **_column("Picklist", schema, display, description),
+        "SourceTypeMask": 0,
+        "OptionSet": {
+            "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata",
+            "IsGlobal": False,
+            "OptionSetType": "Picklist",
+            "Options": [{"Value": value, "Label": label(text)} for value, text in options.items()],
+        },
+    }
+
+
+def lookup_relationship_metadata(
+    referencing_table: str,
+    referenced_table: str,
+    lookup_schema_name: str,
+    display: str,
+    relationship_schema_name: str,
+    *,
+    delete: str = "RemoveLink",
+) -> dict[str, Any]:
+    """A one-to-many relationship whose lookup column ``lookup_schema_name`` goes on ``referencing_table``."""
+    return {
+        "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+        "SchemaName": relationship_schema_name,
+        "ReferencedEntity": referenced_table,
+        "ReferencingEntity": referencing_table,
+        "CascadeConfiguration": {
+            "Assign": "NoCascade",
+            "Delete": delete,
+            "Merge": "NoCascade",
+            "Reparent": "NoCascade",
+            "Share": "NoCascade",
+            "Unshare": "NoCascade",
+        },
+        "AssociatedMenuConfiguration": {"Behavior": "UseCollectionName", "Group": "Details", "Order": 10000},
+        "Lookup": {
+            "@odata.type": "Microsoft.Dynamics.CRM.LookupAttributeMetadata",
+            "AttributeType": "Lookup",
+            "AttributeTypeName": {"Value": "LookupType"},
+            "SchemaName": lookup_schema_name,
+            "DisplayName": label(display),
+            "Description": label(display),
+            "RequiredLevel": _required(),
+        },
+    }
+
+
+# ---- idempotent creators ----------------------------------------------------------------------------
+
+
+def ensure_table(dataverse: Any, metadata: dict[str, Any]) -> bool:
+    """Creates the table unless a table of that logical name exists."""
+    if dataverse.entity_definition(metadata["SchemaName"].lower(), select=("LogicalName",)) is not None:
+        return False
+    dataverse.create_entity(metadata)
+    return True
+
+
+def ensure_tables(dataverse: Any, tables: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
+    """ensure_table and ensure_columns for (table metadata, columns) pairs; returns a line per thing created."""
+    done = []
+    for metadata, columns in tables:
+        logical = metadata["SchemaName"].lower()
+        if ensure_table(dataverse, metadata):
+            done.append(f"created table {logical}")
+        done += [f"created column {name} on {logical}" for name in ensure_columns(dataverse, logical, columns)]
+    return done
+
+
+def ensure_column(dataverse: Any, table_logical: str, metadata: dict[str, Any]) -> bool:
+    """Adds the column to the table unless a column of that logical name exists."""
+    if attribute_exists(dataverse, table_logical, metadata["SchemaName"].lower()):
+        return False
+    dataverse.create_attribute(table_logical, metadata)
+    return True
+
+
+def ensure_columns(dataverse: Any, table_logical: str, columns: list[dict[str, Any]]) -> list[str]:
+    """ensure_column for many columns of one table with one read; returns the logical names created."""
+    existing = {
+        item["LogicalName"]
+        for item in dataverse.get(
+            f"EntityDefinitions(LogicalName='{table_logical}')/Attributes", {"$select": "LogicalName"}
+        ).get("value", [])
+    }
+    created = []
+    for metadata in columns:
+        name = metadata["SchemaName"].lower()
+        if name not in existing:
+            dataverse.create_attribute(table_logical, metadata)
+            created.append(name)
+    return created
+
+
+def ensure_lookup(
+    dataverse: Any,
+    referencing_table: str,
+    referenced_table: str,
+    lookup_schema_name: str,
+    display: str,
+    relationship_schema_name: str,
+    *,
+    delete: str = "RemoveLink",
+) -> bool:
+    """Creates the one-to-many relationship and its lookup column unless the relationship or the column exists.
+
+    ``delete`` is what deleting a ``referenced_table`` row does to the rows pointing at it: RemoveLink
+    (clear the lookup), Cascade (delete them too) or Restrict (refuse the delete)."""
+    if dataverse.relationship_definition(relationship_schema_name, select=("SchemaName",)) is not None:
+        return False
+    if attribute_exists(dataverse, referencing_table, lookup_schema_name.lower()):
+        return False  # the column is there under another relationship name: nothing to add
+    dataverse.create_relationship(
+        lookup_relationship_metadata(
+            referencing_table, referenced_table, lookup_schema_name, display, relationship_schema_name, delete=delete
+        )
+    )
+    return True
+
+
+def ensure_view(dataverse: Any, table_logical: str, name: str, fetchxml: str, layoutxml: str) -> bool:
+    """Creates a public system view of the table unless one of that name exists (publish afterwards)."""
+    quoted = name.replace("'", "''")
+    found = dataverse.get(
+        "savedqueries",
+        {
+            "$select": "savedqueryid",
+            "$filter": (f"name eq '{quoted}' and returnedtypecode eq '{table_logical}'"),
+            "$top": "1",
+        },
+    ).get("value", [])
+    if found:
+        return False
+    dataverse.create(
+        "savedqueries",
+        {
+            "name": name,
+            "returnedtypecode": table_logical,
+            "fetchxml": fetchxml,
+            "layoutxml": layoutxml,
+            "querytype": 0,
+            "isdefault": False,
+        },
+    )
+    return True
+
+
+def attribute_exists(dataverse: Any, table: str, column: str) -> bool:
+    return dataverse.attribute_definition(table, column, select=("LogicalName",)) is not None
