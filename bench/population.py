@@ -265,7 +265,7 @@ def change_preferences(
 ) -> tuple[int, int]:
     """``share`` of the subscribed members get one preference changed: half by a Dynamics user on the contact,
     half by the person in Mailchimp; none of them is a person whose status changed."""
-    from shared.features.preferences.core import preference_id, subscription_id
+    from shared.rules.preferences import preference_id, subscription_id
 
     people = [
         p

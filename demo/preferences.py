@@ -64,7 +64,7 @@ def seed(world: Any, story: sc.Scenario, seed_value: int = 3) -> list[str]:
 
 def change(world: Any, story: sc.Scenario) -> list[str]:
     """People and users change preferences between two syncs."""
-    from shared.features.preferences.core import preference_id, subscription_id
+    from shared.rules.preferences import preference_id, subscription_id
 
     contacts = {c["emailaddress1"]: c for c in story.contacts if c.get("emailaddress1") and not c.get("statecode")}
     members = [
@@ -150,7 +150,8 @@ def change(world: Any, story: sc.Scenario) -> list[str]:
 def report(ctx: Any, link: str = "newsletter", examples: int = 2) -> list[str]:
     """The preference rows of the link's latest run's audit, by rule, and the catalog as Dynamics shows it."""
     from shared.adapters.storage import CONSENT_AUDIT
-    from shared.features.preferences.core import VISIBILITY, Names
+    from shared.features.preferences.catalog import Names
+    from shared.rules.preferences import VISIBILITY
 
     run = ctx.ledger.latest_runs(link, 1)[0]
     rows = [

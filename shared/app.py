@@ -18,15 +18,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import telemetry
+from shared.adapters.dataverse import Dataverse
 from shared.adapters.limiter import ConnectionSlots
-from shared.adapters.storage import BATCHES_QUEUE, CONSENT_AUDIT, LINKS_QUEUE, Storage, upsert
+from shared.adapters.mailchimp import Mailchimp
+from shared.adapters.ports import DataversePort, MailchimpPort
+from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, Storage
+from shared.errors import LinkError
 from shared.features.campaigns import core as campaigns
-from shared.model.snapshots import BatchMessage
+from shared.features.preferences.scanning import CatalogSource
+from shared.features.preferences.steps import PreferenceStep
+from shared.model.wire import BatchMessage
+from shared.rules.watermarks import full_pass_due
 from shared.settings import Settings, load_settings
-from shared.state.identity import AliasIndex, IdentityMap
+from shared.state.aliases import AliasIndex
+from shared.state.audit import AuditLog
+from shared.state.identity import IdentityMap
 from shared.state.ledger import Ledger, RunSummary, new_run_id
-from shared.sync.reconcile import BatchOutcome, Reconciler
-from shared.sync.scan import LinkError, scan
+from shared.sync.pipeline import Outcome, Step, Unit
+from shared.sync.reconcile import Reconciler
+from shared.sync.scan import scan
 
 log = logging.getLogger("consent_bridge")
 PLANNED_KEEP = 200  # planned changes kept per batch for --dry-run output
@@ -38,26 +48,26 @@ class Context:
 
     settings: Settings
     storage: Storage
-    mailchimp: Any
-    dataverse: Any
+    mailchimp: MailchimpPort
+    dataverse: DataversePort
     ledger: Ledger = field(init=False)
     identity: IdentityMap = field(init=False)
+    steps: list[Step] = field(init=False)  # what the features plug into the reconcile pipeline
+    interests: CatalogSource = field(init=False)  # what the preferences feature answers a scan
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.storage)
         self.identity = IdentityMap(self.storage)
         self.slots = ConnectionSlots(self.storage, self.settings.mailchimp_max_connections)
-        if hasattr(self.mailchimp, "shared_slot"):
-            self.mailchimp.shared_slot = self.slots.slot
-            self.mailchimp.on_throttle = lambda wait: _throttled(telemetry.SERVICE_MAILCHIMP, wait)
-        if hasattr(self.dataverse, "on_throttle"):
-            self.dataverse.on_throttle = lambda wait: _throttled(telemetry.SERVICE_DATAVERSE, wait)
+        self.mailchimp.use_shared_slot(self.slots.slot)
+        self.mailchimp.set_throttle_observer(lambda wait: _throttled(telemetry.SERVICE_MAILCHIMP, wait))
+        self.dataverse.set_throttle_observer(lambda wait: _throttled(telemetry.SERVICE_DATAVERSE, wait))
+        # the features: each plugs its steps in here, in the order they run
+        self.steps = [PreferenceStep(self.settings.dataverse_prefix), campaigns.CampaignStep(self.storage)]
+        self.interests = CatalogSource(self.mailchimp, self.dataverse, self.storage, self.settings.dataverse_prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
-        from shared.adapters.dataverse import Dataverse
-        from shared.adapters.mailchimp import Mailchimp
-
         return cls(
             settings, Storage(settings.storage), Mailchimp.from_settings(settings), Dataverse.from_settings(settings)
         )
@@ -68,7 +78,7 @@ class Context:
             storage=self.storage,
             mailchimp=self.mailchimp,
             dataverse=self.dataverse,
-            ledger=self.ledger,
+            steps=self.steps,
             identity=IdentityMap(self.storage),
         )
 
@@ -138,10 +148,8 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     ctx.ledger.update_run(link_name, run_id, status="scanning")
     link = ctx.settings.link(link_name)
     watermarks = ctx.ledger.watermarks(link_name)
-    full = (
-        bool(message.get("full"))
-        or watermarks.last_full is None
-        or (now - watermarks.last_full > timedelta(hours=ctx.settings.full_resync_hours))
+    full = full_pass_due(
+        watermarks, now, every=timedelta(hours=ctx.settings.full_resync_hours), asked=bool(message.get("full"))
     )
     retries = [] if run.get("dry_run") else ctx.ledger.pending_retries(link_name)
     try:
@@ -159,7 +167,8 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
             indexes=None
             if run.get("dry_run")
             else (AliasIndex(ctx.storage, link_name, "records"), AliasIndex(ctx.storage, link_name, "contacts")),
-            state=None if run.get("dry_run") else ctx.storage,
+            interests=ctx.interests,
+            dry_run=bool(run.get("dry_run")),
         )
     except LinkError as exc:
         ctx.ledger.fail_run(link_name, run_id, str(exc), now)
@@ -169,7 +178,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
         )
         return Counter(failed=1)
     if outcome.skips and not run.get("dry_run"):
-        _audit_skips(ctx, link_name, run_id, outcome.skips, now)
+        AuditLog(ctx.storage).write_skips(link_name, run_id, outcome.skips, now)
     outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
     _observe(ctx, link_name, run_id, outcome.counts, scan=True)
     if not run.get("dry_run"):  # campaign activity: one sync-batches message per campaign with something to read
@@ -183,7 +192,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     return outcome.counts
 
 
-def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 1) -> BatchOutcome:
+def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 1) -> Outcome:
     """Reconciles the batch the message points at, with more waiting batches of its run when it may."""
     if message.get("kind") == campaigns.KIND:
         _handling(message["link"], message["run"])
@@ -195,17 +204,18 @@ def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 
     )
     _point_at(ctx, link, run_id, unit.released if unit else [])
     if unit is None or not unit.batches:
-        return BatchOutcome(batch_id, duplicate=True)  # finished, or in a unit another invocation works on
+        return Outcome(batch_id, duplicate=True)  # finished, or in a unit another invocation works on
     run = ctx.ledger.run(link, run_id) or {}
     dry_run = bool(run.get("dry_run"))
+    if not dry_run and ctx.ledger.batch_state(link, run_id, batch_id):
+        return Outcome(batch_id, duplicate=True)  # reconciled before: a redelivered message writes nothing
     try:
-        outcome = ctx.reconciler().reconcile(unit.message(), dry_run=dry_run)
+        outcome = ctx.reconciler().reconcile(Unit.of(unit.message(), ctx.settings.link(link), dry_run=dry_run))
     except Exception:
         _point_at(ctx, link, run_id, ctx.ledger.release_unit(link, run_id, batch_id))
         raise
-    if outcome.duplicate:
-        return outcome
     if not dry_run:
+        ctx.ledger.finish_batch(link, run_id, batch_id, "done", outcome.counts)
         _observe(ctx, link, run_id, outcome.counts, scan=False)
     if dry_run:
         planned = [
@@ -326,26 +336,3 @@ def _observe(ctx: Context, link: str, run_id: str, counts: Counter[str], *, scan
 def _seconds_since(run: dict[str, Any] | None) -> float:
     started = (run or {}).get("started")
     return max(0.0, (datetime.now(UTC) - started).total_seconds()) if started else 0.0
-
-
-def _audit_skips(ctx: Context, link: str, run_id: str, skips: list[tuple[str, str]], now: datetime) -> None:
-    # one row per record, reason and day: a record re-read by later runs of the day is not audited again
-    rows = [
-        upsert(
-            {
-                "PartitionKey": f"{link}|{now:%Y%m%d}",
-                "RowKey": f"skip|{record_id}|{reason}",
-                "when": now,
-                "link": link,
-                "run_id": run_id,
-                "member_hash": "",
-                "record_ids": json.dumps([record_id]),
-                "side": "none",
-                "rule": "skipped",
-                "skipped": json.dumps([[record_id, reason]]),
-                "detail": f"record {record_id} has no usable email address ({reason})",
-            }
-        )
-        for record_id, reason in skips
-    ]
-    ctx.storage.write(CONSENT_AUDIT, rows)

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared import app as engine
-from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, poison
+from shared.adapters.dataverse import Dataverse, DataverseError
+from shared.adapters.mailchimp import Mailchimp, MailchimpError
+from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, Storage, poison
+from shared.errors import ConsentBridgeError
+from shared.provision import provision
 from shared.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,11 +78,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         return check(settings, out)
     ctx = engine.Context.from_settings(settings)
     if args.command == "provision":
-        from shared.provision import provision
-
         try:
             lines = provision(settings, ctx.storage, ctx.dataverse)
-        except ValueError as exc:
+        except ConsentBridgeError as exc:
             print(f"configuration: {exc}", file=out)
             return 2
         for line in lines or ["everything was already in place"]:
@@ -97,10 +99,6 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 def check(settings: Settings, out: TextIO) -> int:
-    from shared.adapters.dataverse import Dataverse, DataverseError
-    from shared.adapters.mailchimp import Mailchimp, MailchimpError
-    from shared.adapters.storage import Storage
-
     problems: list[str] = []
     try:
         mailchimp = Mailchimp.from_settings(settings)
@@ -110,7 +108,7 @@ def check(settings: Settings, out: TextIO) -> int:
                 mailchimp.audience(link.audience_id)
             except MailchimpError as exc:
                 problems.append(f"link {link.name}: Mailchimp audience {link.audience_id}: {exc}")
-    except (MailchimpError, ValueError) as exc:
+    except (MailchimpError, ConsentBridgeError) as exc:
         problems.append(f"Mailchimp: {exc}")
     try:
         dataverse = Dataverse.from_settings(settings)
@@ -120,7 +118,7 @@ def check(settings: Settings, out: TextIO) -> int:
                 dataverse.get(f"lists({link.marketing_list_id})", params={"$select": "listname"})
             except DataverseError as exc:
                 problems.append(f"link {link.name}: marketing list {link.marketing_list_id}: {exc}")
-    except (DataverseError, ValueError) as exc:
+    except (DataverseError, ConsentBridgeError) as exc:
         problems.append(f"Dataverse: {exc}")
     try:
         storage = Storage(settings.storage)
@@ -256,9 +254,9 @@ def drain(
                 busy = True
                 body = json.loads(message.content)
                 try:
-                    handler(body, message.dequeue_count)
+                    handler(body, message.dequeue_count or 1)
                 except Exception as exc:
-                    if message.dequeue_count >= rules.max_dequeue_count and not queue.endswith("-poison"):
+                    if (message.dequeue_count or 1) >= rules.max_dequeue_count and not queue.endswith("-poison"):
                         ctx.storage.send(poison(queue), body)
                         ctx.storage.delete(queue, message)
                         say(

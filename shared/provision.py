@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.adapters.ports import DataversePort, StoragePort
 from shared.adapters.schema import attribute_exists, label
+from shared.errors import ConfigurationError
+from shared.features.campaigns import core as campaigns
+from shared.features.preferences import schema as preference_schema
 from shared.rules.consent import SUBSCRIBER_STATUS_CODES
+from shared.settings import Settings
 
 STATUS_LABELS = {
     "subscribed": "Subscribed",
@@ -48,23 +53,22 @@ def status_column_metadata(logical_name: str) -> dict[str, Any]:
     }
 
 
-def provision(settings: Any, storage: Any, dataverse: Any) -> list[str]:
+def provision(settings: Settings, storage: StoragePort, dataverse: DataversePort) -> list[str]:
     """Idempotent: returns a line per thing it created (nothing on a second call)."""
-    from shared.features.campaigns import core as campaigns
-    from shared.features.preferences import core as preferences
-
     done = [f"created {name}" for name in storage.ensure()]
     column = settings.subscriber_status_column
     if column:
         if not column.startswith(f"{settings.dataverse_prefix}_"):
-            raise ValueError(
-                f"SUBSCRIBER_STATUS_COLUMN {column!r} must start with the publisher prefix "
-                f"'{settings.dataverse_prefix}_' (DATAVERSE_PREFIX) to be created"
+            raise ConfigurationError(
+                "SUBSCRIBER_STATUS_COLUMN",
+                f"{column!r} must start with the publisher prefix '{settings.dataverse_prefix}_' "
+                "(DATAVERSE_PREFIX) to be created",
+                "rename the column or empty the setting to leave the column out",
             )
         for table in RECORD_TABLES:
             if not attribute_exists(dataverse, table, column):
                 dataverse.create_attribute(table, status_column_metadata(column))
                 done.append(f"created column {column} on {table}")
     done += campaigns.provision_schema(dataverse, settings.dataverse_prefix)
-    done += preferences.provision_schema(dataverse, settings.dataverse_prefix)
+    done += preference_schema.provision_schema(dataverse, settings.dataverse_prefix)
     return done

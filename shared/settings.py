@@ -10,7 +10,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
+
+from shared.errors import ConfigurationError
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 LINK_NAME = re.compile(r"^[a-z0-9-]{1,40}$")
@@ -18,7 +21,7 @@ AUDIENCE_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 API_KEY = re.compile(r"^[0-9A-Za-z]{8,64}-(?P<dc>[a-z]{2,4}[0-9]{1,3})$")
 LOGICAL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
 PREFIX = re.compile(r"^[a-z][a-z0-9]{1,7}$")
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 DEFAULTS = {
     "SYNC_SCHEDULE": "0 */15 * * * *",
@@ -44,12 +47,17 @@ class Problem:
         return f"{self.setting}: {self.message}"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """One or more settings are missing or malformed; ``problems`` lists each, one line apiece."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        first = problems[0] if problems else Problem("settings", "invalid")
+        super().__init__(first.setting, first.message)
+        self.args = ("\n".join(str(p) for p in problems),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,8 @@ class Settings:
     links: tuple[Link, ...]
     sync_schedule: str
     full_resync_hours: float
-    resubscribe_policy: str
-    new_member_status: str
+    resubscribe_policy: Literal["never", "confirm"]
+    new_member_status: Literal["subscribed", "pending"]
     opt_out_columns: tuple[str, ...]
     dataverse_prefix: str
     subscriber_status_column: str | None
@@ -214,8 +222,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         links=links,
         sync_schedule=schedule,
         full_resync_hours=hours,
-        resubscribe_policy=policy,
-        new_member_status=new_status,
+        resubscribe_policy="confirm" if policy == "confirm" else "never",
+        new_member_status="pending" if new_status == "pending" else "subscribed",
         opt_out_columns=columns,
         dataverse_prefix=prefix,
         subscriber_status_column=status_column,
@@ -324,7 +332,7 @@ def _links(read: _Reader) -> tuple[Link, ...]:
     )
     try:
         items = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         read.fail("SYNC_LINKS", f"is not valid JSON ({exc.msg} at character {exc.pos}); {form}")
         return ()
     if not isinstance(items, list) or not items:

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from emulators.common import AdminClient, EmulatorServer
+
+TESTS = Path(__file__).resolve().parent
+# Fixtures that start Azurite (a node process) or serve an emulator on loopback; anything built on them needs them too.
+WORLD_FIXTURES = frozenset(
+    {"azurite", "mailchimp_emulator", "dataverse_emulator", "_mailchimp_server", "_dataverse_server"}
+)
+# Whole folders or files that need the world without a fixture saying so: the emulators' own tests serve HTTP on
+# loopback (one starts an emulator process), the benchmark runs the product as a subprocess, checkov is a subprocess.
+WORLD_PATHS = (("emulators",), ("bench",), ("infra", "test_checkov.py"))
+
+
+def needs_the_world(item: pytest.Item) -> bool:
+    if isinstance(item, pytest.Function) and WORLD_FIXTURES & set(item.fixturenames):
+        return True
+    parts = item.path.resolve().relative_to(TESTS).parts
+    return any(parts[: len(prefix)] == prefix for prefix in WORLD_PATHS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that needs Azurite, an emulator or a subprocess as `world`, so `-m "not world"` runs fast."""
+    for item in items:
+        if needs_the_world(item):
+            item.add_marker(pytest.mark.world)
 
 
 @dataclass

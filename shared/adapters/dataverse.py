@@ -22,12 +22,14 @@ never sees HTTP:
   are sent again after ``Retry-After`` (outside change sets);
 - errors become ``DataverseError`` (``status``, ``code``, ``message``) whose text never carries an
   email address: addresses are replaced by their member hash.
+
+Longer than 500 lines because it is the one door to the Web API: transport, paging, $batch framing and
+its multipart answers are each other's callers, and the quirks stay readable side by side.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import random
@@ -45,6 +47,12 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
+from azure.core.credentials import AccessToken, TokenCredential
+
+from shared.errors import ConfigurationError
+from shared.model.kinds import BY_LIST_CODE
+from shared.rules.addresses import redact_emails
+from shared.settings import LOOPBACK_HOSTS
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +60,38 @@ API_PATH = "/api/data/v9.2"
 MAX_PAGE_SIZE = 5000
 BATCH_LIMIT = 1000
 GET_URL_LIMIT = 32_768
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-MEMBER_TYPES = {1: ("account", "accountid"), 2: ("contact", "contactid"), 4: ("lead", "leadid")}
 THROTTLED_STATUSES = frozenset({429, 503})
 TRANSIENT_STATUSES = frozenset({502, 504})
 BACKOFF_CAP_SECONDS = 60.0
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 EXPIRED_DELTA_CODE = "0x80044352"
+# error.code of a write to a record that cannot be changed: read-only (e.g. a qualified lead) or inactive
+READ_ONLY_CODES = frozenset({"0x8004022e", "0x80040230"})
 FETCH_ANNOTATIONS = (
     'odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords"'
 )
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 
 
-def member_hash(email: str) -> str:
-    """Mailchimp's subscriber hash: md5 of the lower-cased, trimmed address."""
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()
-
-
 def redact(text: str) -> str:
-    """``text`` with every email address replaced by its member hash."""
-    return _EMAIL.sub(lambda m: f"<member {member_hash(m.group(0))}>", text)
+    """``text`` with every email address replaced by ``<member {hash}>``."""
+    return redact_emails(text, "<member {}>")
+
+
+def dataverse_refusal(refused: BatchResult | DataverseError) -> str:
+    """Why Dataverse refused a write, as the audit records it, from the answer's error code and status:
+    "read-only-record" (the record is read-only or inactive), "record-deleted" (404: no such record any more),
+    otherwise "dataverse-refused-<status>"."""
+    if isinstance(refused, DataverseError):
+        status, code = refused.status, refused.code
+    else:
+        status, code = refused.status, _error_fields(refused.body, refused.status)[0]
+    if code.lower() in READ_ONLY_CODES:
+        return "read-only-record"
+    if status == 404:
+        return "record-deleted"
+    return f"dataverse-refused-{status}"
 
 
 class DataverseError(Exception):
@@ -92,6 +109,11 @@ class DataverseError(Exception):
         where = f"{self.method} {self.path} " if self.method else ""
         code = f" {self.code}" if self.code else ""
         return f"Dataverse {where}answered {self.status}{code}: {self.message}"
+
+    @property
+    def refusal(self) -> str:
+        """Why Dataverse refused the write (see dataverse_refusal)."""
+        return dataverse_refusal(self)
 
 
 class Throttled(DataverseError):  # noqa: N818 - the name the sync engine codes against
@@ -142,6 +164,11 @@ class BatchResult:
         found = _ENTITY_ID.search(self.headers.get("OData-EntityId", ""))
         return found.group(1).lower() if found else None
 
+    @property
+    def refusal(self) -> str:
+        """Why Dataverse refused this operation (see dataverse_refusal)."""
+        return dataverse_refusal(self)
+
     def error(self, operation: BatchOperation | None = None) -> DataverseError | None:
         if self.ok:
             return None
@@ -156,17 +183,20 @@ class BatchResult:
 
 
 class DataverseSettings(Protocol):
-    dataverse_url: str
-    azure_client_id: str | None
+    @property
+    def dataverse_url(self) -> str: ...
+
+    @property
+    def azure_client_id(self) -> str | None: ...
 
 
 class _TokenSource:
     """Bearer tokens for one scope, cached until shortly before they expire."""
 
-    def __init__(self, credential: Any, scope: str) -> None:
+    def __init__(self, credential: TokenCredential, scope: str) -> None:
         self.credential = credential
         self.scope = scope
-        self._token: Any = None
+        self._token: AccessToken | None = None
         self._lock = threading.Lock()
 
     def header(self, force: bool = False) -> str:
@@ -177,19 +207,24 @@ class _TokenSource:
 
 
 def environment_url(url: str) -> str:
-    """The environment root of ``DATAVERSE_URL``, or ValueError naming the setting."""
+    """The environment root of ``DATAVERSE_URL``, or ConfigurationError naming the setting."""
     parts = urlsplit((url or "").strip())
     host = parts.hostname or ""
+    # what was given, without any user name or password it may carry
+    given = repr(f"{parts.scheme}://{host}{parts.path}" if parts.scheme or host else (url or "").strip())
     if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and host in LOOPBACK_HOSTS)):
-        raise ValueError(
-            "DATAVERSE_URL must be the environment's https URL, e.g. https://contoso.crm4.dynamics.com, "
-            f"or http://127.0.0.1:<port> for the local emulator; got {url!r}"
+        raise ConfigurationError(
+            "DATAVERSE_URL",
+            f"must be the environment's https URL (or http://127.0.0.1:<port> for the local emulator); got {given}",
+            "set it like https://contoso.crm4.dynamics.com",
         )
     path = parts.path.rstrip("/")
     if path.lower().endswith(API_PATH):
         path = path[: -len(API_PATH)]
     if path:
-        raise ValueError(f"DATAVERSE_URL must be the environment root without a path; got {url!r}")
+        raise ConfigurationError(
+            "DATAVERSE_URL", f"must be the environment root without a path; got {given}", "remove the path"
+        )
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -226,7 +261,7 @@ class Dataverse:
         self,
         url: str,
         *,
-        credential: Any = None,
+        credential: TokenCredential | None = None,
         client_id: str | None = None,
         max_attempts: int = 6,
         timeout: float = 120,
@@ -240,10 +275,11 @@ class Dataverse:
         self.page_size = min(max(1, page_size), MAX_PAGE_SIZE)
         self.last_delta_link: str | None = None
         self._sleep = sleep
-        self.on_throttle: Callable[[float], None] | None = None  # set by the engine for throttling telemetry
+        self.on_throttle: Callable[[float], None] | None = None  # set by the engine (set_throttle_observer)
         self.last_server_time: datetime | None = None
         self._token: _TokenSource | None = None
         if credential is None and self.org_url.startswith("https://"):
+            # imported here: azure.identity is slow to load and an emulator on loopback never needs it
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential(managed_identity_client_id=client_id)
@@ -255,6 +291,10 @@ class Dataverse:
     @classmethod
     def from_settings(cls, settings: DataverseSettings) -> Dataverse:
         return cls(settings.dataverse_url, client_id=settings.azure_client_id)
+
+    def set_throttle_observer(self, observer: Callable[[float], None] | None) -> None:
+        """``observer(wait_seconds)`` is called each time service protection throttles a request, before the retry."""
+        self.on_throttle = observer
 
     # ---- transport ---------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -355,7 +395,9 @@ class Dataverse:
         return response.json() if response.content else {}
 
     # ---- reads ---------------------------------------------------------------------------------------
-    def get(self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict:
+    def get(
+        self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         return self._json(self._request("GET", path, params=params, headers=headers))
 
     def iter_pages(
@@ -442,8 +484,9 @@ class Dataverse:
             [BatchOperation("GET", f"{entity_set}?{query}", headers={"Prefer": FETCH_ANNOTATIONS})],
             continue_on_error=False,
         )[0]
-        if not result.ok:
-            raise result.error(BatchOperation("GET", entity_set))  # type: ignore[misc]
+        failure = result.error(BatchOperation("GET", entity_set))
+        if failure is not None:
+            raise failure
         return result.body or {}
 
     # ---- writes ---------------------------------------------------------------------------------------
@@ -547,12 +590,12 @@ class Dataverse:
 
     def add_list_members(self, list_id: str, member_type_code: int, ids: Sequence[str]) -> None:
         """Adds members (of the list's type: 1 account, 2 contact, 4 lead) in AddListMembersList calls of 1,000."""
-        if member_type_code not in MEMBER_TYPES:
+        kind = BY_LIST_CODE.get(member_type_code)
+        if kind is None:
             raise ValueError(f"member type code must be 1 (account), 2 (contact) or 4 (lead), got {member_type_code}")
-        logical, key = MEMBER_TYPES[member_type_code]
         for start in range(0, len(ids), BATCH_LIMIT):
             members = [
-                {"@odata.type": f"Microsoft.Dynamics.CRM.{logical}", key: member_id}
+                {"@odata.type": f"Microsoft.Dynamics.CRM.{kind.name}", kind.id_attribute: member_id}
                 for member_id in ids[start : start + BATCH_LIMIT]
             ]
             self._request(
@@ -566,7 +609,7 @@ class Dataverse:
         self,
         logical_name: str,
         select: Sequence[str] = ("LogicalName", "EntitySetName", "PrimaryIdAttribute", "ChangeTrackingEnabled"),
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         """The table's definition, or None when there is no such table."""
         return self._definition(f"EntityDefinitions(LogicalName='{logical_name}')", select)
 
@@ -575,7 +618,7 @@ class Dataverse:
         entity_logical_name: str,
         attribute_logical_name: str,
         select: Sequence[str] = ("LogicalName", "AttributeType"),
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         """A column's definition, or None when the table has no such column."""
         return self._definition(
             f"EntityDefinitions(LogicalName='{entity_logical_name}')/Attributes(LogicalName="
@@ -583,7 +626,7 @@ class Dataverse:
             select,
         )
 
-    def _definition(self, path: str, select: Sequence[str]) -> dict | None:
+    def _definition(self, path: str, select: Sequence[str]) -> dict[str, Any] | None:
         try:
             return self.get(path, {"$select": ",".join(select)})
         except DataverseError as exc:
@@ -610,7 +653,7 @@ class Dataverse:
         self,
         schema_name: str,
         select: Sequence[str] = ("SchemaName", "ReferencedEntity", "ReferencingEntity", "ReferencingAttribute"),
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         """A relationship's definition, or None when there is no relationship of that SchemaName."""
         return self._definition(f"RelationshipDefinitions(SchemaName='{schema_name}')", select)
 

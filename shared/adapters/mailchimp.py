@@ -15,6 +15,9 @@ client's quirks in this module, so the sync engine never sees HTTP:
 - 429, 5xx, HTML 502s and network errors are retried with bounded, jittered exponential backoff;
 - at most ``max_connections`` requests per API key are in flight in one process (Mailchimp
   allows 10 simultaneous connections per user).
+
+Longer than 500 lines because it is the one door to the Marketing API: every call the product makes goes
+through the same request loop, connection cap and error shaping, and each quirk sits beside the call it affects.
 """
 
 from __future__ import annotations
@@ -33,13 +36,18 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import mailchimp_marketing as MailchimpMarketing  # noqa: N812 - the client's documented import name
 import requests
 from mailchimp_marketing.api_client import ApiClientError
+
+from shared.errors import ConfigurationError
+from shared.rules import addresses
+from shared.settings import LOOPBACK_HOSTS
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +117,25 @@ WEBHOOK_SOURCES = frozenset({"user", "admin", "api"})
 _BATCH_OPERATION_FIELDS = frozenset({"method", "path", "params", "body", "operation_id"})
 _BATCH_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
-# Per-member refusals the engine audits and skips instead of failing a batch.
-MEMBER_REFUSAL_TITLES = frozenset(
-    {
-        "Member In Compliance State",
-        "Forgotten Email Not Subscribed",
-        "Member Exists",
-        "Invalid Resource",
-    }
-)
+# The titles of Mailchimp's per-member refusals (400 problem documents), which the engine audits and skips.
+COMPLIANCE_STATE = "Member In Compliance State"
+FORGOTTEN_EMAIL = "Forgotten Email Not Subscribed"
+MEMBER_EXISTS = "Member Exists"
+INVALID_RESOURCE = "Invalid Resource"
+MEMBER_REFUSAL_TITLES = frozenset({COMPLIANCE_STATE, FORGOTTEN_EMAIL, MEMBER_EXISTS, INVALID_RESOURCE})
+# batch subscribe's errors[].error_code: the whole documented enum
+CONTACT_EXISTS_CODE = "ERROR_CONTACT_EXISTS"
+GENERIC_ERROR_CODE = "ERROR_GENERIC"
 
-_HASH = re.compile(r"^[0-9a-f]{32}$")
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# Why Mailchimp refused a member, as the audit records it.
+MailchimpRefusal = Literal["member-in-compliance-state", "forgotten-email", "invalid-address", "mailchimp-refused"]
+_REFUSAL_BY_TITLE: dict[str, MailchimpRefusal] = {
+    COMPLIANCE_STATE: "member-in-compliance-state",
+    FORGOTTEN_EMAIL: "forgotten-email",
+    INVALID_RESOURCE: "invalid-address",
+}
+
 _DATA_CENTER = re.compile(r"^[a-z]+[0-9]+$")
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _HINTS = {
     401: "Check MAILCHIMP_API_KEY",
     403: "Check that MAILCHIMP_API_KEY belongs to a user allowed to manage this audience",
@@ -134,14 +147,6 @@ _HINTS = {
 # ---- values ---------------------------------------------------------------------------------
 
 
-def subscriber_hash(email: str) -> str:
-    """Mailchimp's member id: the MD5 of the lower-cased, trimmed email address."""
-    normalised = email.strip().lower()
-    if not normalised:
-        raise ValueError("an empty email address has no subscriber hash")
-    return hashlib.md5(normalised.encode("utf-8")).hexdigest()
-
-
 def mailchimp_time(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS+00:00``: the one form every Mailchimp filter parses (no fractions)."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -149,19 +154,14 @@ def mailchimp_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
-def redact_emails(text: str) -> str:
-    """Every email address in ``text`` replaced by ``member <hash>``."""
-    return _EMAIL.sub(lambda found: f"member {subscriber_hash(found.group(0))}", text)
-
-
-def _require_hash(member_hash: str) -> str:
-    if not isinstance(member_hash, str) or not _HASH.match(member_hash):
+def _require_hash(hashed: str) -> str:
+    if not isinstance(hashed, str) or not addresses.is_member_hash(hashed):
         # the value itself is not echoed: it may be an email address
         raise ValueError(
-            "member_hash must be a subscriber hash (32 lower-case hex digits): "
-            "pass subscriber_hash(email), never the address itself"
+            "member_hash must be Mailchimp's subscriber_hash (32 lower-case hex digits): "
+            "pass member_hash(email), never the address itself"
         )
-    return member_hash
+    return hashed
 
 
 def _field_list(fields: Iterable[str] | str | None) -> list[str] | None:
@@ -216,6 +216,24 @@ class MailchimpError(Exception):
         """A per-member refusal (compliance state, forgotten, invalid address): audit and skip."""
         return self.status == 400 and self.title in MEMBER_REFUSAL_TITLES
 
+    @property
+    def is_member_exists(self) -> bool:
+        """The address is already a member of the audience, so it cannot be added or moved to.
+
+        Mailchimp answers "Member Exists" to a POST (and to a PUT whose body names another member); an address
+        change onto a taken address comes back as "Invalid Resource" whose ``errors`` name the email_address
+        field ("... is already in this list with a status of ...")."""
+        if self.status != 400:
+            return False
+        if self.title == MEMBER_EXISTS:
+            return True
+        return self.title == INVALID_RESOURCE and any(item.get("field") == "email_address" for item in self.errors)
+
+    @property
+    def refusal(self) -> MailchimpRefusal:
+        """Why Mailchimp refused the member, from the problem's title (see mailchimp_refusal)."""
+        return mailchimp_refusal(self)
+
     def _message(self) -> str:
         where = f"Mailchimp {self.operation}" if self.operation else "Mailchimp"
         status = self.status if self.status is not None else "no response"
@@ -244,6 +262,43 @@ class MemberError:
     field: str | None = None
     field_message: str | None = None
 
+    @property
+    def refusal(self) -> MailchimpRefusal:
+        """Why Mailchimp refused the member (see mailchimp_refusal)."""
+        return mailchimp_refusal(self)
+
+
+def mailchimp_refusal(refused: MailchimpError | MemberError) -> MailchimpRefusal:
+    """Why Mailchimp refused a member, as the audit records it.
+
+    A single-member call says it in the problem's title: "Member In Compliance State" ->
+    member-in-compliance-state, "Forgotten Email Not Subscribed" -> forgotten-email, "Invalid Resource" ->
+    invalid-address; any other answer -> mailchimp-refused. Batch subscribe has only two error codes:
+    ERROR_CONTACT_EXISTS (-> mailchimp-refused) and ERROR_GENERIC, which covers every other refusal and
+    carries the problem's detail as its ``error`` text, so for it (and for the segment calls, which give no
+    code) the detail's wording is the only signal there is.
+    """
+    if isinstance(refused, MailchimpError):
+        if refused.status != 400:
+            return "mailchimp-refused"
+        return _REFUSAL_BY_TITLE.get(refused.title, "mailchimp-refused")
+    if refused.error_code == CONTACT_EXISTS_CODE:
+        return "mailchimp-refused"
+    return _refusal_from_detail(refused.error)
+
+
+def _refusal_from_detail(detail: str) -> MailchimpRefusal:
+    """The refusal a batch error's text describes, in the words of the titled problems' details
+    ("is in a compliance state", "was permanently deleted", "looks fake or invalid")."""
+    text = detail.lower()
+    if "compliance" in text:
+        return "member-in-compliance-state"
+    if "forgotten" in text or "permanently deleted" in text:
+        return "forgotten-email"
+    if "fake" in text or "invalid" in text:
+        return "invalid-address"
+    return "mailchimp-refused"
+
 
 @dataclass
 class BatchResult:
@@ -262,6 +317,19 @@ class TagMembersResult:
     changed: int = 0
     errors: list[MemberError] = field(default_factory=list)
     calls: int = 0
+
+
+class HeldSlot(Protocol):
+    """A slot of the cross-instance connection cap, held for one request."""
+
+    def abandon(self) -> None:
+        """The request timed out on our side: the slot stays taken until its lease ends."""
+
+
+# a cap shared by every instance of the app (shared.adapters.limiter.ConnectionSlots.slot)
+SharedSlot = Callable[[], AbstractContextManager[HeldSlot]]
+# told how long a throttled request waits before it is sent again
+ThrottleObserver = Callable[[float], None]
 
 
 class MailchimpSettings(Protocol):
@@ -351,7 +419,7 @@ def _problem(failure: _Failure, email: str | None = None) -> tuple[str, str, lis
     """(title, detail, errors) from a failure, with every email address replaced by its hash."""
     body = failure.body
     if failure.status is None:
-        return "Network Error", redact_emails(f"{type(body).__name__}: {body}"), []
+        return "Network Error", addresses.redact_emails(f"{type(body).__name__}: {body}"), []
     if isinstance(body, str) and body.strip():
         try:
             body = json.loads(body)
@@ -366,9 +434,10 @@ def _problem(failure: _Failure, email: str | None = None) -> tuple[str, str, lis
 
     def clean(text: Any) -> str:
         text = str(text or "")
-        if email:  # the member's own address first, whatever its case, then anything that looks like one
-            text = re.sub(re.escape(email.strip()), f"member {subscriber_hash(email)}", text, flags=re.IGNORECASE)
-        return redact_emails(text)
+        # the member's own address first, whatever its case, then anything that looks like one
+        if email and email.strip():
+            text = re.sub(re.escape(email.strip()), f"member {addresses.member_hash(email)}", text, flags=re.IGNORECASE)
+        return addresses.redact_emails(text)
 
     title = clean(body.get("title")) or "Error"
     detail = clean(body.get("detail"))
@@ -397,9 +466,11 @@ class Mailchimp:
         backoff_seconds: float = 0.5,
     ) -> None:
         if not api_key or not api_key.strip():
-            raise ValueError("MAILCHIMP_API_KEY is empty: set it to the API key, in the form <key>-<dc>")
+            raise ConfigurationError("MAILCHIMP_API_KEY", "is empty", "set it to the API key, in the form <key>-<dc>")
         if max_connections < 1:
-            raise ValueError("MAILCHIMP_MAX_CONNECTIONS must be at least 1 (Mailchimp allows 10 per user)")
+            raise ConfigurationError(
+                "MAILCHIMP_MAX_CONNECTIONS", "must be at least 1", "set 1 to 10 (Mailchimp allows 10 per user)"
+            )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         api_key = api_key.strip()
@@ -409,9 +480,9 @@ class Mailchimp:
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self._gate = _gate_for(api_key, max_connections)
-        # set by the engine: a cap shared by every instance (shared.limiter), and a throttling observer
-        self.shared_slot: Callable[[], AbstractContextManager[Any]] | None = None
-        self.on_throttle: Callable[[float], None] | None = None
+        # set by the engine: a cap shared by every instance (use_shared_slot), and a throttling observer
+        self.shared_slot: SharedSlot | None = None
+        self.on_throttle: ThrottleObserver | None = None
         self._client = MailchimpMarketing.Client()
         # "server": "" turns off the client's url.replace('server', dc); the host below is already final
         self._client.set_config({"api_key": api_key, "server": "", "timeout": timeout})
@@ -437,6 +508,14 @@ class Mailchimp:
     def __repr__(self) -> str:
         return f"Mailchimp(base_url={self.base_url!r}, max_connections={self.max_connections})"
 
+    def use_shared_slot(self, slot: SharedSlot | None) -> None:
+        """Every request also holds one of these slots (a cap across every instance of the app)."""
+        self.shared_slot = slot
+
+    def set_throttle_observer(self, observer: ThrottleObserver | None) -> None:
+        """``observer(wait_seconds)`` is called each time Mailchimp throttles a request (429) before the retry."""
+        self.on_throttle = observer
+
     @property
     def peak_connections(self) -> int:
         """The most requests this process had in flight at once with this API key."""
@@ -455,7 +534,8 @@ class Mailchimp:
     ) -> Any:
         """One API call through the connection cap, retried while Mailchimp says it may succeed later."""
         for attempt in range(1, self.max_attempts + 1):
-            with self._gate.slot(), self.shared_slot() if self.shared_slot else nullcontext() as lease:
+            shared: AbstractContextManager[HeldSlot | None] = self.shared_slot() if self.shared_slot else nullcontext()
+            with self._gate.slot(), shared as lease:
                 outcome = _attempt(send)
                 if lease is not None and isinstance(outcome, _Failure) and isinstance(outcome.body, requests.Timeout):
                     lease.abandon()  # Mailchimp may still be working on it: the slot stays taken until its lease ends
@@ -500,7 +580,7 @@ class Mailchimp:
         """Offset paging: stops on a short page or when ``total_items`` is reached."""
         offset = 0
         while True:
-            page = self._call(operation, lambda offset=offset: fetch(offset, page_size)) or {}
+            page = self._call(operation, partial(fetch, offset, page_size)) or {}
             items = page.get(items_key) or []
             total = page.get("total_items")
             if items:
@@ -585,7 +665,9 @@ class Mailchimp:
         merge_fields: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """PUT: adds the member with ``status_if_new``, or updates it (``status`` only when given)."""
-        member_hash = subscriber_hash(email)
+        if not email.strip():
+            raise ValueError("an empty email address has no subscriber hash")
+        member_hash = addresses.member_hash(email)
         body = _member_body(
             {
                 "email_address": email.strip(),
@@ -636,10 +718,7 @@ class Mailchimp:
             chunk = bodies[start : start + BATCH_SUBSCRIBE_MAX]
             body = {"members": chunk, "update_existing": update_existing}
             answer = (
-                self._call(
-                    "POST batch subscribe", lambda body=body: self._client.lists.batch_list_members(list_id, body)
-                )
-                or {}
+                self._call("POST batch subscribe", partial(self._client.lists.batch_list_members, list_id, body)) or {}
             )
             result.calls += 1
             result.new_members += answer.get("new_members") or []
@@ -702,9 +781,9 @@ class Mailchimp:
         return self._segment_members(list_id, tag_name, emails, "members_to_remove")
 
     def _segment_members(self, list_id: str, tag_name: str, emails: Iterable[str], key: str) -> TagMembersResult:
-        addresses = sorted({email.strip() for email in emails if email and email.strip()})
+        emails_sorted = sorted({email.strip() for email in emails if email and email.strip()})
         result = TagMembersResult()
-        if not addresses:
+        if not emails_sorted:
             return result
         segment_id = self.tag_segment_id(list_id, tag_name)
         if segment_id is None:
@@ -717,13 +796,13 @@ class Mailchimp:
                 )
             return result
         changed_key = "total_added" if key == "members_to_add" else "total_removed"
-        for start in range(0, len(addresses), SEGMENT_BATCH_MAX):
-            body = {key: addresses[start : start + SEGMENT_BATCH_MAX]}
+        for start in range(0, len(emails_sorted), SEGMENT_BATCH_MAX):
+            body = {key: emails_sorted[start : start + SEGMENT_BATCH_MAX]}
             try:
                 answer = (
                     self._call(
                         "POST segment members",
-                        lambda body=body: self._client.lists.batch_segment_members(body, list_id, segment_id),
+                        partial(self._client.lists.batch_segment_members, body, list_id, segment_id),
                     )
                     or {}
                 )
@@ -734,9 +813,9 @@ class Mailchimp:
             result.calls += 1
             result.changed += int(answer.get(changed_key) or 0)
             for item in answer.get("errors") or []:
-                message = redact_emails(str(item.get("error", "")))
+                message = addresses.redact_emails(str(item.get("error", "")))
                 result.errors += [
-                    MemberError(subscriber_hash(address), message)
+                    MemberError(addresses.member_hash(address), message)
                     for address in item.get("email_addresses") or []
                     if address
                 ]
@@ -899,31 +978,41 @@ def _api_root(api_key: str, base_url: str | None) -> str:
     if base_url is None or not base_url.strip():
         _, dash, data_center = api_key.rpartition("-")
         if not dash or not _DATA_CENTER.match(data_center):
-            raise ValueError(
-                "MAILCHIMP_API_KEY must end in -<dc> (for example ...-us21) so the API root "
-                "can be derived; or set MAILCHIMP_BASE_URL"
+            raise ConfigurationError(
+                "MAILCHIMP_API_KEY",
+                "must end in -<dc> (for example ...-us21) so the API root can be derived",
+                "copy the whole key from Mailchimp, or set MAILCHIMP_BASE_URL",
             )
         return f"https://{data_center}.api.mailchimp.com/3.0"
     root = base_url.strip().rstrip("/")
     if "server" in root.lower():
-        raise ValueError(
-            "MAILCHIMP_BASE_URL must not contain the word 'server': the Mailchimp client "
-            "rewrites it anywhere in the URL. Use another host name or the IP address"
+        raise ConfigurationError(
+            "MAILCHIMP_BASE_URL",
+            "must not contain the word 'server': the Mailchimp client rewrites it anywhere in the URL",
+            "use another host name or the IP address",
         )
     parts = urlsplit(root)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError("MAILCHIMP_BASE_URL must be an https URL such as https://us21.api.mailchimp.com/3.0")
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
-        raise ValueError(
-            "MAILCHIMP_BASE_URL must use https (plain http is allowed for 127.0.0.1 only, "
-            "where an emulator listens); the API key travels in every request"
+        raise ConfigurationError(
+            "MAILCHIMP_BASE_URL", "must be an https URL", "set it like https://us21.api.mailchimp.com/3.0"
+        )
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigurationError(
+            "MAILCHIMP_BASE_URL",
+            "must use https (plain http is allowed for 127.0.0.1 only, where an emulator listens)",
+            "use https: the API key travels in every request",
         )
     if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("MAILCHIMP_BASE_URL must be a plain API root, without credentials, query or fragment")
+        raise ConfigurationError(
+            "MAILCHIMP_BASE_URL",
+            "must be a plain API root, without credentials, query or fragment",
+            "remove them (the API key is MAILCHIMP_API_KEY)",
+        )
     if not parts.path.endswith("/3.0"):
-        raise ValueError(
-            "MAILCHIMP_BASE_URL must be the API root ending in /3.0, "
-            "e.g. https://us21.api.mailchimp.com/3.0 or http://127.0.0.1:4010/3.0"
+        raise ConfigurationError(
+            "MAILCHIMP_BASE_URL",
+            "must be the API root ending in /3.0",
+            "set it like https://us21.api.mailchimp.com/3.0 or http://127.0.0.1:4010/3.0",
         )
     return root
 
@@ -991,7 +1080,7 @@ def _batch_member(member: Mapping[str, Any]) -> dict[str, Any]:
     if "email_address" not in body:
         raise ValueError("every batch subscribe member needs an email_address")
     if "status" not in body and "status_if_new" not in body:
-        raise ValueError(f"member {subscriber_hash(body['email_address'])} needs status or status_if_new")
+        raise ValueError(f"member {addresses.member_hash(body['email_address'])} needs status or status_if_new")
     if "tags" in body:
         body["tags"] = [str(tag) for tag in body["tags"]]
     return body
@@ -1000,11 +1089,11 @@ def _batch_member(member: Mapping[str, Any]) -> dict[str, Any]:
 def _member_error(item: Mapping[str, Any]) -> MemberError:
     email = item.get("email_address")
     return MemberError(
-        member_hash=subscriber_hash(email) if isinstance(email, str) and email.strip() else None,
-        error=redact_emails(str(item.get("error") or "")),
+        member_hash=addresses.member_hash(email) if isinstance(email, str) and email.strip() else None,
+        error=addresses.redact_emails(str(item.get("error") or "")),
         error_code=item.get("error_code"),
         field=item.get("field") or None,
-        field_message=redact_emails(str(item["field_message"])) if item.get("field_message") else None,
+        field_message=addresses.redact_emails(str(item["field_message"])) if item.get("field_message") else None,
     )
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.adapters.ports import DataversePort
+
 
 def label(text: str) -> dict[str, Any]:
     return {
@@ -177,7 +179,7 @@ def lookup_relationship_metadata(
 # ---- idempotent creators ----------------------------------------------------------------------------
 
 
-def ensure_table(dataverse: Any, metadata: dict[str, Any]) -> bool:
+def ensure_table(dataverse: DataversePort, metadata: dict[str, Any]) -> bool:
     """Creates the table unless a table of that logical name exists."""
     if dataverse.entity_definition(metadata["SchemaName"].lower(), select=("LogicalName",)) is not None:
         return False
@@ -185,9 +187,9 @@ def ensure_table(dataverse: Any, metadata: dict[str, Any]) -> bool:
     return True
 
 
-def ensure_tables(dataverse: Any, tables: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
+def ensure_tables(dataverse: DataversePort, tables: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
     """ensure_table and ensure_columns for (table metadata, columns) pairs; returns a line per thing created."""
-    done = []
+    done: list[str] = []
     for metadata, columns in tables:
         logical = metadata["SchemaName"].lower()
         if ensure_table(dataverse, metadata):
@@ -196,7 +198,7 @@ def ensure_tables(dataverse: Any, tables: list[tuple[dict[str, Any], list[dict[s
     return done
 
 
-def ensure_column(dataverse: Any, table_logical: str, metadata: dict[str, Any]) -> bool:
+def ensure_column(dataverse: DataversePort, table_logical: str, metadata: dict[str, Any]) -> bool:
     """Adds the column to the table unless a column of that logical name exists."""
     if attribute_exists(dataverse, table_logical, metadata["SchemaName"].lower()):
         return False
@@ -204,7 +206,7 @@ def ensure_column(dataverse: Any, table_logical: str, metadata: dict[str, Any]) 
     return True
 
 
-def ensure_columns(dataverse: Any, table_logical: str, columns: list[dict[str, Any]]) -> list[str]:
+def ensure_columns(dataverse: DataversePort, table_logical: str, columns: list[dict[str, Any]]) -> list[str]:
     """ensure_column for many columns of one table with one read; returns the logical names created."""
     existing = {
         item["LogicalName"]
@@ -212,7 +214,7 @@ def ensure_columns(dataverse: Any, table_logical: str, columns: list[dict[str, A
             f"EntityDefinitions(LogicalName='{table_logical}')/Attributes", {"$select": "LogicalName"}
         ).get("value", [])
     }
-    created = []
+    created: list[str] = []
     for metadata in columns:
         name = metadata["SchemaName"].lower()
         if name not in existing:
@@ -222,7 +224,7 @@ def ensure_columns(dataverse: Any, table_logical: str, columns: list[dict[str, A
 
 
 def ensure_lookup(
-    dataverse: Any,
+    dataverse: DataversePort,
     referencing_table: str,
     referenced_table: str,
     lookup_schema_name: str,
@@ -247,7 +249,7 @@ def ensure_lookup(
     return True
 
 
-def ensure_view(dataverse: Any, table_logical: str, name: str, fetchxml: str, layoutxml: str) -> bool:
+def ensure_view(dataverse: DataversePort, table_logical: str, name: str, fetchxml: str, layoutxml: str) -> bool:
     """Creates a public system view of the table unless one of that name exists (publish afterwards)."""
     quoted = name.replace("'", "''")
     found = dataverse.get(
@@ -274,5 +276,25 @@ def ensure_view(dataverse: Any, table_logical: str, name: str, fetchxml: str, la
     return True
 
 
-def attribute_exists(dataverse: Any, table: str, column: str) -> bool:
+def attribute_exists(dataverse: DataversePort, table: str, column: str) -> bool:
     return dataverse.attribute_definition(table, column, select=("LogicalName",)) is not None
+
+
+def view_fetch(table: str, columns: list[str], *, newest_first: str, conditions: str = "", linked: str = "") -> str:
+    """A saved view's FetchXML: ``columns`` of ``table`` newest first, filtered by ``conditions`` (condition
+    elements, all of which must hold) and joined through ``linked`` (a link-entity element), when given."""
+    attributes = "".join(f'<attribute name="{column}"/>' for column in columns)
+    where = f'<filter type="and">{conditions}</filter>' if conditions else ""
+    return (
+        f'<fetch version="1.0" mapping="logical"><entity name="{table}">{attributes}'
+        f'<order attribute="{newest_first}" descending="true"/>{where}{linked}</entity></fetch>'
+    )
+
+
+def view_layout(table: str, columns: list[str]) -> str:
+    """A saved view's grid: one cell per column, the first one the jump column."""
+    cells = "".join(f'<cell name="{column}" width="150"/>' for column in columns)
+    return (
+        f'<grid name="resultset" jump="{columns[0]}" select="1" icon="1" preview="1">'
+        f'<row name="result" id="{table}id">{cells}</row></grid>'
+    )

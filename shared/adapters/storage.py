@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, TableServiceClient, TransactionOperation, UpdateMode
 
@@ -29,6 +29,7 @@ from azure.storage.queue import (
     QueueServiceClient,
 )
 
+from shared.errors import ConfigurationError
 from shared.settings import StorageSettings
 
 # Storage names (contract).
@@ -66,6 +67,14 @@ class Storage:
             self.tables = TableServiceClient.from_connection_string(settings.connection_string)
             self.queues = QueueServiceClient.from_connection_string(settings.connection_string)
         else:
+            if not settings.table_service_uri or not settings.queue_service_uri:
+                raise ConfigurationError(
+                    "AzureWebJobsStorage",
+                    "has neither a connection string nor both service URIs",
+                    "set AzureWebJobsStorage to a connection string, or AzureWebJobsStorage__accountName "
+                    "(or __queueServiceUri and __tableServiceUri) for the app's identity",
+                )
+            # imported here: azure.identity is slow to load and a connection string never needs it
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
@@ -88,7 +97,7 @@ class Storage:
 
     def ensure(self) -> list[str]:
         """Creates every table and queue (with poison queues) that is missing; returns what it created."""
-        created = []
+        created: list[str] = []
         for name in TABLES:
             try:
                 self.tables.create_table(name)
@@ -122,7 +131,8 @@ class Storage:
         self.queue(queue).delete_message(message)
 
     def queue_length(self, queue: str) -> int:
-        return self.queue(queue).get_queue_properties().approximate_message_count
+        """The approximate number of messages (0 when the service does not say)."""
+        return self.queue(queue).get_queue_properties().approximate_message_count or 0
 
     # ---- tables ---------------------------------------------------------------------------
     def write(self, table: str, operations: Iterable[Operation]) -> int:
@@ -147,15 +157,13 @@ class Storage:
         return iter(self.table(table).query_entities(filter_, parameters=parameters, select=select))
 
     def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
         try:
             return dict(self.table(table).get_entity(partition, row))
         except ResourceNotFoundError:
             return None
 
 
-_METHODS = {
+_METHODS: dict[tuple[str, str | None], str] = {
     (TransactionOperation.UPSERT, UpdateMode.REPLACE): "PUT",
     (TransactionOperation.UPSERT, UpdateMode.MERGE): "MERGE",
     (TransactionOperation.UPDATE, UpdateMode.REPLACE): "PUT",

@@ -36,12 +36,13 @@ an address the audience never held; `set_status` only ever writes "unsubscribed"
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
+
+from shared.model.times import utc
+from shared.rules.addresses import email_problem, member_hash
 
 SUBSCRIBER_STATUS_CODES: dict[str, int] = {
     "subscribed": 100000000,
@@ -54,46 +55,6 @@ SUBSCRIBER_STATUS_CODES: dict[str, int] = {
 OPTED_OUT_STATUSES = frozenset({"unsubscribed", "cleaned", "transactional"})  # rule 2
 CONSENTING_STATUSES = frozenset({"subscribed", "pending"})  # rule 3 unsubscribes these on a Dynamics opt-out
 RULE_9_ORDER = ("subscribed", "pending", "transactional", "unsubscribed", "cleaned", "archived")
-
-MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit; Mailchimp refuses longer addresses
-MAX_LOCAL_PART_LENGTH = 64
-
-# Dot-atom local part and a host name with an alphabetic (or punycode) top-level domain: what Mailchimp
-# accepts. Quoted local parts, IP literals, dotless hosts and non-ASCII addresses are refused there too.
-_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_TOP_LEVEL = r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
-_EMAIL = re.compile("(" + _ATOM + r"(?:\." + _ATOM + ")*)@(?:" + _LABEL + r"\.)+" + _TOP_LEVEL, re.ASCII)
-
-
-def normalize_email(raw: str | None) -> str | None:
-    """The address as Mailchimp keys it (trimmed, lower-cased; plus-addressing kept), or None when missing
-    or when its syntax is one Mailchimp would refuse."""
-    if raw is None:
-        return None
-    email = raw.strip().lower()
-    if not email or len(email) > MAX_EMAIL_LENGTH:
-        return None
-    match = _EMAIL.fullmatch(email)
-    if match is None or len(match.group(1)) > MAX_LOCAL_PART_LENGTH:
-        return None
-    return email
-
-
-def email_problem(raw: str | None) -> str | None:
-    """Why the sync cannot use the address: "missing-email" or "invalid-email"; None when it can."""
-    if raw is None or not raw.strip():
-        return "missing-email"
-    if normalize_email(raw) is None:
-        return "invalid-email"
-    return None
-
-
-def member_hash(email: str) -> str:
-    """Mailchimp's subscriber_hash: md5 of the trimmed, lower-cased address.
-
-    It also names a refused address in logs and errors, so it does not require a valid one."""
-    return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -222,7 +183,7 @@ class _Group:
 
     @property
     def newest_modifiedon(self) -> datetime | None:
-        return max((_utc(record.modifiedon) for record in self.syncable), default=None)
+        return max((utc(record.modifiedon) for record in self.syncable), default=None)
 
 
 _NO_BASE = Base(member_status=None, opted_out=False, member_last_changed=None, records_modifiedon=None)
@@ -442,7 +403,7 @@ def _conclude(
 def _records_changed_since(base: Base, group: _Group) -> bool:
     """A record was edited after the base was agreed (the sync's own writes are part of the base)."""
     newest = group.newest_modifiedon
-    return base.records_modifiedon is None or newest is None or newest > _utc(base.records_modifiedon)
+    return base.records_modifiedon is None or newest is None or newest > utc(base.records_modifiedon)
 
 
 def _resubscribed_after(member: Member | None, group: _Group) -> bool:
@@ -453,7 +414,7 @@ def _resubscribed_after(member: Member | None, group: _Group) -> bool:
     newest = group.newest_modifiedon
     if member is None or newest is None:
         return False
-    return _utc(member.opted_in or member.last_changed) > newest
+    return utc(member.opted_in or member.last_changed) > newest
 
 
 def _opted_in_since(member: Member | None, base: Base) -> bool:
@@ -463,14 +424,10 @@ def _opted_in_since(member: Member | None, base: Base) -> bool:
         and member.status == "subscribed"
         and member.opted_in is not None
         and base.member_last_changed is not None
-        and _utc(member.opted_in) > _utc(base.member_last_changed)
+        and utc(member.opted_in) > utc(base.member_last_changed)
     )
 
 
 def _disagree(status: str, opted_out: bool) -> bool:
     """The two sides contradict each other: subscribed against an opt-out, or an opt-out against none."""
     return (status == "subscribed" and opted_out) or (status in OPTED_OUT_STATUSES and not opted_out)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)  # naive means UTC

@@ -2,44 +2,31 @@
 
 Bases are packed into one IdentityMap entity per link and hash prefix (4,096 shards), compressed:
 a batch of 500 neighbouring hashes reads and writes a few dozen entities instead of 500, which
-keeps storage work a small share of a run. Writes are ETag-guarded read-modify-writes.
+keeps storage work a small share of a run. Writes are ETag-guarded read-merge-writes (shared.state.shards).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.data.tables import TransactionOperation, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.storage import IDENTITY_MAP, TRANSACTION_LIMIT, Storage, submit
-from shared.model.snapshots import epoch, from_epoch
+from shared.adapters.storage import TRANSACTION_LIMIT
+from shared.model.times import epoch, from_epoch
+from shared.state.shards import SHARD_CHARS, Shard, ShardedTable, decode_shard
 
-SHARD_CHARS = 3
 POINT_READ_WORKERS = 8
 SHARDS_AT_ONCE = TRANSACTION_LIMIT  # shards decoded at a time: memory follows this, not the size of the map
+
+Records = list[tuple[str, str]]  # (record id, kind)
 
 
 def shard_of(member_hash: str) -> str:
     return f"s:{member_hash[:SHARD_CHARS]}"
-
-
-def alias_digest(key: str) -> str:
-    """Where an alias key lives: a digest, because record ids need not be random (imported or sequential ids
-    share their first characters and would all fall into one shard)."""
-    return hashlib.md5(key.lower().encode(), usedforsecurity=False).hexdigest()
-
-
-def alias_bucket(key: str) -> str:
-    return alias_digest(key)[:1]
 
 
 @dataclass
@@ -110,17 +97,7 @@ class BaseRow:
         )
 
 
-@dataclass
-class _Shard:
-    bases: dict[str, dict[str, Any]]
-    etag: str | None
-
-
-class IdentityMap:
-    def __init__(self, storage: Storage) -> None:
-        self.table = storage.table(IDENTITY_MAP)
-        self.operations = 0  # storage calls made, for the run's counters
-
+class IdentityMap(ShardedTable):
     def load(self, link: str, hashes: Iterable[str]) -> dict[str, BaseRow]:
         wanted = set(hashes)
         found: dict[str, BaseRow] = {}
@@ -130,7 +107,7 @@ class IdentityMap:
                 found.update({h: BaseRow.decode(data) for h, data in shard.bases.items() if h in wanted})
         return found
 
-    def _read_shards(self, link: str, keys: set[str]) -> dict[str, _Shard]:
+    def _read_shards(self, link: str, keys: set[str]) -> dict[str, Shard]:
         if not keys:
             return {}
         first, last = min(keys), max(keys)
@@ -140,17 +117,17 @@ class IdentityMap:
             rows = self.table.query_entities(
                 "PartitionKey eq @p and RowKey ge @a and RowKey le @b", parameters={"p": link, "a": first, "b": last}
             )
-            found = {row["RowKey"]: _decode_shard(row) for row in rows if row["RowKey"] in keys}
+            found = {row["RowKey"]: decode_shard(row) for row in rows if row["RowKey"] in keys}
         else:
             self.operations += len(keys)
             with ThreadPoolExecutor(POINT_READ_WORKERS) as pool:
                 pairs = pool.map(lambda key: (key, self._point(link, key)), sorted(keys))
             found = {key: shard for key, shard in pairs if shard is not None}
-        return {key: found.get(key, _Shard({}, None)) for key in keys}
+        return {key: found.get(key, Shard({}, None)) for key in keys}
 
-    def _point(self, link: str, key: str) -> _Shard | None:
+    def _point(self, link: str, key: str) -> Shard | None:
         try:
-            return _decode_shard(self.table.get_entity(link, key))
+            return decode_shard(self.table.get_entity(link, key))
         except ResourceNotFoundError:
             return None
 
@@ -159,129 +136,33 @@ class IdentityMap:
         by_shard: dict[str, dict[str, BaseRow | None]] = {}
         for member_hash, row in changes.items():
             by_shard.setdefault(shard_of(member_hash), {})[member_hash] = row
-        pending = set(by_shard)
-        for _ in range(attempts):
-            failed = set()
-            keys = sorted(pending)
-            for start in range(0, len(keys), TRANSACTION_LIMIT):  # read, merge and write a transaction's worth
-                chunk = keys[start : start + TRANSACTION_LIMIT]
-                shards = self._read_shards(link, set(chunk))
-                operations = []
-                for key in chunk:
-                    shard = shards[key]
-                    for member_hash, row in by_shard[key].items():
-                        if row is None:
-                            shard.bases.pop(member_hash, None)
-                        else:
-                            shard.bases[member_hash] = row.encode()
-                    operations.append(_shard_write(link, key, shard))
-                self.operations += 1
-                try:
-                    submit(self.table, operations)
-                except HttpResponseError:
-                    failed |= set(chunk)  # a concurrent writer; re-read and merge again
-            if not failed:
-                return
-            pending = failed
-        raise RuntimeError(f"identity map shards of link {link} kept changing under this batch; it will be retried")
+        self.merge_write(
+            link,
+            by_shard,
+            read=lambda chunk: self._read_shards(link, set(chunk)),
+            merge=_merge_bases,
+            what=f"identity map shards of link {link}",
+            attempts=attempts,
+        )
 
     def iter_records(self, link: str) -> Iterable[tuple[str, list[str]]]:
         """(member hash, record ids) for every base of the link: the full pass's view of the list."""
+        for member_hash, records in self.link_records(link):
+            yield member_hash, [record_id for record_id, _ in records]
+
+    def link_records(self, link: str) -> Iterator[tuple[str, Records]]:
+        """(member hash, [(record id, kind)]) for every base of the link that stands for records, read shard by
+        shard in one partition query: memory holds one shard's bases at a time."""
         self.operations += 1
         for row in self.table.query_entities("PartitionKey eq @p", parameters={"p": link}):
-            for member_hash, data in _decode_shard(row).bases.items():
+            for member_hash, data in decode_shard(row).bases.items():
                 if data.get("r"):
-                    yield member_hash, [r[0] for r in data["r"]]
+                    yield member_hash, [(record_id, kind) for record_id, kind in data["r"]]
 
 
-def _shard_write(partition: str, key: str, shard: _Shard) -> tuple[Any, ...]:
-    """The transaction operation storing a shard: insert when new, else replace if nobody changed it since."""
-    entity = {
-        "PartitionKey": partition,
-        "RowKey": key,
-        "count": len(shard.bases),
-        "bases": zlib.compress(json.dumps(shard.bases, separators=(",", ":")).encode(), 6),
-    }
-    if shard.etag is None:
-        return (TransactionOperation.CREATE, entity)
-    return (
-        TransactionOperation.UPDATE,
-        entity,
-        {"mode": UpdateMode.REPLACE, "etag": shard.etag, "match_condition": MatchConditions.IfNotModified},
-    )
-
-
-def _decode_shard(entity: Any) -> _Shard:
-    payload = entity.get("bases")
-    raw = payload.value if hasattr(payload, "value") else payload
-    bases = json.loads(zlib.decompress(raw)) if raw else {}
-    return _Shard(bases, entity.metadata.get("etag") if hasattr(entity, "metadata") else None)
-
-
-class AliasIndex:
-    """Where a record id (or a Mailchimp contact_id) pointed last: key -> member hash, per link.
-
-    Packed like the bases: one entity per 3-character key prefix, in partition ``<link>|<kind>``. The scan
-    reads it to notice an address change (a record, or a Mailchimp contact, now under another hash);
-    entries are written for keys never seen before, and by reconcile once it has applied a move.
-    """
-
-    def __init__(self, storage: Storage, link: str, kind: str) -> None:
-        self.table = storage.table(IDENTITY_MAP)
-        self.partition = f"{link}|{kind}"  # table keys may not contain # / \ ?
-        self.operations = 0
-
-    @staticmethod
-    def shard(key: str) -> str:
-        return f"s:{alias_digest(key)[:SHARD_CHARS]}"
-
-    def read_range(self, first_shard: str, last_shard: str) -> dict[str, str]:
-        self.operations += 1
-        found: dict[str, str] = {}
-        for row in self.table.query_entities(
-            "PartitionKey eq @p and RowKey ge @a and RowKey le @b",
-            parameters={"p": self.partition, "a": first_shard, "b": last_shard},
-        ):
-            found.update(_decode_shard(row).bases)
-        return found
-
-    def update(self, entries: dict[str, str], attempts: int = 5) -> None:
-        """Sets key -> hash for these keys, merging into the stored shards (ETag-guarded)."""
-        by_shard: dict[str, dict[str, str]] = {}
-        for key, member_hash in entries.items():
-            by_shard.setdefault(self.shard(key), {})[key] = member_hash
-        pending = set(by_shard)
-        for _ in range(attempts):
-            failed: set[str] = set()
-            keys = sorted(pending)
-            current: dict[str, _Shard] = {}
-            for start in range(0, len(keys), TRANSACTION_LIMIT):
-                chunk = keys[start : start + TRANSACTION_LIMIT]
-                self.operations += 1
-                rows = self.table.query_entities(
-                    "PartitionKey eq @p and RowKey ge @a and RowKey le @b",
-                    parameters={"p": self.partition, "a": chunk[0], "b": chunk[-1]},
-                )
-                current.update({row["RowKey"]: _decode_shard(row) for row in rows if row["RowKey"] in pending})
-                operations = []
-                for key in chunk:
-                    shard = current.get(key, _Shard({}, None))
-                    shard.bases.update(by_shard[key])
-                    operations.append(_shard_write(self.partition, key, shard))
-                self.operations += 1
-                try:
-                    submit(self.table, operations)
-                except HttpResponseError:
-                    failed |= set(chunk)
-            if not failed:
-                return
-            pending = failed
-        raise RuntimeError(f"the {self.partition} index kept changing under this batch; it will be retried")
-
-    def get(self, keys: Iterable[str]) -> dict[str, str]:
-        """The hash each of these keys points to, for the keys the index knows."""
-        wanted = set(keys)
-        found: dict[str, str] = {}
-        for shard in sorted({self.shard(k) for k in wanted}):
-            found.update({k: v for k, v in self.read_range(shard, shard).items() if k in wanted})
-        return found
+def _merge_bases(shard: Shard, changes: dict[str, BaseRow | None]) -> None:
+    for member_hash, row in changes.items():
+        if row is None:
+            shard.bases.pop(member_hash, None)
+        else:
+            shard.bases[member_hash] = row.encode()

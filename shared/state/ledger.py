@@ -12,6 +12,9 @@ SyncRuns:
     PartitionKey = "<link>|<run id>", RowKey = batch id: one row per batch of the run. The scan writes it
         "waiting" with the batch's payload (the queue message only points at it); a reconcile invocation
         "claims" it, alone or together with other waiting batches of the run (a unit); it ends "done" or "dead".
+
+Rows in a format of the ledger's own (watermarks, runs, batches, retries) carry a version (shared.state.versions);
+the watermark decisions themselves are pure, in shared.rules.watermarks.
 """
 
 from __future__ import annotations
@@ -21,16 +24,21 @@ import contextlib
 import json
 import secrets
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableClient, TableEntity, UpdateMode
 
-from shared.adapters.storage import SYNC_RUNS, SYNC_STATE, Storage
-from shared.model.snapshots import BatchMessage
+from shared.adapters.ports import StoragePort
+from shared.adapters.storage import SYNC_RUNS, SYNC_STATE
+from shared.model.wire import BatchMessage
+from shared.rules.addresses import member_hash
+from shared.rules.watermarks import Watermarks, on_run_closed
+from shared.state.versions import STATE_VERSION, VERSION, check_version
 
 LEASE_MINUTES = 120  # a run that has not finished by then is presumed dead and the link is free again
 CLAIM_SECONDS = 660  # longer than host.json's functionTimeout: a claim outlives the invocation that made it
@@ -44,47 +52,6 @@ def new_run_id(now: datetime) -> str:
 
 def run_started_at(run_id: str) -> datetime:
     return datetime.fromtimestamp(10**10 - int(run_id.split("-")[0]), UTC)
-
-
-@dataclass
-class Watermarks:
-    mailchimp: datetime | None = None
-    dataverse_records: datetime | None = None
-    dataverse_members: datetime | None = None
-    last_full: datetime | None = None
-    map_rows: int = 0
-    completed_runs: int = 0
-
-    def to_entity(self) -> dict[str, Any]:
-        return {
-            "mailchimp": _iso(self.mailchimp),
-            "dataverse_records": _iso(self.dataverse_records),
-            "dataverse_members": _iso(self.dataverse_members),
-            "last_full": _iso(self.last_full),
-            "map_rows": self.map_rows,
-            "completed_runs": self.completed_runs,
-        }
-
-    @classmethod
-    def from_entity(cls, entity: dict[str, Any] | None) -> Watermarks:
-        if not entity:
-            return cls()
-        return cls(
-            _parse(entity.get("mailchimp")),
-            _parse(entity.get("dataverse_records")),
-            _parse(entity.get("dataverse_members")),
-            _parse(entity.get("last_full")),
-            int(entity.get("map_rows") or 0),
-            int(entity.get("completed_runs") or 0),
-        )
-
-
-def _iso(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).isoformat() if moment else ""
-
-
-def _parse(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 @dataclass
@@ -106,9 +73,10 @@ class Unit:
         return [b.batch_id for b in self.batches if b.batch_id != self.lead]
 
 
-def _payload(link: str, run_id: str, row: Any) -> BatchMessage:
+def _payload(link: str, run_id: str, row: Mapping[str, Any]) -> BatchMessage:
+    check_version(SYNC_RUNS, row)
     message = json.loads(row["message"]) | {"link": link, "run": run_id, "batch": row["RowKey"]}
-    return BatchMessage.decode(message | {"groups": base64.b64encode(row["payload"]).decode()})
+    return BatchMessage.decode(message | {"groups": base64.b64encode(row["payload"]).decode()}, hasher=member_hash)
 
 
 @dataclass
@@ -127,10 +95,10 @@ class RunSummary:
 
 
 class Ledger:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: StoragePort) -> None:
         self.storage = storage
-        self.state = storage.table(SYNC_STATE)
-        self.runs = storage.table(SYNC_RUNS)
+        self.state: TableClient = storage.table(SYNC_STATE)
+        self.runs: TableClient = storage.table(SYNC_RUNS)
 
     # ---- leases ---------------------------------------------------------------------------
     def acquire(self, link: str, run_id: str, now: datetime) -> str | None:
@@ -177,7 +145,10 @@ class Ledger:
 
     # ---- watermarks -----------------------------------------------------------------------
     def watermarks(self, link: str) -> Watermarks:
-        return Watermarks.from_entity(self._get(SYNC_STATE, link, "watermarks"))
+        entity = self._get(SYNC_STATE, link, "watermarks")
+        if entity is not None:
+            check_version(SYNC_STATE, entity)
+        return Watermarks.from_entity(entity)
 
     def _get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
         client = self.state if table == SYNC_STATE else self.runs
@@ -192,6 +163,7 @@ class Ledger:
             {
                 "PartitionKey": link,
                 "RowKey": run_id,
+                VERSION: STATE_VERSION,
                 "status": "planned",
                 "started": now,
                 "full": full,
@@ -233,6 +205,7 @@ class Ledger:
         entity = {
             "PartitionKey": f"{batch.link}|{batch.run_id}",
             "RowKey": batch.batch_id,
+            VERSION: STATE_VERSION,
             "state": "waiting",
             "emails": len(batch.groups),
             "attempts": 0,
@@ -291,7 +264,7 @@ class Ledger:
             emails += int(extra.get("emails") or 0)
         return unit
 
-    def _claim(self, row: Any, unit: str, now: datetime) -> bool:
+    def _claim(self, row: TableEntity, unit: str, now: datetime) -> bool:
         claimed = {
             "PartitionKey": row["PartitionKey"],
             "RowKey": row["RowKey"],
@@ -310,7 +283,7 @@ class Ledger:
 
     def _release_extras(self, partition: str, unit: str) -> list[str]:
         """Batches a unit claimed but did not finish go back to waiting, each to be reconciled on its own."""
-        released = []
+        released: list[str] = []
         for row in self.runs.query_entities(
             "PartitionKey eq @p and unit eq @u and state eq 'claimed'",
             parameters={"p": partition, "u": unit},
@@ -338,7 +311,13 @@ class Ledger:
 
     def finish_batch(self, link: str, run_id: str, batch_id: str, state: str, counts: Counter[str]) -> None:
         self.runs.upsert_entity(
-            {"PartitionKey": f"{link}|{run_id}", "RowKey": batch_id, "state": state, "counts": json.dumps(counts)},
+            {
+                "PartitionKey": f"{link}|{run_id}",
+                "RowKey": batch_id,
+                VERSION: STATE_VERSION,
+                "state": state,
+                "counts": json.dumps(counts),
+            },
             mode=UpdateMode.REPLACE,
         )
 
@@ -350,9 +329,10 @@ class Ledger:
     def planned(self, link: str, run_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for row in self.runs.query_entities(
-            "PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"}, select=["planned"]
+            "PartitionKey eq @p", parameters={"p": f"{link}|{run_id}"}, select=["RowKey", VERSION, "planned"]
         ):
             if row.get("planned"):
+                check_version(SYNC_RUNS, {"PartitionKey": f"{link}|{run_id}", **row})
                 found += json.loads(row["planned"])
         return found
 
@@ -362,6 +342,7 @@ class Ledger:
             run = self.runs.get_entity(link, run_id)
         except ResourceNotFoundError:
             return None
+        check_version(SYNC_RUNS, run)
         if run["status"] != "reconciling":
             return None
         expected = set(json.loads(run["batches"] or "[]"))
@@ -370,7 +351,7 @@ class Ledger:
             for row in self.runs.query_entities(
                 "PartitionKey eq @p and (state eq 'done' or state eq 'dead')",
                 parameters={"p": f"{link}|{run_id}"},
-                select=["RowKey", "state", "counts"],
+                select=["RowKey", VERSION, "state", "counts"],
             )
         }
         if not expected <= set(finished):
@@ -378,6 +359,7 @@ class Ledger:
         counts: Counter[str] = Counter(json.loads(run.get("scan_counts") or "{}"))
         dead = 0
         for batch_id in expected:
+            check_version(SYNC_RUNS, {"PartitionKey": f"{link}|{run_id}", **finished[batch_id]})
             counts.update(json.loads(finished[batch_id]["counts"]))
             dead += finished[batch_id]["state"] == "dead"
         run["status"] = "completed" if not dead else "completed-with-dead-letters"
@@ -390,8 +372,15 @@ class Ledger:
             )
         except ResourceModifiedError:
             return None  # another batch finalized it first
-        if not run.get("dry_run"):
-            self._commit_watermarks(link, json.loads(run["proposed"]))
+        dry_run = bool(run.get("dry_run"))
+        advanced = on_run_closed(
+            {} if dry_run else json.loads(run["proposed"]), dry_run=dry_run, current=lambda: self.watermarks(link)
+        )
+        if advanced is not None:
+            self.state.upsert_entity(
+                {"PartitionKey": link, "RowKey": "watermarks", **advanced, VERSION: STATE_VERSION},
+                mode=UpdateMode.REPLACE,
+            )
         self.release(link, run_id)
         return self.summary(run)
 
@@ -399,17 +388,8 @@ class Ledger:
         self.update_run(link, run_id, status="failed", error=error[:1000], finished=now)
         self.release(link, run_id)
 
-    def _commit_watermarks(self, link: str, proposed: dict[str, Any]) -> None:
-        current = self.watermarks(link)
-        entity = {
-            "PartitionKey": link,
-            "RowKey": "watermarks",
-            **proposed,
-            "completed_runs": current.completed_runs + 1,
-        }
-        self.state.upsert_entity(entity, mode=UpdateMode.REPLACE)
-
-    def summary(self, run: dict[str, Any]) -> RunSummary:
+    def summary(self, run: Mapping[str, Any]) -> RunSummary:
+        check_version(SYNC_RUNS, run)
         return RunSummary(
             link=run["PartitionKey"],
             run_id=run["RowKey"],
@@ -426,7 +406,7 @@ class Ledger:
 
     def latest_runs(self, link: str, limit: int = 5) -> list[RunSummary]:
         rows = self.runs.query_entities("PartitionKey eq @p", parameters={"p": link}, results_per_page=limit)
-        found = []
+        found: list[RunSummary] = []
         for row in rows:
             found.append(self.summary(dict(row)))
             if len(found) >= limit:
@@ -436,17 +416,25 @@ class Ledger:
     # ---- retries of dead-lettered batches -------------------------------------------------
     def record_retry(self, link: str, run_id: str, batch_id: str, groups_payload: str) -> None:
         self.state.upsert_entity(
-            {"PartitionKey": link, "RowKey": f"retry|{run_id}|{batch_id}", "groups": groups_payload},
+            {
+                "PartitionKey": link,
+                "RowKey": f"retry|{run_id}|{batch_id}",
+                VERSION: STATE_VERSION,
+                "groups": groups_payload,
+            },
             mode=UpdateMode.REPLACE,
         )
 
     def pending_retries(self, link: str) -> list[dict[str, Any]]:
-        return [
+        rows = [
             dict(row)
             for row in self.state.query_entities(
                 "PartitionKey eq @p and RowKey ge 'retry|' and RowKey lt 'retry}'", parameters={"p": link}
             )
         ]
+        for row in rows:
+            check_version(SYNC_STATE, row)
+        return rows
 
     def clear_retries(self, link: str, row_keys: list[str]) -> None:
         for row_key in row_keys:

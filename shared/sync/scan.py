@@ -9,25 +9,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from shared.features.preferences import core as preferences
-from shared.model.snapshots import MEMBER_TYPES, BatchMessage, Group, MemberSnapshot, PreferenceRow, RecordSnapshot
-from shared.rules.consent import email_problem, member_hash, normalize_email
-from shared.state.identity import alias_bucket, shard_of
-from shared.state.ledger import Watermarks
+from shared.adapters.dataverse import DataverseError
+from shared.adapters.mailchimp import MailchimpError
+from shared.adapters.ports import DataversePort, MailchimpPort
+from shared.errors import LinkError
+from shared.model.kinds import BY_LIST_CODE
+from shared.model.snapshots import Group, MemberSnapshot, PreferenceRow, RecordSnapshot
+from shared.model.times import iso_seconds, now, parse_time
+from shared.model.wire import BatchMessage
+from shared.rules.addresses import email_problem, member_hash, normalize_email
+from shared.rules.watermarks import OVERLAP, Watermarks, later, proposal, read_from
+from shared.settings import Link, Settings
+from shared.state.identity import shard_of
+from shared.sync.spill import AliasSpill, Buckets, PreferenceSpill
 
 log = logging.getLogger("consent_bridge.scan")
 
-OVERLAP = timedelta(minutes=5)  # re-read a little before each watermark; the merge makes re-reads harmless
-BUCKETS = 64
 MAX_ENCODED_BYTES = 44_000  # a batch message stays well under the 64 KB queue limit once base64-encoded
 MEMBER_FIELDS = [
     "members.email_address",
@@ -40,10 +45,6 @@ MEMBER_FIELDS = [
 ]
 
 
-class LinkError(RuntimeError):
-    """A link's marketing list or audience is missing or unusable; the message names the link."""
-
-
 @dataclass
 class MarketingList:
     list_id: str
@@ -54,19 +55,54 @@ class MarketingList:
 
     @property
     def kind(self) -> str:
-        return MEMBER_TYPES[self.member_type][0]
+        return BY_LIST_CODE[self.member_type].name
 
     @property
     def entity_set(self) -> str:
-        return MEMBER_TYPES[self.member_type][1]
+        return BY_LIST_CODE[self.member_type].entity_set
 
     @property
     def id_attribute(self) -> str:
-        return MEMBER_TYPES[self.member_type][2]
+        return BY_LIST_CODE[self.member_type].id_attribute
 
     @property
     def association(self) -> str:
-        return MEMBER_TYPES[self.member_type][3]
+        return BY_LIST_CODE[self.member_type].list_association
+
+
+class InterestReading(Protocol):
+    """One scan's view of its audience's interests."""
+
+    def chosen(self, member: dict[str, Any]) -> list[str] | None:
+        """The interest ids a member page shows as chosen; None when interests are not synced."""
+
+    def catalog(self, *, full: bool, counts: Counter[str]) -> list[list[str]]:
+        """The audience's interests for this run as [id, name] (read after the member pages)."""
+
+    def rows(self, *, kind: str, since: datetime | None, counts: Counter[str]) -> Iterator[list[PreferenceRow]]:
+        """Pages of preference subscription rows of this record kind changed since ``since``."""
+
+
+class InterestSource(Protocol):
+    """Where a scan learns about interests: the preferences feature plugs in here."""
+
+    def reading(self, link: Link, *, dry_run: bool) -> InterestReading: ...
+
+
+class NoInterests:
+    """No feature syncs interests: batches carry none, and preferences are left alone."""
+
+    def reading(self, link: Link, *, dry_run: bool) -> NoInterests:
+        return self
+
+    def chosen(self, member: dict[str, Any]) -> list[str] | None:
+        return None
+
+    def catalog(self, *, full: bool, counts: Counter[str]) -> list[list[str]]:
+        return []
+
+    def rows(self, *, kind: str, since: datetime | None, counts: Counter[str]) -> Iterator[list[PreferenceRow]]:
+        return iter(())
 
 
 @dataclass
@@ -77,26 +113,28 @@ class ScanOutcome:
     skips: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason) for unusable records
 
 
-def read_marketing_list(dataverse: Any, link_name: str, list_id: str) -> MarketingList:
-    from shared.adapters.dataverse import DataverseError
-
+def read_marketing_list(dataverse: DataversePort, link_name: str, list_id: str) -> MarketingList:
     try:
         row = dataverse.get(f"lists({list_id})", params={"$select": "listname,type,createdfromcode,query,statecode"})
     except DataverseError as exc:
         if exc.status == 404:
             raise LinkError(
-                f"link {link_name}: marketing list {list_id} does not exist in Dataverse; "
-                f"check SYNC_LINKS marketingListId"
+                f"link {link_name}",
+                f"marketing list {list_id} does not exist in Dataverse",
+                "check SYNC_LINKS marketingListId",
             ) from None
         raise
     code = int(row.get("createdfromcode") or 0)
-    if code not in MEMBER_TYPES:
+    if code not in BY_LIST_CODE:
         raise LinkError(
-            f"link {link_name}: marketing list {list_id} has member type {code}; "
-            f"expected 1 (account), 2 (contact) or 4 (lead)"
+            f"link {link_name}",
+            f"marketing list {list_id} has member type {code}",
+            "expected 1 (account), 2 (contact) or 4 (lead)",
         )
     if int(row.get("statecode") or 0) != 0:
-        raise LinkError(f"link {link_name}: marketing list {list_id} is inactive; reactivate it or remove the link")
+        raise LinkError(
+            f"link {link_name}", f"marketing list {list_id} is inactive", "reactivate it or remove the link"
+        )
     return MarketingList(list_id, str(row.get("listname") or ""), bool(row.get("type")), code, row.get("query"))
 
 
@@ -125,11 +163,13 @@ def dynamic_fetch(query: str, mlist: MarketingList, columns: list[str], since: d
         fetch = ET.fromstring(query)  # noqa: S314
     except ET.ParseError as exc:
         raise LinkError(
-            f"dynamic marketing list {mlist.list_id} has a query that is not valid FetchXML: {exc}"
+            f"dynamic marketing list {mlist.list_id}",
+            f"its query is not valid FetchXML ({exc})",
+            "correct the list's query in Dynamics",
         ) from None
     entity = fetch.find("entity")
     if entity is None or entity.get("name") != mlist.kind:
-        raise LinkError(f"dynamic marketing list {mlist.list_id}: its query must select {mlist.kind} rows")
+        raise LinkError(f"dynamic marketing list {mlist.list_id}", f"its query must select {mlist.kind} rows")
     for child in list(entity):
         if child.tag in ("attribute", "all-attributes", "order"):
             entity.remove(child)
@@ -141,187 +181,19 @@ def dynamic_fetch(query: str, mlist: MarketingList, columns: list[str], since: d
         for existing in entity.findall("filter"):
             entity.remove(existing)
             wrapper.append(existing)
-        ET.SubElement(
-            wrapper, "condition", attribute="modifiedon", operator="ge", value=since.strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        ET.SubElement(wrapper, "condition", attribute="modifiedon", operator="ge", value=iso_seconds(since))
         entity.append(wrapper)
     for attribute in ("count", "page", "paging-cookie"):
         fetch.attrib.pop(attribute, None)
     return ET.tostring(fetch, encoding="unicode")
 
 
-def odata_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class AliasSpill:
-    """(key, member hash) pairs of one kind (record ids, Mailchimp contact ids), spilled by key prefix,
-    then compared with the stored index one bucket at a time: a key under a new hash is an address change."""
-
-    def __init__(self, directory: str, kind: str) -> None:
-        self.directory = directory
-        self.kind = kind
-        self.files: dict[str, Any] = {}
-
-    def add(self, key: str, under: str) -> None:
-        first = alias_bucket(key)
-        handle = self.files.get(first)
-        if handle is None:
-            handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
-                os.path.join(self.directory, f"{self.kind}-{ord(first):03d}.txt"), "w+", encoding="utf-8"
-            )
-        handle.write(f"{key}\t{under}\n")
-
-    def peek(self, first: str) -> dict[str, str]:
-        """The keys spilled under one first character so far, and their hashes (the file stays open)."""
-        handle = self.files.get(first)
-        if handle is None:
-            return {}
-        handle.seek(0)
-        current = dict(line.rstrip("\n").split("\t") for line in handle)
-        handle.seek(0, os.SEEK_END)
-        return current
-
-    def resolve(self, index: Any, *, fresh: bool, on_move: Callable[[str, str, str], None]) -> int:
-        """Calls on_move(key, new hash, old hash) for every key now under another hash; records new keys.
-
-        Returns the number of keys seen for the first time (written to the index now: they had no entry, so
-        nothing is lost if the run stops; moved keys are rewritten by reconcile once the move is applied).
-        """
-        new_keys = 0
-        for first, handle in sorted(self.files.items()):
-            handle.seek(0)
-            current = dict(line.rstrip("\n").split("\t") for line in handle)
-            handle.close()
-            known = {} if fresh else index.read_range(f"s:{first}", f"s:{first}~")
-            fresh_entries = {key: h for key, h in current.items() if key not in known}
-            for key, now_under in current.items():
-                old = known.get(key)
-                if old is not None and old != now_under:
-                    on_move(key, now_under, old)
-            if fresh_entries:
-                index.update(fresh_entries)
-                new_keys += len(fresh_entries)
-        return new_keys
-
-
-class PreferenceSpill:
-    """Subscription rows read by the scan, spilled by the first character of their record id, then given the
-    member hash of their record: the one read in this run, else the one the records index holds."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.files: dict[str, Any] = {}
-        self.rows = 0
-
-    def add(self, row: PreferenceRow) -> None:
-        first = alias_bucket(row.record_id)
-        handle = self.files.get(first)
-        if handle is None:
-            handle = self.files[first] = open(  # noqa: SIM115 - closed in resolve
-                os.path.join(self.directory, f"preferences-{ord(first):03d}.jsonl"), "w+", encoding="utf-8"
-            )
-        handle.write(json.dumps(row.encode(), separators=(",", ":")) + "\n")
-        self.rows += 1
-
-    def resolve(
-        self, records: AliasSpill, index: Any, *, fresh: bool, add: Callable[[str, PreferenceRow], None]
-    ) -> int:
-        """Calls add(member hash, row) for every row whose record the link knows; returns the rows left out."""
-        unknown = 0
-        for first, handle in sorted(self.files.items()):
-            handle.seek(0)
-            rows = [PreferenceRow.decode(json.loads(line)) for line in handle]
-            handle.close()
-            current = records.peek(first)
-            known: dict[str, str] = {}
-            if index is not None and not fresh and any(r.record_id not in current for r in rows):
-                known = index.read_range(f"s:{first}", f"s:{first}~")
-            for row in rows:
-                under = current.get(row.record_id) or known.get(row.record_id)
-                if under is None:
-                    unknown += 1  # a record that has never been in this link's marketing list
-                    continue
-                add(under, row)
-        return unknown
-
-
-class Buckets:
-    """Spills (kind, hash, payload) lines to files by hash prefix, then yields groups bucket by bucket."""
-
-    def __init__(self, directory: str) -> None:
-        self.files = [
-            open(os.path.join(directory, f"{i:02d}.jsonl"), "w+", encoding="utf-8")  # noqa: SIM115
-            for i in range(BUCKETS)
-        ]
-
-    def add(self, kind: str, member_hash: str, payload: Any) -> None:
-        bucket = int(member_hash[:2], 16) * BUCKETS // 256
-        self.files[bucket].write(json.dumps([kind, member_hash, payload], separators=(",", ":")) + "\n")
-
-    def groups(self, *, full: bool) -> Iterator[Group]:
-        for handle in self.files:
-            handle.seek(0)
-            groups: dict[str, Group] = {}
-            mapped: dict[str, list[str]] = {}
-            for line in handle:
-                kind, key, payload = json.loads(line)
-                if kind == "mapped":
-                    mapped[key] = payload
-                    continue
-                if kind in ("moved", "renamed", "preference"):
-                    group = groups.get(key) or groups.setdefault(key, Group(key, "", member_seen=full))
-                    if kind == "moved" and payload not in group.moved:
-                        group.moved.append(payload)
-                    elif kind == "renamed":
-                        group.renamed_from = payload
-                    elif kind == "preference":
-                        group.preferences.append(PreferenceRow.decode(payload))
-                    continue
-                group = groups.get(key)
-                if kind == "retry":
-                    retried = Group.decode(payload)
-                    if group is None:
-                        groups[key] = retried
-                    else:  # a fresh read wins; keep what only the retry knows
-                        group.member = group.member or retried.member
-                        known = {r.record_id for r in group.records}
-                        group.records += [r for r in retried.records if r.record_id not in known]
-                        read = {(p.record_id, p.interest_id) for p in group.preferences}
-                        group.preferences += [
-                            p for p in retried.preferences if (p.record_id, p.interest_id) not in read
-                        ]
-                    continue
-                if group is None:
-                    group = groups[key] = Group(key, payload[0] if kind == "member" else "", member_seen=full)
-                if kind == "member":
-                    group.member = MemberSnapshot.decode(payload)
-                    group.email = group.member.email.strip().lower()
-                    group.member_seen = True
-                else:
-                    record = RecordSnapshot.decode(payload)
-                    if all(r.record_id != record.record_id for r in group.records):
-                        group.records.append(record)
-                    group.email = group.email or normalize_email(record.email) or ""
-            for key, record_ids in mapped.items():  # full pass: mapped records no longer in the list
-                group = groups.get(key)
-                seen = {r.record_id for r in group.records} if group else set()
-                gone = [rid for rid in record_ids if rid not in seen]
-                if gone:
-                    if group is None:
-                        group = groups[key] = Group(key, "", member_seen=full)
-                    group.removed = gone
-            for key in sorted(groups):
-                yield groups[key]
-            handle.close()
-
-
 def scan(
     *,
-    link: Any,
-    settings: Any,
-    dataverse: Any,
-    mailchimp: Any,
+    link: Link,
+    settings: Settings,
+    dataverse: DataversePort,
+    mailchimp: MailchimpPort,
     watermarks: Watermarks,
     full: bool,
     run_id: str,
@@ -329,29 +201,22 @@ def scan(
     retries: list[str],
     send: Callable[[BatchMessage], None],
     indexes: tuple[Any, Any] | None = None,
-    state: Any = None,
+    interests: InterestSource | None = None,
+    dry_run: bool = False,
 ) -> ScanOutcome:
     """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards.
 
-    ``state`` is the storage that keeps the link's interest catalog beside its watermarks; a dry run passes
-    None and reads the catalog afresh."""
+    ``interests`` answers what the audience's interests are (the preferences feature); without it the
+    batches carry none and preferences are left alone."""
     counts: Counter[str] = Counter()
     skips: list[tuple[str, str]] = []
     skipped_ids: set[str] = set()
     fresh = watermarks.completed_runs == 0
     mlist = read_marketing_list(dataverse, link.name, link.marketing_list_id)
-    dataverse_started = getattr(dataverse, "last_server_time", None)  # Dataverse's clock as the read begins
+    dataverse_started = dataverse.last_server_time  # Dataverse's clock as the read begins
     columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
-    proposed = Watermarks(
-        watermarks.mailchimp,
-        watermarks.dataverse_records,
-        watermarks.dataverse_members,
-        watermarks.last_full,
-        watermarks.map_rows,
-        watermarks.completed_runs,
-    )
-    stored = preferences.load_catalog(state, link.name) if state is not None else None
-    watch = preferences.CatalogWatch(stored)
+    proposed = proposal(watermarks)
+    watch = (interests or NoInterests()).reading(link, dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
         buckets = Buckets(directory)
         record_aliases = AliasSpill(directory, "records")
@@ -369,10 +234,9 @@ def scan(
                 return
             buckets.add("record", member_hash(email), record.encode())
             record_aliases.add(record.record_id, member_hash(email))
-            if proposed.dataverse_records is None or record.modifiedon > proposed.dataverse_records:
-                proposed.dataverse_records = record.modifiedon
+            proposed.dataverse_records = later(proposed.dataverse_records, record.modifiedon)
 
-        since_records = None if full or watermarks.dataverse_records is None else watermarks.dataverse_records - OVERLAP
+        since_records = read_from(watermarks.dataverse_records, full=full)
         for page in _records(dataverse, mlist, columns, since_records):
             for row in page:
                 add_record(row)
@@ -387,47 +251,38 @@ def scan(
             # memberships are read by their createdon, on the same Dataverse clock as modifiedon
             proposed.dataverse_members = proposed.dataverse_records or watermarks.dataverse_members
 
-        since_members = None if full or watermarks.mailchimp is None else watermarks.mailchimp - OVERLAP
+        since_members = read_from(watermarks.mailchimp, full=full)
         mailchimp_started: datetime | None = None
         for page in _member_pages(mailchimp, link, since_members):
             # Mailchimp's clock when the first page was served (slightly after the read began: the overlap
             # covers the difference)
-            mailchimp_started = mailchimp_started or getattr(mailchimp, "last_server_time", None)
+            mailchimp_started = mailchimp_started or mailchimp.last_server_time
             for member in page:
                 snapshot = MemberSnapshot(
                     member["email_address"],
                     member["status"],
                     datetime.fromisoformat(member["last_changed"]),
                     member.get("contact_id"),
-                    _time(member.get("timestamp_opt")),
+                    parse_time(member.get("timestamp_opt")),
                     watch.chosen(member),
                 )
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
                 if snapshot.contact_id:
                     contact_aliases.add(snapshot.contact_id, member_hash(snapshot.email))
-                if proposed.mailchimp is None or snapshot.last_changed > proposed.mailchimp:
-                    proposed.mailchimp = snapshot.last_changed
+                proposed.mailchimp = later(proposed.mailchimp, snapshot.last_changed)
 
         for payload in retries:
             for group in json.loads(payload):
                 buckets.add("retry", group[0], group)
                 counts["retried"] += 1
 
-        catalog = current_catalog(
-            link=link,
-            settings=settings,
-            mailchimp=mailchimp,
-            dataverse=dataverse,
-            state=state,
-            stored=stored,
-            stale=watch.stale,
-            full=full,
-            dry_run=indexes is None,
-            counts=counts,
-        )
-        if catalog.interests:
-            read_preference_rows(dataverse, settings, link, mlist, catalog, since_records, preference_rows, counts)
+        catalog = watch.catalog(full=full, counts=counts)
+        if catalog:
+            for rows in watch.rows(kind=mlist.kind, since=since_records, counts=counts):
+                for preference in rows:
+                    preference_rows.add(preference)
+            counts["preference_rows_read"] += preference_rows.rows
             counts["preference_rows_unmapped"] += preference_rows.resolve(
                 record_aliases,
                 indexes[0] if indexes is not None else None,
@@ -468,116 +323,28 @@ def scan(
             counts=counts,
             keep_unmatched=not fresh,
             columns=settings.opt_out_columns,
-            interests=catalog.message_form(),
+            interests=catalog,
         ):
             send(batch)  # queued as it is made: the scan never holds more than one batch
             batch_ids.append(batch.batch_id)
     if full:
-        proposed.last_full = dataverse_started or _utcnow()
+        proposed.last_full = dataverse_started or now()
         proposed.map_rows = map_rows
     counts["batches"] = len(batch_ids)
     return ScanOutcome(batch_ids, proposed, counts, skips)
 
 
-def current_catalog(
-    *,
-    link: Any,
-    settings: Any,
-    mailchimp: Any,
-    dataverse: Any,
-    state: Any,
-    stored: preferences.Catalog | None,
-    stale: bool,
-    full: bool,
-    dry_run: bool,
-    counts: Counter[str],
-) -> preferences.Catalog:
-    """The audience's interests for this run. Read from Mailchimp (and mirrored into Dataverse) only on a full
-    pass, when a member page showed interests the stored catalog does not match, or when none is stored yet
-    for a dry run; otherwise the stored one, so a run with nothing changed makes no catalog call."""
-    from shared.adapters.dataverse import DataverseError
-
-    if stored is not None and not full and not stale:
-        return stored
-    if stored is None and not full and not stale and not dry_run:
-        return preferences.Catalog()  # no member has shown an interest, and the last full pass found none
-    catalog = preferences.read_catalog(mailchimp, link.audience_id, counts)
-    counts["catalog_reads"] += 1
-    if dry_run:
-        return catalog
-    if catalog.interests or (stored is not None and stored.interests):
-        names = preferences.Names(settings.dataverse_prefix)
-        try:
-            changes = preferences.mirror_catalog(dataverse, names, link.audience_id, catalog, counts)
-        except DataverseError as exc:
-            if exc.status != 404:
-                raise
-            log.warning(
-                "link %s: the marketing preference tables are missing in Dataverse; preferences are not "
-                "synced until `python -m shared.cli provision` creates them",
-                link.name,
-            )
-            return preferences.Catalog()
-        counts["catalog_changes"] += len(changes)
-        for change in changes:
-            log.info("link %s: %s", link.name, change)
-    if state is not None:
-        preferences.save_catalog(state, link.name, catalog)
-    return catalog
-
-
-def read_preference_rows(
-    dataverse: Any,
-    settings: Any,
-    link: Any,
-    mlist: MarketingList,
-    catalog: preferences.Catalog,
-    since: datetime | None,
-    spill: PreferenceSpill,
-    counts: Counter[str],
-) -> None:
-    """The subscription rows of the list's record kind changed since the watermark: one paged read."""
-    from shared.adapters.dataverse import DataverseError
-
-    names = preferences.Names(settings.dataverse_prefix)
-    try:
-        for page in preferences.read_rows(
-            dataverse, names, audience_id=link.audience_id, kind=mlist.kind, interests=catalog.ids, since=since
-        ):
-            counts["preference_calls_dataverse"] += 1
-            for row in page:
-                spill.add(row)
-    except DataverseError as exc:
-        if exc.status != 404:
-            raise
-        log.warning(
-            "link %s: the preference subscription table is missing in Dataverse; run `python -m shared.cli provision`",
-            link.name,
-        )
-    counts["preference_rows_read"] += spill.rows
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def _utcnow() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)
-
-
 def _records(
-    dataverse: Any, mlist: MarketingList, columns: list[str], since: datetime | None
+    dataverse: DataversePort, mlist: MarketingList, columns: list[str], since: datetime | None
 ) -> Iterator[list[dict[str, Any]]]:
     if mlist.dynamic:
         if not mlist.query:
-            raise LinkError(f"dynamic marketing list {mlist.list_id} has no query")
+            raise LinkError(f"dynamic marketing list {mlist.list_id}", "it has no query", "give it one in Dynamics")
         yield from dataverse.iter_fetchxml(mlist.entity_set, dynamic_fetch(mlist.query, mlist, columns, since))
         return
     member_filter = f"{mlist.association}/any(l:l/listid eq {mlist.list_id})"
     if since is not None:
-        member_filter += f" and modifiedon ge {odata_time(since)}"
+        member_filter += f" and modifiedon ge {iso_seconds(since)}"
     yield from dataverse.iter_pages(mlist.entity_set, select=columns, filter=member_filter)
 
 
@@ -592,7 +359,9 @@ def joined_fetch(
     ET.SubElement(entity, "order", attribute=mlist.id_attribute)
     if modified_before is not None:
         row_filter = ET.SubElement(entity, "filter", type="and")
-        ET.SubElement(row_filter, "condition", attribute="modifiedon", operator="lt", value=odata_time(modified_before))
+        ET.SubElement(
+            row_filter, "condition", attribute="modifiedon", operator="lt", value=iso_seconds(modified_before)
+        )
     link = ET.SubElement(
         entity,
         "link-entity",
@@ -601,13 +370,11 @@ def joined_fetch(
     )
     link_filter = ET.SubElement(link, "filter", type="and")
     ET.SubElement(link_filter, "condition", attribute="listid", operator="eq", value=mlist.list_id)
-    ET.SubElement(link_filter, "condition", attribute="createdon", operator="ge", value=odata_time(joined_since))
+    ET.SubElement(link_filter, "condition", attribute="createdon", operator="ge", value=iso_seconds(joined_since))
     return ET.tostring(fetch, encoding="unicode")
 
 
-def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
-    from shared.adapters.mailchimp import MailchimpError
-
+def _member_pages(mailchimp: MailchimpPort, link: Link, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
     try:
         yield from mailchimp.iter_member_pages(
             link.audience_id, since_last_changed=since, fields=MEMBER_FIELDS, newest_first=True
@@ -615,7 +382,9 @@ def _member_pages(mailchimp: Any, link: Any, since: datetime | None) -> Iterator
     except MailchimpError as exc:
         if exc.status == 404:
             raise LinkError(
-                f"link {link.name}: Mailchimp audience {link.audience_id} does not exist; check SYNC_LINKS audienceId"
+                f"link {link.name}",
+                f"Mailchimp audience {link.audience_id} does not exist",
+                "check SYNC_LINKS audienceId",
             ) from None
         raise
 

@@ -27,6 +27,9 @@ newer than the row's last activity, read back from Dataverse, so an overlapping 
 Engagement rows exist only for members whose address maps to records of the link (the identity map the status
 sync keeps); everyone else counts in the campaign totals only. Row ids are derived from the campaign and the
 record, so every write is an upsert of the same row.
+
+Longer than 500 lines because a campaign's pass (listing, reading reports and activity, merging rows,
+writing them, recording causes) is one streaming loop whose parts share the pass's state.
 """
 
 from __future__ import annotations
@@ -39,20 +42,55 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from azure.data.tables import TransactionOperation, UpdateMode
 
+from shared import telemetry
 from shared.adapters import schema
-from shared.adapters.storage import CONSENT_AUDIT, IDENTITY_MAP, SYNC_STATE, upsert
+from shared.adapters.dataverse import BatchOperation
+from shared.adapters.mailchimp import MailchimpError
+from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
+from shared.adapters.storage import BATCHES_QUEUE, CONSENT_AUDIT, SYNC_STATE, upsert
+from shared.errors import LinkError
+from shared.model.kinds import BY_INDEX_CODE, KIND_SETS, KINDS
+from shared.model.times import iso_seconds, parse_time
+from shared.rules import addresses
+from shared.rules.audit import AuditEntry
+from shared.settings import Link, Settings
+from shared.state.identity import IdentityMap
+from shared.state.ledger import Ledger, run_started_at
+from shared.sync.pipeline import Outcome, Step, Unit
 
 log = logging.getLogger("consent_bridge.campaigns")
 
+
+class CampaignContext(Protocol):
+    """What a campaign pass needs of the app's context."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def storage(self) -> StoragePort: ...
+
+    @property
+    def mailchimp(self) -> MailchimpPort: ...
+
+    @property
+    def dataverse(self) -> DataversePort: ...
+
+    @property
+    def identity(self) -> IdentityMap: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+
+Finalize = Callable[[Any, str, str], object]  # the app's run finaliser: (context, link, run id)
+
 KIND = "campaign"
 BOUNCE_TYPES = {"hard": 100000000, "soft": 100000001}
-RECORD_SETS = {"contact": "contacts", "lead": "leads", "account": "accounts"}
-KIND_CODES = {"contact": 1, "lead": 2, "account": 3}
-KINDS_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
 WRITE_BATCH = 1000  # requests per Dataverse $batch
 FEW_MEMBERS = 50  # an activity page this small looks its members up one identity shard at a time
 READ_BY_ID = 1000  # engagement ids per FetchXML read: ~60 KB, sent inside $batch (64 KB GET limit)
@@ -94,7 +132,7 @@ def engagement_row_id(campaign_id: str, record_id: str) -> str:
 # ---- schema ---------------------------------------------------------------------------------------
 
 
-def provision_schema(dataverse: Any, prefix: str) -> list[str]:
+def provision_schema(dataverse: DataversePort, prefix: str) -> list[str]:
     """The campaign and engagement tables, their columns, lookups and views; a line per thing created."""
     p = prefix
     campaign, engagement = campaign_table(p), engagement_table(p)
@@ -212,19 +250,9 @@ def provision_schema(dataverse: Any, prefix: str) -> list[str]:
 
 def _view(table: str, columns: list[str], newest_first: str) -> tuple[str, str]:
     """FetchXML and grid layout of a view of the table's active rows, newest first."""
-    attributes = "".join(f'<attribute name="{c}"/>' for c in columns)
-    fetch = (
-        f'<fetch version="1.0" mapping="logical"><entity name="{table}">{attributes}'
-        f'<attribute name="{table}id"/><order attribute="{newest_first}" descending="true"/>'
-        '<filter type="and"><condition attribute="statecode" operator="eq" value="0"/></filter>'
-        "</entity></fetch>"
-    )
-    cells = "".join(f'<cell name="{c}" width="150"/>' for c in columns)
-    layout = (
-        f'<grid name="resultset" jump="{columns[0]}" select="1" icon="1" preview="1">'
-        f'<row name="result" id="{table}id">{cells}</row></grid>'
-    )
-    return fetch, layout
+    active = '<condition attribute="statecode" operator="eq" value="0"/>'
+    fetch = schema.view_fetch(table, [*columns, f"{table}id"], newest_first=newest_first, conditions=active)
+    return fetch, schema.view_layout(table, columns)
 
 
 # ---- progress in Table Storage ---------------------------------------------------------------------
@@ -276,11 +304,11 @@ class Progress:
         )
 
 
-def _save(storage: Any, link: str, progress: Progress) -> None:
+def _save(storage: StoragePort, link: str, progress: Progress) -> None:
     storage.table(SYNC_STATE).upsert_entity(progress.entity(link), mode=UpdateMode.REPLACE)
 
 
-def _progress_rows(storage: Any, link: str) -> dict[str, Progress]:
+def _progress_rows(storage: StoragePort, link: str) -> dict[str, Progress]:
     rows = storage.query(
         SYNC_STATE, "PartitionKey eq @p and RowKey ge 'campaign|' and RowKey lt 'campaign}'", {"p": link}
     )
@@ -291,7 +319,7 @@ def _progress_rows(storage: Any, link: str) -> dict[str, Progress]:
 
 
 def plan_campaigns(
-    ctx: Any, link_name: str, run_id: str, *, quiet: bool = False, now: datetime | None = None
+    ctx: CampaignContext, link_name: str, run_id: str, *, quiet: bool = False, now: datetime | None = None
 ) -> list[str]:
     """Puts one sync-batches message per campaign of the link with work left; returns their batch ids.
 
@@ -300,8 +328,6 @@ def plan_campaigns(
     window's start once every older campaign is closed. In a ``quiet`` run (the status scan found no member
     changed, so nobody unsubscribed or hard-bounced) a campaign whose opens and clicks are as at its last
     pass is not read: a run with nothing new costs one call per link however many campaigns are open."""
-    from shared.adapters.mailchimp import MailchimpError
-    from shared.adapters.storage import BATCHES_QUEUE
 
     link = ctx.settings.link(link_name)
     now = now or ctx.mailchimp.last_server_time or datetime.now(UTC)
@@ -326,7 +352,7 @@ def plan_campaigns(
         known = progress.get(campaign_id, Progress(campaign_id))
         if known.closed:
             continue
-        sent = _time(campaign.get("send_time"))
+        sent = parse_time(campaign.get("send_time"))
         if sent is not None and sent <= window_start:
             open_before_window.append(sent)
         elif quiet and known.passes and summary_signature(campaign.get("report_summary")) == known.summary_signature:
@@ -354,8 +380,8 @@ def plan_campaigns(
 class _Pass:
     """What one pass needs: the clients, names and the link's record index."""
 
-    ctx: Any
-    link: Any
+    ctx: CampaignContext
+    link: Link
     run_id: str
     campaign_id: str
     title: str
@@ -390,15 +416,14 @@ class _Pass:
         body = {
             f"{p}_name": self.title[:200],
             f"{p}_Campaign@odata.bind": f"/{self.campaign_set}({campaign_row_id(self.campaign_id)})",
-            f"{p}_{kind.capitalize()}@odata.bind": f"/{RECORD_SETS[kind]}({record_id})",
+            f"{p}_{kind.capitalize()}@odata.bind": f"/{KIND_SETS[kind]}({record_id})",
             **values,
         }
         return engagement_row_id(self.campaign_id, record_id), body
 
 
-def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[Any, str, str], Any]) -> Any:
+def reconcile_campaign(ctx: CampaignContext, message: dict[str, Any], finalize: Finalize) -> Any:
     """One pass over one campaign for one link (a sync-batches message of kind "campaign")."""
-    from shared.sync.reconcile import BatchOutcome
 
     link_name, run_id, batch_id, campaign_id = message["link"], message["run"], message["batch"], message["campaign"]
     link = ctx.settings.link(link_name)
@@ -410,9 +435,11 @@ def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[An
     )
     work.counts["campaign_passes"] += 1
     if report.get("list_id") and report["list_id"] != link.audience_id:
-        raise ValueError(
-            f"campaign {campaign_id} was sent to audience {report['list_id']}, not to the audience "
-            f"{link.audience_id} of link {link_name} (SYNC_LINKS)"
+        raise LinkError(
+            f"link {link_name}",
+            f"campaign {campaign_id} was sent to audience {report['list_id']}, not to the link's audience "
+            f"{link.audience_id}",
+            "check SYNC_LINKS audienceId",
         )
     totals = _campaign_row(work, report, read_at)
     totals_signature = json.dumps({k: v for k, v in totals.items() if not k.endswith("_totalsread")}, sort_keys=True)
@@ -435,7 +462,7 @@ def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[An
         progress.unsubscribes_seen = unsubscribed
     writer.flush()
     # saved only now: a pass that fails part-way is read again whole, which writes the same rows again
-    sent = _time(report.get("send_time"))
+    sent = parse_time(report.get("send_time"))
     progress.closed = sent is not None and read_at >= sent + timedelta(days=ctx.settings.campaign_activity_days)
     progress.passes += 1
     progress.totals_written = totals_signature
@@ -459,12 +486,11 @@ def reconcile_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[An
         "; its window has closed" if progress.closed else "",
     )
     finalize(ctx, link_name, run_id)
-    return BatchOutcome(batch_id, counts=work.counts)
+    return Outcome(batch_id, counts=work.counts)
 
 
-def dead_letter_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[Any, str, str], Any]) -> None:
+def dead_letter_campaign(ctx: CampaignContext, message: dict[str, Any], finalize: Finalize) -> None:
     """A campaign pass failed maxDequeueCount times: the run finishes; the next run reads from where it stood."""
-    from shared import telemetry
 
     link, run_id, batch_id = message["link"], message["run"], message["batch"]
     if ctx.ledger.batch_state(link, run_id, batch_id) == "done":
@@ -480,7 +506,7 @@ def dead_letter_campaign(ctx: Any, message: dict[str, Any], finalize: Callable[[
     finalize(ctx, link, run_id)
 
 
-def _campaign_report(mailchimp: Any, campaign_id: str) -> dict[str, Any]:
+def _campaign_report(mailchimp: MailchimpPort, campaign_id: str) -> dict[str, Any]:
     """GET /reports/{id}: Mailchimp's own totals, through the adapter's retry loop and connection cap."""
     return mailchimp.campaign_report(campaign_id, fields=REPORT_FIELDS)
 
@@ -503,11 +529,11 @@ def _campaign_row(work: _Pass, report: dict[str, Any], read_at: datetime) -> dic
     p = work.prefix
     opens, clicks, bounces = report.get("opens") or {}, report.get("clicks") or {}, report.get("bounces") or {}
     hard, soft = int(bounces.get("hard_bounces") or 0), int(bounces.get("soft_bounces") or 0)
-    sent = _time(report.get("send_time"))
+    sent = parse_time(report.get("send_time"))
     return {
         f"{p}_name": work.title[:200],
         f"{p}_subject": str(report.get("subject_line") or "")[:400],
-        f"{p}_sendtime": _iso(sent),
+        f"{p}_sendtime": _iso_or_none(sent),
         f"{p}_audienceid": work.link.audience_id,
         f"{p}_audiencename": str(report.get("list_name") or "")[:200],
         f"{p}_mailchimpid": work.campaign_id,
@@ -519,7 +545,7 @@ def _campaign_row(work: _Pass, report: dict[str, Any], read_at: datetime) -> dic
         f"{p}_bounces": hard + soft,
         f"{p}_hardbounces": hard,
         f"{p}_unsubscribes": int(report.get("unsubscribed") or 0),
-        f"{p}_totalsread": _iso(read_at),
+        f"{p}_totalsread": _iso_or_none(read_at),
     }
 
 
@@ -592,15 +618,15 @@ def _merge_page(
         yield work.row(record_id, kind, merged)
         hard = [e for e in events if e.get("action") == "bounce" and e.get("type", "hard") == "hard"]
         if hard:
-            causes[member_hash] = _cause(work, "a hard bounce", _time(hard[-1].get("timestamp")))
+            causes[member_hash] = _cause(work, "a hard bounce", parse_time(hard[-1].get("timestamp")))
     _record_causes(work, causes)
 
 
 def _merge_events(p: str, row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The columns after adding the events newer than the row's last activity; None when there are none."""
-    counted = _time(row.get(f"{p}_lastactivity"))
+    counted = parse_time(row.get(f"{p}_lastactivity"))
     new = sorted(
-        (e for e in events if (at := _time(e.get("timestamp"))) is not None and (counted is None or at > counted)),
+        (e for e in events if (at := parse_time(e.get("timestamp"))) is not None and (counted is None or at > counted)),
         key=lambda e: str(e.get("timestamp")),
     )
     if not new:
@@ -608,11 +634,11 @@ def _merge_events(p: str, row: dict[str, Any], events: list[dict[str, Any]]) -> 
     opens = [e for e in new if e.get("action") == "open"]
     clicks = [e for e in new if e.get("action") == "click"]
     bounces = [e for e in new if e.get("action") == "bounce"]
-    values: dict[str, Any] = {f"{p}_lastactivity": _iso(_time(new[-1]["timestamp"]))}
+    values: dict[str, Any] = {f"{p}_lastactivity": _iso_or_none(parse_time(new[-1]["timestamp"]))}
     if opens:
         values[f"{p}_opens"] = int(row.get(f"{p}_opens") or 0) + len(opens)
-        values[f"{p}_firstopen"] = row.get(f"{p}_firstopen") or _iso(_time(opens[0]["timestamp"]))
-        values[f"{p}_lastopen"] = _iso(_time(opens[-1]["timestamp"]))
+        values[f"{p}_firstopen"] = row.get(f"{p}_firstopen") or _iso_or_none(parse_time(opens[0]["timestamp"]))
+        values[f"{p}_lastopen"] = _iso_or_none(parse_time(opens[-1]["timestamp"]))
     elif not row:
         values[f"{p}_opens"] = 0
     if clicks:
@@ -652,7 +678,7 @@ def _unsubscribe_rows(work: _Pass) -> Iterator[tuple[str, dict[str, Any]]]:
         member_hash = _hash_of(entry)
         records = index.get(member_hash)
         if records:
-            causes[member_hash] = _cause(work, "an unsubscribe", _time(entry.get("timestamp")))
+            causes[member_hash] = _cause(work, "an unsubscribe", parse_time(entry.get("timestamp")))
         for record_id, kind in records:
             yield work.row(record_id, kind, {f"{p}_unsubscribed": True})
     _record_causes(work, causes)
@@ -678,7 +704,6 @@ class _Writer:
             self.pending = []
 
     def _send(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        from shared.adapters.dataverse import BatchOperation
 
         work = self.work
         campaign_row = campaign_row_id(work.campaign_id)
@@ -715,19 +740,15 @@ class RecordIndex:
         return len(self.packed)
 
     @classmethod
-    def load(cls, storage: Any, link: str) -> RecordIndex:
+    def load(cls, storage: StoragePort, link: str) -> RecordIndex:
         """Every mapped address of the link, read shard by shard from the identity map (one partition query)."""
-        from shared.state.identity import _decode_shard  # the identity map's shard format lives there
-
         packed: dict[bytes, bytes] = {}
-        for entity in storage.table(IDENTITY_MAP).query_entities("PartitionKey eq @p", parameters={"p": link}):
-            for member_hash, data in _decode_shard(entity).bases.items():
-                if data.get("r"):
-                    packed[bytes.fromhex(member_hash)] = _pack(data["r"])
+        for member_hash, records in IdentityMap(storage).link_records(link):
+            packed[bytes.fromhex(member_hash)] = _pack(records)
         return cls(packed)
 
     @classmethod
-    def lookup(cls, identity: Any, link: str, hashes: list[str]) -> RecordIndex:
+    def lookup(cls, identity: IdentityMap, link: str, hashes: list[str]) -> RecordIndex:
         """The records of a few hashes, read from the identity map (for small incremental reads)."""
         bases = identity.load(link, hashes)
         return cls({bytes.fromhex(h): _pack(row.records) for h, row in bases.items() if row.records})
@@ -740,20 +761,20 @@ class RecordIndex:
         data = self.packed.get(bytes.fromhex(member_hash)) if member_hash else None
         if not data:
             return []
-        return [(str(uuid.UUID(bytes=data[i + 1 : i + 17])), KINDS_BY_CODE[data[i]]) for i in range(0, len(data), 17)]
+        return [
+            (str(uuid.UUID(bytes=data[i + 1 : i + 17])), BY_INDEX_CODE[data[i]].name) for i in range(0, len(data), 17)
+        ]
 
 
 def _pack(records: Iterable[Any]) -> bytes:
     return b"".join(
-        bytes([KIND_CODES[kind]]) + uuid.UUID(record_id).bytes for record_id, kind in records if kind in KIND_CODES
+        bytes([KINDS[kind].index_code]) + uuid.UUID(record_id).bytes for record_id, kind in records if kind in KINDS
     )
 
 
 def _hash_of(item: dict[str, Any]) -> str:
-    from shared.adapters.mailchimp import subscriber_hash
-
     email_id = str(item.get("email_id") or "")
-    return email_id if len(email_id) == 32 else subscriber_hash(str(item.get("email_address") or ""))
+    return email_id if len(email_id) == 32 else addresses.member_hash(str(item.get("email_address") or ""))
 
 
 # ---- causes of status changes -----------------------------------------------------------------------------
@@ -763,7 +784,7 @@ def _cause(work: _Pass, what: str, at: datetime | None) -> dict[str, Any]:
     return {
         "campaign_id": work.campaign_id,
         "text": f"{what} in campaign {work.title} ({work.campaign_id})",
-        "at": _iso(at),
+        "at": _iso_or_none(at),
         "run_id": work.run_id,
         "pending": True,
         "attempts": 0,
@@ -794,13 +815,13 @@ def _record_causes(work: _Pass, causes: dict[str, dict[str, Any]]) -> None:
 _cause_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
 
-def audit_detail(storage: Any, link: str, run_id: str, planned: Any) -> str:
+def audit_detail(storage: StoragePort, link: str, run_id: str, planned: AuditEntry) -> str:
     """The detail of a ConsentAudit row, with the campaign that caused the member's status change when one did.
 
     Causes are read once per link and run; a cause recorded after that is written into the audit row by the
     campaign's own pass instead (``_complete_causes``)."""
     detail = str(planned.detail or "")
-    if not planned.member_hash or planned.side == "none" or getattr(planned, "preference", False):
+    if not planned.member_hash or planned.side == "none" or planned.feature:
         return detail
     key = (link, run_id)
     if key not in _cause_cache:
@@ -820,7 +841,7 @@ def audit_detail(storage: Any, link: str, run_id: str, planned: Any) -> str:
 
 
 def _same_event(cause: dict[str, Any], member_last_changed: datetime | None) -> bool:
-    at = _time(cause.get("at"))
+    at = parse_time(cause.get("at"))
     return at is not None and member_last_changed is not None and abs(member_last_changed - at) <= CAUSE_TOLERANCE
 
 
@@ -830,9 +851,8 @@ def _with_cause(detail: str, text: str) -> str:
     return f"{detail}; {text}" if detail else text
 
 
-def _complete_causes(storage: Any, link: str, counts: Counter[str]) -> None:
+def _complete_causes(storage: StoragePort, link: str, counts: Counter[str]) -> None:
     """Writes the cause into audit rows written before the cause was known (same run), then stops looking."""
-    from shared.state.ledger import run_started_at
 
     partition = f"{link}|causes"
     pending = [
@@ -850,7 +870,7 @@ def _complete_causes(storage: Any, link: str, counts: Counter[str]) -> None:
                 {"p": f"{link}|{day:%Y%m%d}", "a": f"{run_id}|{member_hash}|", "b": f"{run_id}|{member_hash}|~"},
             )
             for row in rows:
-                changed = _time(row.get("member_last_changed"))
+                changed = parse_time(row.get("member_last_changed"))
                 if row.get("side") not in (None, "", "none") and _same_event(cause, changed):
                     storage.table(CONSENT_AUDIT).upsert_entity(
                         {
@@ -882,17 +902,18 @@ def _complete_causes(storage: Any, link: str, counts: Counter[str]) -> None:
 # ---- values -------------------------------------------------------------------------------------------
 
 
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return iso_seconds(moment) if moment else None
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+class CampaignStep(Step):
+    """The campaigns feature's part in reconciling a unit: the campaign that caused a status change."""
+
+    name = "campaign"
+
+    def __init__(self, storage: StoragePort) -> None:
+        self.storage = storage
+
+    def audit_detail(self, unit: Unit, entry: AuditEntry, detail: str) -> str:
+        entry.detail = detail
+        return audit_detail(self.storage, unit.link.name, unit.run_id, entry)
