@@ -46,12 +46,16 @@ FINAL_STATES = ("done", "dead")
 
 
 def new_run_id(now: datetime) -> str:
-    # inverted seconds so the newest run sorts first in the table
-    return f"{10**10 - int(now.timestamp()):010d}-{secrets.token_hex(3)}"
+    # inverted milliseconds so the newest run sorts first in the table, also among runs of one second; ids of
+    # earlier releases (inverted seconds, 10 digits) still sort after every id written since
+    return f"{10**13 - int(now.timestamp() * 1000):013d}-{secrets.token_hex(3)}"
 
 
 def run_started_at(run_id: str) -> datetime:
-    return datetime.fromtimestamp(10**10 - int(run_id.split("-")[0]), UTC)
+    inverted = run_id.split("-")[0]
+    if len(inverted) <= 10:  # an id of an earlier release: inverted seconds
+        return datetime.fromtimestamp(10**10 - int(inverted), UTC)
+    return datetime.fromtimestamp((10**13 - int(inverted)) / 1000, UTC)
 
 
 @dataclass
