@@ -218,6 +218,7 @@ def measure_run(
     dataverse.reset_calls()
     mailchimp.clear_requests()
     parts_before = dataverse.call("GET", "batch-parts")["parts"]
+    status_before = status_writes(ledger, link["name"])
     load_before = os.getloadavg()
     out = workdir / f"{name}.json"
     command = [sys.executable, "-m", "bench.runner", "--out", str(out)] + (["--profile", profile] if profile else [])
@@ -256,6 +257,8 @@ def measure_run(
     patches = sum(
         count - parts_before.get(route, 0) for route, count in parts_after.items() if route.startswith("PATCH ")
     )
+    # the link's status row in Dynamics: its PATCHes are parts of $batch calls of their own, not record writes
+    status = status_writes(ledger, link["name"]) - status_before
     latest = ledger.latest_runs(link["name"], 1)
     if not latest or latest[0].started < launched.replace(microsecond=0):
         raise RuntimeError(f"the {name} run recorded no run of link {link['name']}:\n{measured['summary']}\n{stderr}")
@@ -275,7 +278,8 @@ def measure_run(
         "preference_rows_written": row_patches,
         "preference_members_written": preference_members,
         "members_written": counts.get("mailchimp_writes", 0) + preference_members,
-        "records_written": patches - catalog_written,
+        "records_written": patches - catalog_written - status,
+        "status_writes": status,
     }
     work = Work(members_read=needed[0], records_read=needed[1], preference_rows_read=needed[2], **common)
     as_read = Work(
@@ -311,7 +315,8 @@ def measure_run(
             "members_written": work.members_written,
             "records_to_read": work.records_read,
             "records_read": as_read.records_read,
-            "records_written": patches,
+            "records_written": patches - status,
+            "status_writes": status,
             "static_incremental": static_incremental,
             "members_sent_in_batch_subscribes": members_sent,
             "members_sent_complete": len(logged) < REQUEST_LOG_SIZE,
@@ -332,6 +337,12 @@ def measure_run(
         "summary": measured["summary"].strip(),
         **({"log_tail": stderr} if summary.status != "completed" else {}),
     }
+
+
+def status_writes(ledger: Any, link: str) -> int:
+    """How many times the sync has written the link's status row in Dynamics (its own count, in SyncState)."""
+    row = ledger.storage.get("SyncState", link, "status") or {}
+    return int(row.get("writes") or 0)
 
 
 def measure_preferences(mailchimp_calls: dict[str, int], counts: dict[str, int], low: Any) -> dict[str, Any]:

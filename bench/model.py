@@ -39,6 +39,9 @@ HOW_N_IS_DERIVED = (
     "1 + categories Mailchimp calls, 1 read of the preference rows and ceil(preference rows written / 1,000); "
     "members written count members whose interests alone were sent too, and records written count the "
     "subscription rows upserted in the same $batch (so they share its pages). "
+    "The link's status row in Dynamics adds 1 write per run (a $batch of its own; a run with batches to "
+    "reconcile writes it twice, Running after the scan and its outcome at the end); its PATCHes are not "
+    "records written. "
     "'Minimum as read' and 'ratio read' use instead the members and records the run actually read (its mailchimp_read "
     "and dataverse_read counters): that ratio shows how well the calls were packed, the difference between the "
     "two shows reads that were not needed (overlap re-reads)."
@@ -60,6 +63,7 @@ class Work:
     catalog_written: int = 0  # preference (catalog) rows the run created, renamed or deactivated
     preference_rows_written: int = 0  # subscription rows among records_written
     preference_members_written: int = 0  # members among members_written whose interests alone were sent
+    status_writes: int = 0  # $batch calls that wrote the link's status row in Dynamics (not counted as records)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Minimum:
     dataverse_preferences: int = 0
     preference_writes: int = 0  # the $batch calls among dataverse_write that the subscription rows add
     preference_member_writes: int = 0  # the batch subscribes among mailchimp_write that interests alone add
+    dataverse_status: int = 1  # the link's status row in Dynamics: one write per run
 
     @property
     def mailchimp(self) -> int:
@@ -89,6 +94,7 @@ class Minimum:
             + self.dataverse_write
             + self.dataverse_catalog
             + self.dataverse_preferences
+            + self.dataverse_status
         )
 
     @property
@@ -151,6 +157,7 @@ def explain(work: Work, low: Minimum) -> str:
     text += f" + write {part(work.records_written, DATAVERSE_WRITE_PAGE, low.dataverse_write)}"
     if low.dataverse_preferences:
         text += f" + preference rows {part(work.preference_rows_read, DATAVERSE_READ_PAGE, low.dataverse_preferences)}"
+    text += " + status row 1"
     if low.mailchimp_catalog:
         text += (
             f"; catalog: Mailchimp 1 + {work.catalog_categories} categories, Dataverse read 1 + write "
@@ -176,7 +183,8 @@ def checks(run: dict[str, Any], records: int) -> list[dict[str, Any]]:
         )
     if run["run"] in ("no-change", "idle"):
         limit = TARGETS["no_change_calls_per_link"]
-        found.append({"target": f"<= {limit} API calls per link", "met": run["api_calls"]["total"] <= limit})
+        calls = run["api_calls"]["total"] - run["work"].get("status_writes", 0)
+        found.append({"target": f"<= {limit} API calls per link plus the status write", "met": calls <= limit})
     if run["run"] == "initial" and records == TARGETS["initial_seconds_at_records"]:
         found.append(
             {

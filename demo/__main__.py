@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def local_demo() -> int:
-    from demo import campaigns, changes, preferences, scenario
+    from demo import campaigns, changes, preferences, scenario, status
     from emulators.world import LocalWorld
     from shared.app import Context
     from shared.cli import run_sync
@@ -125,6 +125,9 @@ def local_demo() -> int:
             print(f"  {line}")
         print("\nCampaigns in Dynamics:")
         for line in campaigns.campaign_lines(ctx):
+            print(f"  {line}")
+        print("\nSync links in Dynamics (the 'Sync links' view):")
+        for line in status.link_rows(world.dataverse_admin):
             print(f"  {line}")
         print(
             f"\nMailchimp calls: {sum(world.mailchimp_admin.calls().values())}, "

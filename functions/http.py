@@ -1,4 +1,5 @@
-"""HTTP: POST /api/sync starts a run now (all links, or ?link=NAME / {"link": NAME}); function-key auth."""
+"""HTTP: POST /api/sync starts a run now (all links, or ?link=NAME / {"link": NAME}); GET /api/status answers what
+every link's row in Dynamics says. Function-key auth."""
 
 import json
 
@@ -28,6 +29,12 @@ def start_sync(req: func.HttpRequest) -> func.HttpResponse:
         return _json(404, {"error": str(exc)})
     runs = [{"link": p.link, "runId": p.run_id, "skipped": p.skipped or None} for p in planned]
     return _json(202, {"runs": runs})
+
+
+@bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def link_status(req: func.HttpRequest) -> func.HttpResponse:
+    """What every link's row in Dynamics says: state, started, finished, counts in words, error, next run."""
+    return _json(200, {"links": engine.link_statuses(engine.context())})
 
 
 def _json(status: int, body: dict) -> func.HttpResponse:

@@ -36,6 +36,17 @@ param syncLinks array = []
 @description('SYNC_SCHEDULE: NCRONTAB of the timer (six fields, seconds first).')
 param syncSchedule string = '0 */15 * * * *'
 
+@description('SYNC_NOW_SCHEDULE: NCRONTAB of the check for links a Dynamics user asked to sync now (one Dataverse read for all links).')
+param syncNowSchedule string = '0 * * * * *'
+
+@description('ON_DYNAMICS_DELETE: what deleting the last record holding an address in Dynamics does to its member: keep, archive or forget.')
+@allowed([
+  'keep'
+  'archive'
+  'forget'
+])
+param onDynamicsDelete string = 'keep'
+
 @description('FULL_RESYNC_HOURS: a run becomes a full pass when the last full pass is older than this.')
 @minValue(1)
 param fullResyncHours int = 24
@@ -83,8 +94,8 @@ param campaignActivityDays int = 30
 @maxValue(20000)
 param reconcileMaxEmails int = 5000
 
-@description('Most instances per function the Flex Consumption plan may run; 40 is the lowest most regions accept. The Mailchimp cap does not depend on it (docs/deploy.md).')
-@minValue(1)
+@description('Most instances per function the Flex Consumption plan may run: 40 to 1000 (the plan refuses a maximum below 40). The Mailchimp cap does not depend on it (docs/deploy.md).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -110,7 +121,7 @@ param alertEmail string = ''
 @description('Object id of the person or group who sets the Mailchimp key and runs check, provision and status from a workstation; azd fills in the signed-in user.')
 param operatorPrincipalId string = ''
 
-@description('Kind of principal operatorPrincipalId is.')
+@description('Kind of principal operatorPrincipalId is; azd fills in AZURE_PRINCIPAL_TYPE (ServicePrincipal when azd is signed in as one).')
 @allowed([
   'User'
   'Group'
@@ -126,7 +137,7 @@ var tags = {
 var functionAppName = 'func-cbr-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
   name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
   location: location
   tags: tags
@@ -161,6 +172,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -172,6 +184,7 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     mailchimpApiKey: mailchimpApiKey
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -215,6 +228,8 @@ module functionApp 'modules/functionapp.bicep' = {
     dataverseUrl: dataverseUrl
     syncLinks: syncLinks
     syncSchedule: syncSchedule
+    syncNowSchedule: syncNowSchedule
+    onDynamicsDelete: onDynamicsDelete
     fullResyncHours: fullResyncHours
     resubscribePolicy: resubscribePolicy
     newMemberStatus: newMemberStatus
@@ -239,6 +254,7 @@ module alerts 'modules/alerts.bicep' = {
     actionGroupId: actionGroupId
     alertEmail: alertEmail
     expectedRunIntervalMinutes: expectedRunIntervalMinutes
+    syncLinks: syncLinks
   }
 }
 

@@ -13,20 +13,26 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from operator import methodcaller
 from typing import Any
 
 from shared import telemetry
-from shared.adapters.dataverse import Dataverse
+from shared.adapters.dataverse import Dataverse, DataverseError
 from shared.adapters.limiter import ConnectionSlots
 from shared.adapters.mailchimp import Mailchimp
 from shared.adapters.ports import DataversePort, MailchimpPort
 from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, Storage
 from shared.errors import LinkError
 from shared.features.campaigns import core as campaigns
+from shared.features.erasure.steps import ErasureStep
 from shared.features.preferences.scanning import CatalogSource
 from shared.features.preferences.steps import PreferenceStep
+from shared.features.status.board import StatusBoard
+from shared.features.status.words import person_error
 from shared.model.wire import BatchMessage
 from shared.rules.watermarks import full_pass_due
 from shared.settings import Settings, load_settings
@@ -34,6 +40,7 @@ from shared.state.aliases import AliasIndex
 from shared.state.audit import AuditLog
 from shared.state.identity import IdentityMap
 from shared.state.ledger import Ledger, RunSummary, new_run_id
+from shared.sync.observers import FAILED, PARTIAL, SUCCEEDED, RunObserver, RunReport
 from shared.sync.pipeline import Outcome, Step, Unit
 from shared.sync.reconcile import Reconciler
 from shared.sync.scan import scan
@@ -54,6 +61,8 @@ class Context:
     identity: IdentityMap = field(init=False)
     steps: list[Step] = field(init=False)  # what the features plug into the reconcile pipeline
     interests: CatalogSource = field(init=False)  # what the preferences feature answers a scan
+    status: StatusBoard = field(init=False)  # the link rows in Dynamics and "Sync now"
+    observers: list[RunObserver] = field(init=False)  # told when a run starts, is skipped, finishes
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.storage)
@@ -63,8 +72,14 @@ class Context:
         self.mailchimp.set_throttle_observer(lambda wait: _throttled(telemetry.SERVICE_MAILCHIMP, wait))
         self.dataverse.set_throttle_observer(lambda wait: _throttled(telemetry.SERVICE_DATAVERSE, wait))
         # the features: each plugs its steps in here, in the order they run
-        self.steps = [PreferenceStep(self.settings.dataverse_prefix), campaigns.CampaignStep(self.storage)]
+        self.steps = [
+            ErasureStep(self.settings, self.storage, self.mailchimp, self.dataverse),  # first: a skip is seen by all
+            PreferenceStep(self.settings.dataverse_prefix),
+            campaigns.CampaignStep(self.storage),
+        ]
         self.interests = CatalogSource(self.mailchimp, self.dataverse, self.storage, self.settings.dataverse_prefix)
+        self.status = StatusBoard(self.settings, self.dataverse, self.storage)
+        self.observers = [self.status]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
@@ -130,6 +145,9 @@ def plan_sync(
         if holder:
             telemetry.run_skipped(link.name, "run-in-progress", run_id=holder)
             planned.append(PlannedRun(link.name, None, f"run {holder} is still in progress"))
+            if not dry_run:
+                reason = f"run {holder} is still in progress"
+                _notify(ctx, methodcaller("run_skipped", link.name, reason, now))
             continue
         ctx.ledger.start_run(link.name, run_id, full=full, dry_run=dry_run, now=now)
         ctx.storage.send(LINKS_QUEUE, {"link": link.name, "run": run_id, "full": full})
@@ -170,13 +188,22 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
             interests=ctx.interests,
             dry_run=bool(run.get("dry_run")),
         )
-    except LinkError as exc:
+    except (LinkError, DataverseError) as exc:  # a refusal fails the run at once: a retry cannot change it
+        if isinstance(exc, DataverseError) and not exc.refused:
+            if not run.get("first_error"):  # kept for the status row, should every attempt fail
+                ctx.ledger.update_run(link_name, run_id, first_error=person_error(exc, run_id))
+            raise
         ctx.ledger.fail_run(link_name, run_id, str(exc), now)
         log.error("run %s of link %s failed: %s", run_id, link_name, exc)
         telemetry.run_finished(
             run_id, link_name, outcome=telemetry.OUTCOME_FAILED, duration_seconds=_seconds_since(run)
         )
-        return Counter(failed=1)
+        _failed(ctx, link_name, run_id, person_error(exc, run_id))
+        return Counter(failed=1, refused=int(isinstance(exc, DataverseError)))
+    except Exception as exc:
+        if not run.get("first_error"):  # kept for the status row, should every attempt fail
+            ctx.ledger.update_run(link_name, run_id, first_error=person_error(exc, run_id))
+        raise
     if outcome.skips and not run.get("dry_run"):
         AuditLog(ctx.storage).write_skips(link_name, run_id, outcome.skips, now)
     outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
@@ -188,7 +215,9 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     ctx.ledger.scanned(link_name, run_id, outcome.batch_ids, outcome.proposed, outcome.counts)
     ctx.ledger.clear_retries(link_name, [row["RowKey"] for row in retries])
     log.info("run %s of link %s scanned: %d batches (full pass: %s)", run_id, link_name, len(outcome.batch_ids), full)
-    _finalize(ctx, link_name, run_id)  # every batch may have finished while the scan was still going
+    finished = _finalize(ctx, link_name, run_id)  # every batch may have finished while the scan was still going
+    if finished is None and not run.get("dry_run") and _long(run, outcome.batch_ids):
+        _notify(ctx, lambda o: o.run_started(link_name, run_id, run["started"]))  # the row says Running
     return outcome.counts
 
 
@@ -211,8 +240,10 @@ def reconcile_batch(ctx: Context, message: dict[str, Any], dequeue_count: int = 
         return Outcome(batch_id, duplicate=True)  # reconciled before: a redelivered message writes nothing
     try:
         outcome = ctx.reconciler().reconcile(Unit.of(unit.message(), ctx.settings.link(link), dry_run=dry_run))
-    except Exception:
+    except Exception as exc:
         _point_at(ctx, link, run_id, ctx.ledger.release_unit(link, run_id, batch_id))
+        if not run.get("first_error"):  # kept for the status row, should the batch be dead-lettered
+            ctx.ledger.update_run(link, run_id, first_error=person_error(exc, run_id))
         raise
     if not dry_run:
         ctx.ledger.finish_batch(link, run_id, batch_id, "done", outcome.counts)
@@ -251,6 +282,7 @@ def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
     groups = batch.groups if batch else []
     ctx.ledger.record_retry(link, run_id, batch_id, json.dumps([g.encode() for g in groups], separators=(",", ":")))
     members = len(groups)
+    first_delivery = ctx.ledger.batch_state(link, run_id, batch_id) != "dead"  # the alert counts one event per batch
     ctx.ledger.finish_batch(link, run_id, batch_id, "dead", Counter(dead_batches=1, dead_members=members))
     log.error(
         "batch %s of run %s for link %s was dead-lettered; its %d members are retried by the next run",
@@ -259,16 +291,22 @@ def dead_letter_batch(ctx: Context, message: dict[str, Any]) -> None:
         link,
         members,
     )
-    telemetry.dead_lettered(link, batch_id, run_id=run_id, members=members)
+    if first_delivery:
+        telemetry.dead_lettered(link, batch_id, run_id=run_id, members=members)
     _finalize(ctx, link, run_id)
 
 
 def dead_letter_link(ctx: Context, message: dict[str, Any]) -> None:
     """A scan failed maxDequeueCount times: the run fails, the watermarks stay, the link is free again."""
-    ctx.ledger.fail_run(
-        message["link"], message["run"], "the scan failed repeatedly (see the function's errors)", datetime.now(UTC)
-    )
+    run = ctx.ledger.run(message["link"], message["run"]) or {}
+    first = run.get("first_error") or "see the function's errors"
+    error = f"the scan failed every attempt: {first}"
+    ctx.ledger.fail_run(message["link"], message["run"], error, datetime.now(UTC))
+    if run and not run.get("dry_run"):
+        _failed(ctx, message["link"], message["run"], error)
     log.error("run %s of link %s failed: its scan was dead-lettered", message["run"], message["link"])
+    if run.get("status") != "failed":  # a poison message delivered again is not a second dead letter
+        telemetry.scan_dead_lettered(message["link"], message["run"])
     telemetry.run_finished(
         message["run"],
         message["link"],
@@ -304,7 +342,65 @@ def _finalize(ctx: Context, link: str, run_id: str) -> RunSummary | None:
             dead_lettered=summary.dead_batches,
             duration_seconds=((summary.finished or summary.started) - summary.started).total_seconds(),
         )
+        if not summary.dry_run:
+            first = (ctx.ledger.run(link, run_id) or {}).get("first_error", "") if summary.dead_batches else ""
+            report = RunReport(
+                link,
+                run_id,
+                PARTIAL if summary.dead_batches else SUCCEEDED,
+                summary.started,
+                summary.finished or summary.started,
+                counts,
+                error=first,
+                dead_batches=summary.dead_batches,
+            )
+            _notify(ctx, lambda o: o.run_finished(report))
     return summary
+
+
+def _long(run: dict[str, Any], batch_ids: list[str]) -> bool:
+    """Whether the row should say Running before the outcome: a run of one batch after a short scan (the run in
+    which nothing changed re-reads its overlap in one) writes its row once, when it finishes."""
+    return len(batch_ids) > 1 or (datetime.now(UTC) - run["started"]) >= timedelta(minutes=1)
+
+
+def _failed(ctx: Context, link: str, run_id: str, error: str) -> None:
+    run = ctx.ledger.run(link, run_id) or {}
+    finished = datetime.now(UTC)
+    report = RunReport(link, run_id, FAILED, run.get("started") or finished, finished, {}, error=error)
+    _notify(ctx, lambda o: o.run_finished(report))
+
+
+def _notify(ctx: Context, tell: Callable[[RunObserver], None]) -> None:
+    """Tells every observer (the status rows)."""
+    for observer in ctx.observers:
+        _quietly(partial(tell, observer))
+
+
+def _quietly(show: Callable[[], None]) -> None:
+    # showing a run must never fail it: its own state is written already, so a failure is only logged
+    try:
+        show()
+    except Exception as exc:
+        log.warning("a run event was not shown: %s: %s", type(exc).__name__, exc)
+
+
+def sync_now(ctx: Context, now: datetime | None = None) -> list[PlannedRun]:
+    """The one-minute check: a link whose row a user set to "Sync now" gets a run (the lease stops a second one
+    while a run is going), and the row says No again."""
+    now = now or datetime.now(UTC)
+    planned: list[PlannedRun] = []
+    for name in ctx.status.pressed():
+        for item in plan_sync(ctx, link_name=name, now=now, trigger=telemetry.TRIGGER_TIMER):
+            if item.run_id:
+                _quietly(partial(ctx.status.answered, item.link, item.run_id, now))
+            planned.append(item)
+    return planned
+
+
+def link_statuses(ctx: Context) -> list[dict[str, Any]]:
+    """What every link's row in Dynamics says, for GET /api/status and `status`."""
+    return [status.to_json() for status in ctx.status.statuses()]
 
 
 CONFLICT_RULES = {

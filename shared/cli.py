@@ -1,4 +1,5 @@
-"""python -m shared.cli check | provision | sync [--link NAME] [--full] [--dry-run] | status
+"""python -m shared.cli check | provision | sync [--link NAME] [--full] [--dry-run] | status | forget EMAIL [--dry-run]
+| explain EMAIL [--json]
 
 Settings come from the environment, or from a local.settings.json given with --settings.
 Exit codes: 0 fine; 1 a batch was dead-lettered (sync) or a run failed; 2 configuration problems.
@@ -21,7 +22,10 @@ from shared import app as engine
 from shared.adapters.dataverse import Dataverse, DataverseError
 from shared.adapters.mailchimp import Mailchimp, MailchimpError
 from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, Storage, poison
-from shared.errors import ConsentBridgeError
+from shared.errors import ConfigurationError, ConsentBridgeError
+from shared.features.erasure.explain import explain
+from shared.features.erasure.explain import render as render_explanation
+from shared.features.erasure.forget import AddressError, describe_forgetting, forget
 from shared.provision import provision
 from shared.settings import Settings, SettingsError, load_settings
 
@@ -67,6 +71,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         help="seconds before a failed message is retried (default: host.json visibilityTimeout)",
     )
     commands.add_parser("status", help="the latest runs per link with their counts")
+    forget_ = commands.add_parser("forget", help="erase an address: Mailchimp, the product's state, a tombstone")
+    forget_.add_argument("email")
+    forget_.add_argument("--dry-run", action="store_true", help="print what would be erased; change nothing")
+    explain_ = commands.add_parser("explain", help="everything the product holds about one person")
+    explain_.add_argument("email")
+    explain_.add_argument("--json", action="store_true", help="JSON for tooling instead of text")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(read_environment(args.settings))
@@ -80,14 +90,19 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     if args.command == "provision":
         try:
             lines = provision(settings, ctx.storage, ctx.dataverse)
-        except ConsentBridgeError as exc:
+        except ConfigurationError as exc:
             print(f"configuration: {exc}", file=out)
+            return 2
+        except ConsentBridgeError as exc:  # Dataverse refused: the table, column or view, the call, what to do
+            print(f"provision stopped at {exc}", file=out)
             return 2
         for line in lines or ["everything was already in place"]:
             print(line, file=out)
         return 0
     if args.command == "status":
         return status(ctx, out)
+    if args.command in ("forget", "explain"):
+        return privacy_request(ctx, args, out)
     rules = QueueRules.from_host_json()
     if args.retry_delay is not None:
         rules = QueueRules(rules.max_dequeue_count, args.retry_delay)
@@ -133,10 +148,35 @@ def check(settings: Settings, out: TextIO) -> int:
     return 2 if problems else 0
 
 
+def privacy_request(ctx: engine.Context, args: argparse.Namespace, out: TextIO) -> int:
+    """forget: 0 done, 1 a service refused (what remains is printed; run it again), 2 not an address.
+    explain: 0, or 2 when the text is not an address."""
+    try:
+        if args.command == "explain":
+            found = explain(ctx, args.email)
+            print(json.dumps(found, indent=2) if args.json else render_explanation(found), file=out)
+            return 0
+        done = forget(ctx, args.email, dry_run=args.dry_run)
+    except AddressError as exc:
+        print(f"{args.command}: {exc}", file=out)
+        return 2
+    for line in describe_forgetting(done):
+        print(line, file=out)
+    return 0 if done.done else 1
+
+
 def status(ctx: engine.Context, out: TextIO) -> int:
+    rows = {row["link"]: row for row in engine.link_statuses(ctx)}  # what the link's row in Dynamics says
     for link in ctx.settings.links:
         runs = ctx.ledger.latest_runs(link.name)
         print(f"{link.name}:", file=out)
+        row = rows[link.name]
+        print(
+            f"  row in Dynamics: {row['state']}; started {row['started'] or '-'}; finished {row['finished'] or '-'}; "
+            f"next run {row['nextRun'] or '-'}; {row['summary'] or 'no summary yet'}"
+            + (f"; error: {row['error']}" if row["error"] else ""),
+            file=out,
+        )
         if not runs:
             print("  no runs yet", file=out)
         for run in runs:
@@ -194,8 +234,16 @@ def run_sync(
     for item in planned:
         if item.skipped:
             print(f"{item.link}: skipped, {item.skipped}", file=out)
+    refused: set[str] = set()  # runs whose scan Dataverse refused (a privilege, a table): exit 2
+
+    def scan(message: dict[str, Any], _: int) -> Any:
+        counts = engine.scan_link(ctx, message)
+        if counts.get("refused"):
+            refused.add(message["run"])
+        return counts
+
     handlers: dict[str, Callable[[dict[str, Any], int], Any]] = {
-        LINKS_QUEUE: lambda m, _: engine.scan_link(ctx, m),
+        LINKS_QUEUE: scan,
         BATCHES_QUEUE: lambda m, attempt: engine.reconcile_batch(ctx, m, attempt),
         poison(LINKS_QUEUE): lambda m, _: engine.dead_letter_link(ctx, m),
         poison(BATCHES_QUEUE): lambda m, _: engine.dead_letter_batch(ctx, m),
@@ -214,7 +262,7 @@ def run_sync(
             for change in ctx.ledger.planned(item.link, item.run_id):
                 print(f"  would {describe_change(change)}", file=out)
         if run.status == "failed":
-            exit_code = max(exit_code, 1)
+            exit_code = max(exit_code, 2 if item.run_id in refused else 1)
         if run.dead_batches:
             print(
                 f"{item.link}: {run.dead_batches} batch(es) were dead-lettered; their members are retried by the "

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from shared.adapters.ports import DataversePort, StoragePort
-from shared.adapters.schema import attribute_exists, label
+from shared.adapters.schema import InSolution, attribute_exists, ensure_solution, label
 from shared.errors import ConfigurationError
 from shared.features.campaigns import core as campaigns
 from shared.features.preferences import schema as preference_schema
+from shared.features.status import schema as status_schema
 from shared.rules.consent import SUBSCRIBER_STATUS_CODES
 from shared.settings import Settings
 
@@ -54,8 +55,11 @@ def status_column_metadata(logical_name: str) -> dict[str, Any]:
 
 
 def provision(settings: Settings, storage: StoragePort, dataverse: DataversePort) -> list[str]:
-    """Idempotent: returns a line per thing it created (nothing on a second call)."""
+    """Idempotent: returns a line per thing it created (nothing on a second call). Every Dataverse component
+    lands in the product's unmanaged solution, whose publisher carries DATAVERSE_PREFIX."""
     done = [f"created {name}" for name in storage.ensure()]
+    dataverse = InSolution(dataverse)  # the same port: components go into the solution, refusals name them
+    done += ensure_solution(dataverse, settings.dataverse_prefix)
     column = settings.subscriber_status_column
     if column:
         if not column.startswith(f"{settings.dataverse_prefix}_"):
@@ -71,4 +75,5 @@ def provision(settings: Settings, storage: StoragePort, dataverse: DataversePort
                 done.append(f"created column {column} on {table}")
     done += campaigns.provision_schema(dataverse, settings.dataverse_prefix)
     done += preference_schema.provision_schema(dataverse, settings.dataverse_prefix)
+    done += status_schema.provision_schema(dataverse, settings.dataverse_prefix)
     return done

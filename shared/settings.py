@@ -25,6 +25,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 DEFAULTS = {
     "SYNC_SCHEDULE": "0 */15 * * * *",
+    "SYNC_NOW_SCHEDULE": "0 * * * * *",
     "FULL_RESYNC_HOURS": "24",
     "RESUBSCRIBE_POLICY": "never",
     "NEW_MEMBER_STATUS": "subscribed",
@@ -35,6 +36,7 @@ DEFAULTS = {
     "BATCH_SIZE": "500",
     "CAMPAIGN_ACTIVITY_DAYS": "30",
     "RECONCILE_MAX_EMAILS": "5000",
+    "ON_DYNAMICS_DELETE": "keep",
 }
 
 
@@ -104,6 +106,8 @@ class Settings:
     batch_size: int
     campaign_activity_days: int = 30
     reconcile_max_emails: int = 5000
+    sync_now_schedule: str = "0 * * * * *"  # the timer that answers "Sync now" in Dynamics
+    on_dynamics_delete: Literal["keep", "archive", "forget"] = "keep"
 
     def __repr__(self) -> str:  # never show the key
         return (
@@ -178,6 +182,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         read.fail(
             "SYNC_SCHEDULE", f"expected an NCRONTAB expression with six fields, e.g. '0 */15 * * * *'; got {schedule!r}"
         )
+    sync_now_schedule = read.raw("SYNC_NOW_SCHEDULE") or DEFAULTS["SYNC_NOW_SCHEDULE"]
+    if len(sync_now_schedule.split()) != 6 or not re.fullmatch(r"[0-9*/,\-A-Za-z ]+", sync_now_schedule):
+        read.fail(
+            "SYNC_NOW_SCHEDULE",
+            f"expected an NCRONTAB expression with six fields, e.g. '0 * * * * *'; got {sync_now_schedule!r}",
+        )
     hours_text = read.raw("FULL_RESYNC_HOURS") or "24"
     try:
         hours = float(hours_text)
@@ -211,6 +221,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     batch_size = read.integer("BATCH_SIZE", 1, 1000)
     campaign_days = read.integer("CAMPAIGN_ACTIVITY_DAYS", 1, 180)
     reconcile_max_emails = read.integer("RECONCILE_MAX_EMAILS", 1, 20000)
+    on_delete = read.choice("ON_DYNAMICS_DELETE", ("keep", "archive", "forget"))
     if read.problems:
         raise SettingsError(read.problems)
     return Settings(
@@ -231,6 +242,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         batch_size=batch_size,
         campaign_activity_days=campaign_days,
         reconcile_max_emails=reconcile_max_emails,
+        sync_now_schedule=sync_now_schedule,
+        on_dynamics_delete="archive" if on_delete == "archive" else "forget" if on_delete == "forget" else "keep",
     )
 
 

@@ -74,6 +74,7 @@ DIM_SKIPPED_COUNT = "skipped_count"
 DIM_CONFLICT_COUNT = "conflict_count"
 DIM_DEAD_LETTERED_COUNT = "dead_lettered_count"
 DIM_DURATION_SECONDS = "duration_seconds"
+DIM_STAGE = "stage"
 DIMENSIONS = frozenset(
     {
         DIM_EVENT,
@@ -96,6 +97,7 @@ DIMENSIONS = frozenset(
         DIM_CONFLICT_COUNT,
         DIM_DEAD_LETTERED_COUNT,
         DIM_DURATION_SECONDS,
+        DIM_STAGE,
     }
 )
 
@@ -119,12 +121,18 @@ TRIGGER_HTTP = "http"
 TRIGGER_CLI = "cli"
 TRIGGERS = frozenset({TRIGGER_TIMER, TRIGGER_HTTP, TRIGGER_CLI})
 
+# What was dead-lettered: a link's scan (sync-links-poison) or a reconcile or campaign batch (sync-batches-poison).
+STAGE_SCAN = "scan"
+STAGE_BATCH = "batch"
+STAGES = frozenset({STAGE_SCAN, STAGE_BATCH})
+
 VALUES_BY_DIMENSION: Mapping[str, frozenset[str]] = {
     DIM_EVENT: EVENTS,
     DIM_SIDE: SIDES,
     DIM_SERVICE: SERVICES,
     DIM_OUTCOME: OUTCOMES,
     DIM_TRIGGER: TRIGGERS,
+    DIM_STAGE: STAGES,
 }
 
 LINK_NAME = re.compile(r"[a-z0-9-]{1,40}")  # the SYNC_LINKS name contract
@@ -270,15 +278,31 @@ def throttled(link: str, service: str, wait_seconds: float, *, run_id: str | Non
 
 
 def dead_lettered(link: str, batch_id: str, *, run_id: str | None = None, members: int = 0) -> None:
-    """A batch reached the poison queue; its ``members`` emails are kept for retry in the next run."""
+    """A batch reached the poison queue; its ``members`` emails are kept for retry in the next run.
+
+    Emitted once per batch (the alert counts these events, not the host's own poison-queue log line)."""
     _emit(
         EVENT_DEAD_LETTERED,
         logging.ERROR,
         {
             DIM_LINK: _link(link),
+            DIM_STAGE: STAGE_BATCH,
             DIM_BATCH_ID: _identifier(batch_id),
             DIM_COUNT: _count(DIM_COUNT, members),
             **_optional_run(run_id),
+        },
+    )
+
+
+def scan_dead_lettered(link: str, run_id: str) -> None:
+    """A link's scan reached the poison queue: its run failed and the next run reads from the same watermarks."""
+    _emit(
+        EVENT_DEAD_LETTERED,
+        logging.ERROR,
+        {
+            DIM_LINK: _link(link),
+            DIM_STAGE: STAGE_SCAN,
+            DIM_RUN_ID: _identifier(run_id),
         },
     )
 

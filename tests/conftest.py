@@ -16,8 +16,9 @@ WORLD_FIXTURES = frozenset(
     {"azurite", "mailchimp_emulator", "dataverse_emulator", "_mailchimp_server", "_dataverse_server"}
 )
 # Whole folders or files that need the world without a fixture saying so: the emulators' own tests serve HTTP on
-# loopback (one starts an emulator process), the benchmark runs the product as a subprocess, checkov is a subprocess.
-WORLD_PATHS = (("emulators",), ("bench",), ("infra", "test_checkov.py"))
+# loopback (one starts an emulator process), the benchmark runs the product as a subprocess, checkov and the Kusto
+# parser (node) are subprocesses.
+WORLD_PATHS = (("emulators",), ("bench",), ("infra", "test_checkov.py"), ("infra", "test_kql.py"))
 
 
 def needs_the_world(item: pytest.Item) -> bool:
@@ -51,11 +52,22 @@ def _mailchimp_server() -> Iterator[EmulatorServer]:
         yield server
 
 
+@pytest.fixture(params=["documented", "strict"])
+def mailchimp_compliance(request: pytest.FixtureRequest) -> str:
+    """Runs a test under both compliance modes of the Mailchimp emulator: "documented" (the service: only the
+    person's own unsubscribe and bounces block re-subscribing through the API) and "strict" (every unsubscribe
+    does), so that a consent test shows the product keeps "never re-subscribe" itself, not the emulator for it."""
+    return str(request.param)
+
+
 @pytest.fixture
-def mailchimp_emulator(_mailchimp_server: EmulatorServer) -> Iterator[Running]:
-    """A Mailchimp emulator with no state, no faults and zeroed call counts."""
+def mailchimp_emulator(_mailchimp_server: EmulatorServer, request: pytest.FixtureRequest) -> Iterator[Running]:
+    """A Mailchimp emulator with no state, no faults and zeroed call counts, in the documented compliance mode
+    unless the test asks for ``mailchimp_compliance``."""
     admin = AdminClient(_mailchimp_server.url)
     admin.reset()
+    if "mailchimp_compliance" in request.fixturenames:
+        admin.call("POST", "settings", {"compliance": request.getfixturevalue("mailchimp_compliance")})
     yield Running(_mailchimp_server.url, admin, _mailchimp_server)
     admin.reset()
 

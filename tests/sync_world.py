@@ -117,6 +117,11 @@ class SyncWorld:
         ctx = self.context()
         return provision(ctx.settings, ctx.storage, ctx.dataverse)
 
+    def status_writes(self) -> int:
+        """The $batch calls that wrote the link's status row in Dynamics (the sync's own count of them)."""
+        row = self.context().storage.get("SyncState", self.link, "status") or {}
+        return int(row.get("writes") or 0)
+
     def members(self) -> dict[str, dict[str, Any]]:
         """Mailchimp members of the audience by email address."""
         state = self.mailchimp.admin.state(list_id=self.audience)

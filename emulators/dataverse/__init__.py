@@ -8,10 +8,13 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
 
 - tables ``contacts``, ``leads``, ``accounts``, ``lists`` and ``listmembers`` (RetrieveMultiple only)
   with their consent columns, ``savedqueries`` (system views: ``returnedtypecode`` must name a table and
-  the ``fetchxml`` must query it), plus custom tables created through the metadata API;
+  the ``fetchxml`` must query it), ``publishers`` (unique name, a 2-8 character customization prefix not
+  starting with ``mscrm``, option value prefix 10000-99999) and ``solutions`` (unique name, version,
+  ``publisherid@odata.bind``), plus custom tables created through the metadata API;
 - ``GET`` collections with ``$select``/``$filter``/``$orderby``/``$top``/``$count``, ``Prefer:
   odata.maxpagesize`` paging with ``$skiptoken`` next links (``$top`` ignored then), ``$skip``,
-  ``$search``, ``$format`` and unknown ``$`` options refused; ``contacts(<id>)``; ``.../$count``;
+  ``$search``, ``$format`` and unknown ``$`` options refused; ``contacts(<id>)``; ``.../$count`` (with a
+  ``$deltatoken``: the number of changes that delta link holds, changed and deleted rows);
   navigation collections ``lists(<id>)/listcontact_association`` (and lead/account, and from the
   member side); ``?fetchXml=`` with ``page``/``count``/``paging-cookie`` and the
   ``fetchxmlpagingcookie``/``morerecords`` annotations;
@@ -31,11 +34,24 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
   their members are their ``query`` run through ``?fetchXml=`` (``/_admin/state`` shows them);
 - ``$batch`` with change sets (atomic), ``Content-ID`` references, 1,000 requests at most,
   stop-on-first-error or ``Prefer: odata.continue-on-error``;
-- metadata: ``EntityDefinitions`` (``$select``, a small ``$filter``), ``(LogicalName='x')`` with
-  ``$expand=Attributes``, ``/Attributes``, ``/Attributes(LogicalName='x')`` and its
-  ``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$expand=OptionSet`` cast; ``POST`` of Boolean,
-  Picklist, String, Memo, DateTime, Integer and BigInt columns and of custom tables (publisher prefix
-  checked, entity set name derived as the plural of the logical name); ``PublishXml``/``PublishAllXml``;
+- metadata: ``EntityDefinitions`` and ``(LogicalName='x')`` (``$select``, a small ``$filter``) with
+  ``$expand=Attributes($select=...;$filter=...)`` and ``Keys`` (always empty: no alternate keys), on the
+  collection and on one table; ``/Attributes`` and ``/Attributes(LogicalName='x')``, each also cast to a
+  derived type (``/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata``, String, Memo, Boolean, Integer,
+  BigInt, Picklist, State, Status, Lookup, EntityName), the cast collection holding only columns of that
+  type; ``$select`` of a derived type's properties (``MaxLength``, ``Format``, ``DateTimeBehavior``,
+  ``Targets``, ...) needs the cast, as in the real service, and a cast with options takes
+  ``$expand=OptionSet``; other expansions (relationships, privileges, ``GlobalOptionSet``), options
+  inside an expansion other than ``$select``/``$filter`` and casts to types no column has (Money,
+  MultiSelectPicklist, ...) answer 501 rather than leave something out; ``POST`` of Boolean, Picklist,
+  String, Memo, DateTime, Integer and BigInt columns and of custom tables (entity set name derived as the
+  plural of the logical name); ``PublishXml``/``PublishAllXml``;
+- solutions: a metadata ``POST`` or a ``savedqueries`` create with ``MSCRM.SolutionUniqueName`` lands in
+  that solution (an unknown solution is a 404); its SchemaName (and a table's custom columns', a
+  relationship's lookup's) must carry the prefix of the solution's publisher (400 otherwise); without the
+  header the prefix must be one a publisher has (the ``publisherPrefixes`` setting or a ``publishers`` row)
+  and the component lands in ``Default``; ``/_admin/state`` lists ``solutionComponents`` (solution, type
+  Entity/Attribute/Relationship/SavedQuery, name, table) in the order they were created;
 - one-to-many relationships: ``POST RelationshipDefinitions`` with a ``OneToManyRelationshipMetadata`` body
   and its ``Lookup`` adds the lookup column to the referencing table (read and filtered as
   ``_<lookup>_value``, in FetchXML by its logical name), written with ``<Lookup SchemaName>@odata.bind``
@@ -77,15 +93,17 @@ Injected faults (``POST /_admin/faults``) answer in Dataverse's shape: 429 with 
 error and ``Retry-After``, ``429-empty`` with no body, 503 with ``Retry-After``, other statuses with
 an unexpected-error body; ``slow`` delays the request.
 
-Deliberately not reproduced: ``$expand`` and ``$apply`` (501), alternate keys (no keys exist, so a
-key URL gets the real "key ... is not valid" 400), the CSDL ``$metadata`` document (501), ``PUT``
-and ``DELETE`` of metadata and relationships, many-to-many and multi-table (polymorphic) relationships
-created through metadata, the referenced side's collection navigation of a created relationship, global option
-sets, publishers and solutions (``MSCRM.SolutionUniqueName`` is accepted and ignored; the known
-prefixes are a setting), ``RemoveMemberList``/``CopyDynamicListToStatic``/``QualifyLead`` and other
-actions, direct create/update/delete of ``listmember`` rows (501), plug-ins, duplicate detection,
-auditing, field security, business units and security roles, email format validation, ``Consistency``
-and metadata caching delays, the 32 KB URL limit, and per-web-server limits (one server here).
+Deliberately not reproduced: ``$expand`` on records and ``$apply`` (501), alternate keys (no keys exist, so a
+key URL gets the real "key ... is not valid" 400, and ``Keys`` expands to an empty list), the CSDL
+``$metadata`` document (501), ``PUT`` and ``DELETE`` of metadata and relationships, many-to-many and
+multi-table (polymorphic) relationships created through metadata, the referenced side's collection
+navigation of a created relationship, global option sets, the ``solutioncomponents`` table and the solution
+actions (``AddSolutionComponent``, export, import, uninstall: deleting a ``solutions`` row removes only the
+row, as deleting an unmanaged solution does), managed solutions, the default publisher and solution as rows
+(the ``publisherPrefixes`` setting stands in for them), ``RemoveMemberList``/``CopyDynamicListToStatic``/
+``QualifyLead`` and other actions, direct create/update/delete of ``listmember`` rows (501), plug-ins,
+duplicate detection, auditing, field security, business units and security roles, email format validation,
+``Consistency`` and metadata caching delays, the 32 KB URL limit, and per-web-server limits (one server here).
 Metadata created inside a failed change set is not rolled back. Inactive contacts/accounts refuse
 updates (``inactiveReadOnly``), which the documentation states for the UI while the real API may
 accept them; switch it off to test that. Error texts the published catalogue does not give are the

@@ -472,7 +472,64 @@ def builtin_tables() -> list[Table]:
         ownership="OrganizationOwned",
         change_tracking=False,
     )
-    return [contact, lead, account, marketing_list, list_member, saved_query]
+    publisher = _table(
+        "publisher",
+        "Publisher",
+        "publishers",
+        "publisherid",
+        "friendlyname",
+        "Publisher",
+        "Publishers",
+        7101,
+        [
+            Attribute("publisherid", GUID, "Publisher", valid_for_update=False, required_level="SystemRequired"),
+            _string("uniquename", "Name", 256, required_level="SystemRequired", valid_for_update=False),
+            _string("friendlyname", "Display Name", 256, required_level="SystemRequired"),
+            _string("customizationprefix", "Prefix", 8, required_level="SystemRequired"),
+            Attribute(
+                "customizationoptionvalueprefix",
+                INTEGER,
+                "Option Value Prefix",
+                min_value=10000,
+                max_value=99999,
+                required_level="SystemRequired",
+            ),
+            Attribute("description", MEMO, "Description", max_length=2000),
+            *_common("publisher"),
+        ],
+        ownership="OrganizationOwned",
+        change_tracking=False,
+    )
+    solution = _table(
+        "solution",
+        "Solution",
+        "solutions",
+        "solutionid",
+        "friendlyname",
+        "Solution",
+        "Solutions",
+        7100,
+        [
+            Attribute("solutionid", GUID, "Solution", valid_for_update=False, required_level="SystemRequired"),
+            _string("uniquename", "Name", 65, required_level="SystemRequired", valid_for_update=False),
+            _string("friendlyname", "Display Name", 256, required_level="SystemRequired"),
+            _string("version", "Version", 256, required_level="SystemRequired"),
+            Attribute("publisherid", LOOKUP, "Publisher", targets=("publisher",), required_level="SystemRequired"),
+            _system(
+                "ismanaged",
+                BOOLEAN,
+                "Package Type",
+                default=False,
+                options=[Option(0, "Unmanaged"), Option(1, "Managed")],
+            ),
+            Attribute("description", MEMO, "Description", max_length=2000),
+            *_common("solution"),
+        ],
+        ownership="OrganizationOwned",
+        change_tracking=False,
+        bindings={"publisherid@odata.bind": ("publisherid", "publisher")},
+    )
+    return [contact, lead, account, marketing_list, list_member, saved_query, publisher, solution]
 
 
 # ---- metadata created through the Web API ------------------------------------------------------
@@ -501,6 +558,19 @@ def check_schema_name(schema_name: Any, prefixes: Iterable[str], kind: str) -> s
             f"any publisher ({', '.join(known)})."
         )  # text unverified
     return schema_name
+
+
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{1,7}$")
+
+
+def check_publisher(row: dict[str, Any]) -> None:
+    """A publisher's customization prefix: 2 to 8 lower-case letters or digits, not starting with ``mscrm``."""
+    prefix = str(row.get("customizationprefix") or "")
+    if not _PREFIX.match(prefix) or prefix.startswith("mscrm"):
+        raise metadata_error(
+            f"The customization prefix '{prefix}' is not valid: use 2 to 8 lower-case letters or digits, "
+            "starting with a letter and not with 'mscrm'."
+        )  # text unverified
 
 
 def _required_label(body: dict[str, Any], key: str, kind: str) -> str:
@@ -807,6 +877,17 @@ def builtin_relationships() -> list[Relationship]:
             "contact_customer_contacts",
             is_custom=False,
         ),
+        Relationship(
+            "publisher_solution",
+            "publisher",
+            "publisherid",
+            "solution",
+            "publisherid",
+            "publisherid",
+            "publisher_solution",
+            cascade={**DEFAULT_CASCADE, "Delete": "Restrict"},
+            is_custom=False,
+        ),
     ]
 
 
@@ -898,6 +979,15 @@ def attribute_metadata(table: Table, attribute: Attribute, with_options: bool = 
         body["MinValue"], body["MaxValue"] = attribute.min_value, attribute.max_value
     if attribute.type == BOOLEAN:
         body["DefaultValue"] = bool(attribute.default)
+    if attribute.type == STRING:
+        body["FormatName"] = {"Value": attribute.format or "Text"}
+    if attribute.type == MEMO:
+        body["Format"] = "TextArea"
+    if attribute.type == DATETIME:
+        body["Format"] = attribute.format or "DateAndTime"
+        body["DateTimeBehavior"] = {"Value": "UserLocal"}
+    if attribute.type == PICKLIST:
+        body["DefaultFormValue"] = attribute.default if attribute.default is not None else -1
     if with_options and attribute.options:
         body["OptionSet"] = option_set_metadata(attribute)
     return body
@@ -937,11 +1027,40 @@ ATTRIBUTE_METADATA_PROPERTIES = frozenset(
         "IsValidForUpdate",
         "IsValidForRead",
         "RequiredLevel",
-        "MaxLength",
-        "Targets",
-        "MinValue",
-        "MaxValue",
-        "DefaultValue",
         "Description",
     }
 )
+# The properties a derived type adds: ``$select`` reaches them only through a cast to that type
+# (``.../Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=MaxLength``), as in the real service.
+TYPED_ATTRIBUTE_PROPERTIES = {
+    "StringAttributeMetadata": frozenset({"MaxLength", "FormatName"}),
+    "MemoAttributeMetadata": frozenset({"MaxLength", "Format"}),
+    "BooleanAttributeMetadata": frozenset({"DefaultValue", "OptionSet"}),
+    "IntegerAttributeMetadata": frozenset({"MinValue", "MaxValue"}),
+    "BigIntAttributeMetadata": frozenset({"MinValue", "MaxValue"}),
+    "DateTimeAttributeMetadata": frozenset({"Format", "DateTimeBehavior"}),
+    "PicklistAttributeMetadata": frozenset({"DefaultFormValue", "OptionSet"}),
+    "StateAttributeMetadata": frozenset({"OptionSet"}),
+    "StatusAttributeMetadata": frozenset({"OptionSet"}),
+    "LookupAttributeMetadata": frozenset({"Targets"}),
+    "EntityNameAttributeMetadata": frozenset(),
+}
+# Alternate keys are not reproduced: every table's Keys collection is empty, but asking for it is answered.
+KEY_METADATA_PROPERTIES = frozenset(
+    {
+        "MetadataId",
+        "LogicalName",
+        "SchemaName",
+        "EntityLogicalName",
+        "KeyAttributes",
+        "DisplayName",
+        "EntityKeyIndexStatus",
+        "IsManaged",
+        "IsCustomizable",
+    }
+)
+
+
+def attribute_cast_type(attribute: Attribute) -> str:
+    """The attribute's derived metadata type, as a cast names it (``StringAttributeMetadata``)."""
+    return _METADATA_TYPES[attribute.type]

@@ -31,17 +31,21 @@ from .schema import (
     ATTRIBUTE_METADATA_PROPERTIES,
     BOOLEAN,
     ENTITY_METADATA_PROPERTIES,
+    KEY_METADATA_PROPERTIES,
     LIST_NAVIGATIONS,
     LOOKUP,
     MANY_TO_MANY,
     MEMBER_TYPE_CODES,
     RELATIONSHIP_METADATA_PROPERTIES,
+    TYPED_ATTRIBUTE_PROPERTIES,
     Relationship,
     Table,
+    attribute_cast_type,
     attribute_from_metadata,
     attribute_metadata,
     builtin_relationships,
     builtin_tables,
+    check_publisher,
     entity_metadata,
     metadata_type,
     relationship_from_metadata,
@@ -166,6 +170,8 @@ class DataverseEmulator(Emulator):
             self.join_indexes: dict[tuple[str, str], tuple[int, dict[Any, list[dict]]]] = {}
             self.defaults: dict[str, dict[str, Any]] = {}
             self.next_object_type_code = 10000
+            # solution components as created: {"solution", "type", "name", "table"}; "Default" without the header
+            self.components: list[dict[str, str]] = []
             self.settings: dict[str, Any] = {
                 "changeTrackingExpireDays": 7,
                 "inactiveReadOnly": True,
@@ -473,6 +479,9 @@ class DataverseEmulator(Emulator):
     def _count(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
         self._check_options(request)
+        delta = request.arg("$deltatoken")
+        if delta is not None:
+            return self._count_changes(request, table, delta)
         text = request.arg("$filter")
         with self.data_lock:
             data = self.store.data(table.logical_name)
@@ -481,6 +490,25 @@ class DataverseEmulator(Emulator):
             else:
                 predicate = parse_filter(text, table, aliases=self._aliases(request))
                 total = len(self._evaluate(table, data, None, None, predicate, text, [], "").ids)
+        return Response(200, str(min(total, MAX_PAGE)).encode(), {"Content-Type": "text/plain", "OData-Version": "4.0"})
+
+    def _count_changes(self, request: Request, table: Table, delta: str) -> Response:
+        """``<set>/$count?$deltatoken=``: how many changes (changed rows and deletions) the delta link holds."""
+        for option in ("$filter", "$orderby", "$expand", "$top"):
+            if option in request.query:
+                raise errors.track_changes_option(option)
+        if not table.change_tracking:
+            raise errors.change_tracking_disabled(table.logical_name)
+        with self.data_lock:
+            since = self._delta_version(delta)
+            data = self.store.data(table.logical_name)
+            upto = self.store.version
+            changed = sum(1 for _ in data.changed_since(since, upto))
+            deleted = 0
+            for version, row_id in data.deleted_since(since, upto):
+                revived = data.rows.get(row_id)
+                deleted += not (revived is not None and revived["versionnumber"] > version)
+        total = changed + deleted
         return Response(200, str(min(total, MAX_PAGE)).encode(), {"Content-Type": "text/plain", "OData-Version": "4.0"})
 
     def _query(self, request: Request, table: Table, scope: list[str] | None, scope_key: tuple | None) -> Response:
@@ -896,12 +924,66 @@ class DataverseEmulator(Emulator):
     def _check_required(self, table: Table, row: dict[str, Any]) -> None:
         if table.logical_name == "savedquery":
             self._check_view(row)
+        if table.logical_name in ("publisher", "solution"):
+            self._check_unique_name(table, row)
+        if table.logical_name == "publisher":
+            check_publisher(row)
         if table.logical_name == "list":
             for name in ("listname", "createdfromcode"):
                 if row.get(name) is None:
                     raise ApiError(400, "0x80040203", f"Attribute '{name}' is required for list.")  # unverified
             if row.get("type") and row.get("lockstatus"):
                 raise ApiError(400, "0x8004F703", "Lock Status cannot be specified for a dynamic list.")
+
+    def _check_unique_name(self, table: Table, row: dict[str, Any]) -> None:
+        name = str(row.get("uniquename") or "").lower()
+        for other in self.store.data(table.logical_name).rows.values():
+            if other[table.primary_id] != row[table.primary_id] and str(other.get("uniquename")).lower() == name:
+                raise ApiError(
+                    412,
+                    "0x80040237",
+                    f"A {table.logical_name} with the unique name '{row['uniquename']}' already exists.",
+                )  # text unverified
+
+    # ---- solutions ------------------------------------------------------------------------------
+    def _prefixes(self) -> list[str]:
+        """The customization prefixes of the publishers there are: the setting's and the publishers table's."""
+        rows = self.store.data("publisher").rows.values()
+        return [*self.settings["publisherPrefixes"], *(str(r.get("customizationprefix")) for r in rows)]
+
+    def _solution(self, request: Request) -> tuple[str, str | None]:
+        """(unique name, its publisher's prefix) of the ``MSCRM.SolutionUniqueName`` header; ("Default", None)
+        without one: the component then lands in the default solution only."""
+        name = (request.header("MSCRM.SolutionUniqueName") or "").strip()
+        if not name:
+            return "Default", None
+        solution = next(
+            (r for r in self.store.data("solution").rows.values() if str(r.get("uniquename")).lower() == name.lower()),
+            None,
+        )
+        if solution is None:
+            raise ApiError(404, "0x8004a101", f"No solution with the unique name '{name}' was found.")  # unverified
+        if solution.get("ismanaged"):
+            raise ApiError(400, "0x80048033", f"Components cannot be added to the managed solution '{name}'.")  # unv.
+        publisher = self.store.data("publisher").rows.get(solution.get("_publisherid_value") or "")
+        return str(solution["uniquename"]), str((publisher or {}).get("customizationprefix") or "") or None
+
+    @staticmethod
+    def _check_prefix(schema_name: str, solution: str, prefix: str | None) -> None:
+        """A component created in a solution carries its publisher's customization prefix."""
+        if prefix is None:
+            return
+        own = schema_name.split("_", 1)[0].lower()
+        if own != prefix.lower():
+            raise ApiError(
+                400,
+                "0x80048403",
+                f"The schema name '{schema_name}' does not begin with the customization prefix '{prefix}_' of the "
+                f"publisher of solution '{solution}'.",
+            )  # text unverified
+
+    def _component(self, solution: str, kind: str, name: str, table: str) -> None:
+        self.components.append({"solution": solution, "type": kind, "name": name, "table": table})
 
     def _check_view(self, row: dict[str, Any]) -> None:
         """A system view needs a name, the table it returns and FetchXML over that table."""
@@ -938,6 +1020,9 @@ class DataverseEmulator(Emulator):
                 raise errors.duplicate_key()
             row = self._new_row(table, changes, record_id, user)
             self._check_required(table, row)
+            if table.logical_name == "savedquery":
+                solution, _ = self._solution(request)
+                self._component(solution, "SavedQuery", row["name"], row["returnedtypecode"])
             self.store.insert(table.logical_name, row)
             return self._written(request, table, row, prefer, created=True)
 
@@ -1262,10 +1347,10 @@ class DataverseEmulator(Emulator):
                     raise errors.not_implemented(f"{method} on EntityDefinitions")
                 raise _method_not_allowed(method)
             if found.group("attribute") is None:
-                if found.group("cast"):
-                    raise errors.not_implemented("casts on the Attributes collection")
+                if found.group("cast") and method != "GET":
+                    raise _method_not_allowed(method)
                 if method == "GET":
-                    return self._list_attributes(request, table)
+                    return self._list_attributes(request, table, found.group("cast"))
                 if method == "POST":
                     return self._create_attribute(request, table)
                 raise _method_not_allowed(method)
@@ -1323,7 +1408,12 @@ class DataverseEmulator(Emulator):
     def _list_entities(self, request: Request) -> Response:
         select = self._metadata_select(request, ENTITY_METADATA_PROPERTIES, "EntityMetadata")
         test = _metadata_filter(request.arg("$filter"), ENTITY_METADATA_PROPERTIES, "EntityMetadata")
-        items = [self._pick(body, select) for body in (entity_metadata(t) for t in self.tables.values()) if test(body)]
+        expand = _parse_expand(request.arg("$expand"))
+        items = []
+        for table in self.tables.values():
+            body = entity_metadata(table)
+            if test(body):
+                items.append(self._expanded(table, self._pick(body, select), expand))
         columns = f"({','.join(select)})" if select else ""
         return self._json(
             200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions{columns}", "value": items}
@@ -1331,48 +1421,95 @@ class DataverseEmulator(Emulator):
 
     def _get_entity(self, request: Request, table: Table) -> Response:
         select = self._metadata_select(request, ENTITY_METADATA_PROPERTIES, "EntityMetadata")
-        body = self._pick(entity_metadata(table), select)
-        expand = request.arg("$expand")
-        if expand:
-            found = re.match(r"^Attributes(?:\(\$select=([^)]*)\))?$", expand.strip())
-            if not found:
-                raise errors.not_implemented(f"$expand={expand} on EntityDefinitions")
-            columns = [c.strip() for c in (found.group(1) or "").split(",") if c.strip()] or None
-            for column in columns or []:
-                if column not in ATTRIBUTE_METADATA_PROPERTIES:
-                    raise errors.unknown_property(column, "AttributeMetadata")
-            body["Attributes"] = [self._pick(attribute_metadata(table, a), columns) for a in table.attributes.values()]
+        body = self._expanded(table, self._pick(entity_metadata(table), select), _parse_expand(request.arg("$expand")))
         columns = f"({','.join(select)})" if select else ""
         return self._json(
             200, {"@odata.context": f"{self._base(request)}/$metadata#EntityDefinitions{columns}/$entity", **body}
         )
 
-    def _list_attributes(self, request: Request, table: Table) -> Response:
-        select = self._metadata_select(request, ATTRIBUTE_METADATA_PROPERTIES, "AttributeMetadata")
-        test = _metadata_filter(request.arg("$filter"), ATTRIBUTE_METADATA_PROPERTIES, "AttributeMetadata")
-        items = [
-            self._pick(body, select)
-            for body in (attribute_metadata(table, a) for a in table.attributes.values())
-            if test(body)
-        ]
-        context = f"{self._base(request)}/$metadata#EntityDefinitions('{table.metadata_id}')/Attributes"
+    def _expanded(self, table: Table, body: dict[str, Any], expand: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:
+        """``body`` with the ``$expand``ed navigation properties of EntityMetadata: Attributes (``$select``,
+        ``$filter``) and Keys (always empty: alternate keys are not reproduced); the others answer 501."""
+        for name, options in expand:
+            if name in _UNREPRODUCED_EXPANSIONS:
+                raise errors.not_implemented(f"$expand={name} on EntityDefinitions")
+            if name not in ("Attributes", "Keys"):
+                raise errors.unknown_property(name, "EntityMetadata")
+            unsupported = sorted(set(options) - {"$select", "$filter"})
+            if unsupported:
+                raise errors.not_implemented(f"{', '.join(unsupported)} inside $expand={name}")
+            if name == "Keys":
+                _names(options.get("$select"), KEY_METADATA_PROPERTIES, "EntityKeyMetadata")
+                _metadata_filter(options.get("$filter"), KEY_METADATA_PROPERTIES, "EntityKeyMetadata")
+                body["Keys"] = []
+                continue
+            select = _names(options.get("$select"), ATTRIBUTE_METADATA_PROPERTIES, "AttributeMetadata")
+            test = _metadata_filter(options.get("$filter"), ATTRIBUTE_METADATA_PROPERTIES, "AttributeMetadata")
+            body["Attributes"] = [
+                self._pick_attribute(item, select)
+                for item in (attribute_metadata(table, a) for a in table.attributes.values())
+                if test(item)
+            ]
+        return body
+
+    @classmethod
+    def _pick_attribute(cls, body: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+        """An attribute as a polymorphic collection answers it: its derived type always named."""
+        return {"@odata.type": body["@odata.type"], **cls._pick(body, select)} if select is not None else body
+
+    @staticmethod
+    def _cast_properties(cast: str) -> tuple[str, frozenset[str]]:
+        """(derived type name, the properties ``$select`` may name) of an attribute cast segment."""
+        type_name = cast.rsplit(".", 1)[-1]
+        extra = TYPED_ATTRIBUTE_PROPERTIES.get(type_name)
+        if extra is None:
+            raise errors.not_implemented(f"the attribute cast {cast} (no column of that type is reproduced)")
+        return type_name, ATTRIBUTE_METADATA_PROPERTIES | extra
+
+    def _list_attributes(self, request: Request, table: Table, cast: str | None = None) -> Response:
+        type_name, allowed = (
+            self._cast_properties(cast) if cast else ("AttributeMetadata", ATTRIBUTE_METADATA_PROPERTIES)
+        )
+        select = self._metadata_select(request, allowed - {"OptionSet"}, type_name)
+        test = _metadata_filter(request.arg("$filter"), allowed - {"OptionSet"}, type_name)
+        with_options = self._options_expansion(request, cast, type_name, allowed)
+        items = []
+        for attribute in table.attributes.values():
+            if cast and attribute_cast_type(attribute) != type_name:
+                continue
+            body = attribute_metadata(table, attribute, with_options)
+            if test(body):
+                picked = self._pick_attribute(body, select)
+                if with_options:
+                    picked["OptionSet"] = attribute_metadata(table, attribute, True).get("OptionSet")
+                items.append(picked)
+        suffix = f"/{cast}" if cast else ""
+        context = f"{self._base(request)}/$metadata#EntityDefinitions('{table.metadata_id}')/Attributes{suffix}"
         return self._json(200, {"@odata.context": context, "value": items})
 
+    @staticmethod
+    def _options_expansion(request: Request, cast: str | None, type_name: str, allowed: frozenset[str]) -> bool:
+        """Whether ``$expand=OptionSet`` was asked; only a cast to a type with options has it."""
+        expand = _parse_expand(request.arg("$expand"))
+        for name, options in expand:
+            if name == "GlobalOptionSet" and cast is not None:
+                raise errors.not_implemented("$expand=GlobalOptionSet (global option sets are not reproduced)")
+            if name != "OptionSet" or "OptionSet" not in allowed:
+                raise errors.unknown_property(name, type_name)
+            if options:
+                raise errors.not_implemented(f"{', '.join(sorted(options))} inside $expand=OptionSet")
+        return bool(expand)
+
     def _get_attribute(self, request: Request, table: Table, attribute: Any, cast: str | None) -> Response:
-        allowed = ATTRIBUTE_METADATA_PROPERTIES
-        expand = request.arg("$expand")
-        with_options = False
-        if cast is not None:
-            expected = attribute_metadata(table, attribute)["@odata.type"].lstrip("#")
-            if cast != expected:
-                raise ApiError(
-                    400, "0x80060888", f"The attribute '{attribute.logical_name}' is not of type '{cast}'."
-                )  # text unverified
-        if expand:
-            if not expand.strip().startswith("OptionSet") or cast is None:
-                raise errors.unknown_property(expand.split("(")[0].strip(), "AttributeMetadata")
-            with_options = True
-        select = self._metadata_select(request, allowed, "AttributeMetadata")
+        type_name, allowed = (
+            self._cast_properties(cast) if cast else ("AttributeMetadata", ATTRIBUTE_METADATA_PROPERTIES)
+        )
+        if cast is not None and attribute_cast_type(attribute) != type_name:
+            raise ApiError(
+                400, "0x80060888", f"The attribute '{attribute.logical_name}' is not of type '{cast}'."
+            )  # text unverified
+        with_options = self._options_expansion(request, cast, type_name, allowed)
+        select = self._metadata_select(request, allowed - {"OptionSet"}, type_name)
         body = self._pick(attribute_metadata(table, attribute, with_options), select)
         if with_options and "OptionSet" not in body:
             body["OptionSet"] = attribute_metadata(table, attribute, True).get("OptionSet")
@@ -1386,7 +1523,9 @@ class DataverseEmulator(Emulator):
         )
 
     def _create_attribute(self, request: Request, table: Table) -> Response:
-        attribute = attribute_from_metadata(self._body(request), self.settings["publisherPrefixes"])
+        solution, prefix = self._solution(request)
+        attribute = attribute_from_metadata(self._body(request), self._prefixes())
+        self._check_prefix(attribute.schema_name, solution, prefix)
         clash = next(
             (
                 a
@@ -1400,6 +1539,7 @@ class DataverseEmulator(Emulator):
                 400, "0x80047013", f"Attribute {attribute.schema_name} already exists for entity {table.logical_name}."
             )
         table.add_attribute(attribute)
+        self._component(solution, "Attribute", attribute.logical_name, table.logical_name)
         self.defaults.pop(table.logical_name, None)
         if attribute.default is not None:
             for row in self.store.data(table.logical_name).rows.values():
@@ -1409,9 +1549,15 @@ class DataverseEmulator(Emulator):
         return Response(204, b"", {"OData-Version": "4.0", "OData-EntityId": entity_id})
 
     def _create_entity(self, request: Request) -> Response:
-        table = table_from_metadata(self._body(request), self.settings["publisherPrefixes"], self.next_object_type_code)
+        solution, prefix = self._solution(request)
+        table = table_from_metadata(self._body(request), self._prefixes(), self.next_object_type_code)
+        self._check_prefix(table.schema_name, solution, prefix)
+        for attribute in table.attributes.values():
+            if attribute.is_custom:
+                self._check_prefix(attribute.schema_name, solution, prefix)
         if table.logical_name in self.tables or table.entity_set_name in self.sets:
             raise ApiError(400, "0x80047010", "An object with the specified name already exists")
+        self._component(solution, "Entity", table.logical_name, table.logical_name)
         self.next_object_type_code += 1
         self._register_table(table)
         self.store.add_table(table)
@@ -1485,7 +1631,10 @@ class DataverseEmulator(Emulator):
         body = self._body(request)
         if metadata_type(body) == MANY_TO_MANY:
             raise errors.not_implemented("many-to-many relationships")
-        relationship, lookup = relationship_from_metadata(body, self.settings["publisherPrefixes"], self.tables.get)
+        solution, prefix = self._solution(request)
+        relationship, lookup = relationship_from_metadata(body, self._prefixes(), self.tables.get)
+        self._check_prefix(relationship.schema_name, solution, prefix)
+        self._check_prefix(lookup.schema_name, solution, prefix)
         if any(r.schema_name.lower() == relationship.schema_name.lower() for r in self.relationships.values()):
             raise ApiError(
                 400, "0x80047010", f"A relationship with the name '{relationship.schema_name}' already exists."
@@ -1512,6 +1661,8 @@ class DataverseEmulator(Emulator):
         referencing.add_attribute(lookup)
         referencing.bindings[binding] = (lookup.logical_name, referenced.logical_name)
         self.relationships[relationship.schema_name] = relationship
+        self._component(solution, "Relationship", relationship.schema_name, referencing.logical_name)
+        self._component(solution, "Attribute", lookup.logical_name, referencing.logical_name)
         self.defaults.pop(referencing.logical_name, None)
         self.store.mutations += 1
         return Response(
@@ -1783,6 +1934,7 @@ class DataverseEmulator(Emulator):
                             for t in self.tables.values()
                         },
                         "customRelationships": [r.schema_name for r in self.relationships.values() if r.is_custom],
+                        "solutionComponents": self.components,
                     },
                 )
             table = self.sets.get(name)
@@ -1988,6 +2140,58 @@ def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return value
+
+
+_UNREPRODUCED_EXPANSIONS = frozenset(
+    {"OneToManyRelationships", "ManyToOneRelationships", "ManyToManyRelationships", "Privileges", "Settings"}
+)
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside parentheses and quotes."""
+    parts, depth, quoted, current = [], 0, False, []
+    for char in text:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        if char == separator and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _parse_expand(text: str | None) -> list[tuple[str, dict[str, str]]]:
+    """``Attributes($select=a,b;$filter=x eq 'y'),Keys`` as [(navigation, {option: value})]."""
+    items: list[tuple[str, dict[str, str]]] = []
+    for part in _split_top(text or "", ","):
+        found = re.match(r"^(\w+)\s*(?:\((.*)\))?$", part, re.DOTALL)
+        if not found:
+            raise ApiError(400, "0x80060888", f"Syntax error in the $expand clause '{part}'.")  # text unverified
+        options: dict[str, str] = {}
+        for option in _split_top(found.group(2) or "", ";"):
+            name, equals, value = option.partition("=")
+            if not equals:
+                raise ApiError(400, "0x80060888", f"Syntax error in the $expand option '{option}'.")  # unverified
+            options[name.strip()] = value.strip()
+        items.append((found.group(1), options))
+    return items
+
+
+def _names(text: str | None, allowed: frozenset[str], type_name: str) -> list[str] | None:
+    """A ``$select`` list, each name a property of ``type_name``."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in allowed:
+            raise errors.unknown_property(name, type_name)
+    return names
 
 
 _FILTER_ITEM = re.compile(r"^\s*\(?\s*([A-Za-z]+)\s+(eq|ne)\s+('(?:[^']|'')*'|true|false|null|-?\d+)\s*\)?\s*$")

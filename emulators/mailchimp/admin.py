@@ -19,6 +19,7 @@ from .audience import (
     DEFAULT_MERGE_FIELDS,
     MEMBER_STATUSES,
     Audience,
+    MarketingPermission,
     Member,
     MergeField,
     long_id,
@@ -31,6 +32,8 @@ from .reports import CampaignBook
 from .timestamps import format_epoch, parse_admin_time
 
 DEFAULT_UNSUBSCRIBE_REASON = "I no longer want to receive these emails"
+COMPLIANCE_MODES = ("documented", "strict")
+WITHDRAWN_BY = ("person", "admin", "api")
 
 
 class MailchimpAdmin:
@@ -110,6 +113,13 @@ class MailchimpAdmin:
                     )
                     for position, m in enumerate(merge_specs)
                 ],
+                permissions=[
+                    MarketingPermission(
+                        str(p.get("id") or short_id("permission", audience_id, position)), str(p["text"])
+                    )
+                    for position, p in enumerate(spec.get("marketing_permissions") or [])
+                ],
+                new_tag_id=self.rules.new_tag_id,
             )
             self.next_audience_web_id += 1
             self.audiences[audience_id] = audience
@@ -194,6 +204,21 @@ class MailchimpAdmin:
         )
         member.vip = bool(spec.get("vip", False))
         member.language = str(spec.get("language", ""))
+        before = member.status_before_archive if status == "archived" else status
+        by = spec.get("unsubscribed_by")
+        if by is not None and by not in WITHDRAWN_BY:
+            raise ValueError(f"member {member.hash}: unsubscribed_by must be one of {WITHDRAWN_BY}")
+        if before == "cleaned":
+            member.withdrawn_by = "bounce"
+        elif before == "unsubscribed" or by is not None:
+            member.withdrawn_by = by or "person"  # a pending member may carry the unsubscribe it followed
+        if before == "unsubscribed":
+            member.unsubscribed_at = parse_admin_time(spec.get("unsubscribed_at"), member.last_changed)
+        member.marketing_permissions = {str(k): bool(v) for k, v in (spec.get("marketing_permissions") or {}).items()}
+        if spec.get("sms_phone_number"):
+            member.sms_phone_number = str(spec["sms_phone_number"])
+            member.sms_subscription_status = str(spec.get("sms_subscription_status", "subscribed"))
+            member.sms_subscription_last_updated = format_epoch(member.last_changed) or ""
         audience.members[member.hash] = member
         audience.by_contact[member.contact_id] = member.hash
 
@@ -217,8 +242,9 @@ class MailchimpAdmin:
             }
         return Response.json(200, state)
 
-    @staticmethod
-    def _audience_state(audience: Audience) -> dict[str, Any]:
+    def _audience_state(self, audience: Audience) -> dict[str, Any]:
+        rules = self.rules
+
         def member_state(m: Member) -> dict[str, Any]:
             return {
                 "email_address": m.email_address,
@@ -228,6 +254,10 @@ class MailchimpAdmin:
                 "last_changed": format_epoch(m.last_changed),
                 "timestamp_opt": format_epoch(m.timestamp_opt),
                 "unsubscribe_reason": m.unsubscribe_reason,
+                "unsubscribed_at": format_epoch(m.unsubscribed_at),
+                "unsubscribed_by": m.withdrawn_by,
+                "in_compliance_state": rules.in_compliance_state(m),
+                "marketing_permissions": dict(m.marketing_permissions),
                 "merge_fields": m.merge_fields,
                 "interests": sorted(m.interests),
                 "tags": [audience.tags[t].name for t in m.tags],
@@ -241,6 +271,7 @@ class MailchimpAdmin:
             "members": {m.hash: member_state(m) for m in audience.members.values()},
             "forgotten": sorted(audience.forgotten),
             "tags": {t.id: t.name for t in audience.tags.values()},
+            "marketing_permissions": {p.id: p.text for p in audience.permissions},
             "webhooks": [vars(h) for h in audience.webhooks.values()],
         }
 
@@ -264,10 +295,15 @@ class MailchimpAdmin:
                 self.latency_seconds = float(body["latencySeconds"])
             if "concurrencyLimit" in body:
                 self.concurrency_limit = int(body["concurrencyLimit"])
+            if "compliance" in body:
+                if body["compliance"] not in COMPLIANCE_MODES:
+                    raise ValueError(f"compliance must be one of {COMPLIANCE_MODES}")
+                self.rules.strict_compliance = body["compliance"] == "strict"
             return {
                 "fakeDomains": sorted(self.fake_domains),
                 "latencySeconds": self.latency_seconds,
                 "concurrencyLimit": self.concurrency_limit,
+                "compliance": "strict" if self.rules.strict_compliance else "documented",
             }
 
     def _admin_stats(self, request: Request) -> Any:
@@ -295,7 +331,11 @@ class MailchimpAdmin:
         body = request.json()
         with self.lock:
             audience, member, at = self._person(body)
-            self.rules.person_unsubscribe(audience, member, str(body.get("reason") or DEFAULT_UNSUBSCRIBE_REASON), at)
+            by = body.get("by", "person")
+            if by not in ("person", "admin"):
+                raise ValueError("by must be person (their own unsubscribe) or admin (an admin in the web app)")
+            reason = str(body.get("reason") or DEFAULT_UNSUBSCRIBE_REASON)
+            self.rules.person_unsubscribe(audience, member, reason, at, by=by)
             return self._person_result(audience, member)
 
     def _person_resubscribe(self, request: Request) -> Any:

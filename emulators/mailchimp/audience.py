@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +60,12 @@ class Member:
         "last_changed",
         "list_id",
         "location",
+        "marketing_permissions",
         "member_rating",
         "merge_fields",
+        "sms_phone_number",
+        "sms_subscription_last_updated",
+        "sms_subscription_status",
         "source",
         "status",
         "status_before_archive",
@@ -69,8 +74,10 @@ class Member:
         "timestamp_signup",
         "unique_email_id",
         "unsubscribe_reason",
+        "unsubscribed_at",
         "vip",
         "web_id",
+        "withdrawn_by",
     )
 
     def __init__(
@@ -109,6 +116,14 @@ class Member:
         self.email_type = "html"
         self.location: dict[str, float] = {"latitude": 0, "longitude": 0}
         self.member_rating = 2
+        # who last withdrew consent: "person" (their own unsubscribe), "admin", "api" or "bounce" (cleaned); kept
+        # through pending and archive until the person's own signup or confirmation, never shown by the API
+        self.withdrawn_by: str | None = None
+        self.unsubscribed_at: int | None = None
+        self.marketing_permissions: dict[str, bool] = {}
+        self.sms_phone_number = ""
+        self.sms_subscription_status = ""
+        self.sms_subscription_last_updated = ""
 
     @property
     def index_key(self) -> tuple[int, int, str]:
@@ -131,6 +146,7 @@ class Member:
             self.ip_opt,
             self.location.get("latitude"),
             self.location.get("longitude"),
+            tuple(sorted(self.marketing_permissions.items())),
         )
 
 
@@ -168,6 +184,14 @@ class Tag:
     name: str
     created_at: int
     updated_at: int
+
+
+@dataclass
+class MarketingPermission:
+    """A GDPR marketing permission of an audience (email, direct mail, customised online advertising...)."""
+
+    id: str
+    text: str
 
 
 @dataclass
@@ -211,6 +235,9 @@ class Audience:
     )
     last_sub_date: int | None = None
     last_unsub_date: int | None = None
+    permissions: list[MarketingPermission] = field(default_factory=list)
+    # segment (tag) ids are unique across the account, so the emulator hands them out
+    new_tag_id: Callable[[], int] | None = None
 
     # ---- membership and indexes --------------------------------------------------------------
     def index(self, member: Member) -> None:
@@ -277,9 +304,12 @@ class Audience:
             return self.tags[tag_id]
         if not create:
             return None
-        tag_id = 10_000 + len(self.tags) + 1
-        while tag_id in self.tags:
-            tag_id += 1
+        if self.new_tag_id is not None:
+            tag_id = self.new_tag_id()
+        else:
+            tag_id = 10_000 + len(self.tags) + 1
+            while tag_id in self.tags:
+                tag_id += 1
         tag = Tag(tag_id, name.strip(), now, now)
         self.tags[tag_id] = tag
         self.tag_ids_by_name[tag.name.lower()] = tag_id

@@ -79,7 +79,13 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
 
     name = "mailchimp"
 
-    def __init__(self) -> None:
+    def __init__(self, compliance: str = "documented") -> None:
+        """``compliance="strict"`` refuses re-subscribing every unsubscribed member through the API (also one an
+        admin or the API unsubscribed); the default holds only the person's own unsubscribe and bounces, as the
+        service does. ``POST /_admin/settings {"compliance"}`` switches it; a reset returns to this value."""
+        if compliance not in ("documented", "strict"):
+            raise ValueError("compliance must be documented or strict")
+        self.default_compliance = compliance
         super().__init__()
         self._in_flight: Counter[str] = Counter()
         self._in_flight_lock = threading.Lock()
@@ -92,7 +98,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         self.audiences: dict[str, Audience] = {}
         self.confirmations: list[dict[str, Any]] = []
         self.fake_domains: set[str] = set()
-        self.rules = MemberRules(self._now, self.fake_domains, self.confirmations)
+        self.rules = MemberRules(
+            self._now, self.fake_domains, self.confirmations, strict_compliance=self.default_compliance == "strict"
+        )
         self.campaigns = CampaignBook()
         self.batches: dict[str, batch_ops.Batch] = {}
         self.latency_seconds = 0.0
@@ -135,12 +143,15 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         add("GET", "/3.0/lists/{list_id}/segments", self._segments)
         add("GET", "/3.0/lists/{list_id}/segments/{segment_id}", self._segment)
         add("POST", "/3.0/lists/{list_id}/segments/{segment_id}", self._batch_segment_members)
+        add("GET", "/3.0/lists/{list_id}/segments/{segment_id}/members", self._segment_members)
+        add("GET", "/3.0/lists/{list_id}/tag-search", self._tag_search)
         add("GET", "/3.0/lists/{list_id}/webhooks", self._webhooks)
         add("POST", "/3.0/lists/{list_id}/webhooks", self._create_webhook)
         add("GET", "/3.0/lists/{list_id}/webhooks/{webhook_id}", self._webhook)
         add("DELETE", "/3.0/lists/{list_id}/webhooks/{webhook_id}", self._delete_webhook)
         add("GET", "/3.0/campaigns", self._list_campaigns)
         add("GET", "/3.0/campaigns/{campaign_id}", self._campaign)
+        add("GET", "/3.0/reports", self._reports)
         add("GET", "/3.0/reports/{campaign_id}", self._report)
         add("GET", "/3.0/reports/{campaign_id}/sent-to", self._sent_to)
         add("GET", "/3.0/reports/{campaign_id}/email-activity", self._email_activity)
@@ -394,7 +405,7 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             "visibility": "pub",
             "double_optin": audience.double_optin,
             "has_welcome": False,
-            "marketing_permissions": False,
+            "marketing_permissions": bool(audience.permissions),
             "modules": [],
             "stats": stats,
             "_links": self._links(request, f"/lists/{audience.id}", "self", "parent", "update", "delete"),
@@ -443,6 +454,9 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         body.update(
             {
                 "consents_to_one_to_one_messaging": True,
+                "sms_phone_number": member.sms_phone_number,
+                "sms_subscription_status": member.sms_subscription_status,
+                "sms_subscription_last_updated": member.sms_subscription_last_updated,
                 "merge_fields": merge,
             }
         )
@@ -468,6 +482,14 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                     "timezone": "",
                     "region": "",
                 },
+                "marketing_permissions": [
+                    {
+                        "marketing_permission_id": permission.id,
+                        "text": permission.text,
+                        "enabled": member.marketing_permissions.get(permission.id, False),
+                    }
+                    for permission in audience.permissions
+                ],
                 "source": member.source,
                 "tags_count": len(member.tags),
                 "tags": [
@@ -545,7 +567,7 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                         return False
                     if vip_only and not m.vip:
                         return False
-                    if unsubscribed_since is not None and not m.last_changed > unsubscribed_since:
+                    if unsubscribed_since is not None and not (m.unsubscribed_at or 0) > unsubscribed_since:
                         return False
                     return not any(interest_params) or _interest_match(m, interest_params)
 
@@ -800,6 +822,40 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                 "_links": self._links(request, f"/lists/{audience.id}/segments/{tag_id}", "self", "parent"),
             }
         return self._ok(result)
+
+    def _segment_members(self, request: Request) -> Response:
+        """A tag's members: subscribed and pending ones, cleaned, transactional and unsubscribed ones on request."""
+        wanted = {"subscribed", "pending"}
+        for status in ("cleaned", "transactional", "unsubscribed"):
+            if _flag(request.arg(f"include_{status}")):
+                wanted.add(status)
+        projection = self._projection(request, shapes.SEGMENT_MEMBER_LIST)
+        count, offset = self._paging(request)
+        with self.lock:
+            audience = self._audience(request)
+            tag_id = self._segment_id(audience, request)
+            chosen = [m for m in audience.members.values() if tag_id in m.tags and m.status in wanted]
+            interest_ids = audience.interest_ids()
+            body = {
+                "members": [
+                    self.render_member(request, audience, m, interest_ids) for m in chosen[offset : offset + count]
+                ],
+                "total_items": len(chosen),
+                "_links": self._links(request, f"/lists/{audience.id}/segments/{tag_id}/members", "self", "parent"),
+            }
+        return self._ok(projection.apply(body))
+
+    def _tag_search(self, request: Request) -> Response:
+        """Tags whose name starts with ``name`` (every tag without it)."""
+        prefix = (request.arg("name") or "").strip().lower()
+        with self.lock:
+            audience = self._audience(request)
+            tags = [
+                {"id": tag.id, "name": tag.name}
+                for tag in sorted(audience.tags.values(), key=lambda t: t.name.lower())
+                if tag.name.lower().startswith(prefix)
+            ]
+        return self._ok({"tags": tags, "total_items": len(tags)})
 
     # ---- interest categories and interests -----------------------------------------------------------------
     def _render_category(self, request: Request, category: InterestCategory) -> dict[str, Any]:
@@ -1129,6 +1185,28 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
     def _campaign(self, request: Request) -> Response:
         with self.lock:
             return self._ok(render_campaign(self._campaign_of(request), self._base(request)))
+
+    def _reports(self, request: Request) -> Response:
+        """Reports of the sent campaigns, oldest send first (type, since/before_send_time, paging)."""
+        campaign_type = request.arg("type") or None
+        if campaign_type not in (None, "regular", "plaintext", "absplit", "rss", "variate"):
+            raise bad_request("type must be one of: regular, plaintext, absplit, rss, variate.")
+        since = parse_filter(request.arg("since_send_time"))
+        before = parse_filter(request.arg("before_send_time"))
+        with self.lock:
+            chosen = sorted(
+                (
+                    c
+                    for c in self.campaigns.campaigns.values()
+                    if c.status == "sent"
+                    and campaign_type in (None, "regular")
+                    and (since is None or (c.send_time or 0) > since)
+                    and (before is None or (c.send_time or 0) < before)
+                ),
+                key=lambda c: (c.send_time or 0, c.web_id),
+            )
+            items = [render_report(c, self._base(request)) for c in chosen]
+        return self._page(request, items, shapes.loose("reports"), "reports", "/reports")
 
     def _report(self, request: Request) -> Response:
         with self.lock:

@@ -60,6 +60,7 @@ MEMBER: Shape = {
     "_links": LINKS,
 }
 MEMBER_LIST: Shape = {"members": MEMBER, "list_id": None, "total_items": None, "_links": LINKS}
+SEGMENT_MEMBER_LIST: Shape = {"members": MEMBER, "total_items": None, "_links": LINKS}
 
 _LIST_STATS = dict.fromkeys(
     (

@@ -100,6 +100,7 @@ class MemberInput:
     timestamp_signup: int | None = None
     tags: list[str] | None = None
     location: dict[str, float] | None = None
+    marketing_permissions: dict[str, bool] | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -193,6 +194,17 @@ def parse_member(
         parsed.location = {
             k: float(v) for k, v in location.items() if k in ("latitude", "longitude") and isinstance(v, (int, float))
         }
+    permissions = typed("marketing_permissions", (list,), "array")
+    if permissions is not None:
+        parsed.marketing_permissions = {}
+        for position, item in enumerate(permissions):
+            where = f"{prefix}marketing_permissions.item:{position}"
+            if not isinstance(item, dict) or not isinstance(item.get("marketing_permission_id"), str):
+                errors.append({"field": where, "message": "Required fields were not provided: marketing_permission_id"})
+            elif not isinstance(item.get("enabled"), bool):
+                errors.append(_mismatch(where + ".enabled", "boolean", item.get("enabled")))
+            else:
+                parsed.marketing_permissions[item["marketing_permission_id"]] = item["enabled"]
     return parsed
 
 
@@ -207,14 +219,29 @@ class MemberRules:
 
     ``now`` gives the emulator clock in epoch seconds, ``fake_domains`` the configurable list of refused
     domains, and ``confirmations`` receives one entry per double opt-in email the service would send.
+    ``strict_compliance`` makes every unsubscribe a compliance state (the API may never re-subscribe), where
+    the documented service holds only the person's own unsubscribe and a bounce.
     """
 
-    def __init__(self, now: Callable[[], int], fake_domains: set[str], confirmations: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        now: Callable[[], int],
+        fake_domains: set[str],
+        confirmations: list[dict[str, Any]],
+        strict_compliance: bool = False,
+    ) -> None:
         self.now = now
         self.fake_domains = fake_domains
         self.confirmations = confirmations
+        self.strict_compliance = strict_compliance
         self.next_web_id = 100_000_001
         self.next_change = 1
+        self.next_tag_id = 10_001
+
+    def new_tag_id(self) -> int:
+        """Segment and tag ids are unique across the account, not per audience."""
+        self.next_tag_id += 1
+        return self.next_tag_id - 1
 
     # ---- shared checks ----------------------------------------------------------------------
     def check_address(self, audience: Audience, email: str | None) -> str:
@@ -226,13 +253,32 @@ class MemberRules:
             raise forgotten_email(email.strip())
         return email.strip()
 
+    def in_compliance_state(self, member: Member) -> bool:
+        """The person unsubscribed or the address bounced (or, strictly, anyone unsubscribed them), and the
+        person has not signed up or confirmed since: an API write may not make them subscribed."""
+        if member.withdrawn_by in ("person", "bounce"):
+            return True
+        return self.strict_compliance and member.withdrawn_by is not None
+
+    def check_transition(self, member: Member | None, email: str, new: str) -> None:
+        """Subscribed needs the person's own consent after a compliance state; pending is fine unless bounced.
+
+        Pending does not lift the state: only the person's click on the confirmation (or a signup form) does,
+        so a PATCH to pending followed by a PATCH to subscribed is refused like the direct PATCH.
+        """
+        if member is None:
+            return
+        if new == "subscribed" and self.in_compliance_state(member):
+            raise compliance_state(email)
+        if new == "pending" and member.withdrawn_by == "bounce":
+            raise compliance_state(email)
+
     @staticmethod
-    def check_transition(email: str, prior: str | None, new: str) -> None:
-        """Subscribed needs fresh consent after an unsubscribe or a bounce; pending is fine after an unsubscribe."""
-        if new == "subscribed" and prior in ("unsubscribed", "cleaned"):
-            raise compliance_state(email)
-        if new == "pending" and prior == "cleaned":
-            raise compliance_state(email)
+    def check_permissions(audience: Audience, permissions: dict[str, bool] | None) -> None:
+        known = {p.id for p in audience.permissions}
+        for permission_id in permissions or {}:
+            if permission_id not in known:
+                raise invalid_resource(f"Invalid marketing permission ID: '{permission_id}'.")
 
     @staticmethod
     def check_merge_fields(
@@ -424,12 +470,16 @@ class MemberRules:
         return created, updated, errors
 
     # ---- what people do in Mailchimp (the admin routes) -------------------------------------
-    def person_unsubscribe(self, audience: Audience, member: Member, reason: str, at: int) -> None:
+    def person_unsubscribe(self, audience: Audience, member: Member, reason: str, at: int, by: str = "person") -> None:
+        """The person unsubscribes (a link, their profile, a campaign's footer), or an admin does in the web app."""
+
         def change() -> None:
             if member.status != "unsubscribed":
                 member.status = "unsubscribed"
-                member.unsubscribe_reason = reason
+                member.unsubscribe_reason = reason if by == "person" else ADMIN_UNSUBSCRIBE_REASON
+                member.unsubscribed_at = at
                 audience.last_unsub_date = at
+            member.withdrawn_by = _withdrawal(member.withdrawn_by, by)
 
         self._person_write(audience, member, at, change)
 
@@ -453,6 +503,8 @@ class MemberRules:
                 member.status = status
                 member.status_before_archive = None
                 self._enter_status(audience, member, prior, status, MemberInput(), at)
+            if status == "subscribed":
+                member.withdrawn_by = None  # the person's own signup lifts a compliance state
 
         self._person_write(audience, member, at, change)
         return member
@@ -465,6 +517,7 @@ class MemberRules:
         def change() -> None:
             member.status = "subscribed"
             member.timestamp_opt = at
+            member.withdrawn_by = None  # the person's own confirmation lifts a compliance state
             audience.last_sub_date = at
 
         self._person_write(audience, member, at, change)
@@ -475,6 +528,7 @@ class MemberRules:
         def change() -> None:
             if member.status != "archived":
                 member.status = "cleaned"
+            member.withdrawn_by = "bounce"
 
         self._person_write(audience, member, at, change)
 
@@ -537,7 +591,7 @@ class MemberRules:
     ) -> Member:
         """A new member, or an archived one coming back (which keeps its ids and its compliance history)."""
         if archived is not None:
-            self.check_transition(email, archived.status_before_archive, status)
+            self.check_transition(archived, email, status)
         merge = self.check_merge_fields(
             audience,
             parsed.merge_fields,
@@ -546,6 +600,7 @@ class MemberRules:
             skip_validation=skip_merge_validation,
         )
         self.check_interests(audience, parsed.interests)
+        self.check_permissions(audience, parsed.marketing_permissions)
         now = self.now()
         if archived is None:
             sequence = self.next_web_id
@@ -602,11 +657,12 @@ class MemberRules:
             self._check_new_address(audience, member, new_email, allow_archived=False)
         prior = member.status_before_archive if member.status == "archived" else member.status
         if status is not None and status != member.status:
-            self.check_transition(member.email_address, prior, status)
+            self.check_transition(member, member.email_address, status)
         merge = self.check_merge_fields(
             audience, parsed.merge_fields, member.merge_fields, creating=False, skip_validation=skip_merge_validation
         )
         self.check_interests(audience, parsed.interests)
+        self.check_permissions(audience, parsed.marketing_permissions)
 
         now = self.now()
         before = member.consent_snapshot()
@@ -675,19 +731,27 @@ class MemberRules:
             member.timestamp_opt = parsed.timestamp_opt
         if parsed.location:
             member.location.update(parsed.location)
+        if parsed.marketing_permissions:
+            member.marketing_permissions.update(parsed.marketing_permissions)
 
     def _enter_status(
         self, audience: Audience, member: Member, prior: str | None, status: str, parsed: MemberInput, now: int
     ) -> None:
-        """What entering a status brings with it: opt-in time, unsubscribe reason, a confirmation email."""
+        """What entering a status through the API brings with it: opt-in time, unsubscribe reason and time,
+        who withdrew consent, a confirmation email."""
         if status == "subscribed":
             member.unsubscribe_reason = ""
+            member.withdrawn_by = None
             if parsed.timestamp_opt is None and prior != "subscribed":
                 member.timestamp_opt = now
             audience.last_sub_date = now
+        elif status == "cleaned":
+            member.withdrawn_by = "bounce"
         elif status == "unsubscribed":
             if prior != "unsubscribed":
                 member.unsubscribe_reason = ADMIN_UNSUBSCRIBE_REASON
+                member.unsubscribed_at = now
+                member.withdrawn_by = _withdrawal(member.withdrawn_by, "api")
                 audience.last_unsub_date = now
         elif status == "pending":
             member.unsubscribe_reason = ""
@@ -702,6 +766,11 @@ class MemberRules:
                         "sent_at": now,
                     }
                 )
+
+
+def _withdrawal(current: str | None, by: str) -> str:
+    """Who withdrew consent: the person's own unsubscribe or a bounce stays on record over a later admin's."""
+    return current if current in ("person", "bounce") and by not in ("person", "bounce") else by
 
 
 def _is_number(value: Any) -> bool:

@@ -24,6 +24,9 @@ param alertEmail string = ''
 @maxValue(720)
 param expectedRunIntervalMinutes int = 15
 
+@description('SYNC_LINKS as deployed: every link named here alerts when it has no successful run, even if the app never logs a thing.')
+param syncLinks array = []
+
 @description('Seconds spent waiting on 429 responses within 30 minutes, in two windows in a row, that count as sustained throttling.')
 @minValue(1)
 param throttledSecondsThreshold int = 300
@@ -50,13 +53,14 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (createAc
 
 var notify = createActionGroup ? actionGroup.id : actionGroupId
 
-// A batch went to sync-batches-poison: the product's dead_lettered event, or the host's own poison message.
+// A scan or a batch reached its poison queue: the product's poison-queue functions log one dead_lettered event per
+// scan or batch, named by stage. The host's own "MaxDequeueCount" line is not counted: it would count each twice.
 var poisonQuery = '''
 traces
-| where message has "cbr-event" or (message has "MaxDequeueCount" and message has "-poison")
+| where message has "cbr-event"
 | extend d = parse_json(extract(@"cbr-event ([{].*)", 1, message))
-| where tostring(d.event) == "dead_lettered" or message has "MaxDequeueCount"
-| summarize poisoned = count() by link = tostring(d.link)
+| where tostring(d.event) == "dead_lettered"
+| summarize poisoned = count() by link = tostring(d.link), stage = tostring(d.stage)
 '''
 
 // Any function invocation that failed (an unhandled exception in a trigger).
@@ -66,17 +70,28 @@ requests
 | summarize failures = count() by function_name = operation_Name
 '''
 
-// Links seen in the last two days whose last successful run is older than twice the schedule.
+// Every configured link (and any other link seen in the last two days) whose last successful run is older than twice
+// the schedule, or that has none in the window: an app that never starts keeps alerting for every configured link.
 var staleQueryTemplate = '''
-traces
+let runs = traces
 | where timestamp > ago(2d)
 | where message has "cbr-event"
 | extend d = parse_json(extract(@"cbr-event ([{].*)", 1, message))
 | where tostring(d.event) in ("run_started", "run_finished", "run_skipped")
-| summarize last_success = maxif(timestamp, tostring(d.event) == "run_finished" and tostring(d.outcome) == "succeeded") by link = tostring(d.link)
+| summarize last_success = maxif(timestamp, tostring(d.event) == "run_finished" and tostring(d.outcome) == "succeeded") by link = tostring(d.link);
+let configured = print links = dynamic(__LINKS__)
+| mv-expand entry = links
+| project link = tostring(entry.name);
+configured
+| union (runs | project link)
+| distinct link
+| join kind=leftouter runs on link
 | where isnull(last_success) or last_success < ago(__STALE_AFTER__)
+| project link, last_success
 '''
-var staleQuery = replace(staleQueryTemplate, '__STALE_AFTER__', '${expectedRunIntervalMinutes * 2}m')
+var staleAfter = replace(staleQueryTemplate, '__STALE_AFTER__', '${expectedRunIntervalMinutes * 2}m')
+// SYNC_LINKS as JSON is a KQL dynamic literal; the query takes each link's name from it.
+var staleQuery = replace(staleAfter, '__LINKS__', string(syncLinks))
 
 // Time spent waiting for Mailchimp or Dataverse to let requests through again.
 var throttleQuery = '''
@@ -106,12 +121,20 @@ resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       allOf: [
         {
           query: poisonQuery
-          timeAggregation: 'Count'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'poisoned'
           operator: 'GreaterThan'
           threshold: 0
           dimensions: [
             {
               name: 'link'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'stage'
               operator: 'Include'
               values: [
                 '*'

@@ -40,8 +40,8 @@ param appInsightsConnectionString string
 @description('Versionless URI of the Key Vault secret that holds the Mailchimp API key.')
 param mailchimpSecretUri string
 
-@description('Most instances per function the plan may run (the platform accepts 40 to 1000 in most regions).')
-@minValue(1)
+@description('Most instances per function the plan may run: 40 to 1000 (the plan refuses a maximum below 40).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -64,6 +64,17 @@ param syncLinks array = []
 
 @description('SYNC_SCHEDULE: NCRONTAB of the timer.')
 param syncSchedule string = '0 */15 * * * *'
+
+@description('SYNC_NOW_SCHEDULE: NCRONTAB of the sync-now check.')
+param syncNowSchedule string = '0 * * * * *'
+
+@description('ON_DYNAMICS_DELETE: keep, archive or forget the member when the last record holding its address is deleted.')
+@allowed([
+  'keep'
+  'archive'
+  'forget'
+])
+param onDynamicsDelete string = 'keep'
 
 @description('FULL_RESYNC_HOURS: a run becomes a full pass when the last one is older than this.')
 param fullResyncHours int = 24
@@ -111,7 +122,7 @@ param campaignActivityDays int = 30
 @maxValue(20000)
 param reconcileMaxEmails int = 5000
 
-resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy of Flex Consumption is limited to some regions; a run interrupted by a zone outage resumes from its watermarks on the next tick
   name: planName
   location: location
@@ -126,7 +137,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-resource site 'Microsoft.Web/sites@2024-04-01' = {
+resource site 'Microsoft.Web/sites@2025-03-01' = {
   // checkov:skip=CKV_AZURE_222: POST /api/sync (function key) and azd deployments need the public endpoint; a private endpoint needs a VNet this template does not create
   // checkov:skip=CKV_AZURE_17: client certificates would break POST /api/sync for the operators who start a run; the endpoint takes a function key over HTTPS
   // checkov:skip=CKV_AZURE_212: the sync is a scheduled batch; Flex Consumption starts instances on demand and a missed tick is caught up by the next one
@@ -233,6 +244,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: syncSchedule
         }
         {
+          name: 'SYNC_NOW_SCHEDULE'
+          value: syncNowSchedule
+        }
+        {
+          name: 'ON_DYNAMICS_DELETE'
+          value: onDynamicsDelete
+        }
+        {
           name: 'FULL_RESYNC_HOURS'
           value: string(fullResyncHours)
         }
@@ -278,7 +297,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 }
 
 // Deployments authenticate with Entra ID; publishing user names and passwords stay off.
-resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: site
   name: 'ftp'
   properties: {
@@ -286,7 +305,7 @@ resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
   }
 }
 
-resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: site
   name: 'scm'
   properties: {

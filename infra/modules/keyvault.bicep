@@ -18,12 +18,15 @@ param mailchimpSecretName string = 'mailchimp-api-key'
 @description('Mailchimp API key (<key>-<dc>). Empty leaves the secret as it is, so a redeploy never blanks a key set with az keyvault secret set.')
 param mailchimpApiKey string = ''
 
+@description('Resource id of the Log Analytics workspace that receives the audit log of the vault (every secret read).')
+param workspaceId string
+
 @description('Days a deleted vault or secret can be recovered (7 to 90).')
 @minValue(7)
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+resource vault 'Microsoft.KeyVault/vaults@2026-05-15' = {
   // checkov:skip=CKV_AZURE_109: the platform resolves the app's Key Vault reference over the public endpoint unless the app is VNet-integrated, and App Service is not a trusted service for the vault firewall; access is RBAC-only
   // checkov:skip=CKV_AZURE_189: same reason as CKV_AZURE_109
   name: name
@@ -50,7 +53,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource mailchimpSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(mailchimpApiKey)) {
+resource mailchimpSecret 'Microsoft.KeyVault/vaults/secrets@2026-05-15' = if (!empty(mailchimpApiKey)) {
   // checkov:skip=CKV_AZURE_41: a Mailchimp key has no expiry; a vault expiry date would stop every sync on that date without the key having changed
   // checkov:skip=CKV_AZURE_114: contentType is set below; the check cannot read the properties of a conditional resource
   parent: vault
@@ -61,6 +64,21 @@ resource mailchimpSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!e
     attributes: {
       enabled: true
     }
+  }
+}
+
+// Every read of the Mailchimp key (and every other data-plane call) lands in the workspace's AzureDiagnostics table.
+resource vaultAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
   }
 }
 

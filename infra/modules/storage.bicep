@@ -15,6 +15,9 @@ param tags object = {}
 @description('Blob container the Flex Consumption plan deploys the app package from.')
 param deploymentContainerName string
 
+@description('Resource id of the Log Analytics workspace that receives the access log of the table service (ConsentAudit is the consent history).')
+param workspaceId string
+
 @description('Replication of the account; geo-redundant by default because ConsentAudit is the consent history.')
 @allowed([
   'Standard_LRS'
@@ -40,7 +43,7 @@ var tableNames = [
   'ConsentAudit'
 ]
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+resource storage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
   // checkov:skip=CKV_AZURE_35: the Flex app is not VNet-integrated, so it reaches storage over the public endpoint; every request needs an Entra ID token (shared keys are off)
   // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35; closing the public endpoint needs VNet integration and private endpoints (docs/deploy.md, hardening)
   name: name
@@ -66,7 +69,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2025-06-01' = {
   parent: storage
   name: 'default'
   properties: {
@@ -81,7 +84,7 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   }
 }
 
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-06-01' = {
   parent: blobService
   name: deploymentContainerName
   properties: {
@@ -89,25 +92,48 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
-resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2025-06-01' = {
   parent: storage
   name: 'default'
 }
 
-resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-06-01' = [for queueName in queueNames: {
   parent: queueService
   name: queueName
 }]
 
-resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2025-06-01' = {
   parent: storage
   name: 'default'
 }
 
-resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2025-06-01' = [for tableName in tableNames: {
   parent: tableService
   name: tableName
 }]
+
+// Who read, wrote or deleted table entities (ConsentAudit among them), in the workspace's StorageTableLogs table.
+resource tableAccessLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'table-access-to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
 
 output id string = storage.id
 output name string = storage.name

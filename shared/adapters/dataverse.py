@@ -108,12 +108,79 @@ class DataverseError(Exception):
     def __str__(self) -> str:
         where = f"{self.method} {self.path} " if self.method else ""
         code = f" {self.code}" if self.code else ""
-        return f"Dataverse {where}answered {self.status}{code}: {self.message}"
+        todo = f"; {self.todo}" if self.todo else ""
+        return " ".join(f"Dataverse {where}answered {self.status}{code}: {self.message}{todo}".split())
+
+    @property
+    def refused(self) -> bool:
+        """Dataverse said no for a reason a retry does not change (a privilege, a missing table or column)."""
+        return 400 <= self.status < 500 and self.status not in (408, 429)
+
+    @property
+    def todo(self) -> str:
+        """What to grant or fix, from the status and the call."""
+        return refusal_todo(self.status, self.method, self.path)
 
     @property
     def refusal(self) -> str:
         """Why Dataverse refused the write (see dataverse_refusal)."""
         return dataverse_refusal(self)
+
+
+# calls that change the environment's customizations: the role a person runs `provision` with needs them
+_CUSTOMIZATION = frozenset(
+    {
+        "EntityDefinitions",
+        "RelationshipDefinitions",
+        "PublishXml",
+        "PublishAllXml",
+        "savedqueries",
+        "publishers",
+        "solutions",
+    }
+)
+_PRIVILEGE = {"GET": "Read", "POST": "Create", "PATCH": "Write", "PUT": "Write", "DELETE": "Delete"}
+
+
+def refusal_todo(status: int, method: str, path: str) -> str:
+    """What to grant or fix when Dataverse refuses ``method path`` with ``status`` ("" when nothing applies)."""
+    rest = path.split(API_PATH, 1)[-1].lstrip("/")
+    resource = re.split(r"[(/?]", rest, maxsplit=1)[0] or "the service root"
+    keyed = rest[len(resource) :].startswith("(")
+    if status == 401:
+        return (
+            "register the identity (the app's AZURE_CLIENT_ID, or your own login for the command line) as an "
+            "application user of this environment with the Consent Bridge role (docs/deploy.md, step 4b)"
+        )
+    if status == 403:
+        if resource in _CUSTOMIZATION:
+            return "run provision as a System Administrator or System Customizer of the environment"
+        if resource == "$batch" or "$ref" in rest or resource == "AddListMembersList":
+            privilege = "Write, Append and Append To"
+        else:
+            privilege = _PRIVILEGE.get(method, "Read")
+        return (
+            f"grant the Consent Bridge security role {privilege} at Organization level on {resource} "
+            "(Dataverse names the missing privilege above; docs/deploy.md, step 4a)"
+        )
+    if status == 404 and resource in _CUSTOMIZATION:
+        return (
+            "what it names is not in this environment: check that DATAVERSE_URL is the environment's URL and that "
+            "whoever runs provision is a System Administrator or System Customizer there"
+        )
+    if status == 404 and keyed:
+        return f"there is no such row in {resource}: check the id (SYNC_LINKS marketingListId for a marketing list)"
+    if status == 404:
+        return (
+            f"{resource} does not exist in this environment: check DATAVERSE_URL, and run "
+            "`python -m shared.cli provision` for the product's own tables"
+        )
+    if status == 400:
+        return (
+            "the environment lacks a column or table the request names: check OPT_OUT_COLUMNS, "
+            "SUBSCRIBER_STATUS_COLUMN and FIELD_MAP, and run `python -m shared.cli provision`"
+        )
+    return ""
 
 
 class Throttled(DataverseError):  # noqa: N818 - the name the sync engine codes against
@@ -490,9 +557,11 @@ class Dataverse:
         return result.body or {}
 
     # ---- writes ---------------------------------------------------------------------------------------
-    def create(self, entity_set: str, body: dict[str, Any]) -> str:
-        """Creates a record and returns its id."""
-        response = self._request("POST", entity_set, body=body)
+    def create(self, entity_set: str, body: dict[str, Any], *, solution: str | None = None) -> str:
+        """Creates a record and returns its id; ``solution`` puts a solution component (a view) in that
+        unmanaged solution."""
+        headers = {"MSCRM.SolutionUniqueName": solution} if solution else None
+        response = self._request("POST", entity_set, body=body, headers=headers)
         found = _ENTITY_ID.search(response.headers.get("OData-EntityId", ""))
         if found is None:
             raise DataverseError(

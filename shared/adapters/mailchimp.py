@@ -708,6 +708,25 @@ class Mailchimp:
             member_hash=member_hash,
         )
 
+    def delete_member_permanently(self, list_id: str, member_hash: str) -> bool:
+        """POST .../actions/delete-permanent: erases the member; True when it was there, False when the audience
+        holds no such member (never there, or already forgotten: nothing left to erase)."""
+        _require_hash(member_hash)
+
+        def send() -> Any:
+            result = self._client.lists.delete_list_member_permanent(list_id, member_hash)
+            if isinstance(result, requests.Response) and result.ok and not result.content:
+                return {"deleted": True}  # the 204: told apart from the 404 that missing_ok turns into None
+            return result
+
+        try:
+            answer = self._call("POST delete-permanent", send, member_hash=member_hash, missing_ok=True)
+        except MailchimpError as exc:
+            if exc.status == 400 and exc.title == FORGOTTEN_EMAIL:
+                return False
+            raise
+        return answer is not None
+
     def batch_subscribe(
         self, list_id: str, members: list[Mapping[str, Any]], *, update_existing: bool = True
     ) -> BatchResult:

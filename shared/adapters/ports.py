@@ -21,6 +21,7 @@ from shared.adapters.limiter import ConnectionSlots
 from shared.adapters.mailchimp import PAGE_SIZE_MAX, Mailchimp, SharedSlot, TagMembersResult, ThrottleObserver
 from shared.adapters.mailchimp import BatchResult as SubscribeResult
 from shared.adapters.storage import Operation, Storage
+from shared.settings import Settings
 
 
 class MailchimpPort(Protocol):
@@ -54,6 +55,10 @@ class MailchimpPort(Protocol):
     def member(self, list_id: str, member_hash: str, *, fields: list[str] | None = None) -> dict[str, Any] | None: ...
 
     def update_member(self, list_id: str, member_hash: str, changes: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def archive_member(self, list_id: str, member_hash: str) -> None: ...
+
+    def delete_member_permanently(self, list_id: str, member_hash: str) -> bool: ...
 
     def batch_subscribe(
         self, list_id: str, members: list[Mapping[str, Any]], *, update_existing: bool = True
@@ -111,7 +116,7 @@ class DataversePort(Protocol):
         self, entity_set: str, fetch_xml: str, page_size: int = ...
     ) -> Iterator[list[dict[str, Any]]]: ...
 
-    def create(self, entity_set: str, body: dict[str, Any]) -> str: ...
+    def create(self, entity_set: str, body: dict[str, Any], *, solution: str | None = None) -> str: ...
 
     def batch(
         self, operations: Sequence[BatchOperation], *, atomic: bool = False, continue_on_error: bool = True
@@ -175,3 +180,19 @@ if TYPE_CHECKING:
     ) -> tuple[MailchimpPort, DataversePort, StoragePort, SharedSlot]:
         """Never run: mypy checks here that each concrete adapter satisfies its port."""
         return mailchimp, dataverse, storage, slots.slot
+
+
+class Services(Protocol):
+    """The settings and the three doors, as the app's context holds them: what a feature needs to act on its own."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def storage(self) -> StoragePort: ...
+
+    @property
+    def mailchimp(self) -> MailchimpPort: ...
+
+    @property
+    def dataverse(self) -> DataversePort: ...

@@ -18,13 +18,28 @@ Idempotent creators:
 
 A lookup's navigation property (the name ``@odata.bind`` takes) is its SchemaName, case included:
 ``{"cbr_Campaign@odata.bind": "/cbr_mailchimpcampaigns(<id>)"}``; reads return it as ``_cbr_campaign_value``.
+
+The solution: ``ensure_solution(dataverse, prefix)`` creates the publisher (customization prefix
+``DATAVERSE_PREFIX``) and the unmanaged solution ``ConsentBridge``; ``InSolution(dataverse)`` is the
+same port with every metadata call and view create sent with ``MSCRM.SolutionUniqueName``, so that every
+component the product creates lands in that solution.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from shared.adapters.dataverse import DataverseError
 from shared.adapters.ports import DataversePort
+from shared.errors import ConfigurationError, ConsentBridgeError
+
+SOLUTION = "ConsentBridge"
+PUBLISHER = "ConsentBridgePublisher"
+# option values are <option value prefix><4 digits>: the contract's choice values (100000000...) are prefix 10000
+OPTION_VALUE_PREFIX = 10000
 
 
 def label(text: str) -> dict[str, Any]:
@@ -298,3 +313,141 @@ def view_layout(table: str, columns: list[str]) -> str:
         f'<grid name="resultset" jump="{columns[0]}" select="1" icon="1" preview="1">'
         f'<row name="result" id="{table}id">{cells}</row></grid>'
     )
+
+
+# ---- the solution -------------------------------------------------------------------------------------
+
+
+def ensure_solution(dataverse: DataversePort, prefix: str) -> list[str]:
+    """The publisher with customization prefix ``prefix`` and the unmanaged solution the product's components
+    go into; a line per thing created. A publisher of that name with another prefix is a configuration error."""
+    done: list[str] = []
+    publishers = dataverse.get(
+        "publishers",
+        {"$select": "publisherid,customizationprefix", "$filter": f"uniquename eq '{PUBLISHER}'", "$top": "1"},
+    ).get("value", [])
+    if publishers:
+        publisher_id = publishers[0]["publisherid"]
+        if str(publishers[0].get("customizationprefix") or "").lower() != prefix.lower():
+            raise ConfigurationError(
+                "DATAVERSE_PREFIX",
+                f"is '{prefix}' but the publisher {PUBLISHER} in Dataverse has the prefix "
+                f"'{publishers[0].get('customizationprefix')}'",
+                "set DATAVERSE_PREFIX to the publisher's prefix (the columns already created carry it)",
+            )
+    else:
+        publisher_id = dataverse.create(
+            "publishers",
+            {
+                "uniquename": PUBLISHER,
+                "friendlyname": "Consent Bridge",
+                "customizationprefix": prefix,
+                "customizationoptionvalueprefix": OPTION_VALUE_PREFIX,
+                "description": "Publisher of the tables, columns and views Consent Bridge creates",
+            },
+        )
+        done.append(f"created publisher {PUBLISHER} (prefix {prefix})")
+    solutions = dataverse.get(
+        "solutions", {"$select": "solutionid", "$filter": f"uniquename eq '{SOLUTION}'", "$top": "1"}
+    ).get("value", [])
+    if not solutions:
+        dataverse.create(
+            "solutions",
+            {
+                "uniquename": SOLUTION,
+                "friendlyname": "Consent Bridge",
+                "version": "1.0.0.0",
+                "publisherid@odata.bind": f"/publishers({publisher_id})",
+                "description": "Everything Consent Bridge creates in Dataverse; remove it to remove them",
+            },
+        )
+        done.append(f"created solution {SOLUTION}")
+    return done
+
+
+class InSolution:
+    """The Dataverse port with every component it creates sent into ``solution``: tables, columns,
+    relationships (``MSCRM.SolutionUniqueName``) and views. A refusal of any call becomes one
+    ConsentBridgeError naming the table, column or view, the call, and what to grant or fix."""
+
+    VIEW_SETS = frozenset({"savedqueries"})
+
+    def __init__(self, dataverse: DataversePort, solution: str = SOLUTION) -> None:
+        self.inner = dataverse
+        self.solution = solution
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get(
+        self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        with _refusal(_subject_of(path)):
+            return self.inner.get(path, params, headers)
+
+    def entity_definition(self, logical_name: str, select: Sequence[str] = ("LogicalName",)) -> dict[str, Any] | None:
+        with _refusal(f"table {logical_name}"):
+            return self.inner.entity_definition(logical_name, select)
+
+    def attribute_definition(
+        self, entity_logical_name: str, attribute_logical_name: str, select: Sequence[str] = ("LogicalName",)
+    ) -> dict[str, Any] | None:
+        with _refusal(f"column {attribute_logical_name} on {entity_logical_name}"):
+            return self.inner.attribute_definition(entity_logical_name, attribute_logical_name, select)
+
+    def relationship_definition(
+        self, schema_name: str, select: Sequence[str] = ("SchemaName",)
+    ) -> dict[str, Any] | None:
+        with _refusal(f"relationship {schema_name}"):
+            return self.inner.relationship_definition(schema_name, select)
+
+    def create(self, entity_set: str, body: dict[str, Any], *, solution: str | None = None) -> str:
+        in_solution = solution or (self.solution if entity_set in self.VIEW_SETS else None)
+        if entity_set in self.VIEW_SETS:
+            subject = f"view '{body.get('name')}' on {body.get('returnedtypecode')}"
+        else:
+            subject = f"{entity_set} row {body.get('uniquename') or ''}".strip()
+        with _refusal(subject):
+            return self.inner.create(entity_set, body, solution=in_solution)
+
+    def create_entity(self, metadata: dict[str, Any], *, solution: str | None = None) -> None:
+        with _refusal(f"table {str(metadata.get('SchemaName')).lower()}"):
+            self.inner.create_entity(metadata, solution=solution or self.solution)
+
+    def create_attribute(
+        self, entity_logical_name: str, attribute_metadata: dict[str, Any], *, solution: str | None = None
+    ) -> None:
+        with _refusal(f"column {str(attribute_metadata.get('SchemaName')).lower()} on {entity_logical_name}"):
+            self.inner.create_attribute(entity_logical_name, attribute_metadata, solution=solution or self.solution)
+
+    def create_relationship(self, metadata: dict[str, Any], *, solution: str | None = None) -> None:
+        lookup = str((metadata.get("Lookup") or {}).get("SchemaName")).lower()
+        with _refusal(f"lookup {lookup} on {metadata.get('ReferencingEntity')}"):
+            self.inner.create_relationship(metadata, solution=solution or self.solution)
+
+    def publish(self, entity_logical_names: Sequence[str]) -> None:
+        with _refusal(f"publishing the views of {', '.join(entity_logical_names)}"):
+            self.inner.publish(entity_logical_names)
+
+
+_DEFINITION = re.compile(
+    r"^EntityDefinitions\(LogicalName='(?P<table>[^']*)'\)(?:/Attributes(?:\(LogicalName='(?P<column>[^']*)'\))?)?"
+)
+
+
+def _subject_of(path: str) -> str:
+    """What a read concerns, for a refusal's first words: a table, a column, or an entity set."""
+    found = _DEFINITION.match(path)
+    if found and found.group("column"):
+        return f"column {found.group('column')} on {found.group('table')}"
+    if found:
+        return f"table {found.group('table')}"
+    return {"savedqueries": "views (savedqueries)"}.get(path, path.split("?")[0])
+
+
+@contextmanager
+def _refusal(subject: str) -> Iterator[None]:
+    try:
+        yield
+    except DataverseError as exc:
+        raise ConsentBridgeError(subject, str(exc)) from None

@@ -1,20 +1,49 @@
 """The ConsentAudit table: one row per change written to either side (or refused), named by member hash.
 
-Row properties are a contract other tools read (design.md, "Storage names"). Keys: a link's day is one
-partition; row keys ``run|member hash|n`` depend on the member, not on how batches were grouped, so a
-unit decided twice writes the same rows again rather than new ones.
+Row properties are a contract other tools read (design.md, "Storage names"). Keys: a link's day is spread over
+``SPREAD`` partitions ``link|yyyymmdd|<first hex digit of the member hash>`` (a record refused before it had a
+member hash goes by a checksum of its record id), so a large run's rows and concurrent writers land in 16
+partitions instead of one. Row keys ``run|member hash|n`` start with the run id, which starts with the run's start
+time: each partition lists in time order, and a unit decided twice writes the same rows again rather than new ones.
+
+A link's day is one range of partition keys, ``link|yyyymmdd`` up to ``link|yyyymmdd}``: it holds the 16 spread
+partitions and the single ``link|yyyymmdd`` partition that earlier releases wrote, so the consent history written
+before the spread stays readable through the same calls (``day``, ``member_rows``).
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
 
 from shared.adapters.ports import StoragePort
 from shared.adapters.storage import CONSENT_AUDIT, upsert
 from shared.model.times import iso, now
 from shared.rules.audit import AuditEntry
+
+SPREAD_CHARS = 1  # hex digits of the member hash naming a row's partition: 16 partitions per link and day
+SPREAD = 16**SPREAD_CHARS
+DAY_END = "}"  # sorts after "|", so "link|yyyymmdd" .. "link|yyyymmdd}" holds that day's partitions and no other
+
+
+def day_partition(link: str, day: date | datetime) -> str:
+    """The single partition of a link's day as earlier releases wrote it (and the prefix of the spread ones)."""
+    return f"{link}|{day:%Y%m%d}"
+
+
+def partition(link: str, day: date | datetime, member_hash: str) -> str:
+    """The partition of a member's rows on one day."""
+    return f"{day_partition(link, day)}|{member_hash[:SPREAD_CHARS]}"
+
+
+def record_partition(link: str, day: date | datetime, record_id: str) -> str:
+    """The partition of a row about a record that has no member hash (no usable address)."""
+    spread = zlib.crc32(record_id.encode()) % SPREAD
+    return f"{day_partition(link, day)}|{spread:0{SPREAD_CHARS}x}"
 
 
 class AuditLog:
@@ -33,7 +62,11 @@ class AuditLog:
             rows.append(
                 upsert(
                     {
-                        "PartitionKey": f"{link}|{when:%Y%m%d}",
+                        "PartitionKey": (
+                            partition(link, when, entry.member_hash)
+                            if entry.member_hash
+                            else record_partition(link, when, ",".join(entry.record_ids))
+                        ),
                         "RowKey": f"{run_id}|{entry.member_hash or '-'}|{seen[entry.member_hash]}",
                         "when": when,
                         "link": link,
@@ -61,7 +94,7 @@ class AuditLog:
         rows = [
             upsert(
                 {
-                    "PartitionKey": f"{link}|{when:%Y%m%d}",
+                    "PartitionKey": record_partition(link, when, record_id),
                     "RowKey": f"skip|{record_id}|{reason}",
                     "when": when,
                     "link": link,
@@ -77,3 +110,24 @@ class AuditLog:
             for record_id, reason in skips
         ]
         self.storage.write(CONSENT_AUDIT, rows)
+
+    def day(self, link: str, day: date | datetime) -> list[dict[str, Any]]:
+        """Every row of a link's day, in the order they were written (both key layouts): one range query."""
+        first = day_partition(link, day)
+        rows = self.storage.query(
+            CONSENT_AUDIT, "PartitionKey ge @first and PartitionKey lt @end", {"first": first, "end": first + DAY_END}
+        )
+        return sorted((dict(row) for row in rows), key=lambda row: (row["when"], row["RowKey"]))
+
+    def history(self, member_hash: str) -> list[dict[str, Any]]:
+        """Every row of one member hash over all links and days, oldest first (whatever the partitioning)."""
+        rows = self.storage.query(CONSENT_AUDIT, "member_hash eq @h", {"h": member_hash})
+        return sorted((dict(row) for row in rows), key=lambda row: (row["when"], row["RowKey"]))
+
+    def member_rows(self, link: str, day: date | datetime, run_id: str, member_hash: str) -> Iterator[dict[str, Any]]:
+        """A member's rows of one run written on one day, from its spread partition and the earlier single one."""
+        keys = {"a": f"{run_id}|{member_hash}|", "b": f"{run_id}|{member_hash}|~"}
+        for key in (partition(link, day, member_hash), day_partition(link, day)):
+            yield from self.storage.query(
+                CONSENT_AUDIT, "PartitionKey eq @p and RowKey ge @a and RowKey lt @b", {"p": key, **keys}
+            )

@@ -20,6 +20,7 @@ from shared.adapters.dataverse import (
     Throttled,
     environment_url,
 )
+from shared.adapters.schema import ensure_solution
 from shared.errors import ConfigurationError
 
 LIST_NAV = "listcontact_association"
@@ -560,6 +561,7 @@ def _table_metadata(schema_name: str, change_tracking: bool = True) -> dict[str,
 
 def test_a_new_choice_column_becomes_usable(client: Dataverse, dataverse_emulator: Any) -> None:
     assert client.attribute_definition("contact", "cbr_subscriberstatus") is None
+    ensure_solution(client, "cbr")
     client.create_attribute("contact", _status_column(), solution="ConsentBridge")
     assert client.attribute_definition("contact", "cbr_subscriberstatus")["AttributeType"] == "Picklist"
     with pytest.raises(DataverseError) as duplicate:

@@ -1,10 +1,11 @@
-"""What the Mailchimp emulator tests share: the key, the audience id, hashing, and the official client."""
+"""What the Mailchimp emulator tests share: the key, the audience id, hashing, the official and a second client."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
+import mailchimp3
 import mailchimp_marketing
 
 KEY = "0123456789abcdef0123456789abcdef-us21"
@@ -20,4 +21,11 @@ def official_client(running: Any) -> Any:
     client = mailchimp_marketing.Client()
     client.set_config({"api_key": KEY, "server": "us21"})
     client.api_client.host = running.url + "/3.0"
+    return client
+
+
+def independent_client(running: Any) -> Any:
+    """The pinned mailchimp3 3.0.21 client (a second implementation of the API), pointed at the emulator."""
+    client = mailchimp3.MailChimp(mc_api=KEY, timeout=30)
+    client.base_url = running.url + "/3.0/"
     return client

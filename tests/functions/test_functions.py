@@ -33,6 +33,8 @@ def test_bindings_follow_the_contract():
         "dead_letter_link",
         "dead_letter_batch",
         "start_sync",
+        "link_status",
+        "sync_now",
     }
     [timer] = found["plan_sync"]["bindings"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%SYNC_SCHEDULE%"

@@ -28,6 +28,11 @@ PARAMETER_SETTINGS: dict[str, tuple[str, Any]] = {
     "MAILCHIMP_MAX_CONNECTIONS": ("mailchimpMaxConnections", 8),
     "BATCH_SIZE": ("batchSize", 500),
 }
+# Settings after the first block of the contract table, and those the product adds beyond it, fed the same way.
+PRODUCT_SETTINGS: dict[str, tuple[str, Any]] = {
+    "ON_DYNAMICS_DELETE": ("onDynamicsDelete", "keep"),
+    "SYNC_NOW_SCHEDULE": ("syncNowSchedule", "0 * * * * *"),
+}
 # Contract settings whose Azure value comes from a deployed resource rather than a typed-in parameter.
 RESOURCE_SETTINGS = {"AzureWebJobsStorage", "MAILCHIMP_API_KEY", "AZURE_CLIENT_ID"}
 
@@ -272,7 +277,7 @@ def test_every_contract_setting_is_an_app_setting_driven_by_a_parameter_with_the
     main_params = t.parameters(t.MAIN)
     passed = main_module_params("functionApp")
     file_values = json.loads(t.PARAMETERS.read_text(encoding="utf-8"))["parameters"]
-    for setting, (parameter, default) in PARAMETER_SETTINGS.items():
+    for setting, (parameter, default) in {**PARAMETER_SETTINGS, **PRODUCT_SETTINGS}.items():
         assert setting in settings, f"{setting} is not an app setting"
         module_param = setting_parameter(settings[setting])
         assert passed[module_param] == parameter, (
@@ -323,9 +328,19 @@ def test_alert_rules_watch_app_insights_and_notify_the_action_group() -> None:
         assert properties["enabled"] is True
     stale = t.variables(alerts)["staleQuery"]["value"]
     assert t.is_function(stale, "replace")
-    assert t.function_args(stale)["old_string"] == "__STALE_AFTER__"
+    assert t.function_args(stale)["old_string"] == "__LINKS__"
+    assert t.function_args(stale)["new_string"] == {
+        "function": {"type": "string", "parameters": {"value_to_convert": "syncLinks"}}
+    }
+    inner = t.variables(alerts)[t.function_args(stale)["original_string"]]["value"]
+    assert t.is_function(inner, "replace") and t.function_args(inner)["old_string"] == "__STALE_AFTER__"
     assert "__STALE_AFTER__" in t.variables(alerts)["staleQueryTemplate"]["value"]
+    assert "__LINKS__" in t.variables(alerts)["staleQueryTemplate"]["value"]
     assert main_module_params("alerts")["expectedRunIntervalMinutes"] == "expectedRunIntervalMinutes"
+    assert main_module_params("alerts")["syncLinks"] == "syncLinks", "the alert knows the deployed links"
+    (poison,) = [r for r in rules if r.symbol == "poisonAlert"]
+    dimensions = [d["name"] for d in poison.body["properties"]["criteria"]["allOf"][0]["dimensions"]]
+    assert dimensions == ["link", "stage"], "dead-lettered scans and batches alert apart, per link"
     (group,) = t.declared(alerts, "Microsoft.Insights/actionGroups")
     assert group.conditional, "an existing action group can be passed instead"
 
@@ -364,8 +379,133 @@ def test_parameters_file_names_only_declared_parameters() -> None:
 
 def test_deploy_guide_lists_every_parameter_setting_with_its_default() -> None:
     guide = (t.REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for setting, (parameter, default) in PARAMETER_SETTINGS.items():
+    for setting, (parameter, default) in {**PARAMETER_SETTINGS, **PRODUCT_SETTINGS}.items():
         row = re.search(rf"^\| `{parameter}`[^|]*\| `{setting}`[^|]*\| (.+?) \|$", guide, re.MULTILINE)
         assert row, f"docs/deploy.md has no settings row for {parameter} -> {setting}"
         if default not in (None, "", []):
             assert f"`{default}`" in row.group(1), f"docs/deploy.md gives {setting} a default other than {default!r}"
+
+
+# azd fills ${NAME} and ${NAME=default} in main.parameters.json from the environment (unset: the default, or empty).
+AZD_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:=([^}]*))?\}")
+AZD_ENVIRONMENT = {
+    "AZURE_ENV_NAME": "consent-dev",
+    "AZURE_LOCATION": "westeurope",
+    "AZURE_PRINCIPAL_ID": "00000000-0000-0000-0000-000000000001",
+    "DATAVERSE_URL": "https://contoso.crm4.dynamics.com",
+    "ALERT_EMAIL": "",
+}
+
+
+def azd_parameters(environment: dict[str, str]) -> dict[str, Any]:
+    """main.parameters.json as azd hands it to the deployment, for the given azd environment."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return AZD_REFERENCE.sub(lambda m: environment.get(m.group(1), m.group(2) or ""), value)
+        return value
+
+    values = json.loads(t.PARAMETERS.read_text(encoding="utf-8"))["parameters"]
+    return {name: fill(entry["value"]) for name, entry in values.items()}
+
+
+def test_operator_principal_type_follows_the_principal_azd_is_signed_in_as() -> None:
+    assert azd_parameters(AZD_ENVIRONMENT)["operatorPrincipalType"] == "User"
+    signed_in_as_app = AZD_ENVIRONMENT | {"AZURE_PRINCIPAL_TYPE": "ServicePrincipal"}
+    assert azd_parameters(signed_in_as_app)["operatorPrincipalType"] == "ServicePrincipal"
+    passed = main_module_params("roles")
+    assert passed["operatorPrincipalType"] == "operatorPrincipalType"
+    assert passed["operatorPrincipalId"] == "operatorPrincipalId"
+
+
+@pytest.mark.parametrize("principal_type", ["User", "ServicePrincipal", None])
+def test_every_value_azd_passes_meets_its_parameter_constraints(principal_type: str | None) -> None:
+    environment = dict(AZD_ENVIRONMENT)
+    if principal_type is not None:
+        environment["AZURE_PRINCIPAL_TYPE"] = principal_type
+    declared = t.parameters(t.MAIN)
+    for name, value in azd_parameters(environment).items():
+        rules = t.decorators(declared[name])
+        if "allowed" in rules:
+            assert value in rules["allowed"], f"{name}={value!r} is not one of {rules['allowed']}"
+        if "min_value" in rules:
+            assert value >= rules["min_value"], f"{name}={value!r} is below @minValue({rules['min_value']})"
+        if "max_value" in rules:
+            assert value <= rules["max_value"], f"{name}={value!r} is above @maxValue({rules['max_value']})"
+        if "min_length" in rules:
+            assert len(value) >= rules["min_length"], f"{name} is shorter than @minLength({rules['min_length']})"
+        if "max_length" in rules:
+            assert len(value) <= rules["max_length"], f"{name} is longer than @maxLength({rules['max_length']})"
+
+
+def test_maximum_instance_count_is_held_to_what_flex_consumption_accepts() -> None:
+    # Flex Consumption refuses a maximum instance count below 40 or above 1000.
+    for path in (t.MAIN, FUNCTION_APP):
+        param = t.parameters(path)["maximumInstanceCount"]
+        rules = t.decorators(param)
+        assert (rules.get("min_value"), rules.get("max_value")) == (40, 1000), f"{path.name}: {rules}"
+        assert 40 <= param["default"] <= 1000
+
+
+def _diagnostic_setting(module: str, symbol: str, scope_type: str) -> t.Resource:
+    """The module's one diagnostic setting on a resource of scope_type, sending to the workspace main.bicep passes."""
+    path = t.module_path(module)
+    scope_of = {r.symbol: r.type for r in t.resources(path)}
+    (setting,) = [
+        r
+        for r in t.declared(path, "Microsoft.Insights/diagnosticSettings")
+        if scope_of.get(r.body.get("scope")) == scope_type
+    ]
+    assert setting.body["properties"]["workspaceId"] == "workspaceId"
+    assert t.property_path(main_module_params(symbol)["workspaceId"]) == [
+        "monitoring",
+        "outputs",
+        "workspaceId",
+    ]
+    return setting
+
+
+def _enabled_categories(setting: t.Resource) -> set[str]:
+    return {log["category"] for log in setting.body["properties"]["logs"] if log["enabled"] is True}
+
+
+def test_every_secret_read_reaches_log_analytics() -> None:
+    vault_log = _diagnostic_setting("keyvault", "keyVault", "Microsoft.KeyVault/vaults")
+    assert "AuditEvent" in _enabled_categories(vault_log)
+
+
+def test_every_table_access_reaches_log_analytics() -> None:
+    # ConsentAudit is the consent history: who read, wrote or deleted its entities is kept beside it.
+    table_log = _diagnostic_setting("storage", "storage", "Microsoft.Storage/storageAccounts/tableServices")
+    assert {"StorageRead", "StorageWrite", "StorageDelete"} <= _enabled_categories(table_log)
+
+
+# The newest generally available API version of each resource type the templates use (Microsoft's Bicep type
+# index; diagnostic settings have no GA version newer than 2021-05-01-preview, which every Azure template uses).
+NEWEST_GA = {
+    "Microsoft.Resources/resourceGroups": "2025-04-01",
+    "Microsoft.Storage": "2025-06-01",
+    "Microsoft.KeyVault": "2026-05-15",
+    "Microsoft.Web": "2025-03-01",
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "2024-11-30",
+    "Microsoft.OperationalInsights/workspaces": "2026-03-01",
+    "Microsoft.Insights/components": "2020-02-02",
+    "Microsoft.Insights/actionGroups": "2023-01-01",
+    "Microsoft.Insights/scheduledQueryRules": "2023-12-01",
+    "Microsoft.Insights/workbooks": "2023-06-01",
+    "Microsoft.Insights/diagnosticSettings": "2021-05-01-preview",
+    "Microsoft.Authorization/roleAssignments": "2022-04-01",
+}
+API_VERSION = re.compile(r"^resource \w+ '([A-Za-z.]+/[A-Za-z/]+)@([0-9a-z-]+)'", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", t.bicep_files(), ids=lambda p: str(p.relative_to(t.INFRA)))
+def test_every_resource_uses_the_newest_ga_api_version(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    found = API_VERSION.findall(text)
+    assert found or "module " in text
+    for type_, version in found:
+        (newest,) = [
+            v for k, v in NEWEST_GA.items() if type_ == k or type_.startswith(k + "/") or k == type_.split("/")[0]
+        ]
+        assert version == newest, f"{path.name}: {type_}@{version}, the newest GA version is {newest}"

@@ -104,7 +104,13 @@ CASES: list[tuple[Callable[[], None], str, dict[str, object], int]] = [
     (
         lambda: telemetry.dead_lettered("newsletter", "batch-0007", run_id="run-1", members=500),
         "dead_lettered",
-        {"link": "newsletter", "batch_id": "batch-0007", "run_id": "run-1", "count": 500},
+        {"link": "newsletter", "stage": "batch", "batch_id": "batch-0007", "run_id": "run-1", "count": 500},
+        logging.ERROR,
+    ),
+    (
+        lambda: telemetry.scan_dead_lettered("newsletter", "run-1"),
+        "dead_lettered",
+        {"link": "newsletter", "stage": "scan", "run_id": "run-1"},
         logging.ERROR,
     ),
 ]

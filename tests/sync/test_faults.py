@@ -42,7 +42,12 @@ def writes(world: SyncWorld) -> Counter[str]:
     found: Counter[str] = Counter()
     for side in (world.mailchimp, world.dataverse):
         found.update({route: n for route, n in side.admin.calls().items() if not route.startswith("GET ")})
-    return found
+    # a run's status row (shared/features/status) is written in a $batch of its own, one PATCH of the row each:
+    # it says the run happened, it is not a change written twice
+    found["POST /api/data/v9.2/$batch"] -= sum(
+        1 for r in world.dataverse.admin.requests() if r["method"] == "PATCH" and "cbr_synclinks(" in r["path"]
+    )
+    return +found
 
 
 def snapshot(world: SyncWorld) -> tuple[dict[str, str], dict[str, tuple[bool, bool, int | None]]]:

@@ -121,10 +121,11 @@ class Story:
 )
 @given(people=people, steps=steps, policy=st.sampled_from(["never", "confirm"]))
 def test_random_interleavings_never_resubscribe_and_end_in_agreement(
-    mailchimp_emulator, dataverse_emulator, azurite, people, steps, policy
+    mailchimp_emulator, dataverse_emulator, azurite, mailchimp_compliance, people, steps, policy
 ):
     for running in (mailchimp_emulator, dataverse_emulator):
         running.admin.reset()
+    mailchimp_emulator.admin.call("POST", "settings", {"compliance": mailchimp_compliance})  # a reset forgets it
     world = SyncWorld(mailchimp_emulator, dataverse_emulator, azurite, overrides={"RESUBSCRIBE_POLICY": policy})
     records = [
         contact(f"h{0 if twin else i}@example.org", opted_out=opted_out)

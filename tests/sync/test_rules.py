@@ -16,7 +16,8 @@ OTHER_AUDIENCE = "f0e1d2c3b4"
 
 
 @pytest.fixture
-def world(mailchimp_emulator, dataverse_emulator, azurite):
+def world(mailchimp_emulator, dataverse_emulator, azurite, mailchimp_compliance):
+    """Under both of the Mailchimp emulator's compliance modes: the product keeps the consent rules itself."""
     return SyncWorld(mailchimp_emulator, dataverse_emulator, azurite)
 
 
@@ -174,40 +175,46 @@ def test_rule_3_a_dynamics_opt_out_unsubscribes_subscribed_and_pending_members(w
 def test_rule_3_an_opt_in_in_dynamics_never_subscribes_an_opted_out_member(world, policy):
     world.overrides["RESUBSCRIBE_POLICY"] = policy
     left = contact("left@example.org", opted_out=True)
+    dropped = contact("dropped@example.org", opted_out=True)  # an admin unsubscribed them: Mailchimp would allow it
     bounced = contact("bounced@example.org", opted_out=True)
     transactional = contact("transactional@example.org", opted_out=True)
     world.seed(
-        [left, bounced, transactional],
+        [left, dropped, bounced, transactional],
         [
             member("left@example.org", "unsubscribed"),
+            member("dropped@example.org", "unsubscribed", unsubscribed_by="admin"),
             member("bounced@example.org", "cleaned"),
             member("transactional@example.org", "transactional"),
         ],
     )
     synced(world)
-    for record in (left, bounced, transactional):
+    for record in (left, dropped, bounced, transactional):
         edit(world, record["contactid"], donotbulkemail=False, donotsendmm=False)
     synced(world)
     synced(world)  # and a run with nothing new keeps it so
     expected_left = "pending" if policy == "confirm" else "unsubscribed"
     assert statuses(world) == {
         "left@example.org": expected_left,
+        "dropped@example.org": expected_left,
         "bounced@example.org": "cleaned",
         "transactional@example.org": "transactional",
     }
-    assert subscribed_writes(world, {"left@example.org", "bounced@example.org", "transactional@example.org"}) == []
+    everyone = {"left@example.org", "dropped@example.org", "bounced@example.org", "transactional@example.org"}
+    assert subscribed_writes(world, everyone) == []
     # refused opt-ins are reverted in Dynamics; the confirm policy waits for the person's click
     assert columns(world, bounced["contactid"])[:2] == (True, True)
     assert columns(world, transactional["contactid"])[:2] == (True, True)
     rules = audited(world)
     if policy == "confirm":
         assert columns(world, left["contactid"]) == (False, False, PENDING)
+        assert columns(world, dropped["contactid"]) == (False, False, PENDING)
         sent = world.mailchimp.admin.call("GET", f"confirmations?list_id={world.audience}")["confirmations"]
-        assert len(sent) == 1
-        assert rules.count("resubscribe-confirm") == 1 and rules.count("resubscribe-blocked") == 2
+        assert len(sent) == 2
+        assert rules.count("resubscribe-confirm") == 2 and rules.count("resubscribe-blocked") == 2
     else:
         assert columns(world, left["contactid"]) == (True, True, UNSUBSCRIBED)
-        assert rules.count("resubscribe-blocked") == 3
+        assert columns(world, dropped["contactid"]) == (True, True, UNSUBSCRIBED)
+        assert rules.count("resubscribe-blocked") == 4
 
 
 def test_rule_3_the_confirmation_click_subscribes_and_flows_back(world):

@@ -13,7 +13,8 @@ PENDING = 100000003
 
 
 @pytest.fixture
-def world(mailchimp_emulator, dataverse_emulator, azurite):
+def world(mailchimp_emulator, dataverse_emulator, azurite, mailchimp_compliance):
+    """Under both of the Mailchimp emulator's compliance modes: the product keeps the consent rules itself."""
     return SyncWorld(mailchimp_emulator, dataverse_emulator, azurite)
 
 

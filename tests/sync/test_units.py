@@ -49,7 +49,7 @@ def test_waiting_batches_of_a_run_are_written_together_in_whole_pages(world):
     code, out = world.sync()
     assert code == 0, out
     calls = Counter(world.mailchimp.admin.calls()) + Counter(world.dataverse.admin.calls())
-    assert calls[BATCH_SUBSCRIBE] == 1 and calls[DATAVERSE_BATCH] == 1, calls
+    assert calls[BATCH_SUBSCRIBE] == 1 and calls[DATAVERSE_BATCH] - world.status_writes() == 1, calls
     assert sorted(world.members()) == [f"u{i}@example.org" for i in range(6)]
     [run] = world.context().ledger.latest_runs(world.link, 1)
     assert (run.status, run.batches, run.counts["merged_into"], run.counts["mailchimp_writes"]) == (
@@ -64,7 +64,7 @@ def test_a_unit_of_one_batch_when_the_setting_says_so(world):
     code, out = world.sync(RECONCILE_MAX_EMAILS="2")
     assert code == 0, out
     calls = Counter(world.mailchimp.admin.calls()) + Counter(world.dataverse.admin.calls())
-    assert calls[BATCH_SUBSCRIBE] == 3 and calls[DATAVERSE_BATCH] == 3, calls
+    assert calls[BATCH_SUBSCRIBE] == 3 and calls[DATAVERSE_BATCH] - world.status_writes() == 3, calls
     assert len(world.members()) == 6
 
 
@@ -76,14 +76,18 @@ def test_a_failed_unit_gives_its_other_batches_back_each_to_go_alone(world):
     assert set(states(ctx, world, run_id).values()) == {"claimed", "waiting"}
     requeued = ctx.storage.receive(BATCHES_QUEUE, visibility_timeout=300, max_messages=32)
     assert sorted(json.loads(m.content)["batch"] for m in requeued) == sorted(o["batch"] for o in others)
-    before = world.dataverse.admin.calls().get(DATAVERSE_BATCH, 0)
+
+    def record_batches() -> int:  # the $batch calls of reconcile, not those writing the link's status row
+        return world.dataverse.admin.calls().get(DATAVERSE_BATCH, 0) - world.status_writes()
+
+    before = record_batches()
     engine.reconcile_batch(ctx, first, dequeue_count=2)  # the host delivers it again: this time alone
-    assert world.dataverse.admin.calls().get(DATAVERSE_BATCH, 0) == before + 1
+    assert record_batches() == before + 1
     assert [s for b, s in states(ctx, world, run_id).items() if b != first["batch"]] == ["waiting", "waiting"]
     for message in requeued:
         engine.reconcile_batch(ctx, json.loads(message.content))  # tried once already: each goes alone
         ctx.storage.delete(BATCHES_QUEUE, message)
-    assert world.dataverse.admin.calls().get(DATAVERSE_BATCH, 0) == before + 3
+    assert record_batches() == before + 3
     assert set(states(ctx, world, run_id).values()) == {"done"}
     assert ctx.ledger.run(world.link, run_id)["status"] == "completed"
     assert {m["status"] for m in world.members().values()} == {"subscribed"} and len(world.members()) == 6

@@ -50,14 +50,15 @@ from shared import telemetry
 from shared.adapters import schema
 from shared.adapters.dataverse import BatchOperation
 from shared.adapters.mailchimp import MailchimpError
-from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
+from shared.adapters.ports import DataversePort, MailchimpPort, Services, StoragePort
 from shared.adapters.storage import BATCHES_QUEUE, CONSENT_AUDIT, SYNC_STATE, upsert
 from shared.errors import LinkError
 from shared.model.kinds import BY_INDEX_CODE, KIND_SETS, KINDS
 from shared.model.times import iso_seconds, parse_time
 from shared.rules import addresses
 from shared.rules.audit import AuditEntry
-from shared.settings import Link, Settings
+from shared.settings import Link
+from shared.state.audit import AuditLog
 from shared.state.identity import IdentityMap
 from shared.state.ledger import Ledger, run_started_at
 from shared.sync.pipeline import Outcome, Step, Unit
@@ -65,20 +66,8 @@ from shared.sync.pipeline import Outcome, Step, Unit
 log = logging.getLogger("consent_bridge.campaigns")
 
 
-class CampaignContext(Protocol):
+class CampaignContext(Services, Protocol):
     """What a campaign pass needs of the app's context."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def storage(self) -> StoragePort: ...
-
-    @property
-    def mailchimp(self) -> MailchimpPort: ...
-
-    @property
-    def dataverse(self) -> DataversePort: ...
 
     @property
     def identity(self) -> IdentityMap: ...
@@ -864,12 +853,7 @@ def _complete_causes(storage: StoragePort, link: str, counts: Counter[str]) -> N
         found = False
         days = {run_started_at(run_id).date(), datetime.now(UTC).date()} if run_id else set()
         for day in sorted(days):
-            rows = storage.query(
-                CONSENT_AUDIT,
-                "PartitionKey eq @p and RowKey ge @a and RowKey lt @b",
-                {"p": f"{link}|{day:%Y%m%d}", "a": f"{run_id}|{member_hash}|", "b": f"{run_id}|{member_hash}|~"},
-            )
-            for row in rows:
+            for row in AuditLog(storage).member_rows(link, day, run_id, member_hash):
                 changed = parse_time(row.get("member_last_changed"))
                 if row.get("side") not in (None, "", "none") and _same_event(cause, changed):
                     storage.table(CONSENT_AUDIT).upsert_entity(
