@@ -27,10 +27,13 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
   or disqualified leads and inactive contacts/accounts read-only; server-maintained ``createdon``,
   ``modifiedon`` (emulator clock, whole seconds), ``versionnumber``/``@odata.etag``, ``fullname``,
   ``_createdby_value``/``_modifiedby_value`` (the caller's ``WhoAmI`` UserId);
-- marketing lists: ``$ref`` associate/disassociate, ``AddMemberList``, ``AddListMembersList``;
+- marketing lists: ``$ref`` associate/disassociate, ``AddMemberList``, ``AddListMembersList``, the bound
+  ``RemoveMemberList`` of an environment with Dynamics 365 apps (``EntityId``: the member record's or the list
+  member's id; no return value);
   membership writes a ``listmember`` row and never touches the member's ``modifiedon`` (the list's
   ``membercount`` follows without a new list version); locked lists take no new members, member types
-  must match ``createdfromcode``; dynamic lists take no manual members and have no ``listmember`` rows:
+  must match ``createdfromcode``; dynamic lists take no manual members, have no ``listmember`` rows and a
+  ``membercount`` of null:
   their members are their ``query`` run through ``?fetchXml=`` (``/_admin/state`` shows them);
 - ``$batch`` with change sets (atomic), ``Content-ID`` references, 1,000 requests at most,
   stop-on-first-error or ``Prefer: odata.continue-on-error``;
@@ -100,7 +103,7 @@ multi-table (polymorphic) relationships created through metadata, the referenced
 navigation of a created relationship, global option sets, the ``solutioncomponents`` table and the solution
 actions (``AddSolutionComponent``, export, import, uninstall: deleting a ``solutions`` row removes only the
 row, as deleting an unmanaged solution does), managed solutions, the default publisher and solution as rows
-(the ``publisherPrefixes`` setting stands in for them), ``RemoveMemberList``/``CopyDynamicListToStatic``/
+(the ``publisherPrefixes`` setting stands in for them), ``CopyDynamicListToStatic``/
 ``QualifyLead`` and other actions, direct create/update/delete of ``listmember`` rows (501), plug-ins,
 duplicate detection, auditing, field security, business units and security roles, email format validation,
 ``Consistency`` and metadata caching delays, the 32 KB URL limit, and per-web-server limits (one server here).

@@ -263,6 +263,12 @@ class DataverseEmulator(Emulator):
             rf"^/api/data/v9\.2/{_SET}{_KEY}/(Microsoft\.Dynamics\.CRM\.)?AddMemberList$",
             self._add_member_list,
         )
+        add(
+            "POST",
+            "/{entityset}({id})/Microsoft.Dynamics.CRM.RemoveMemberList",
+            rf"^/api/data/v9\.2/{_SET}{_KEY}/(Microsoft\.Dynamics\.CRM\.)?RemoveMemberList$",
+            self._remove_member_list,
+        )
         add("POST", "/{entityset}({id})/{nav}/$ref", rf"^/api/data/v9\.2/{_SET}{_KEY}/{_NAV}/\$ref$", self._associate)
         add(
             "DELETE",
@@ -1260,6 +1266,33 @@ class DataverseEmulator(Emulator):
             },
         )
 
+    def _remove_member_list(self, request: Request) -> Response:
+        """RemoveMemberList, the bound action of an environment with Dynamics 365 apps: ``EntityId`` is the member
+        record's id (or the list member's id, as older SDKs documented it); no return value."""
+        table = self._set_table(request.params["entityset"])
+        if table.logical_name != "list":
+            raise errors.segment_not_found("Microsoft.Dynamics.CRM.RemoveMemberList")
+        list_id = self._record_id(table, request.params["key"])
+        body = self._body(request)
+        entity_id = parse_guid(body.get("EntityId")) if isinstance(body.get("EntityId"), str) else None
+        if entity_id is None:
+            raise ApiError(400, "0x80060888", "The parameter 'EntityId' must be a GUID.")  # text unverified
+        with self.data_lock:
+            list_row = self._list_row(list_id)
+            self._check_static(list_row)
+            member_id = next(
+                (
+                    member
+                    for (listed, member), row_id in self.store.membership.items()
+                    if listed == list_row["listid"] and entity_id in (member, row_id)
+                ),
+                None,
+            )
+            if member_id is None:
+                raise ApiError(400, "0x80048458", "Specified Item not a member of the specified List.")
+            self.store.remove_member(list_row["listid"], member_id)
+        return Response(204, b"", {"OData-Version": "4.0"})
+
     def _add_list_members(self, request: Request) -> Response:
         body = self._body(request)
         target, members = body.get("List"), body.get("Members")
@@ -1913,7 +1946,8 @@ class DataverseEmulator(Emulator):
             ids.append(member_id)
         store.bulk_insert("listmember", new_rows)
         store.members[list_id] = sorted(store.members.get(list_id, []) + ids)
-        list_row["membercount"] = len(store.members[list_id])
+        if not list_row.get("type"):  # a dynamic list's members come from its query: no count is kept
+            list_row["membercount"] = len(store.members[list_id])
 
     def admin_state(self, request: Request) -> Response:
         name = request.arg("entity")

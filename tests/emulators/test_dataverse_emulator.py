@@ -396,3 +396,43 @@ def test_tokens_when_required_and_the_execution_time_limit(api: str, dataverse_e
         "0x80072321",
         "Combined execution time of incoming requests exceeded limit of 10  milliseconds",
     )
+
+
+def test_remove_member_list_takes_a_member_out_of_a_static_list_and_refuses_a_dynamic_one(
+    api: str, dataverse_emulator: Any
+) -> None:
+    ids = seed(dataverse_emulator.admin, 3)
+    static, dynamic = str(uuid.uuid4()), str(uuid.uuid4())
+    query = '<fetch><entity name="contact"><attribute name="contactid"/></entity></fetch>'
+    dataverse_emulator.admin.seed(
+        {
+            "lists": [
+                {"listid": static, "listname": "S", "createdfromcode": 2, "members": ids},
+                {"listid": dynamic, "listname": "D", "createdfromcode": 2, "type": True, "query": query},
+            ]
+        }
+    )
+    members = http.get(f"{api}/listmembers?$select=_entityid_value,listmemberid").json()["value"]
+    by_record = {r["_entityid_value"]: r["listmemberid"] for r in members}
+    action = f"{api}/lists({static})/Microsoft.Dynamics.CRM.RemoveMemberList"
+    assert http.post(action, json={"EntityId": ids[0]}).status_code == 204  # by the member record's id
+    assert http.post(action, json={"EntityId": by_record[ids[1]]}).status_code == 204  # or by the list member's
+    assert [r["contactid"] for r in http.get(f"{api}/lists({static})/listcontact_association").json()["value"]] == [
+        ids[2]
+    ]
+    assert http.get(f"{api}/lists({static})?$select=membercount").json()["membercount"] == 1
+    assert_error(http.post(action, json={"EntityId": ids[0]}), 400, "0x80048458", "not a member")
+    assert_error(
+        http.post(f"{api}/lists({dynamic})/Microsoft.Dynamics.CRM.RemoveMemberList", json={"EntityId": ids[2]}),
+        400,
+        "0x80040203",
+        "dynamic marketing list",
+    )
+    assert_error(
+        http.post(f"{api}/contacts({ids[2]})/Microsoft.Dynamics.CRM.RemoveMemberList", json={"EntityId": ids[2]}),
+        404,
+        "0x8006088a",
+        "RemoveMemberList",
+    )
+    # a dynamic list's members come from its query: the service keeps no count for it
+    assert http.get(f"{api}/lists({dynamic})?$select=membercount,type").json()["membercount"] is None
