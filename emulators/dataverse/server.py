@@ -1244,15 +1244,20 @@ class DataverseEmulator(Emulator):
             self.store.remove_member(list_row["listid"], member_id)
         return Response(204, b"", {"OData-Version": "4.0"})
 
-    def _add_member_list(self, request: Request) -> Response:
+    def _member_list_action(self, request: Request, action: str) -> tuple[str, str]:
+        """(list id, EntityId) of a bound list action such as AddMemberList."""
         table = self._set_table(request.params["entityset"])
         if table.logical_name != "list":
-            raise errors.segment_not_found("Microsoft.Dynamics.CRM.AddMemberList")
+            raise errors.segment_not_found(f"Microsoft.Dynamics.CRM.{action}")
         list_id = self._record_id(table, request.params["key"])
         body = self._body(request)
         entity_id = parse_guid(body.get("EntityId")) if isinstance(body.get("EntityId"), str) else None
         if entity_id is None:
             raise ApiError(400, "0x80060888", "The parameter 'EntityId' must be a GUID.")  # text unverified
+        return list_id, entity_id
+
+    def _add_member_list(self, request: Request) -> Response:
+        list_id, entity_id = self._member_list_action(request, "AddMemberList")
         user = user_id(caller(request))
         with self.data_lock:
             list_row = self._list_row(list_id)
@@ -1269,14 +1274,7 @@ class DataverseEmulator(Emulator):
     def _remove_member_list(self, request: Request) -> Response:
         """RemoveMemberList, the bound action of an environment with Dynamics 365 apps: ``EntityId`` is the member
         record's id (or the list member's id, as older SDKs documented it); no return value."""
-        table = self._set_table(request.params["entityset"])
-        if table.logical_name != "list":
-            raise errors.segment_not_found("Microsoft.Dynamics.CRM.RemoveMemberList")
-        list_id = self._record_id(table, request.params["key"])
-        body = self._body(request)
-        entity_id = parse_guid(body.get("EntityId")) if isinstance(body.get("EntityId"), str) else None
-        if entity_id is None:
-            raise ApiError(400, "0x80060888", "The parameter 'EntityId' must be a GUID.")  # text unverified
+        list_id, entity_id = self._member_list_action(request, "RemoveMemberList")
         with self.data_lock:
             list_row = self._list_row(list_id)
             self._check_static(list_row)
