@@ -1419,14 +1419,7 @@ class DataverseEmulator(Emulator):
 
     @staticmethod
     def _metadata_select(request: Request, allowed: frozenset[str], type_name: str) -> list[str] | None:
-        text = request.arg("$select")
-        if text is None:
-            return None
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        for name in names:
-            if name not in allowed:
-                raise errors.unknown_property(name, type_name)
-        return names
+        return _names(request.arg("$select"), allowed, type_name)
 
     @staticmethod
     def _pick(body: dict[str, Any], select: list[str] | None) -> dict[str, Any]:

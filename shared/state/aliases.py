@@ -62,6 +62,20 @@ class AliasIndex(ShardedTable):
             attempts=attempts,
         )
 
+    def remove(self, keys: list[str], attempts: int = 5) -> None:
+        """Drops these keys from the stored shards (an erasure: the person no longer has aliases)."""
+        by_shard: dict[str, list[str]] = {}
+        for key in keys:
+            by_shard.setdefault(self.shard(key), []).append(key)
+        self.merge_write(
+            self.partition,
+            by_shard,
+            read=self._read_chunk,
+            merge=_drop_keys,
+            what=f"the {self.partition} index",
+            attempts=attempts,
+        )
+
     def _read_chunk(self, chunk: list[str]) -> dict[str, Shard]:
         """The stored shards of these sorted, neighbouring keys: one range query."""
         self.operations += 1
@@ -79,3 +93,8 @@ class AliasIndex(ShardedTable):
         for shard in sorted({self.shard(k) for k in wanted}):
             found.update({k: v for k, v in self.read_range(shard, shard).items() if k in wanted})
         return found
+
+
+def _drop_keys(shard: Shard, keys: list[str]) -> None:
+    for key in keys:
+        shard.bases.pop(key, None)

@@ -15,6 +15,9 @@ SyncRuns:
 
 Rows in a format of the ledger's own (watermarks, runs, batches, retries) carry a version (shared.state.versions);
 the watermark decisions themselves are pure, in shared.rules.watermarks.
+
+Longer than 500 lines because every reader and writer of these row formats lives here, an erasure's scrub
+included: no other module reads or rewrites a batch payload.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import base64
 import contextlib
 import json
 import secrets
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -75,6 +79,30 @@ class Unit:
     @property
     def others(self) -> list[str]:
         return [b.batch_id for b in self.batches if b.batch_id != self.lead]
+
+
+def _without_member(row: Mapping[str, Any], hashed: str) -> dict[str, Any]:
+    """The columns of a batch row rewritten without one person's group or plan (empty: the row lacks them)."""
+    changes: dict[str, Any] = {}
+    payload = row.get("payload")
+    raw = getattr(payload, "value", payload)  # the client wraps binary values it did not type itself
+    if isinstance(raw, bytes) and raw:
+        groups = json.loads(zlib.decompress(raw))
+        kept = [group for group in groups if _packed_hash(group[0]) != hashed]
+        if len(kept) != len(groups):
+            changes["payload"] = zlib.compress(json.dumps(kept, separators=(",", ":")).encode(), 9)
+            changes["emails"] = len(kept)  # the row's message holds columns and interests, no addresses
+    if row.get("planned"):
+        planned = json.loads(row["planned"])
+        kept_plans = [entry for entry in planned if entry.get("member_hash") != hashed]
+        if len(kept_plans) != len(planned):
+            changes["planned"] = json.dumps(kept_plans)
+    return changes
+
+
+def _packed_hash(head: str) -> str:
+    """The member hash of a packed group's head: its address, or ``#<hash>`` for a group without one."""
+    return head[1:] if head.startswith("#") else member_hash(head)
 
 
 def _payload(link: str, run_id: str, row: Mapping[str, Any]) -> BatchMessage:
@@ -444,3 +472,54 @@ class Ledger:
         for row_key in row_keys:
             with contextlib.suppress(ResourceNotFoundError):
                 self.state.delete_entity(link, row_key)
+
+    # ---- erasure ----------------------------------------------------------------------------
+    def scrub_member(self, link: str, hashed: str, *, dry_run: bool) -> tuple[list[str], list[tuple[str, str]]]:
+        """Takes one person out of the link's rows that hold groups: batch payloads still waiting or claimed,
+        dry-run plans, and groups kept for retry. Returns what held the person, and the (run, batch) whose payload
+        was rewritten: an invocation that read such a row before cannot claim it any more (its ETag is stale),
+        so the caller points at it once more."""
+        found: list[str] = []
+        rewritten: list[tuple[str, str]] = []
+        rows = self.runs.query_entities(  # the entities themselves: their ETags guard the rewrite
+            "PartitionKey ge @a and PartitionKey lt @b and (state eq 'waiting' or state eq 'claimed' or planned ne '')",
+            parameters={"a": f"{link}|", "b": f"{link}|~"},
+        )
+        for row in rows:
+            check_version(SYNC_RUNS, row)
+            changes = _without_member(row, hashed)
+            if not changes:
+                continue
+            run_id = str(row["PartitionKey"]).split("|", 1)[1]
+            found.append(f"link {link}: batch {row['RowKey']} of run {run_id}")
+            if dry_run:
+                continue
+            try:
+                self.runs.update_entity(
+                    {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes},
+                    mode=UpdateMode.MERGE,
+                    etag=row.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                # claimed or finished meanwhile: read again and scrub what is left (a finished batch holds none)
+                again, more = self.scrub_member(link, hashed, dry_run=dry_run)
+                return [*found[:-1], *again], [*rewritten, *more]
+            if "payload" in changes:
+                rewritten.append((run_id, str(row["RowKey"])))
+        for retry in self.pending_retries(link):
+            groups = json.loads(retry.get("groups") or "[]")
+            kept = [group for group in groups if group[0] != hashed]  # Group.encode: the hash first
+            if len(kept) == len(groups):
+                continue
+            found.append(f"link {link}: a dead-lettered batch kept for retry")
+            if not dry_run:
+                self.state.upsert_entity(
+                    {
+                        "PartitionKey": link,
+                        "RowKey": retry["RowKey"],
+                        "groups": json.dumps(kept, separators=(",", ":")),
+                    },
+                    mode=UpdateMode.MERGE,
+                )
+        return found, rewritten

@@ -15,20 +15,15 @@ What a failing service leaves undone is returned in ``Forgetting.remaining``; no
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.adapters.dataverse import DataverseError
 from shared.adapters.mailchimp import MailchimpError
 from shared.adapters.ports import DataversePort, MailchimpPort, Services, StoragePort
-from shared.adapters.storage import BATCHES_QUEUE, SYNC_RUNS, SYNC_STATE
+from shared.adapters.storage import BATCHES_QUEUE, SYNC_STATE
 from shared.model.kinds import KINDS
 from shared.model.times import now
 from shared.rules.addresses import member_hash, normalize_email
@@ -37,7 +32,7 @@ from shared.settings import Link
 from shared.state.aliases import AliasIndex
 from shared.state.audit import AuditLog
 from shared.state.identity import BaseRow, IdentityMap
-from shared.state.shards import Shard
+from shared.state.ledger import Ledger
 from shared.state.tombstones import EVERYWHERE, Tombstones
 
 log = logging.getLogger("consent_bridge.erasure")
@@ -155,14 +150,16 @@ def _scrub_link(
         record_ids = {record_id for record_id, _ in base.records} | set(holding) if base else set(holding)
         contact_ids = {c for c in (contact_id, base.contact_id if base else None) if c}
         for kind, aliases in (("records", record_ids), ("contacts", contact_ids)):
-            index = _AliasEraser(storage, link.name, kind)
+            index = AliasIndex(storage, link.name, kind)
             pointing = [key for key, value in index.get(sorted(aliases)).items() if value == hashed]
             if pointing:
                 found.append(f"link {link.name}: {len(pointing)} {kind} alias(es)")
                 if not result.dry_run:
                     index.remove(pointing)
-        found += _scrub_batches(storage, link, hashed, dry_run=result.dry_run)
-        found += _scrub_retries(storage, link, hashed, dry_run=result.dry_run)
+        held, rewritten = Ledger(storage).scrub_member(link.name, hashed, dry_run=result.dry_run)
+        found += held
+        for run_id, batch_id in rewritten:  # its waiting invocation may have let its message go: point again
+            storage.send(BATCHES_QUEUE, {"link": link.name, "run": run_id, "batch": batch_id})
         cause = storage.get(SYNC_STATE, f"{link.name}|causes", hashed)
         if cause is not None:
             found.append(f"link {link.name}: a campaign cause")
@@ -173,77 +170,6 @@ def _scrub_link(
         result.remaining.append(f"link {link.name}: Consent Bridge's own state ({type(exc).__name__}: {exc})"[:300])
     result.scrubbed += found
     return bool(found)
-
-
-def _scrub_batches(storage: StoragePort, link: Link, hashed: str, *, dry_run: bool) -> list[str]:
-    """Batches of the link's runs that still carry payloads (waiting or claimed) or dry-run plans: the group of
-    this member is taken out; the tombstone keeps a unit that already holds it from adding it again."""
-    table = storage.table(SYNC_RUNS)
-    found: list[str] = []
-    rows = table.query_entities(  # the entities themselves: their ETags guard the rewrite
-        "PartitionKey ge @a and PartitionKey lt @b and (state eq 'waiting' or state eq 'claimed' or planned ne '')",
-        parameters={"a": f"{link.name}|", "b": f"{link.name}|~"},
-    )
-    for row in rows:
-        changes: dict[str, Any] = {}
-        payload = row.get("payload")
-        raw = getattr(payload, "value", payload)
-        if isinstance(raw, bytes) and raw:
-            groups = json.loads(zlib.decompress(raw))
-            kept = [group for group in groups if _packed_hash(group[0]) != hashed]
-            if len(kept) != len(groups):
-                changes["payload"] = zlib.compress(json.dumps(kept, separators=(",", ":")).encode(), 9)
-                changes["emails"] = len(kept)  # the row's message holds columns and interests, no addresses
-        if row.get("planned"):
-            planned = json.loads(row["planned"])
-            kept_plans = [entry for entry in planned if entry.get("member_hash") != hashed]
-            if len(kept_plans) != len(planned):
-                changes["planned"] = json.dumps(kept_plans)
-        if not changes:
-            continue
-        found.append(f"link {link.name}: batch {row['RowKey']} of run {row['PartitionKey'].split('|', 1)[1]}")
-        if dry_run:
-            continue
-        try:
-            table.update_entity(
-                {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], **changes},
-                mode=UpdateMode.MERGE,
-                etag=row.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except ResourceModifiedError:
-            # claimed or finished meanwhile: read it again and scrub what is left (a finished batch holds none)
-            return [*found[:-1], *_scrub_batches(storage, link, hashed, dry_run=dry_run)]
-        if "payload" in changes:
-            # an invocation that read the row before this rewrite cannot claim it (its ETag is stale) and lets its
-            # message go: one more pointer keeps the batch from waiting for ever; a spare one does nothing
-            run_id = row["PartitionKey"].split("|", 1)[1]
-            storage.send(BATCHES_QUEUE, {"link": link.name, "run": run_id, "batch": row["RowKey"]})
-    return found
-
-
-def _packed_hash(head: str) -> str:
-    """The member hash of a packed group's head: its address, or ``#<hash>`` for a group without one."""
-    return head[1:] if head.startswith("#") else member_hash(head)
-
-
-def _scrub_retries(storage: StoragePort, link: Link, hashed: str, *, dry_run: bool) -> list[str]:
-    """Dead-lettered batches' groups kept for the next run (Group.encode lists: hash first, then address)."""
-    found: list[str] = []
-    for row in storage.query(
-        SYNC_STATE, "PartitionKey eq @p and RowKey ge 'retry|' and RowKey lt 'retry}'", {"p": link.name}
-    ):
-        groups = json.loads(row.get("groups") or "[]")
-        kept = [group for group in groups if group[0] != hashed]
-        if len(kept) == len(groups):
-            continue
-        found.append(f"link {link.name}: a dead-lettered batch kept for retry")
-        if not dry_run:
-            storage.table(SYNC_STATE).upsert_entity(
-                {"PartitionKey": link.name, "RowKey": row["RowKey"], "groups": json.dumps(kept, separators=(",", ":"))},
-                mode=UpdateMode.MERGE,
-            )
-    return found
 
 
 def records_holding(dataverse: DataversePort, email: str, problems: list[str]) -> list[tuple[str, str]]:
@@ -260,28 +186,6 @@ def records_holding(dataverse: DataversePort, email: str, problems: list[str]) -
         except DataverseError as exc:
             problems.append(f"Dynamics {kind.entity_set}: could not be searched for the address ({exc})")
     return found
-
-
-class _AliasEraser(AliasIndex):
-    """The alias index with one more operation: entries removed (the index itself only ever sets them)."""
-
-    def remove(self, keys: list[str]) -> None:
-        by_shard: dict[str, list[str]] = {}
-        for key in keys:
-            by_shard.setdefault(self.shard(key), []).append(key)
-        self.merge_write(
-            self.partition,
-            by_shard,
-            read=self._read_chunk,
-            merge=_drop_keys,
-            what=f"the {self.partition} index",
-            attempts=5,
-        )
-
-
-def _drop_keys(shard: Shard, keys: list[str]) -> None:
-    for key in keys:
-        shard.bases.pop(key, None)
 
 
 def describe_forgetting(done: Forgetting) -> list[str]:
