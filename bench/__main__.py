@@ -1,4 +1,5 @@
-"""python -m bench [--records N] [--scale 4] [--json] [--save PATH] [--interval-minutes 15] [--tag T] [--profile DIR]"""
+"""python -m bench [--records N] [--scale 4] [--json] [--save PATH] [--interval-minutes 15] [--tag T] [--profile DIR]
+[--latency model [--time-scale 0.05] [--workers N]]"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.driver import run_benchmark
+from bench.latency import parse_scales
 from bench.report import format_report
 
 
@@ -46,9 +48,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="profile each sync with cProfile into DIR and print its top costs (slows the runs)",
     )
+    parser.add_argument(
+        "--latency",
+        choices=["off", "model"],
+        default="off",
+        help="model: both emulators answer after the real services' server time (their latency models), and each "
+        "run is measured against the bound the services' limits allow",
+    )
+    parser.add_argument(
+        "--time-scale",
+        default="0.05",
+        help="with --latency model: every modelled second takes this many seconds; one number, or per run as in "
+        "'0.05,incremental=1' (default 0.05)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="queue handlers at once in each sync (sync --workers)")
     args = parser.parse_args(argv)
     if args.records < 10 or args.scale < 1:
         parser.error("--records must be at least 10 and --scale at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        scales = parse_scales(args.time_scale)
+    except ValueError as exc:
+        parser.error(f"--time-scale: {exc}")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     # stopped from outside: unwind, so the local world's processes stop with the benchmark
@@ -62,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         interests=args.interests,
         say=lambda text: print(text, file=sys.stderr, flush=True),
+        time_scales=scales if args.latency == "model" else None,
+        workers=args.workers,
     )
     if args.save:
         Path(args.save).write_text(json.dumps(result, indent=2))

@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from bench import latency as latency_model
 from bench import population as pop
 from bench.model import TARGETS, Work, checks, explain, minimum
 from emulators.world import API_KEY, LocalWorld
@@ -41,7 +42,11 @@ def run_benchmark(
     batch_size: int | None = None,
     interests: int = pop.DEFAULT_INTERESTS,
     say: Callable[[str], None] = lambda text: None,
+    time_scales: dict[str, float] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
+    """``time_scales`` set: both emulators run their latency models, each run at its scale (``--latency model``;
+    ``""`` holds the scale of runs not named)."""
     sizes = [records] if scale <= 1 else [records, records * scale]
     link = {**pop.LINK, "tag": tag} if tag else dict(pop.LINK)
     result: dict[str, Any] = {
@@ -54,6 +59,9 @@ def run_benchmark(
             "change_share": change_share,
             "batch_size": batch_size or 500,
             "interests": interests,
+            "latency": "model" if time_scales else "off",
+            "time_scales": time_scales,
+            "workers": workers,
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
         },
@@ -71,9 +79,17 @@ def run_benchmark(
                 batch_size=batch_size,
                 interests=interests,
                 say=say,
+                time_scales=time_scales,
+                workers=workers,
             )
         )
     result["rss_growth_percent"] = rss_growth(result["sizes"])
+    if time_scales:  # one object per run, for tools that read the latency figures
+        result["runs"] = [
+            {k: run[k] for k in ("run", "records", "wall_s", "bound_s", "calls", "ratio_to_bound", "throttled_429")}
+            for size in result["sizes"]
+            for run in size["runs"]
+        ]
     return result
 
 
@@ -87,6 +103,8 @@ def bench_size(
     say: Callable[[str], None],
     batch_size: int | None = None,
     interests: int = pop.DEFAULT_INTERESTS,
+    time_scales: dict[str, float] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     from shared.app import Context
     from shared.provision import provision
@@ -111,8 +129,10 @@ def bench_size(
             "linked_members": sum(p.member_status is not None for p in population.people),
             "opted_out": sum(p.opted_out for p in population.people),
             "seed_seconds": round(seeded, 2),
+            "workers": workers,
             "runs": [],
         }
+
         previous_start: tuple[datetime, datetime] | None = None
         for name in RUNS:
             if name == "incremental":  # people and users act halfway between two timer runs
@@ -136,6 +156,8 @@ def bench_size(
                 profile=profile,
                 static_incremental=name != "initial",
                 interests=interests,
+                time_scale=(time_scales.get(name, time_scales[""]) if time_scales else None),
+                workers=workers,
             )
             say(
                 f"[{records:,}] {name}: {run['wall_seconds']:.1f}s, {run['api_calls']['total']} API calls "
@@ -212,16 +234,23 @@ def measure_run(
     profile: str | None,
     static_incremental: bool,
     interests: int = 0,
+    time_scale: float | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     mailchimp, dataverse = world.mailchimp_admin, world.dataverse_admin
+    if time_scale:
+        latency_model.configure(world, time_scale)
+        latency_model.reset(world)
     mailchimp.reset_calls()
     dataverse.reset_calls()
     mailchimp.clear_requests()
     parts_before = dataverse.call("GET", "batch-parts")["parts"]
+    bulk_before = dataverse.call("GET", "bulk-targets")["targets"]
     status_before = status_writes(ledger, link["name"])
     load_before = os.getloadavg()
     out = workdir / f"{name}.json"
-    command = [sys.executable, "-m", "bench.runner", "--out", str(out)] + (["--profile", profile] if profile else [])
+    command = [sys.executable, "-m", "bench.runner", "--out", str(out), "--workers", str(workers)]
+    command += ["--profile", profile] if profile else []
     launched = datetime.now(UTC)
     started = time.perf_counter()
     with open(workdir / f"{name}.stderr", "w+") as errors:
@@ -257,6 +286,11 @@ def measure_run(
     patches = sum(
         count - parts_before.get(route, 0) for route, count in parts_after.items() if route.startswith("PATCH ")
     )
+    # records written by UpdateMultiple are record writes too (one bulk message is one call)
+    bulk_after = dataverse.call("GET", "bulk-targets")["targets"]
+    patches += sum(
+        count - bulk_before.get(key, 0) for key, count in bulk_after.items() if key.startswith("UpdateMultiple ")
+    )
     # the link's status row in Dynamics: its PATCHes are parts of $batch calls of their own, not record writes
     status = status_writes(ledger, link["name"]) - status_before
     latest = ledger.latest_runs(link["name"], 1)
@@ -277,9 +311,13 @@ def measure_run(
         "catalog_written": catalog_written,
         "preference_rows_written": row_patches,
         "preference_members_written": preference_members,
-        "members_written": counts.get("mailchimp_writes", 0) + preference_members,
+        # members whose status changed, and those written only for what features added (interests, merge fields)
+        "members_written": counts.get("mailchimp_writes", 0) + counts.get("members_written_by_steps", 0),
+        "merge_field_reads": counts.get("merge_field_reads", 0),
         "records_written": patches - catalog_written - status,
         "status_writes": status,
+        "membership_rows_written": counts.get("membership_rows_written", 0),
+        "history_rows_written": counts.get("consent_history_rows_written", 0),
     }
     work = Work(members_read=needed[0], records_read=needed[1], preference_rows_read=needed[2], **common)
     as_read = Work(
@@ -293,8 +331,22 @@ def measure_run(
     preference_part = measure_preferences(mailchimp_calls, counts, low)
     storage_total = sum(measured["storage_calls"].values())
     wall = measured["wall_seconds"]
+    on_model = latency_model.measure(world, time_scale, round(wall, 2)) if time_scale else None
     return {
         "run": name,
+        **(
+            {
+                "records": as_read.records_read,
+                "wall_s": round(wall, 2),
+                "bound_s": on_model["bound_s"],
+                "calls": total,
+                "ratio_to_bound": on_model["ratio"],
+                "throttled_429": on_model["throttled_429"],
+                "latency": on_model,
+            }
+            if on_model
+            else {}
+        ),
         "exit_code": measured["exit_code"],
         "status": summary.status,
         "full_pass": name == "initial",
@@ -326,6 +378,12 @@ def measure_run(
         "minimum": {**low.to_json(), "explained": explain(work, low)},
         "ratio": round(total / low.total, 2),
         "preferences": preference_part,
+        "memberships": {
+            "calls": counts.get("membership_calls_dataverse", 0),
+            "minimum": low.memberships,
+            "membership_rows_written": counts.get("membership_rows_written", 0),
+            "history_rows_written": counts.get("consent_history_rows_written", 0),
+        },
         "minimum_as_read": {**low_as_read.to_json(), "explained": explain(as_read, low_as_read)},
         "ratio_as_read": round(total / low_as_read.total, 2),
         "storage": {

@@ -28,7 +28,8 @@ HOW_N_IS_DERIVED = (
     "whole list. This includes the echoes of the previous run's own writes, which any watermark-based read must "
     "see again. Writes: members written = the run's mailchimp_writes counter (members whose status the run "
     "changed in Mailchimp, one ConsentAudit row with a Mailchimp side each); records written = PATCH requests "
-    "executed inside $batch (the Dataverse emulator's /_admin/batch-parts, before and after the run). "
+    "executed inside $batch (the Dataverse emulator's /_admin/batch-parts, before and after the run) and "
+    "records updated by UpdateMultiple (its /_admin/bulk-targets), one bulk message counting as one call. "
     "Minimum = ceil(members to read / 1,000) (at least 1) + ceil(members written / 500) + 1 (the marketing "
     "list's definition) + ceil(records to read / 5,000) (at least 1) + 1 for the new memberships of a static "
     "list in an incremental run + ceil(records written / 1,000); the list definition and the memberships call "
@@ -39,6 +40,14 @@ HOW_N_IS_DERIVED = (
     "1 + categories Mailchimp calls, 1 read of the preference rows and ceil(preference rows written / 1,000); "
     "members written count members whose interests alone were sent too, and records written count the "
     "subscription rows upserted in the same $batch (so they share its pages). "
+    "Audience memberships and consent history add no call of their own: their rows are upserts in the run's "
+    "$batch (records written count them, so they share its pages); the calls they add are "
+    "ceil(records written / 1,000) - ceil((records written - their rows) / 1,000), and a full pass after the "
+    "initial run adds 1 read of the membership rows users edited since the previous one. "
+    "Mapped fields (FIELD_MAP) add 1 read of the audience's merge fields on a run that reads them (the initial run "
+    "or a full pass); members written count members whose merge fields alone were sent (the sync's "
+    "members_written_by_steps counter, which counts a member once however many features added to its entry), and "
+    "records written count PATCHes that carry mapped columns alone. "
     "The link's status row in Dynamics adds 1 write per run (a $batch of its own; a run with batches to "
     "reconcile writes it twice, Running after the scan and its outcome at the end); its PATCHes are not "
     "records written. "
@@ -64,6 +73,10 @@ class Work:
     preference_rows_written: int = 0  # subscription rows among records_written
     preference_members_written: int = 0  # members among members_written whose interests alone were sent
     status_writes: int = 0  # $batch calls that wrote the link's status row in Dynamics (not counted as records)
+    merge_field_reads: int = 0  # reads of the audience's merge fields (mapped fields; the initial run, full passes)
+    membership_rows_written: int = 0  # audience membership rows among records_written
+    history_rows_written: int = 0  # consent history rows among records_written
+    scoped_read: bool = False  # a full pass after the initial run reads the membership rows users edited
 
 
 @dataclass
@@ -80,10 +93,13 @@ class Minimum:
     preference_writes: int = 0  # the $batch calls among dataverse_write that the subscription rows add
     preference_member_writes: int = 0  # the batch subscribes among mailchimp_write that interests alone add
     dataverse_status: int = 1  # the link's status row in Dynamics: one write per run
+    membership_writes: int = 0  # the $batch calls among dataverse_write that membership and history rows add
+    dataverse_scoped: int = 0  # a full pass's read of the membership rows users edited
+    mailchimp_merge_fields: int = 0  # the audience's merge field definitions, on a run that reads them
 
     @property
     def mailchimp(self) -> int:
-        return self.mailchimp_read + self.mailchimp_write + self.mailchimp_catalog
+        return self.mailchimp_read + self.mailchimp_write + self.mailchimp_catalog + self.mailchimp_merge_fields
 
     @property
     def dataverse(self) -> int:
@@ -95,6 +111,7 @@ class Minimum:
             + self.dataverse_catalog
             + self.dataverse_preferences
             + self.dataverse_status
+            + self.dataverse_scoped
         )
 
     @property
@@ -109,6 +126,11 @@ class Minimum:
         )
 
     @property
+    def memberships(self) -> int:
+        """The calls the memberships part needs beyond the status sync's."""
+        return self.membership_writes + self.dataverse_scoped
+
+    @property
     def total(self) -> int:
         return self.mailchimp + self.dataverse
 
@@ -118,6 +140,7 @@ class Minimum:
             "mailchimp": self.mailchimp,
             "dataverse": self.dataverse,
             "preferences": self.preferences,
+            "memberships": self.memberships,
             "total": self.total,
         }
 
@@ -125,6 +148,7 @@ class Minimum:
 def minimum(work: Work) -> Minimum:
     write = ceil(work.records_written / DATAVERSE_WRITE_PAGE)
     catalog = work.catalog_categories is not None
+    membership_rows = work.membership_rows_written + work.history_rows_written
     return Minimum(
         mailchimp_read=max(1, ceil(work.members_read / MAILCHIMP_READ_PAGE)),
         mailchimp_write=ceil(work.members_written / MAILCHIMP_WRITE_PAGE),
@@ -138,6 +162,9 @@ def minimum(work: Work) -> Minimum:
         preference_writes=write - ceil((work.records_written - work.preference_rows_written) / DATAVERSE_WRITE_PAGE),
         preference_member_writes=ceil(work.members_written / MAILCHIMP_WRITE_PAGE)
         - ceil((work.members_written - work.preference_members_written) / MAILCHIMP_WRITE_PAGE),
+        membership_writes=write - ceil((work.records_written - membership_rows) / DATAVERSE_WRITE_PAGE),
+        dataverse_scoped=int(work.scoped_read),
+        mailchimp_merge_fields=min(1, work.merge_field_reads),
     )
 
 
@@ -157,7 +184,16 @@ def explain(work: Work, low: Minimum) -> str:
     text += f" + write {part(work.records_written, DATAVERSE_WRITE_PAGE, low.dataverse_write)}"
     if low.dataverse_preferences:
         text += f" + preference rows {part(work.preference_rows_read, DATAVERSE_READ_PAGE, low.dataverse_preferences)}"
+    if work.membership_rows_written or work.history_rows_written:
+        text += (
+            f" (of which {work.membership_rows_written:,} membership and {work.history_rows_written:,} consent "
+            f"history rows: {low.membership_writes} call(s) of their own)"
+        )
+    if low.dataverse_scoped:
+        text += " + membership edits 1"
     text += " + status row 1"
+    if low.mailchimp_merge_fields:
+        text += "; merge fields 1"
     if low.mailchimp_catalog:
         text += (
             f"; catalog: Mailchimp 1 + {work.catalog_categories} categories, Dataverse read 1 + write "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.latency import HOW_THE_BOUND_IS_COMPUTED, format_runs
 from bench.model import HOW_N_IS_DERIVED
 
 WHAT_EACH_RUN_IS = {
@@ -32,6 +33,7 @@ def format_report(result: dict[str, Any]) -> str:
     ]
     for size in result["sizes"]:
         lines += format_size(size)
+        lines += format_runs(size)
     growth = result.get("rss_growth_percent")
     if growth:
         per_run = ", ".join(f"{name} {value:+.1f} %" for name, value in growth["per_run"].items())
@@ -42,6 +44,8 @@ def format_report(result: dict[str, Any]) -> str:
             "",
         ]
     lines += ["How the minimum is computed:", *wrap(HOW_N_IS_DERIVED, 110, "  "), ""]
+    if bench.get("latency") == "model":
+        lines += ["How the bound is computed:", *wrap(HOW_THE_BOUND_IS_COMPUTED, 110, "  "), ""]
     lines += [
         "Storage: every request the sync process sent to Table Storage and Queues (Azurite), counted in that "
         "process; 'engine' is the run's own storage_calls counter (identity map and audit only)."
@@ -90,6 +94,9 @@ def format_size(size: dict[str, Any]) -> list[str]:
             f"({sent} sent in batch subscribes) and {work['records_written']:,} records "
             f"({work['record_groups_written']:,} members' records); {work['batches']} batches",
             f"  minimum: {run['minimum']['explained']}; ratio {run['ratio']:.2f}",
+            f"  memberships: {run['memberships']['membership_rows_written']:,} membership rows and "
+            f"{run['memberships']['history_rows_written']:,} consent history rows written, "
+            f"{run['memberships']['calls']} call(s) of their own (minimum {run['memberships']['minimum']})",
             f"  minimum as read: {run['minimum_as_read']['explained']}; ratio {run['ratio_as_read']:.2f}",
             "  targets: " + "; ".join(f"{c['target']}: {verdict(c['met'])}" for c in run["targets"]),
         ]

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runner", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="where to write the result (JSON)")
     parser.add_argument("--profile", help="also write cProfile stats of the sync to this file")
+    parser.add_argument("--workers", type=int, default=1, help="queue handlers at once (sync --workers)")
     args = parser.parse_args(argv)
 
     import os
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    code = run_sync(ctx, summary, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    code = run_sync(ctx, summary, progress=lambda text: print(text, file=sys.stderr, flush=True), workers=args.workers)
     if profiler:
         profiler.disable()
     wall = time.perf_counter() - started

@@ -40,6 +40,14 @@ WHY = {
     "email-changed-in-dynamics": "changed address in Dynamics: the Mailchimp member's address follows",
     "email-changed-in-mailchimp": "changed address in Mailchimp: the records' address follows",
     "email-conflict": "changed address in Dynamics to one that is already a member: nothing was merged",
+    **{
+        "field-first-meeting": "met for the first time: the Dynamics names were written to Mailchimp",
+        "field-first-meeting-kept": "met with an empty name on one side: the other side's name was kept",
+        "field-dynamics-changed": "had a name changed in Dynamics: Mailchimp follows",
+        "field-mailchimp-changed": "had a name changed in Mailchimp: Dynamics follows",
+        "field-both-changed-mailchimp-later": "had a name changed on both sides: Mailchimp's later change wins",
+        "field-both-changed-dynamics-later": "had a name changed on both sides: Dynamics' later change wins",
+    },
 }
 COLUMN_NAMES = {
     "donotbulkemail": "Do not allow Bulk Emails",
@@ -75,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def local_demo() -> int:
-    from demo import campaigns, changes, preferences, scenario, status
+    from demo import campaigns, changes, memberships, preferences, realtime, scenario, status
+    from demo import fields as mapped
     from emulators.world import LocalWorld
     from shared.app import Context
     from shared.cli import run_sync
@@ -97,19 +106,23 @@ def local_demo() -> int:
         for line in preferences.seed(world, story):
             print(line)
         print()
-        settings = load_settings(world.settings_env(scenario.LINKS))
+        settings = load_settings(world.settings_env(scenario.LINKS, FIELD_MAP=mapped.FIELD_MAP))
         ctx = Context.from_settings(settings)
-        for line in provision(settings, ctx.storage, ctx.dataverse):
+        for line in provision(settings, ctx.storage, ctx.dataverse, ctx.mailchimp):
             print(f"provision: {line}")
         print("\n== First sync: both sides meet ==")
         started = time.monotonic()
         code = run_sync(ctx, sys.stdout, progress=lambda _: None)
         print(f"(took {time.monotonic() - started:.1f}s)")
         print_rules(ctx, scenario.LINKS)
+        for line in mapped.arrived(world, story):
+            print(f"  {line}")
         print("\n== Meanwhile, people and users change things ==")
         for line in changes.apply(world, story):
             print(f"- {line}")
         for line in preferences.change(world, story):
+            print(f"- {line}")
+        for line in mapped.change(world, story):
             print(f"- {line}")
         in_dynamics = {c["emailaddress1"] for c in story.contacts if c.get("emailaddress1")}
         for line in campaigns.send_campaign(world.mailchimp_admin, in_dynamics=in_dynamics):
@@ -120,11 +133,20 @@ def local_demo() -> int:
         for link in scenario.LINKS:
             for line in audit_lines(ctx, link["name"]):
                 print(f"  {line}")
+        print("\nMapped fields (FIELD_MAP: firstname both ways, lastname to Mailchimp):")
+        for line in mapped.report(world, story):
+            print(f"  {line}")
         print("\nMarketing preferences:")
         for line in preferences.report(ctx):
             print(f"  {line}")
         print("\nCampaigns in Dynamics:")
         for line in campaigns.campaign_lines(ctx):
+            print(f"  {line}")
+        print("\nAudience memberships and consent history in Dynamics:")
+        for line in memberships.report(world.dataverse_admin):
+            print(f"  {line}")
+        print("\n== Real time: serve, the webhooks, one change each way ==")
+        for line in realtime.run(world, scenario.LINKS, FIELD_MAP=mapped.FIELD_MAP):
             print(f"  {line}")
         print("\nSync links in Dynamics (the 'Sync links' view):")
         for line in status.link_rows(world.dataverse_admin):
@@ -176,6 +198,9 @@ def describe_rows(link: str, rows: list[dict[str, Any]]) -> list[str]:
         who = f"member {row['member_hash'][:8]}" if row["member_hash"] else "a record"
         records = json.loads(row["record_ids"] or "[]")
         text = f"{who} {WHY.get(row['rule'], row['rule'])}"
+        if row["rule"].startswith("field-"):  # field audits keep digests of the values, not the values
+            lines.append(f"{text}; {row.get('detail') or ''} [records {', '.join(r[:8] for r in records)}]")
+            continue
         if row.get("mailchimp_new"):
             text += f"; Mailchimp {row['mailchimp_old']} → {row['mailchimp_new']}"
         if row.get("dynamics_new"):

@@ -18,6 +18,9 @@ Admin API (never counted, never faulted), on every emulator:
     DELETE /_admin/requests         empty that log
     GET    /_admin/clock            {"now": "...", "offsetSeconds": n}
     POST   /_admin/clock            {"advanceSeconds": n} moves the emulator's clock forward (never back)
+    GET    /_admin/latency          the latency model (off by default): parameters, server time charged, 429s
+    POST   /_admin/latency          {"enabled": true, "timeScale": 0.05, ...} switches it on and sets parameters
+    DELETE /_admin/latency/counts   forget the server time charged so far
     POST   /_admin/seed, GET /_admin/state, and any other /_admin/... route the emulator adds
 """
 
@@ -264,10 +267,16 @@ class Emulator:
         self.admin.add("POST", "/_admin/reset", self._admin_reset)
         self.admin.add("POST", "/_admin/seed", lambda r: self.admin_seed(r.json()))
         self.admin.add("GET", "/_admin/state", self.admin_state)
+        self.admin.add("GET", "/_admin/latency", lambda r: self.latency_state())
+        self.admin.add("POST", "/_admin/latency", lambda r: self.configure_latency(r.json()))
+        self.admin.add("DELETE", "/_admin/latency/counts", lambda r: self.reset_latency_counts())
 
     # ---- hooks for subclasses -------------------------------------------------------------
     def reset(self) -> None:
         """Forget all service state (subclasses extend)."""
+
+    def close(self) -> None:
+        """Stop what the emulator runs beside its server (webhook workers); called when the server stops."""
 
     def admin_seed(self, body: Any) -> Response:
         return Response.json(404, {"error": "seeding not supported"})
@@ -285,6 +294,18 @@ class Emulator:
 
     def fault_response(self, fault: FaultSpec, request: Request) -> Response:
         return self.error(fault.status, HTTPStatus(fault.status).phrase, request)
+
+    def configure_latency(self, spec: Any) -> Response:
+        """Switches the emulator's latency model on or off and sets its parameters (``POST /_admin/latency``)."""
+        return Response.json(404, {"error": f"the {self.name} emulator has no latency model"})
+
+    def latency_state(self) -> Response:
+        """The latency model's parameters and the server time it charged so far (``GET /_admin/latency``)."""
+        return Response.json(404, {"error": f"the {self.name} emulator has no latency model"})
+
+    def reset_latency_counts(self) -> Response:
+        """Forgets the server time charged so far (``DELETE /_admin/latency/counts``)."""
+        return Response.json(404, {"error": f"the {self.name} emulator has no latency model"})
 
     def dispatch(self, route: Route, request: Request) -> Response:
         """Calls the route's handler; subclasses wrap it (concurrency limits, throttling)."""
@@ -458,6 +479,7 @@ class EmulatorServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.emulator.close()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -470,8 +492,15 @@ def main(factory: Callable[[], Emulator], argv: list[str] | None = None) -> None
     """``python -m emulators.<name> [--port N]``: serve until SIGTERM/SIGINT, printing the port first."""
     parser = argparse.ArgumentParser(description=f"Serve the {factory().name} emulator on 127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
+    parser.add_argument(
+        "--latency", choices=["off", "model"], default="off", help="model: answer after the service's server time"
+    )
+    parser.add_argument("--time-scale", type=float, help="with --latency model: multiply every modelled time by this")
     args = parser.parse_args(argv)
-    server = EmulatorServer(factory(), args.port)
+    emulator = factory()
+    if args.latency == "model":
+        emulator.configure_latency({"enabled": True, **({"timeScale": args.time_scale} if args.time_scale else {})})
+    server = EmulatorServer(emulator, args.port)
     print(f"listening on port {server.port}", flush=True)
     # shutdown() waits for serve_forever() to return, so it must not run on the serving thread itself
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown, daemon=True).start())
@@ -481,6 +510,7 @@ def main(factory: Callable[[], Emulator], argv: list[str] | None = None) -> None
         pass
     finally:
         server.httpd.server_close()
+        server.emulator.close()
 
 
 class AdminClient:

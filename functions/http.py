@@ -1,5 +1,6 @@
 """HTTP: POST /api/sync starts a run now (all links, or ?link=NAME / {"link": NAME}); GET /api/status answers what
-every link's row in Dynamics says. Function-key auth."""
+every link's row in Dynamics says (function-key auth). The webhook routes GET|POST /api/webhooks/mailchimp and
+POST /api/webhooks/dataverse are anonymous to the host: WEBHOOK_SECRET is their guard."""
 
 import json
 
@@ -35,6 +36,20 @@ def start_sync(req: func.HttpRequest) -> func.HttpResponse:
 def link_status(req: func.HttpRequest) -> func.HttpResponse:
     """What every link's row in Dynamics says: state, started, finished, counts in words, error, next run."""
     return _json(200, {"links": engine.link_statuses(engine.context())})
+
+
+@bp.route(route="webhooks/mailchimp", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def mailchimp_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    """Mailchimp's validation GET and its deliveries: checked, enqueued on sync-events, answered at once."""
+    reply = engine.receive_mailchimp(engine.context(), req.method, dict(req.params), dict(req.headers), req.get_body())
+    return func.HttpResponse(reply.text, status_code=reply.status, mimetype="text/plain")
+
+
+@bp.route(route="webhooks/dataverse", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def dataverse_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    """A Dataverse webhook step's delivery (X-Consent-Bridge-Secret header): checked, enqueued, answered."""
+    reply = engine.receive_dataverse(engine.context(), dict(req.headers), req.get_body())
+    return func.HttpResponse(reply.text, status_code=reply.status, mimetype="text/plain")
 
 
 def _json(status: int, body: dict) -> func.HttpResponse:

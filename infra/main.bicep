@@ -23,6 +23,17 @@ param resourceGroupName string = ''
 @description('Mailchimp API key (<key>-<dc>) stored in Key Vault as MAILCHIMP_API_KEY; empty leaves the secret as it is (set it with az keyvault secret set instead).')
 param mailchimpApiKey string = ''
 
+@secure()
+@description('WEBHOOK_SECRET of the webhook routes, stored in Key Vault; generated afresh by each deployment unless given (then run webhooks register, docs/deploy.md).')
+param webhookSecret string = newGuid() // checkov:skip=CKV_AZURE_131: not hardcoded: newGuid() draws a new random secret at each deployment
+
+@description('Changes per link within two hours that runs found and no webhook announced, with no event applied, that raise the webhooks silent alert.')
+@minValue(1)
+param missedByWebhooksThreshold int = 5
+
+@description('PUBLIC_BASE_URL: the app\'s public root the webhooks are registered at; empty: https://<the function app\'s name>.azurewebsites.net.')
+param publicBaseUrl string = ''
+
 @description('MAILCHIMP_BASE_URL: API root override; empty derives https://<dc>.api.mailchimp.com/3.0 from the key.')
 param mailchimpBaseUrl string = ''
 
@@ -46,6 +57,25 @@ param syncNowSchedule string = '0 * * * * *'
   'forget'
 ])
 param onDynamicsDelete string = 'keep'
+
+@description('OPT_OUT_ROLLUP: how a record\'s per-audience statuses roll up into the opt-out columns: all (opted out when every audience membership is) or any (when one is).')
+@allowed([
+  'all'
+  'any'
+])
+param optOutRollup string = 'all'
+
+@description('FIELD_MAP: Dataverse columns kept in step with Mailchimp merge fields, each {"column", "mergeField", "direction"?, "kinds"?}; default first and last name to FNAME and LNAME.')
+param fieldMap array = [
+  {
+    column: 'firstname'
+    mergeField: 'FNAME'
+  }
+  {
+    column: 'lastname'
+    mergeField: 'LNAME'
+  }
+]
 
 @description('FULL_RESYNC_HOURS: a run becomes a full pass when the last full pass is older than this.')
 @minValue(1)
@@ -78,6 +108,11 @@ param subscriberStatusColumn string = 'cbr_subscriberstatus'
 @minValue(1)
 @maxValue(10)
 param mailchimpMaxConnections int = 8
+
+@description('DATAVERSE_MAX_PARALLEL: most Dataverse writes one instance keeps in flight (the service\'s x-ms-dop-hint, at most this).')
+@minValue(1)
+@maxValue(52)
+param dataverseMaxParallel int = 4
 
 @description('BATCH_SIZE: emails per reconcile message.')
 @minValue(1)
@@ -184,6 +219,7 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     mailchimpApiKey: mailchimpApiKey
+    webhookSecret: webhookSecret
     workspaceId: monitoring.outputs.workspaceId
   }
 }
@@ -222,6 +258,8 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     mailchimpSecretUri: keyVault.outputs.mailchimpSecretUri
+    webhookSecretUri: keyVault.outputs.webhookSecretUri
+    publicBaseUrl: publicBaseUrl
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     mailchimpBaseUrl: mailchimpBaseUrl
@@ -230,6 +268,8 @@ module functionApp 'modules/functionapp.bicep' = {
     syncSchedule: syncSchedule
     syncNowSchedule: syncNowSchedule
     onDynamicsDelete: onDynamicsDelete
+    optOutRollup: optOutRollup
+    fieldMap: fieldMap
     fullResyncHours: fullResyncHours
     resubscribePolicy: resubscribePolicy
     newMemberStatus: newMemberStatus
@@ -237,6 +277,7 @@ module functionApp 'modules/functionapp.bicep' = {
     dataversePrefix: dataversePrefix
     subscriberStatusColumn: subscriberStatusColumn
     mailchimpMaxConnections: mailchimpMaxConnections
+    dataverseMaxParallel: dataverseMaxParallel
     batchSize: batchSize
     campaignActivityDays: campaignActivityDays
     reconcileMaxEmails: reconcileMaxEmails
@@ -255,6 +296,7 @@ module alerts 'modules/alerts.bicep' = {
     alertEmail: alertEmail
     expectedRunIntervalMinutes: expectedRunIntervalMinutes
     syncLinks: syncLinks
+    missedByWebhooksThreshold: missedByWebhooksThreshold
   }
 }
 

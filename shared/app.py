@@ -4,6 +4,9 @@ plan_sync        timer or HTTP: one sync-links message per link whose previous r
 scan_link        sync-links message: read both sides' deltas, put sync-batches messages
 reconcile_batch  sync-batches message: merge and write one batch; the last one commits the watermarks
 dead_letter_*    a message that failed maxDequeueCount times: record it, so nothing is lost
+
+Longer than 500 lines because every handler the Functions call lives here beside the Context they share, so
+a trigger's whole path from message to pipeline reads in one place.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE, Storage
 from shared.errors import LinkError
 from shared.features.campaigns import core as campaigns
 from shared.features.erasure.steps import ErasureStep
+from shared.features.fields.scanning import MappedFields
+from shared.features.fields.steps import FieldStep
+from shared.features.memberships.steps import MembershipStep
 from shared.features.preferences.scanning import CatalogSource
 from shared.features.preferences.steps import PreferenceStep
+from shared.features.realtime.announced import Announced, AnnouncingStep
+from shared.features.realtime.handler import EventsHandler
+from shared.features.realtime.receive import Receiver, Reply
 from shared.features.status.board import StatusBoard
 from shared.features.status.words import person_error
 from shared.model.wire import BatchMessage
@@ -60,12 +69,18 @@ class Context:
     ledger: Ledger = field(init=False)
     identity: IdentityMap = field(init=False)
     steps: list[Step] = field(init=False)  # what the features plug into the reconcile pipeline
+    memberships: MembershipStep = field(init=False)  # per-audience consent; says when a link's rows are first made
     interests: CatalogSource = field(init=False)  # what the preferences feature answers a scan
+    fields: MappedFields = field(init=False)  # what the fields feature answers a scan
     status: StatusBoard = field(init=False)  # the link rows in Dynamics and "Sync now"
+    webhooks: Receiver = field(init=False)  # the webhook routes' core (the real-time path)
+    events: EventsHandler = field(init=False)  # the sync-events handler
+    announced: Announced = field(init=False)  # what events announced: the scan's "missed by webhooks"
     observers: list[RunObserver] = field(init=False)  # told when a run starts, is skipped, finishes
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.storage)
+        self.memberships = MembershipStep(self.settings, self.storage, self.dataverse)
         self.identity = IdentityMap(self.storage)
         self.slots = ConnectionSlots(self.storage, self.settings.mailchimp_max_connections)
         self.mailchimp.use_shared_slot(self.slots.slot)
@@ -74,12 +89,19 @@ class Context:
         # the features: each plugs its steps in here, in the order they run
         self.steps = [
             ErasureStep(self.settings, self.storage, self.mailchimp, self.dataverse),  # first: a skip is seen by all
+            self.memberships,
             PreferenceStep(self.settings.dataverse_prefix),
             campaigns.CampaignStep(self.storage),
+            AnnouncingStep(self.storage, enabled=bool(self.settings.public_base_url)),
+            FieldStep(self.settings.field_map, self.storage, self.mailchimp),
         ]
+        self.fields = MappedFields(self.settings.field_map, self.mailchimp, self.storage)
         self.interests = CatalogSource(self.mailchimp, self.dataverse, self.storage, self.settings.dataverse_prefix)
         self.status = StatusBoard(self.settings, self.dataverse, self.storage)
         self.observers = [self.status]
+        self.webhooks = Receiver(self.settings, self.storage)
+        self.events = EventsHandler(self, self.reconciler, partial(_event_applied, self))
+        self.announced = Announced(self.storage)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
@@ -166,10 +188,14 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     ctx.ledger.update_run(link_name, run_id, status="scanning")
     link = ctx.settings.link(link_name)
     watermarks = ctx.ledger.watermarks(link_name)
-    full = full_pass_due(
+    # the run that first creates the link's membership rows meets every base: a full pass
+    upgrade = ctx.memberships.upgrade_due(link_name, run_id, dry_run=bool(run.get("dry_run")))
+    full = upgrade or full_pass_due(
         watermarks, now, every=timedelta(hours=ctx.settings.full_resync_hours), asked=bool(message.get("full"))
     )
     retries = [] if run.get("dry_run") else ctx.ledger.pending_retries(link_name)
+    # a full pass also meets the members whose audience membership a user edited since the last one
+    edited = [] if run.get("dry_run") or not full else ctx.memberships.scoped.collect(link, watermarks)
     try:
         outcome = scan(
             link=link,
@@ -181,12 +207,15 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
             run_id=run_id,
             mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
             retries=[row["groups"] for row in retries],
+            meet=edited,
             send=lambda batch: _queue_batch(ctx, batch),
             indexes=None
             if run.get("dry_run")
             else (AliasIndex(ctx.storage, link_name, "records"), AliasIndex(ctx.storage, link_name, "contacts")),
             interests=ctx.interests,
             dry_run=bool(run.get("dry_run")),
+            fields=ctx.fields,
+            changes=ctx.announced.watch(link_name, watermarks) if ctx.settings.public_base_url else None,
         )
     except (LinkError, DataverseError) as exc:  # a refusal fails the run at once: a retry cannot change it
         if isinstance(exc, DataverseError) and not exc.refused:
@@ -424,6 +453,9 @@ def _observe(ctx: Context, link: str, run_id: str, counts: Counter[str], *, scan
             telemetry.changes_applied(link, side, rule, n, run_id=run_id)
         elif key.startswith("skip:"):
             telemetry.skipped(link, key.split(":", 1)[1], n, run_id=run_id)
+    for key, n in counts.items():
+        if key.startswith("missed_by_webhooks:"):
+            telemetry.missed_by_webhooks(link, key.split(":", 1)[1], n, run_id=run_id)
     conflicts = sum(v for k, v in counts.items() if k in CONFLICT_RULES)
     if conflicts:
         telemetry.conflicts(link, conflicts, run_id=run_id)
@@ -432,3 +464,39 @@ def _observe(ctx: Context, link: str, run_id: str, counts: Counter[str], *, scan
 def _seconds_since(run: dict[str, Any] | None) -> float:
     started = (run or {}).get("started")
     return max(0.0, (datetime.now(UTC) - started).total_seconds()) if started else 0.0
+
+
+# ---- the real-time path ------------------------------------------------------------------------------
+
+
+def receive_mailchimp(ctx: Context, method: str, params: dict[str, str], headers: dict[str, str], body: bytes) -> Reply:
+    """GET|POST /api/webhooks/mailchimp: check, enqueue, answer (never a call to Mailchimp or Dataverse)."""
+    return ctx.webhooks.mailchimp(method, params, headers, body)
+
+
+def receive_dataverse(ctx: Context, headers: dict[str, str], body: bytes) -> Reply:
+    """POST /api/webhooks/dataverse: check, enqueue, answer."""
+    return ctx.webhooks.dataverse(headers, body)
+
+
+def handle_events(ctx: Context, message: dict[str, Any], dequeue_count: int = 1) -> Counter[str]:
+    """sync-events message: this event and those waiting with it, one unit per link."""
+    return ctx.events.handle(message, dequeue_count)
+
+
+def dead_letter_event(ctx: Context, message: dict[str, Any]) -> None:
+    """An event failed maxDequeueCount times: its member is retried by the next run of each link it concerns
+    (which reads the change anyway: the sweep stays the truth)."""
+    member = str(message.get("h") or "")
+    links = [link.name for link in ctx.settings.links if link.audience_id == message.get("a")] if member else []
+    for link in links:
+        ctx.ledger.record_retry(link, "events", member, json.dumps([[member, "", None, 0, [], []]]))
+    log.error(
+        "a real-time event was dead-lettered; %s",
+        f"member {member} is retried by the next run" if links else "the next run reads the change",
+    )
+    telemetry.event_dead_lettered(links[0] if len(links) == 1 else None)
+
+
+def _event_applied(ctx: Context, link: str, event: str, when: datetime) -> None:
+    _notify(ctx, lambda o: o.event_applied(link, event, when))

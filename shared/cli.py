@@ -1,5 +1,6 @@
-"""python -m shared.cli check | provision | sync [--link NAME] [--full] [--dry-run] | status | forget EMAIL [--dry-run]
-| explain EMAIL [--json]
+"""python -m shared.cli check | provision | sync [--link NAME] [--full] [--dry-run] [--workers N] | status
+| forget EMAIL [--dry-run] | explain EMAIL [--json]
+| webhooks register|status|remove | serve [--port 7071]
 
 Settings come from the environment, or from a local.settings.json given with --settings.
 Exit codes: 0 fine; 1 a batch was dead-lettered (sync) or a run failed; 2 configuration problems.
@@ -11,9 +12,11 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,7 +29,10 @@ from shared.errors import ConfigurationError, ConsentBridgeError
 from shared.features.erasure.explain import explain
 from shared.features.erasure.explain import render as render_explanation
 from shared.features.erasure.forget import AddressError, describe_forgetting, forget
+from shared.features.fields import schema as field_schema
+from shared.features.realtime.registration import Registration
 from shared.provision import provision
+from shared.serve import Server
 from shared.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +71,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     sync.add_argument("--full", action="store_true", help="a full pass instead of deltas")
     sync.add_argument("--dry-run", action="store_true", help="print the planned changes; write nothing")
     sync.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="queue handlers running at once, as on a Functions host scaled out (default 1)",
+    )
+    sync.add_argument(
         "--retry-delay",
         type=float,
         default=None,
@@ -77,6 +89,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     explain_ = commands.add_parser("explain", help="everything the product holds about one person")
     explain_.add_argument("email")
     explain_.add_argument("--json", action="store_true", help="JSON for tooling instead of text")
+    webhooks = commands.add_parser("webhooks", help="the real-time path's webhooks in Mailchimp and Dataverse")
+    webhooks.add_argument("action", choices=("register", "status", "remove"))
+    serve = commands.add_parser("serve", help="the app on loopback as the Functions host runs it; Ctrl-C stops it")
+    serve.add_argument("--port", type=int, default=7071, help="the loopback port (default 7071; 0 picks one)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(read_environment(args.settings))
@@ -89,7 +105,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     ctx = engine.Context.from_settings(settings)
     if args.command == "provision":
         try:
-            lines = provision(settings, ctx.storage, ctx.dataverse)
+            lines = provision(settings, ctx.storage, ctx.dataverse, ctx.mailchimp)
         except ConfigurationError as exc:
             print(f"configuration: {exc}", file=out)
             return 2
@@ -103,11 +119,17 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         return status(ctx, out)
     if args.command in ("forget", "explain"):
         return privacy_request(ctx, args, out)
+    if args.command == "webhooks":
+        return manage_webhooks(ctx, args.action, out)
+    if args.command == "serve":
+        return serve_until_interrupted(ctx, args.port, out)
     rules = QueueRules.from_host_json()
     if args.retry_delay is not None:
         rules = QueueRules(rules.max_dequeue_count, args.retry_delay)
     try:
-        return run_sync(ctx, out, link=args.link, full=args.full, dry_run=args.dry_run, rules=rules)
+        return run_sync(
+            ctx, out, link=args.link, full=args.full, dry_run=args.dry_run, rules=rules, workers=args.workers
+        )
     except SettingsError as exc:
         print(f"configuration: {exc}", file=out)
         return 2
@@ -141,6 +163,11 @@ def check(settings: Settings, out: TextIO) -> int:
         storage.queues.get_service_properties()
     except Exception as exc:
         problems.append(f"storage (AzureWebJobsStorage): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if not problems:  # both services reached: the mapped columns and merge fields
+        try:
+            problems += field_schema.check_fields(settings, mailchimp, dataverse)
+        except (MailchimpError, DataverseError, ConsentBridgeError) as exc:
+            problems.append(f"FIELD_MAP: {exc}")
     for problem in problems:
         print(problem, file=out)
     if not problems:
@@ -165,6 +192,45 @@ def privacy_request(ctx: engine.Context, args: argparse.Namespace, out: TextIO) 
     return 0 if done.done else 1
 
 
+def manage_webhooks(ctx: engine.Context, action: str, out: TextIO) -> int:
+    """register / status / remove: 0 done, 1 a service refused (run it again), 2 configuration."""
+    registration = Registration(ctx)
+    try:
+        ctx.storage.ensure()
+        if action == "status":
+            lines = [found.line() for found in registration.status()]
+        else:
+            lines = registration.register() if action == "register" else registration.remove()
+    except ConfigurationError as exc:
+        print(f"configuration: {exc}", file=out)
+        return 2
+    except (MailchimpError, DataverseError) as exc:
+        print(f"webhooks {action} stopped: {exc}", file=out)
+        return 1
+    for line in lines:
+        print(line, file=out)
+    return 0
+
+
+def serve_until_interrupted(ctx: engine.Context, port: int, out: TextIO) -> int:
+    rules = QueueRules.from_host_json()
+    server = Server(
+        ctx,
+        port=port,
+        max_dequeue_count=rules.max_dequeue_count,
+        retry_seconds=rules.visibility_timeout,
+        say=lambda text: print(text, file=out, flush=True),
+    )
+    with server:
+        print(f"serving on {server.url} (POST /api/sync, GET /api/status, /api/webhooks/...); Ctrl-C stops", file=out)
+        try:
+            while not server.stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            print("stopping: finishing the messages in hand", file=out, flush=True)
+    return 0
+
+
 def status(ctx: engine.Context, out: TextIO) -> int:
     rows = {row["link"]: row for row in engine.link_statuses(ctx)}  # what the link's row in Dynamics says
     for link in ctx.settings.links:
@@ -174,7 +240,8 @@ def status(ctx: engine.Context, out: TextIO) -> int:
         print(
             f"  row in Dynamics: {row['state']}; started {row['started'] or '-'}; finished {row['finished'] or '-'}; "
             f"next run {row['nextRun'] or '-'}; {row['summary'] or 'no summary yet'}"
-            + (f"; error: {row['error']}" if row["error"] else ""),
+            + (f"; error: {row['error']}" if row["error"] else "")
+            + (f"; last real-time event: {row['lastEvent']}" if row.get("lastEvent") else ""),
             file=out,
         )
         if not runs:
@@ -226,6 +293,7 @@ def run_sync(
     dry_run: bool = False,
     rules: QueueRules | None = None,
     progress: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> int:
     rules = rules or QueueRules.from_host_json()
     ctx.storage.ensure()
@@ -248,7 +316,7 @@ def run_sync(
         poison(LINKS_QUEUE): lambda m, _: engine.dead_letter_link(ctx, m),
         poison(BATCHES_QUEUE): lambda m, _: engine.dead_letter_batch(ctx, m),
     }
-    drain(ctx, handlers, rules, say)
+    drain(ctx, handlers, rules, say, workers)
     exit_code = 0
     for item in planned:
         if not item.run_id:
@@ -285,50 +353,141 @@ def describe_change(change: dict[str, Any]) -> str:
     return f"{' and '.join(parts) or 'change nothing'} ({change['rule']})"
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a whole number from 1 to 64."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number of queue handlers from 1 to 64; got {text!r}")
+    return value
+
+
 def drain(
     ctx: engine.Context,
     handlers: dict[str, Callable[[dict[str, Any], int], Any]],
     rules: QueueRules,
     say: Callable[[str], None],
+    workers: int = 1,
 ) -> None:
     """Handles messages as the Functions host does until every queue is empty: failures become visible again
-    after the visibility timeout, and a message failing maxDequeueCount times moves to its poison queue."""
+    after the visibility timeout, and a message failing maxDequeueCount times moves to its poison queue.
+    ``workers`` handlers run at once, as on a host scaled out (each takes one message at a time then)."""
     handled: Counter[str] = Counter()
     started = time.monotonic()
-    while True:
-        busy = False
-        for queue, handler in handlers.items():
-            for message in ctx.storage.receive(queue, visibility_timeout=600, max_messages=16):
-                busy = True
-                body = json.loads(message.content)
-                try:
-                    handler(body, message.dequeue_count or 1)
-                except Exception as exc:
-                    if (message.dequeue_count or 1) >= rules.max_dequeue_count and not queue.endswith("-poison"):
-                        ctx.storage.send(poison(queue), body)
-                        ctx.storage.delete(queue, message)
-                        say(
-                            f"{queue}: message moved to {poison(queue)} after {message.dequeue_count} attempts "
-                            f"({type(exc).__name__}: {str(exc)[:200]})"
-                        )
-                    else:
-                        ctx.storage.queue(queue).update_message(
-                            message, visibility_timeout=int(rules.visibility_timeout)
-                        )
-                        say(
-                            f"{queue}: attempt {message.dequeue_count} failed ({type(exc).__name__}: "
-                            f"{str(exc)[:200]}); retrying"
-                        )
-                    continue
-                ctx.storage.delete(queue, message)
-                handled[queue] += 1
-                if queue == BATCHES_QUEUE:
-                    say(f"batches reconciled: {handled[queue]} ({time.monotonic() - started:.1f}s)")
-        if busy:
-            continue
-        if not any(ctx.storage.queue_length(q) for q in handlers):
-            return
-        time.sleep(0.2)  # messages are waiting out their visibility timeout
+    crew = _Crew()
+    take = 16 if workers <= 1 else 1
+
+    def work() -> None:
+        while not crew.done:
+            busy = False
+            for queue, handler in handlers.items():
+                for message in ctx.storage.receive(queue, visibility_timeout=600, max_messages=take):
+                    busy = True
+                    with crew.working():
+                        if _handle(ctx, queue, handler, message, rules, say):
+                            with crew.lock:
+                                handled[queue] += 1
+                                done = handled[queue]
+                            if queue == BATCHES_QUEUE:
+                                say(f"batches reconciled: {done} ({time.monotonic() - started:.1f}s)")
+            if busy:
+                continue
+            if crew.finished(lambda: not any(ctx.storage.queue_length(q) for q in handlers)):
+                return
+            if workers <= 1:
+                time.sleep(0.2)  # messages are waiting out their visibility timeout
+            else:
+                crew.rest(2.0)  # until another handler finishes a message (it may have queued more)
+
+    if workers <= 1:
+        work()
+        return
+    failures: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except BaseException as exc:  # raised again on the caller's thread below
+            failures.append(exc)
+            crew.stop()
+
+    threads = [threading.Thread(target=guarded, name=f"sync-worker-{n + 1}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+class _Crew:
+    """The drain's handlers: how many are handling a message now, and whether the queues are done."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.active = 0
+        self.done = False
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        with self.lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.changed.notify_all()
+
+    def rest(self, longest: float) -> None:
+        """An idle handler waits for another to finish a message, at most ``longest`` seconds."""
+        with self.lock:
+            if not self.done:
+                self.changed.wait(longest)
+
+    def finished(self, queues_empty: Callable[[], bool]) -> bool:
+        """True once no handler is busy and every queue is empty (a busy handler may still enqueue more)."""
+        with self.lock:
+            if not self.done and self.active == 0 and queues_empty():
+                self.done = True
+                self.changed.notify_all()
+            return self.done
+
+    def stop(self) -> None:
+        with self.lock:
+            self.done = True
+            self.changed.notify_all()
+
+
+def _handle(
+    ctx: engine.Context,
+    queue: str,
+    handler: Callable[[dict[str, Any], int], Any],
+    message: Any,
+    rules: QueueRules,
+    say: Callable[[str], None],
+) -> bool:
+    """One message through its handler; False when it failed (retried later, or moved to the poison queue)."""
+    body = json.loads(message.content)
+    try:
+        handler(body, message.dequeue_count or 1)
+    except Exception as exc:
+        if (message.dequeue_count or 1) >= rules.max_dequeue_count and not queue.endswith("-poison"):
+            ctx.storage.send(poison(queue), body)
+            ctx.storage.delete(queue, message)
+            say(
+                f"{queue}: message moved to {poison(queue)} after {message.dequeue_count} attempts "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            )
+        else:
+            ctx.storage.queue(queue).update_message(message, visibility_timeout=int(rules.visibility_timeout))
+            say(f"{queue}: attempt {message.dequeue_count} failed ({type(exc).__name__}: {str(exc)[:200]}); retrying")
+        return False
+    ctx.storage.delete(queue, message)
+    return True
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.adapters.ports import DataversePort, StoragePort
+from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
 from shared.adapters.schema import InSolution, attribute_exists, ensure_solution, label
 from shared.errors import ConfigurationError
 from shared.features.campaigns import core as campaigns
+from shared.features.fields import schema as field_schema
+from shared.features.memberships import schema as membership_schema
 from shared.features.preferences import schema as preference_schema
 from shared.features.status import schema as status_schema
 from shared.rules.consent import SUBSCRIBER_STATUS_CODES
@@ -54,9 +56,12 @@ def status_column_metadata(logical_name: str) -> dict[str, Any]:
     }
 
 
-def provision(settings: Settings, storage: StoragePort, dataverse: DataversePort) -> list[str]:
+def provision(
+    settings: Settings, storage: StoragePort, dataverse: DataversePort, mailchimp: MailchimpPort | None = None
+) -> list[str]:
     """Idempotent: returns a line per thing it created (nothing on a second call). Every Dataverse component
-    lands in the product's unmanaged solution, whose publisher carries DATAVERSE_PREFIX."""
+    lands in the product's unmanaged solution, whose publisher carries DATAVERSE_PREFIX. With ``mailchimp``, the
+    mapped merge fields (FIELD_MAP) an audience lacks are created too."""
     done = [f"created {name}" for name in storage.ensure()]
     dataverse = InSolution(dataverse)  # the same port: components go into the solution, refusals name them
     done += ensure_solution(dataverse, settings.dataverse_prefix)
@@ -76,4 +81,7 @@ def provision(settings: Settings, storage: StoragePort, dataverse: DataversePort
     done += campaigns.provision_schema(dataverse, settings.dataverse_prefix)
     done += preference_schema.provision_schema(dataverse, settings.dataverse_prefix)
     done += status_schema.provision_schema(dataverse, settings.dataverse_prefix)
+    done += membership_schema.provision_schema(dataverse, settings.dataverse_prefix)
+    if mailchimp is not None:
+        done += field_schema.provision_merge_fields(settings, mailchimp, dataverse)
     return done

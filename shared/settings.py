@@ -2,6 +2,9 @@
 
 A missing or malformed value becomes one line that names the setting and the expected form.
 Secret values (the Mailchimp key, storage connection strings) are never echoed back.
+
+Longer than 500 lines because every setting is read and validated here, in the one place the contract names,
+including the JSON ones (SYNC_LINKS, FIELD_MAP) whose every key gets its own one-line error.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -33,11 +36,16 @@ DEFAULTS = {
     "DATAVERSE_PREFIX": "cbr",
     "SUBSCRIBER_STATUS_COLUMN": "cbr_subscriberstatus",
     "MAILCHIMP_MAX_CONNECTIONS": "8",
+    "DATAVERSE_MAX_PARALLEL": "4",
     "BATCH_SIZE": "500",
     "CAMPAIGN_ACTIVITY_DAYS": "30",
     "RECONCILE_MAX_EMAILS": "5000",
     "ON_DYNAMICS_DELETE": "keep",
+    "FIELD_MAP": '[{"column":"firstname","mergeField":"FNAME"},{"column":"lastname","mergeField":"LNAME"}]',
 }
+MERGE_TAG = re.compile(r"^[A-Z0-9_]{1,10}$")
+FIELD_DIRECTIONS = ("to-mailchimp", "to-dynamics", "both")
+RECORD_KINDS = ("contact", "lead", "account")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,48 @@ class Link:
     marketing_list_id: str
     audience_id: str
     tag: str | None = None
+
+
+# Columns of the out-of-the-box tables, by kind: a mapping without ``kinds`` applies to the kinds that have its
+# column. A column not listed here (a custom one) applies to every kind; `check` verifies it exists.
+KNOWN_COLUMNS: dict[str, frozenset[str]] = {
+    "contact": frozenset(
+        {"firstname", "lastname", "middlename", "nickname", "jobtitle", "birthdate", "anniversary", "salutation"}
+        | {"telephone1", "telephone2", "mobilephone", "websiteurl", "gendercode", "numberofchildren"}
+        | {"address1_composite", "address2_composite", "department", "spousesname"}
+    ),
+    "lead": frozenset(
+        {"firstname", "lastname", "middlename", "jobtitle", "companyname", "telephone1", "mobilephone"}
+        | {"websiteurl", "address1_composite", "address2_composite", "salutation", "numberofemployees"}
+    ),
+    "account": frozenset(
+        {"name", "telephone1", "telephone2", "websiteurl", "numberofemployees", "revenue", "accountnumber"}
+        | {"address1_composite", "address2_composite", "tickersymbol"}
+    ),
+}
+ALL_KNOWN: frozenset[str] = frozenset().union(*KNOWN_COLUMNS.values())
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """One Dataverse column and one Mailchimp merge field kept in step (FIELD_MAP)."""
+
+    column: str
+    merge_field: str
+    direction: Literal["to-mailchimp", "to-dynamics", "both"] = "to-mailchimp"
+    kinds: tuple[str, ...] | None = None  # None: the kinds that have the column
+
+    @property
+    def applies_to(self) -> tuple[str, ...]:
+        """The record kinds the mapping applies to: its own ``kinds``, or those that have the column."""
+        if self.kinds:
+            return self.kinds
+        if self.column in ALL_KNOWN:
+            return tuple(k for k in RECORD_KINDS if self.column in KNOWN_COLUMNS[k])
+        return RECORD_KINDS
+
+
+DEFAULT_FIELD_MAP = (FieldMapping("firstname", "FNAME"), FieldMapping("lastname", "LNAME"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +158,11 @@ class Settings:
     reconcile_max_emails: int = 5000
     sync_now_schedule: str = "0 * * * * *"  # the timer that answers "Sync now" in Dynamics
     on_dynamics_delete: Literal["keep", "archive", "forget"] = "keep"
+    public_base_url: str | None = None  # the app's public root: webhook URLs are built from it; None: no real time
+    webhook_secret: str | None = field(default=None, repr=False)  # the webhook routes' shared secret
+    field_map: tuple[FieldMapping, ...] = DEFAULT_FIELD_MAP
+    dataverse_max_parallel: int = 4  # writes in flight per instance: the service's x-ms-dop-hint, at most this
+    opt_out_rollup: Literal["all", "any"] = "all"  # how per-audience statuses roll up into OPT_OUT_COLUMNS
 
     def __repr__(self) -> str:  # never show the key
         return (
@@ -218,10 +273,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             f"or empty to disable; got {status_column!r}",
         )
     max_connections = read.integer("MAILCHIMP_MAX_CONNECTIONS", 1, 10)
+    max_parallel = read.integer("DATAVERSE_MAX_PARALLEL", 1, 52)
     batch_size = read.integer("BATCH_SIZE", 1, 1000)
     campaign_days = read.integer("CAMPAIGN_ACTIVITY_DAYS", 1, 180)
     reconcile_max_emails = read.integer("RECONCILE_MAX_EMAILS", 1, 20000)
     on_delete = read.choice("ON_DYNAMICS_DELETE", ("keep", "archive", "forget"))
+    rollup = read.choice("OPT_OUT_ROLLUP", ("all", "any"))
+    public_base_url, webhook_secret = _real_time(read)
+    field_map = _field_map(read)
     if read.problems:
         raise SettingsError(read.problems)
     return Settings(
@@ -239,12 +298,50 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dataverse_prefix=prefix,
         subscriber_status_column=status_column,
         mailchimp_max_connections=max_connections,
+        dataverse_max_parallel=max_parallel,
         batch_size=batch_size,
         campaign_activity_days=campaign_days,
         reconcile_max_emails=reconcile_max_emails,
         sync_now_schedule=sync_now_schedule,
         on_dynamics_delete="archive" if on_delete == "archive" else "forget" if on_delete == "forget" else "keep",
+        public_base_url=public_base_url,
+        webhook_secret=webhook_secret,
+        field_map=field_map,
+        opt_out_rollup="any" if rollup == "any" else "all",
     )
+
+
+WEBHOOK_SECRET_MIN = 32
+
+
+def _real_time(read: _Reader) -> tuple[str | None, str | None]:
+    """PUBLIC_BASE_URL and WEBHOOK_SECRET: the URL needs the secret; the secret alone still guards the routes."""
+    url = read.raw("PUBLIC_BASE_URL")
+    secret = read.raw("WEBHOOK_SECRET")
+    if url:
+        url = url.rstrip("/")
+        if not _is_root_url(url):
+            read.fail(
+                "PUBLIC_BASE_URL",
+                f"expected the function app's root, e.g. https://contoso-cbr.azurewebsites.net "
+                f"(or http://127.0.0.1:<port> for serve); got {url!r}",
+            )
+        if not secret:
+            read.fail("WEBHOOK_SECRET", "is required when PUBLIC_BASE_URL is set: 32 or more random characters")
+    if secret is not None:
+        if secret.startswith("@Microsoft.KeyVault("):
+            read.fail(
+                "WEBHOOK_SECRET",
+                "the Key Vault reference was not resolved: check the app's identity has 'Key Vault Secrets User' "
+                "and the secret exists",
+            )
+        elif len(secret) < WEBHOOK_SECRET_MIN or not re.fullmatch(r"[A-Za-z0-9._~-]+", secret):
+            read.fail(
+                "WEBHOOK_SECRET",
+                f"expected {WEBHOOK_SECRET_MIN} or more of the letters, digits and . _ ~ - (it travels in a URL); "
+                "value not shown",
+            )
+    return url, secret
 
 
 def _storage(read: _Reader) -> StorageSettings:
@@ -320,19 +417,49 @@ def _mailchimp_base_url(read: _Reader, api_key: str | None) -> str | None:
     return url
 
 
+def _is_root_url(url: str) -> bool:
+    """An https root (no path), or a plain http one on loopback (an emulator, serve)."""
+    parts = urlsplit(url)
+    return bool(parts.hostname) and parts.path in ("", "/") and (parts.scheme == "https" or is_loopback_http(url))
+
+
 def _dataverse_url(read: _Reader) -> str | None:
     url = read.raw("DATAVERSE_URL", required=True)
     if url is None:
         return None
     url = url.rstrip("/")
-    parts = urlsplit(url)
-    if not parts.hostname or parts.path not in ("", "/") or not (parts.scheme == "https" or is_loopback_http(url)):
+    if not _is_root_url(url):
         read.fail(
             "DATAVERSE_URL",
             f"expected the environment URL, e.g. https://contoso.crm4.dynamics.com "
             f"(or http://127.0.0.1:<port> for the local emulator); got {url!r}",
         )
     return url
+
+
+def _objects(
+    read: _Reader, setting: str, text: str, form: str, keys: tuple[str, ...], *, empty_ok: bool = False
+) -> list[tuple[str, dict[str, object]]]:
+    """A setting holding a JSON array of objects: (where, object) for each object; a problem per malformed part."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        read.fail(setting, f"is not valid JSON ({exc.msg} at character {exc.pos}); {form}")
+        return []
+    if not isinstance(items, list) or not (items or empty_ok):
+        read.fail(setting, f"{form}; got {type(items).__name__ if items or empty_ok else 'an empty array'}")
+        return []
+    found: list[tuple[str, dict[str, object]]] = []
+    for index, item in enumerate(items):
+        where = f"{setting}[{index}]"
+        if not isinstance(item, dict):
+            read.fail(where, f"expected an object; {form}")
+            continue
+        unknown = set(item) - set(keys)
+        if unknown:
+            read.fail(where, f"unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(keys)}")
+        found.append((where, item))
+    return found
 
 
 def _links(read: _Reader) -> tuple[Link, ...]:
@@ -343,25 +470,8 @@ def _links(read: _Reader) -> tuple[Link, ...]:
         'expected a JSON array like [{"name": "newsletter", "marketingListId": "<guid>", '
         '"audienceId": "<id>", "tag": "optional"}]'
     )
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        read.fail("SYNC_LINKS", f"is not valid JSON ({exc.msg} at character {exc.pos}); {form}")
-        return ()
-    if not isinstance(items, list) or not items:
-        read.fail("SYNC_LINKS", f"{form}; got {type(items).__name__ if items else 'an empty array'}")
-        return ()
     links: list[Link] = []
-    for index, item in enumerate(items):
-        where = f"SYNC_LINKS[{index}]"
-        if not isinstance(item, dict):
-            read.fail(where, f"expected an object; {form}")
-            continue
-        unknown = set(item) - {"name", "marketingListId", "audienceId", "tag"}
-        if unknown:
-            read.fail(
-                where, f"unknown key(s) {', '.join(sorted(unknown))}; allowed: name, marketingListId, audienceId, tag"
-            )
+    for where, item in _objects(read, "SYNC_LINKS", text, form, ("name", "marketingListId", "audienceId", "tag")):
         name, list_id, audience, tag = (item.get(k) for k in ("name", "marketingListId", "audienceId", "tag"))
         if not isinstance(name, str) or not LINK_NAME.match(name):
             read.fail(f"{where}.name", f"expected 1 to 40 of a-z, 0-9 and '-'; got {name!r}")
@@ -378,3 +488,55 @@ def _links(read: _Reader) -> tuple[Link, ...]:
         tag_name = tag.strip() if isinstance(tag, str) else None
         links.append(Link(str(name), str(list_id).lower(), str(audience), tag_name))
     return tuple(links)
+
+
+def _field_map(read: _Reader) -> tuple[FieldMapping, ...]:
+    text = read.raw("FIELD_MAP") or "[]"
+    form = (
+        'expected a JSON array like [{"column": "firstname", "mergeField": "FNAME", "direction": "to-mailchimp", '
+        '"kinds": ["contact", "lead"]}] (direction and kinds optional), or [] for no mapped fields'
+    )
+    mappings: list[FieldMapping] = []
+    keys = ("column", "mergeField", "direction", "kinds")
+    for where, item in _objects(read, "FIELD_MAP", text, form, keys, empty_ok=True):
+        column, tag = item.get("column"), item.get("mergeField")
+        direction = item.get("direction", "to-mailchimp")
+        kinds = item.get("kinds")
+        if not isinstance(column, str) or not LOGICAL_NAME.match(column):
+            read.fail(
+                f"{where}.column", f"expected a Dataverse column logical name such as 'firstname'; got {column!r}"
+            )
+        if not isinstance(tag, str) or not MERGE_TAG.match(tag):
+            read.fail(
+                f"{where}.mergeField",
+                f"expected a merge tag of 1 to 10 of A-Z, 0-9 and '_' such as 'FNAME'; got {tag!r}",
+            )
+        if direction not in FIELD_DIRECTIONS:
+            read.fail(f"{where}.direction", f"expected one of {', '.join(FIELD_DIRECTIONS)}; got {direction!r}")
+        if kinds is not None and (
+            not isinstance(kinds, list)
+            or not kinds
+            or not all(k in RECORD_KINDS for k in kinds)
+            or len(set(kinds)) != len(kinds)
+        ):
+            read.fail(f"{where}.kinds", f"expected a non-empty subset of {list(RECORD_KINDS)}; got {kinds!r}")
+            kinds = None
+        mapping = FieldMapping(
+            str(column),
+            str(tag),
+            "both" if direction == "both" else "to-dynamics" if direction == "to-dynamics" else "to-mailchimp",
+            tuple(kinds) if kinds else None,
+        )
+        for other in mappings:
+            if other.merge_field != mapping.merge_field:
+                continue
+            shared_kinds = set(other.applies_to) & set(mapping.applies_to)
+            if shared_kinds:
+                read.fail(
+                    f"{where}.mergeField",
+                    f"{mapping.merge_field} is mapped twice for {', '.join(sorted(shared_kinds))}; "
+                    "give each mapping of one merge field its own kinds",
+                )
+                break
+        mappings.append(mapping)
+    return tuple(mappings)

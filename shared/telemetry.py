@@ -39,6 +39,9 @@ EVENT_SKIPPED = "skipped"
 EVENT_CONFLICTS = "conflicts"
 EVENT_THROTTLED = "throttled"
 EVENT_DEAD_LETTERED = "dead_lettered"
+EVENT_WEBHOOK = "webhook"  # deliveries to a webhook route, by how they were answered
+EVENT_EVENTS_APPLIED = "events_applied"  # real-time events reconciled, with their latency
+EVENT_MISSED_BY_WEBHOOKS = "missed_by_webhooks"  # changes a scheduled scan found that no event announced
 EVENTS = frozenset(
     {
         EVENT_RUN_STARTED,
@@ -50,6 +53,9 @@ EVENTS = frozenset(
         EVENT_CONFLICTS,
         EVENT_THROTTLED,
         EVENT_DEAD_LETTERED,
+        EVENT_WEBHOOK,
+        EVENT_EVENTS_APPLIED,
+        EVENT_MISSED_BY_WEBHOOKS,
     }
 )
 
@@ -75,6 +81,9 @@ DIM_CONFLICT_COUNT = "conflict_count"
 DIM_DEAD_LETTERED_COUNT = "dead_lettered_count"
 DIM_DURATION_SECONDS = "duration_seconds"
 DIM_STAGE = "stage"
+DIM_DELIVERY = "delivery"
+DIM_LATENCY_SECONDS = "latency_seconds"  # median of a group of events: fired (or changed) -> applied
+DIM_MAX_LATENCY_SECONDS = "max_latency_seconds"
 DIMENSIONS = frozenset(
     {
         DIM_EVENT,
@@ -98,6 +107,9 @@ DIMENSIONS = frozenset(
         DIM_DEAD_LETTERED_COUNT,
         DIM_DURATION_SECONDS,
         DIM_STAGE,
+        DIM_DELIVERY,
+        DIM_LATENCY_SECONDS,
+        DIM_MAX_LATENCY_SECONDS,
     }
 )
 
@@ -124,7 +136,21 @@ TRIGGERS = frozenset({TRIGGER_TIMER, TRIGGER_HTTP, TRIGGER_CLI})
 # What was dead-lettered: a link's scan (sync-links-poison) or a reconcile or campaign batch (sync-batches-poison).
 STAGE_SCAN = "scan"
 STAGE_BATCH = "batch"
-STAGES = frozenset({STAGE_SCAN, STAGE_BATCH})
+STAGE_EVENT = "event"  # a real-time event (sync-events-poison)
+STAGES = frozenset({STAGE_SCAN, STAGE_BATCH, STAGE_EVENT})
+
+# How a webhook delivery was answered: accepted (enqueued, 200), refused (wrong or missing secret or signature,
+# 401), unparseable (400), ignored (an audience or table no link uses, 200), echo (the product's own write, 200),
+# failed (the queue refused, 5xx: the sender retries).
+DELIVERY_ACCEPTED = "accepted"
+DELIVERY_REFUSED = "refused"
+DELIVERY_UNPARSEABLE = "unparseable"
+DELIVERY_IGNORED = "ignored"
+DELIVERY_ECHO = "echo"
+DELIVERY_FAILED = "failed"
+DELIVERIES = frozenset(
+    {DELIVERY_ACCEPTED, DELIVERY_REFUSED, DELIVERY_UNPARSEABLE, DELIVERY_IGNORED, DELIVERY_ECHO, DELIVERY_FAILED}
+)
 
 VALUES_BY_DIMENSION: Mapping[str, frozenset[str]] = {
     DIM_EVENT: EVENTS,
@@ -133,6 +159,7 @@ VALUES_BY_DIMENSION: Mapping[str, frozenset[str]] = {
     DIM_OUTCOME: OUTCOMES,
     DIM_TRIGGER: TRIGGERS,
     DIM_STAGE: STAGES,
+    DIM_DELIVERY: DELIVERIES,
 }
 
 LINK_NAME = re.compile(r"[a-z0-9-]{1,40}")  # the SYNC_LINKS name contract
@@ -302,6 +329,60 @@ def scan_dead_lettered(link: str, run_id: str) -> None:
         {
             DIM_LINK: _link(link),
             DIM_STAGE: STAGE_SCAN,
+            DIM_RUN_ID: _identifier(run_id),
+        },
+    )
+
+
+def event_dead_lettered(link: str | None) -> None:
+    """A real-time event reached sync-events-poison; the next scheduled run reads its change."""
+    dimensions: dict[str, object] = {DIM_STAGE: STAGE_EVENT}
+    if link is not None:
+        dimensions[DIM_LINK] = _link(link)
+    _emit(EVENT_DEAD_LETTERED, logging.ERROR, dimensions)
+
+
+def webhook(side: str, delivery: str, n: int = 1, *, link: str | None = None) -> None:
+    """``n`` deliveries from one service were answered one way (``DELIVERIES``)."""
+    dimensions = {
+        DIM_SIDE: _member_of(DIM_SIDE, side),
+        DIM_DELIVERY: _member_of(DIM_DELIVERY, delivery),
+        DIM_COUNT: _count(DIM_COUNT, n),
+    }
+    if link is not None:
+        dimensions[DIM_LINK] = _link(link)
+    level = logging.WARNING if delivery in (DELIVERY_REFUSED, DELIVERY_FAILED) else logging.INFO
+    _emit(EVENT_WEBHOOK, level, dimensions)
+
+
+def events_applied(
+    link: str, side: str, n: int, *, latency_seconds: float, max_latency_seconds: float, run_id: str | None = None
+) -> None:
+    """``n`` real-time events from one side were reconciled; latency from when the change happened (Mailchimp's
+    ``fired_at``, the Dataverse operation's time) to when it was applied."""
+    _emit(
+        EVENT_EVENTS_APPLIED,
+        logging.INFO,
+        {
+            DIM_LINK: _link(link),
+            DIM_SIDE: _member_of(DIM_SIDE, side),
+            DIM_COUNT: _count(DIM_COUNT, n),
+            DIM_LATENCY_SECONDS: _seconds(DIM_LATENCY_SECONDS, latency_seconds),
+            DIM_MAX_LATENCY_SECONDS: _seconds(DIM_MAX_LATENCY_SECONDS, max_latency_seconds),
+            **_optional_run(run_id),
+        },
+    )
+
+
+def missed_by_webhooks(link: str, side: str, n: int, *, run_id: str) -> None:
+    """A scheduled scan read ``n`` changes on one side that no real-time event announced: a silent webhook."""
+    _emit(
+        EVENT_MISSED_BY_WEBHOOKS,
+        logging.WARNING if n else logging.INFO,
+        {
+            DIM_LINK: _link(link),
+            DIM_SIDE: _member_of(DIM_SIDE, side),
+            DIM_COUNT: _count(DIM_COUNT, n),
             DIM_RUN_ID: _identifier(run_id),
         },
     )

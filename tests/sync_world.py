@@ -152,4 +152,11 @@ def contact(email: str | None, *, opted_out: bool = False, **columns: Any) -> di
 
 
 def member(email: str, status: str = "subscribed", **fields: Any) -> dict[str, Any]:
-    return {"email_address": email, "status": status, "last_changed": "2025-01-06T09:00:00+00:00", **fields}
+    """A member holding the names ``contact`` gives a record by default: the sides agree on the mapped fields."""
+    return {
+        "email_address": email,
+        "status": status,
+        "last_changed": "2025-01-06T09:00:00+00:00",
+        "merge_fields": {"FNAME": "Test", "LNAME": "Person"},
+        **fields,
+    }

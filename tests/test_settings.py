@@ -40,6 +40,8 @@ def test_defaults_follow_the_contract():
     assert settings.subscriber_status_column == "cbr_subscriberstatus"
     assert settings.mailchimp_max_connections == 8
     assert settings.batch_size == 500
+    assert settings.opt_out_rollup == "all"
+    assert load_settings(env(OPT_OUT_ROLLUP="any")).opt_out_rollup == "any"
     assert settings.links[0].name == "newsletter" and settings.links[0].tag == "crm"
     assert not settings.dataverse_is_emulator
 
@@ -102,6 +104,7 @@ def test_malformed_sync_links_name_the_link_and_the_form(value, expected):
         ("FULL_RESYNC_HOURS", "-1"),
         ("RESUBSCRIBE_POLICY", "always"),
         ("NEW_MEMBER_STATUS", "unsubscribed"),
+        ("OPT_OUT_ROLLUP", "some"),
         ("OPT_OUT_COLUMNS", "donot bulk"),
         ("DATAVERSE_PREFIX", "CBR_"),
         ("SUBSCRIBER_STATUS_COLUMN", "Status Column"),
@@ -146,3 +149,20 @@ def test_unknown_link_names_the_configured_ones():
     settings = load_settings(env())
     with pytest.raises(SettingsError, match="no link named 'other' \\(configured: newsletter\\)"):
         settings.link("other")
+
+
+def test_the_real_time_path_needs_both_its_settings_and_never_shows_the_secret():
+    secret = "s3cret-" + "x" * 30
+    settings = load_settings(env(PUBLIC_BASE_URL="https://cbr.azurewebsites.net/", WEBHOOK_SECRET=secret))
+    assert settings.public_base_url == "https://cbr.azurewebsites.net" and settings.webhook_secret == secret
+    assert secret not in repr(settings)
+    assert load_settings(env()).public_base_url is None
+    assert problems(PUBLIC_BASE_URL="https://cbr.azurewebsites.net") == [
+        "WEBHOOK_SECRET: is required when PUBLIC_BASE_URL is set: 32 or more random characters"
+    ]
+    [short] = problems(PUBLIC_BASE_URL="http://127.0.0.1:7071", WEBHOOK_SECRET="too-short")
+    assert short.startswith("WEBHOOK_SECRET: expected 32 or more") and "too-short" not in short
+    [plain] = problems(PUBLIC_BASE_URL="http://example.org", WEBHOOK_SECRET=secret)
+    assert plain.startswith("PUBLIC_BASE_URL: expected the function app's root")
+    [unresolved] = problems(WEBHOOK_SECRET="@Microsoft.KeyVault(SecretUri=https://kv/secrets/webhook-secret/)")
+    assert "Key Vault reference was not resolved" in unresolved

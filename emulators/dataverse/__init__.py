@@ -37,6 +37,11 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
   their members are their ``query`` run through ``?fetchXml=`` (``/_admin/state`` shows them);
 - ``$batch`` with change sets (atomic), ``Content-ID`` references, 1,000 requests at most,
   stop-on-first-error or ``Prefer: odata.continue-on-error``;
+- the bound actions ``<entityset>/Microsoft.Dynamics.CRM.CreateMultiple`` and ``UpdateMultiple`` on contact,
+  lead, account and custom tables (``multiple.py``): one transaction, all or nothing, ``@odata.type`` on
+  every target;
+- a latency model, off by default (``latency.py``): server time per request by kind, ``$batch`` run part
+  after part, the ``x-ms-dop-hint`` header; service protection's window and budget follow its time scale;
 - metadata: ``EntityDefinitions`` and ``(LogicalName='x')`` (``$select``, a small ``$filter``) with
   ``$expand=Attributes($select=...;$filter=...)`` and ``Keys`` (always empty: no alternate keys), on the
   collection and on one table; ``/Attributes`` and ``/Attributes(LogicalName='x')``, each also cast to a
@@ -63,6 +68,17 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
   the small ``$filter``); a second relationship or lookup of the same name is refused; deleting a
   referenced row applies the relationship's ``CascadeConfiguration.Delete`` (Cascade, RemoveLink,
   Restrict);
+- webhooks (see ``plugins.py``): ``serviceendpoints`` (contract 8 Webhook, ``authtype`` 4/5/6, write-only
+  ``authvalue`` ``<settings><setting name="X-..." value="..." /></settings>``), ``sdkmessages`` and
+  ``sdkmessagefilters`` (seeded: Create, Update, Delete on contact, lead, account and list; CreateMultiple and
+  UpdateMultiple on contact, lead and account; all five on custom tables; ``$filter=sdkmessageid/name eq 'Update' and
+  primaryobjecttypecode eq 'contact'``), ``sdkmessageprocessingsteps`` (bound with ``sdkmessageid@odata.bind``,
+  ``sdkmessagefilterid@odata.bind``, ``eventhandler_serviceendpoint@odata.bind``) and ``asyncoperations``
+  (failed jobs); after a matching Create or Update (Web API, ``$batch`` once committed, CreateMultiple and
+  UpdateMultiple item by item, ``/_admin/edit``) an asynchronous stage-40 step POSTs the RemoteExecutionContext
+  with ``InitiatingUserId`` = the user who made the change (WhoAmI's UserId for Web API callers,
+  ``server.DYNAMICS_USER`` for ``/_admin`` edits) and the endpoint's header, retrying once on 502/503/504;
+  ``$filter`` follows a single-target lookup to a column of the row it points at (``sdkmessageid/name``);
 - ``WhoAmI``; service protection per user: 6,000 requests and 1,200,000 ms of execution per 300 s,
   52 concurrent requests, each answered with 429, ``Retry-After`` and the real error code.
 
@@ -91,6 +107,24 @@ Admin routes, besides those of ``emulators.common`` (calls, faults, clock, reque
                                "latencySeconds": 0 (added to every request while it counts as in flight),
                                "faultRetryAfter": "1" (Retry-After of injected 429s and 503s)}
     GET  /_admin/batch-parts   counts of the requests executed inside $batch, by route
+    GET  /_admin/webhooks/deliveries  ?wait=<s> (first wait until idle), ?state=, ?type= (Create | Update) ->
+                               {"deliveries": [{id, url, state (pending | delivered | failed | dropped | not-sent),
+                               duplicate, attempts: [{at, status, error, elapsedMs}], body (the JSON context),
+                               type, stepId, endpointId, entity, recordId, initiatingUserId, correlationId}],
+                               idle, queued, inFlight, counts}
+    POST /_admin/webhooks/flush       {"timeoutSeconds": 30}: wait until no job is queued or in flight
+    POST /_admin/webhooks/faults      {"drop": 0.3, "duplicate": 0.1, "seed": 7}: seeded shares of jobs never
+                               sent and sent twice; DELETE: none
+    GET|POST /_admin/webhooks/settings {"timeScale": 1.0 (multiplies the second before a job runs), "timeoutSeconds":
+                               60, "workers": 4}; a reset forgets jobs, log, faults and settings
+    GET  /_admin/bulk-targets  records written by CreateMultiple/UpdateMultiple, by message and entity set
+    GET/POST /_admin/latency   the latency model (see ``latency.py``): {"enabled": false, "timeScale": 1.0,
+                               "singleWriteSeconds": 0.12, "batchOperationSeconds": 0.04,
+                               "updateMultipleRecordSeconds": 0.03, "createMultipleRecordSeconds": 0.01,
+                               "readRequestSeconds": 0.05, "readRowSeconds": 0.0002, "dopHint": 4,
+                               "sqlTimeoutSeconds": 120}, plus the server time it charged ("serverSeconds" by
+                               kind, "totalServerSeconds") and the 429s service protection answered ("throttled");
+                               ``python -m emulators.dataverse --latency model [--time-scale X]`` starts with it on
 
 Injected faults (``POST /_admin/faults``) answer in Dataverse's shape: 429 with the request-limit
 error and ``Retry-After``, ``429-empty`` with no body, 503 with ``Retry-After``, other statuses with
@@ -104,7 +138,10 @@ navigation of a created relationship, global option sets, the ``solutioncomponen
 actions (``AddSolutionComponent``, export, import, uninstall: deleting a ``solutions`` row removes only the
 row, as deleting an unmanaged solution does), managed solutions, the default publisher and solution as rows
 (the ``publisherPrefixes`` setting stands in for them), ``CopyDynamicListToStatic``/
-``QualifyLead`` and other actions, direct create/update/delete of ``listmember`` rows (501), plug-ins,
+``QualifyLead`` and other actions, direct create/update/delete of ``listmember`` rows (501), plug-in assemblies
+and synchronous, Delete, *Multiple and image-carrying webhook steps (stored, never run), the
+webhook calls to hosts other than loopback (logged as
+``not-sent``),
 duplicate detection, auditing, field security, business units and security roles, email format validation,
 ``Consistency`` and metadata caching delays, the 32 KB URL limit, and per-web-server limits (one server here).
 Metadata created inside a failed change set is not rolled back. Inactive contacts/accounts refuse

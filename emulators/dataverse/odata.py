@@ -695,6 +695,7 @@ class _Operand:
     column: Column | None = None
     depth: int = 0
     test: Test | None = None
+    hop: Callable[[Test], Test] | None = None  # a column of the row a lookup points at: wraps its test
 
 
 @dataclass(slots=True)
@@ -876,6 +877,10 @@ class _Parser:
         name = name_token.text
         if self.is_punct("/"):
             target = entity.navigation(name)
+            single = getattr(entity, "single_navigation", lambda _: None)(name) if target is None else None
+            if single is not None:
+                self.advance()
+                return self.related_property(single[0], single[1], depth)
             if target is None:
                 if web_api_column(entity, name) is None:
                     raise _no_property(name, entity)
@@ -892,6 +897,19 @@ class _Parser:
         if column is None:
             raise _no_property(name, entity)
         return _Operand("property", column.edm, name_token.pos, column=column, depth=depth)
+
+    def related_property(self, key: str, target: EntityType, depth: int) -> _Operand:
+        """``lookup/column``: a column of the one row the lookup points at (null when it points nowhere)."""
+        token = self.advance()
+        if token.kind != "ident":
+            raise _syntax(self.text, token.pos)
+        column = web_api_column(target, token.text)
+        if column is None or self.is_punct("/"):
+            raise _no_property(token.text, target)
+        inner = len(self.scopes)  # the frame the related row takes while the comparison is evaluated
+        return _Operand(
+            "property", column.edm, token.pos, column=column, depth=inner, hop=_lookup_hop(key, target, depth)
+        )
 
     def lambda_expression(self, step: _Token, navigation: str, target: EntityType, depth: int) -> _Operand:
         self.expect("(", "'(' expected")
@@ -958,7 +976,10 @@ class _Parser:
         prefix, suffix = _STRING_FUNCTIONS[name]
         matcher = like_test(prefix + argument.value + suffix)
         return _Operand(
-            "boolean", "Edm.Boolean", name_token.pos, test=_column_test(subject.column.key, subject.depth, matcher)
+            "boolean",
+            "Edm.Boolean",
+            name_token.pos,
+            test=_hopped(subject, _column_test(subject.column.key, subject.depth, matcher)),
         )
 
     def dataverse_function(self, name_token: _Token) -> _Operand:
@@ -1108,7 +1129,9 @@ class _Parser:
         if operand.kind == "boolean" and operand.test is not None:
             return operand.test
         if operand.kind == "property" and operand.edm == "Edm.Boolean" and operand.column is not None:
-            return _column_test(operand.column.key, operand.depth, compare_test("boolean", "eq", True))
+            return _hopped(
+                operand, _column_test(operand.column.key, operand.depth, compare_test("boolean", "eq", True))
+            )
         if operand.kind == "literal" and operand.edm == "Edm.Boolean":
             return _constant(bool(operand.value))
         raise ODataError(message)
@@ -1121,6 +1144,8 @@ class _Parser:
             return self.compare_to_literal(op, left, right, kind, mirrored=False)
         if left.kind == "property" and right.kind == "property":
             assert left.column is not None and right.column is not None
+            if left.hop is not None or right.hop is not None:
+                raise ODataError("Comparing a related table's column with another column is not supported.")  # unv.
             if left.column.family != right.column.family:
                 raise _incompatible(left.edm, right.edm, kind)
             return _Operand(
@@ -1158,7 +1183,7 @@ class _Parser:
             "boolean",
             "Edm.Boolean",
             subject.pos,
-            test=_column_test(column.key, subject.depth, compare_test(column.family, op, constant)),
+            test=_hopped(subject, _column_test(column.key, subject.depth, compare_test(column.family, op, constant))),
         )
 
     @staticmethod
@@ -1260,6 +1285,28 @@ def _not(inner: Test) -> Test:
         return None if result is None else not result
 
     return test
+
+
+def _lookup_hop(key: str, target: EntityType, depth: int) -> Callable[[Test], Test]:
+    """Evaluates a test against the row that the lookup ``key`` of the row at ``depth`` points at."""
+    from emulators.dataverse.fetchxml import Link  # fetchxml imports this module
+
+    primary = getattr(target, "primary_id", f"{target.logical_name}id")
+    link = Link(target.logical_name, from_key=primary, to_key=key)
+
+    def wrap(body: Test) -> Test:
+        def test(frames: Frames, ctx: RowContext) -> bool | None:
+            for related in ctx.related(frames[depth], link):
+                return body((*frames, related), ctx)
+            return None
+
+        return test
+
+    return wrap
+
+
+def _hopped(operand: _Operand, test: Test) -> Test:
+    return operand.hop(test) if operand.hop is not None else test
 
 
 def _exists(navigation: str, depth: int) -> Test:

@@ -184,6 +184,14 @@ class Table:
             return None
         return self.lookup(nav.target)
 
+    def single_navigation(self, name: str) -> tuple[str, Table] | None:
+        """A lookup followed in a query path (``sdkmessageid/name``): its row key and the one table it targets."""
+        attribute = self.attributes.get(name)
+        if attribute is None or attribute.type != LOOKUP or len(attribute.targets) != 1 or self.lookup is None:
+            return None
+        target = self.lookup(attribute.targets[0])
+        return None if target is None else (attribute.row_key, target)
+
     # ---- helpers -------------------------------------------------------------------------------
     def by_row_key(self, key: str) -> Attribute | None:
         return self._by_row_key.get(key)
@@ -246,6 +254,18 @@ def _person_columns(entity: str) -> list[Attribute]:
         _bool("followemail", "Follow Email Activity", default=True, true="Allow", false="Do Not Allow"),
         _string("telephone1", "Business Phone", 50),
         Attribute("description", MEMO, "Description", max_length=2000),
+        *(
+            column
+            for n in (1, 2)
+            for column in (
+                _string(f"address{n}_line1", f"Address {n}: Street 1", 250),
+                _string(f"address{n}_line2", f"Address {n}: Street 2", 250),
+                _string(f"address{n}_city", f"Address {n}: City", 80),
+                _string(f"address{n}_stateorprovince", f"Address {n}: State/Province", 50),
+                _string(f"address{n}_postalcode", f"Address {n}: ZIP/Postal Code", 20),
+                _string(f"address{n}_country", f"Address {n}: Country/Region", 80),
+            )
+        ),
     ]
 
 

@@ -25,8 +25,11 @@ from emulators.common import BadJsonError, Emulator, FaultSpec, Request, Respons
 from . import batch, errors
 from .errors import ApiError
 from .fetchxml import Link, compile_fetch, join_value
+from .latency import LatencyModel, serve
+from .multiple import multiple_handlers
 from .odata import ODataError, parse_filter, parse_orderby, parse_select, sort_key
 from .paging import Cursor, cursor_for, outer_cookie, parse_inner, parse_outer, row_from_cursor
+from .plugins import REFERENCING, PluginService, plugin_tables
 from .schema import (
     ATTRIBUTE_METADATA_PROPERTIES,
     BOOLEAN,
@@ -149,7 +152,11 @@ class DataverseEmulator(Emulator):
         super().__init__()
         self.data_lock = threading.RLock()
         self.protection = ServiceProtection(lambda: self.clock.now())
+        self.latency = LatencyModel()
         self.batch_parts: Counter[str] = Counter()
+        self.bulk_targets: Counter[str] = Counter()  # records written by CreateMultiple/UpdateMultiple, by message
+        self.plugins = PluginService(self)
+        self.plugins.outbox.register(self.admin, "/_admin/webhooks")
         self._register_routes()
         self.rows_examined = 0  # rows a query looked at: paging must cost the page, not the table
         self._register_admin_routes()
@@ -162,9 +169,11 @@ class DataverseEmulator(Emulator):
         with self.data_lock:
             self.tables: dict[str, Table] = {}
             self.sets: dict[str, Table] = {}
-            for table in builtin_tables():
+            for table in [*builtin_tables(), *plugin_tables()]:
                 self._register_table(table)
             self.store = Store(list(self.tables.values()))
+            self.store.observer = self.plugins.observe
+            self.plugins.seed()
             self.relationships: dict[str, Relationship] = {r.schema_name: r for r in builtin_relationships()}
             self.cache: OrderedDict[tuple, _Cached] = OrderedDict()
             self.join_indexes: dict[tuple[str, str], tuple[int, dict[Any, list[dict]]]] = {}
@@ -181,7 +190,12 @@ class DataverseEmulator(Emulator):
                 "faultRetryAfter": "1",
             }
             self.batch_parts.clear()
+            self.bulk_targets.clear()
             self.protection.reset()
+            self.latency = LatencyModel()
+
+    def close(self) -> None:
+        self.plugins.close()
 
     def _register_table(self, table: Table) -> None:
         table.lookup = self.tables.get
@@ -289,6 +303,13 @@ class DataverseEmulator(Emulator):
         add("GET", "/{entityset}/$count", rf"^/api/data/v9\.2/{_SET}/\$count$", self._count)
         add("GET", "/{entityset}", rf"^/api/data/v9\.2/{_SET}$", self._get_collection)
         add("POST", "/{entityset}", rf"^/api/data/v9\.2/{_SET}$", self._create)
+        for message, handler in multiple_handlers(self).items():
+            add(
+                "POST",
+                f"/{{entityset}}/Microsoft.Dynamics.CRM.{message}",
+                rf"^/api/data/v9\.2/{_SET}/Microsoft\.Dynamics\.CRM\.{message}$",
+                handler,
+            )
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             add(method, "/{unknown}", r"^/api/data/v9\.2/(?P<rest>.*)$", self._unknown_resource)
 
@@ -347,12 +368,15 @@ class DataverseEmulator(Emulator):
         user = caller(request)
         denial = self.protection.admit(user)
         if denial is not None:
+            self.latency.note_throttled()
             return self.api_error(denial)
         started = time.perf_counter()
         try:
             latency = float(self.settings["latencySeconds"])
             if latency > 0:
                 time.sleep(latency)
+            if self.latency.enabled:
+                return serve(self.latency, route.name, request, route.handler)
             return route.handler(request)
         finally:
             self.protection.release(user, (time.perf_counter() - started) * 1000)
@@ -477,6 +501,8 @@ class DataverseEmulator(Emulator):
             if table.logical_name == "list":
                 member_type = MEMBER_TYPE_CODES.get(row.get("createdfromcode") or 0)
                 ids = self.store.member_ids(record_id) if member_type == target.logical_name else []
+            elif navigation.name in REFERENCING:
+                ids = self.plugins.referencing(navigation, record_id)
             else:
                 ids = sorted(self.store.lists_of(record_id))
             scope_key = ("nav", table.logical_name, record_id, request.params["nav"])
@@ -928,6 +954,7 @@ class DataverseEmulator(Emulator):
         return row
 
     def _check_required(self, table: Table, row: dict[str, Any]) -> None:
+        self.plugins.check(table, row)
         if table.logical_name == "savedquery":
             self._check_view(row)
         if table.logical_name in ("publisher", "solution"):
@@ -1091,7 +1118,7 @@ class DataverseEmulator(Emulator):
         row["modifiedon"] = self._now()
         row["_modifiedby_value"] = user
         _compute(table, row)
-        return self.store.replace(table.logical_name, row)
+        return self.store.replace(table.logical_name, row, frozenset(changes))
 
     def _delete(self, request: Request) -> Response:
         table = self._set_table(request.params["entityset"])
@@ -1585,6 +1612,7 @@ class DataverseEmulator(Emulator):
         self.next_object_type_code += 1
         self._register_table(table)
         self.store.add_table(table)
+        self.plugins.table_added(table)
         return Response(
             204,
             b"",
@@ -1795,6 +1823,7 @@ class DataverseEmulator(Emulator):
         if route is None:
             return answer(self.error(405 if allowed else 404, f"Resource not found for {path}", inner))
         inner.params = params
+        self.latency.note_part(inner.method)
         with self.lock:
             self.batch_parts[route.name] += 1
             self.requests.append(
@@ -1828,6 +1857,27 @@ class DataverseEmulator(Emulator):
             "/_admin/batch-parts",
             lambda r: Response.json(200, {"parts": dict(self.batch_parts), "total": sum(self.batch_parts.values())}),
         )
+        add(
+            "GET",
+            "/_admin/bulk-targets",
+            lambda r: Response.json(
+                200, {"targets": dict(self.bulk_targets), "total": sum(self.bulk_targets.values())}
+            ),
+        )
+
+    def configure_latency(self, spec: Any) -> Response:
+        if not isinstance(spec, dict):
+            raise ValueError("expected a JSON object of latency parameters")
+        self.latency.configure(spec)
+        self.protection.scale = self.latency.time_scale if self.latency.enabled else 1.0
+        return Response.json(200, self.latency.to_json())
+
+    def latency_state(self) -> Response:
+        return Response.json(200, self.latency.to_json())
+
+    def reset_latency_counts(self) -> Response:
+        self.latency.reset_counts()
+        return Response.empty(204)
 
     def _admin_throttling(self, request: Request) -> Response:
         self.protection.configure(request.json())

@@ -75,6 +75,11 @@ class Store:
         self.membership: dict[tuple[str, str], str] = {}  # (list id, member id) -> listmemberid
         self.member_lists: dict[str, set[str]] = {}  # member id -> list ids
         self.journal: list[Callable[[], None]] | None = None
+        # told (table, old row or None, new row, columns the request sent or None) after each insert or replace;
+        # inside a change set only once it commits (the plug-in steps: webhooks)
+        self.observer: Callable[[str, dict[str, Any] | None, dict[str, Any], frozenset[str] | None], None] | None
+        self.observer = None
+        self._held: list[tuple[str, dict[str, Any] | None, dict[str, Any], frozenset[str] | None]] = []
 
     # ---- tables ------------------------------------------------------------------------------
     def add_table(self, table: Table) -> None:
@@ -91,15 +96,30 @@ class Store:
     # ---- journal -------------------------------------------------------------------------------
     def begin(self) -> None:
         self.journal = []
+        self._held = []
 
     def commit(self) -> None:
         self.journal = None
+        held, self._held = self._held, []
+        for event in held:
+            self._observe(*event)
 
     def rollback(self) -> None:
         steps, self.journal = self.journal or [], None
+        self._held = []
         for step in reversed(steps):
             step()
         self.mutations += 1
+
+    def _observe(
+        self, table: str, old: dict[str, Any] | None, new: dict[str, Any], sent: frozenset[str] | None
+    ) -> None:
+        if self.observer is None:
+            return
+        if self.journal is not None:
+            self._held.append((table, old, new, sent))
+        else:
+            self.observer(table, old, new, sent)
 
     def _undo(self, step: Callable[[], None]) -> None:
         if self.journal is not None:
@@ -115,6 +135,7 @@ class Store:
         data.log_versions.append(row["versionnumber"])
         data.log_ids.append(row_id)
         self.mutations += 1
+        self._observe(logical_name, None, row, None)
 
         def undo() -> None:
             data.rows.pop(row_id, None)
@@ -139,8 +160,8 @@ class Store:
         data.order.sort()
         self.mutations += 1
 
-    def replace(self, logical_name: str, row: dict[str, Any]) -> dict[str, Any]:
-        """Stores the new state of an existing row under a new version."""
+    def replace(self, logical_name: str, row: dict[str, Any], sent: frozenset[str] | None = None) -> dict[str, Any]:
+        """Stores the new state of an existing row under a new version; ``sent``: the columns the request set."""
         data = self.tables[logical_name]
         row_id = row[data.table.primary_id]
         old = data.rows[row_id]
@@ -152,6 +173,7 @@ class Store:
         self._undo(lambda: data.rows.__setitem__(row_id, old))
         if self.journal is None:
             data.compact_log()
+        self._observe(logical_name, old, row, sent)
         return row
 
     def delete(self, logical_name: str, row_id: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class ServiceProtection:
         self.limits = Limits()
         self._users: dict[str, _UserState] = {}
         self._lock = threading.Lock()
+        self.scale = 1.0  # the latency model's time scale: the window and the execution budget shrink with it
 
     def configure(self, spec: dict[str, object]) -> None:
         with self._lock:
@@ -73,6 +74,8 @@ class ServiceProtection:
     def _retry_after(self, seconds: float) -> str:
         if self.limits.retry_after is not None:
             return self.limits.retry_after
+        if self.scale != 1.0:  # scaled time: fractions of a second, or the client would wait real seconds
+            return f"{max(seconds, 0.001):.3f}"
         return str(max(1, math.ceil(seconds)))
 
     def admit(self, user: str) -> ApiError | None:
@@ -81,18 +84,19 @@ class ServiceProtection:
         limits = self.limits
         with self._lock:
             state = self._users.setdefault(user, _UserState())
-            horizon = now - limits.window_seconds
+            window = limits.window_seconds * self.scale
+            horizon = now - window
             while state.starts and state.starts[0] <= horizon:
                 state.starts.popleft()
             while state.executions and state.executions[0][0] <= horizon:
                 state.execution_total -= state.executions.popleft()[1]
             if state.in_flight >= limits.concurrent:
-                return errors.concurrency_limit(limits.concurrent, self._retry_after(1))
+                return errors.concurrency_limit(limits.concurrent, self._retry_after(self.scale))
             if len(state.starts) >= limits.requests:
-                wait = state.starts[0] + limits.window_seconds - now
+                wait = state.starts[0] + window - now
                 return errors.request_limit(limits.requests, limits.window_seconds, self._retry_after(wait))
-            if state.execution_total >= limits.execution_ms:
-                wait = state.executions[0][0] + limits.window_seconds - now
+            if state.execution_total >= limits.execution_ms * self.scale:
+                wait = state.executions[0][0] + window - now
                 return errors.execution_limit(limits.execution_ms, limits.window_seconds, self._retry_after(wait))
             state.starts.append(now)
             state.in_flight += 1
@@ -110,3 +114,4 @@ class ServiceProtection:
         with self._lock:
             self.limits = Limits()
             self._users.clear()
+            self.scale = 1.0

@@ -27,7 +27,15 @@ API (all under /3.0, HTTP Basic ``anystring:<key>`` or Bearer)
   ``GET /lists/{id}/tag-search?name=`` (tags whose name starts with ``name``, any case; all without it).
 - ``GET|POST /lists/{id}/interest-categories``, ``GET|PATCH|DELETE .../{category_id}``,
   ``GET|POST .../{category_id}/interests``, ``GET|PATCH|DELETE .../interests/{interest_id}``.
-- ``GET|POST /lists/{id}/webhooks``, ``GET|DELETE /lists/{id}/webhooks/{webhook_id}`` (recorded, never called).
+- ``GET|POST /lists/{id}/merge-fields``, ``GET|PATCH|DELETE .../merge-fields/{merge_id}`` (a name and a known type
+  to create; a tag used once; at most 30 per audience; a type never changes; deleting one drops its values).
+- ``GET|POST /lists/{id}/webhooks``, ``GET|PATCH|DELETE /lists/{id}/webhooks/{webhook_id}`` (PATCH: a new url is
+  validated the same way; the events and sources it names change; it does not undo a 410): a POST first makes the
+  validator's GET to the URL (any answer but 200: 400 Invalid Resource, ``errors[0].field`` = url); its answer
+  carries ``signing_secret`` (64 hex) this once, GETs only ``signing_enabled``; a second webhook with the same
+  URL on a list is 400 "Sorry, you can't set up multiple WebHooks for one URL on the same list."; omitted
+  ``sources`` mean user and admin. Deliveries as the service makes them: see ``webhooks.py`` (events and
+  sources, form fields, signing, the 75-minute retries, 410) and ``emulators/outbox.py`` (the queue).
 - ``GET /campaigns`` (status, list_id, since/before_send_time, since/before_create_time, sort_field
   create_time | send_time, count/offset), ``GET /campaigns/{id}``, ``GET /reports`` (sent campaigns, oldest
   send first; type, since/before_send_time, count/offset), ``GET /reports/{id}``,
@@ -77,15 +85,18 @@ Member rules
   example.com / example.org are accepted because the demo and the tests use them.
 - ``last_changed`` moves only when the member's info really changes (status, address, merge fields,
   interests, vip, language, email type, opt-in data); tag changes do not move it.
-- Merge fields: unknown tags are ignored; a required field left empty on create is 400 "Your merge
-  fields were invalid." unless ``skip_merge_validation=true``. Unknown interest ids: 400 "Invalid
-  interest ID".
+- Merge fields (merge_fields.py): unknown tags are ignored; each value is checked by its merge field's type
+  (number, date in its ``date_format``, birthday MM/DD or DD/MM, phone, a complete address, url, zip, a listed
+  choice, text within its size of at most 255), in single writes and per member in batch subscribe; a refusal
+  or a required field left empty is 400 "Invalid Resource" "Your merge fields were invalid." naming each field
+  (a batch error's ``field``/``field_message``); ``skip_merge_validation=true`` lets a required field stay
+  empty. Unknown interest ids: 400 "Invalid interest ID".
 - More than 10 requests in flight for one key: 429 TooManyRequests.
 
 Admin API (beyond the base's /_admin routes)
 --------------------------------------------
     POST /_admin/seed        {"audiences": [{"id", "name", "double_optin"?, "merge_fields"?: [{"tag", "name",
-                              "type", "required"}], "marketing_permissions"?: [{"id"?, "text"}]}],
+                              "type", "required", "options"?}], "marketing_permissions"?: [{"id"?, "text"}]}],
                               "interest_categories": [{"list_id", "id"?, "title", "type", "interests": [{"id"?,
                               "name"}]}],
                               "members": [{"list_id", "email_address", "status", "merge_fields"?, "interests"?
@@ -102,14 +113,41 @@ Admin API (beyond the base's /_admin routes)
                              permissions, tags...), status counts, forgotten hashes, tags, webhooks, and
                              confirmations sent
     GET  /_admin/confirmations?list_id=L   the double opt-in emails the service would have sent
-    GET  /_admin/webhooks?list_id=L        the webhooks registered through the API
+    GET|POST /_admin/latency   the latency model, off by default (``latency.py``): {"enabled": false,
+                             "timeScale": 1.0, "callSeconds": 0.3, "batchMemberSeconds": 0.01,
+                             "pageMemberSeconds": 0.001}, plus the server time charged ("serverSeconds" by kind,
+                             "totalServerSeconds") and the 429s the 10 connections answered ("throttled");
+                             ``python -m emulators.mailchimp --latency model [--time-scale X]`` starts with it on
+    GET  /_admin/webhooks?list_id=L        the webhooks registered through the API (id, list_id, url, events,
+                                           sources, created_at, signing_enabled, disabled: a 410 came back)
+    GET  /_admin/webhooks/deliveries       ?wait=<s> (first wait until idle), ?state=, ?type= -> {"deliveries": [{id,
+                                           url, state (pending | delivered | failed | dropped | disabled | not-sent),
+                                           duplicate, attempts: [{at, status, error, elapsedMs}], body (the form
+                                           text), webhookId, listId, type, source (user | admin | api | service),
+                                           firedAt}], idle, queued, inFlight, counts: {state: n}}
+    POST /_admin/webhooks/flush            {"timeoutSeconds": 30}: wait until nothing is queued or in flight
+    POST /_admin/webhooks/faults           {"drop": 0.3, "duplicate": 0.1, "seed": 7}: seeded shares of deliveries
+                                           never sent and sent twice; DELETE: none
+    GET|POST /_admin/webhooks/settings     {"timeScale": 1.0 (0.001: the 75 minutes of retries in 4.5 s; also
+                                           scales the second between a delivery and its duplicate),
+                                           "timeoutSeconds": 10, "workers": 4}
+                             A reset forgets queued deliveries, the log, the faults and these settings (an
+                             attempt in flight finishes unrecorded); seeding an audience again drops its queue
     GET  /_admin/stats       {"lastMembersScanned": n, "inFlight": n}: members the last list read touched
     POST /_admin/settings    {"fakeDomains": [...], "latencySeconds": s, "concurrencyLimit": 10,
-                              "compliance": "documented" | "strict"} (a reset returns to the constructor's mode)
+                              "compliance": "documented" | "strict", "signWebhooks": true (false: webhooks
+                              created from now on are unsigned, as those created before signing existed)}
+                             (a reset returns to the constructor's mode and signed webhooks)
                              latency is spent inside each API call, so it counts against the 10 connections
     People (body: list_id, email_address or subscriber_hash, "at"? ISO time, default the emulator clock):
     POST /_admin/people/unsubscribe    {"reason"?, "by"?} the person unsubscribes through a link (a compliance
                                        state); "by": "admin" is an admin unsubscribing them in the web app
+    POST /_admin/people/bulk-unsubscribe  {"list_id", "email_addresses"?: [...], "subscriber_hashes"?: [...],
+                                       "at"?}: an admin unsubscribes them all at once in the web app (webhook
+                                       source admin, one event each) -> {"unsubscribed": n, "missing": [hashes]}
+    The people routes act as source "user" for webhooks ("by": "admin" and the bulk route as "admin"); the
+    REST API as "api"; campaign sends (campaign events) and bounces (cleaned) reach webhooks whatever their
+    sources. The seed makes no events.
     POST /_admin/people/resubscribe    {"merge_fields"?} a signup form: subscribed, or pending with a
                                        confirmation email on a double opt-in audience; works after an
                                        unsubscribe, a bounce, an archive or a permanent delete
@@ -126,9 +164,10 @@ Admin API (beyond the base's /_admin routes)
                                         "reason"? (unsubscribe)} or {"events": [...]}; a hard bounce cleans the
                                         member and an unsubscribe unsubscribes them (both move last_changed)
 
-Not reproduced: webhook deliveries (and the validation GET) and their signing, batch webhooks, the
-500-pending-batches limit, datacenter checks of the key against the host, 403 roles, the "signed up to a
-lot of lists" throttle, merge-field type checks beyond number and address, member notes, activity feeds
+Webhook deliveries reach loopback URLs only (others are logged as ``not-sent``; registration does not
+validate them). Not reproduced: batch webhooks, SMS webhook events, the disabling of webhooks "at
+Mailchimp's discretion" after floods, the 500-pending-batches limit, datacenter checks of the key against
+the host, 403 roles, the "signed up to a lot of lists" throttle, member notes, activity feeds
 (so no ``marketing_permission`` events), e-commerce data, SMS (the fields are read-only data: no SMS
 consent writes, SMS webhooks or campaigns), saved (condition) segments and their members, Mailchimp's own
 "compliance review", campaign types other than regular, the X-Trigger-Error header and method override;

@@ -27,9 +27,11 @@ from .audience import (
     subscriber_hash,
 )
 from .members import MemberRules
+from .merge_fields import default_options
 from .problems import ApiError
 from .reports import CampaignBook
 from .timestamps import format_epoch, parse_admin_time
+from .webhooks import MailchimpDeliveries, WebhookEvents, render_webhook
 
 DEFAULT_UNSUBSCRIBE_REASON = "I no longer want to receive these emails"
 COMPLIANCE_MODES = ("documented", "strict")
@@ -53,6 +55,9 @@ class MailchimpAdmin:
     concurrency_limit: int
     last_members_scanned: int
     next_audience_web_id: int
+    webhook_events: WebhookEvents
+    webhook_deliveries: MailchimpDeliveries
+    sign_webhooks: bool
 
     def _register_admin(self) -> None:
         add = self.admin.add
@@ -61,6 +66,7 @@ class MailchimpAdmin:
         add("GET", "/_admin/stats", self._admin(self._admin_stats))
         add("GET", "/_admin/webhooks", self._admin(self._admin_webhooks))
         add("POST", "/_admin/people/unsubscribe", self._admin(self._person_unsubscribe))
+        add("POST", "/_admin/people/bulk-unsubscribe", self._admin(self._admin_bulk_unsubscribe))
         add("POST", "/_admin/people/resubscribe", self._admin(self._person_resubscribe))
         add("POST", "/_admin/people/confirm", self._admin(self._person_confirm))
         add("POST", "/_admin/people/bounce", self._admin(self._person_bounce))
@@ -110,6 +116,7 @@ class MailchimpAdmin:
                         str(m.get("name", m["tag"])),
                         str(m.get("type", "text")),
                         bool(m.get("required", False)),
+                        options=default_options(str(m.get("type", "text")), m.get("options")),
                     )
                     for position, m in enumerate(merge_specs)
                 ],
@@ -122,6 +129,8 @@ class MailchimpAdmin:
                 new_tag_id=self.rules.new_tag_id,
             )
             self.next_audience_web_id += 1
+            if audience_id in self.audiences:  # a seeded audience starts without webhooks
+                self.webhook_deliveries.outbox.forget(lambda d, gone=audience_id: d.info.get("listId") != gone)
             self.audiences[audience_id] = audience
         categories = []
         for spec in body.get("interest_categories", []):
@@ -272,7 +281,7 @@ class MailchimpAdmin:
             "forgotten": sorted(audience.forgotten),
             "tags": {t.id: t.name for t in audience.tags.values()},
             "marketing_permissions": {p.id: p.text for p in audience.permissions},
-            "webhooks": [vars(h) for h in audience.webhooks.values()],
+            "webhooks": [render_webhook(h) for h in audience.webhooks.values()],
         }
 
     def _admin_confirmations(self, request: Request) -> Any:
@@ -299,11 +308,14 @@ class MailchimpAdmin:
                 if body["compliance"] not in COMPLIANCE_MODES:
                     raise ValueError(f"compliance must be one of {COMPLIANCE_MODES}")
                 self.rules.strict_compliance = body["compliance"] == "strict"
+            if "signWebhooks" in body:
+                self.sign_webhooks = bool(body["signWebhooks"])
             return {
                 "fakeDomains": sorted(self.fake_domains),
                 "latencySeconds": self.latency_seconds,
                 "concurrencyLimit": self.concurrency_limit,
                 "compliance": "strict" if self.rules.strict_compliance else "documented",
+                "signWebhooks": self.sign_webhooks,
             }
 
     def _admin_stats(self, request: Request) -> Any:
@@ -315,7 +327,10 @@ class MailchimpAdmin:
         list_id = request.arg("list_id")
         with self.lock:
             hooks = [
-                vars(h) for a in self.audiences.values() for h in a.webhooks.values() if not list_id or a.id == list_id
+                render_webhook(h)
+                for a in self.audiences.values()
+                for h in a.webhooks.values()
+                if not list_id or a.id == list_id
             ]
         return {"webhooks": hooks}
 
@@ -329,18 +344,38 @@ class MailchimpAdmin:
 
     def _person_unsubscribe(self, request: Request) -> Any:
         body = request.json()
-        with self.lock:
+        with self.lock, self.webhook_events.acting("user"):
             audience, member, at = self._person(body)
             by = body.get("by", "person")
             if by not in ("person", "admin"):
                 raise ValueError("by must be person (their own unsubscribe) or admin (an admin in the web app)")
             reason = str(body.get("reason") or DEFAULT_UNSUBSCRIBE_REASON)
-            self.rules.person_unsubscribe(audience, member, reason, at, by=by)
+            with self.webhook_events.acting("user" if by == "person" else "admin", reason=reason):
+                self.rules.person_unsubscribe(audience, member, reason, at, by=by)
             return self._person_result(audience, member)
+
+    def _admin_bulk_unsubscribe(self, request: Request) -> Any:
+        """An admin unsubscribes many addresses at once in the web app (one webhook event each, source admin)."""
+        body = request.json()
+        keys = [subscriber_hash(str(e)) for e in body.get("email_addresses") or []]
+        keys += [str(h) for h in body.get("subscriber_hashes") or []]
+        with self.lock, self.webhook_events.acting("admin"):
+            audience = self._seed_audience(body)
+            at = parse_admin_time(body.get("at"), self._now())
+            done, missing = 0, []
+            for key in keys:
+                member = audience.members.get(key)
+                if member is None or member.status == "archived":
+                    missing.append(key)
+                    continue
+                if member.status != "unsubscribed":
+                    self.rules.person_unsubscribe(audience, member, DEFAULT_UNSUBSCRIBE_REASON, at, by="admin")
+                    done += 1
+            return {"list_id": audience.id, "unsubscribed": done, "missing": missing}
 
     def _person_resubscribe(self, request: Request) -> Any:
         body = request.json()
-        with self.lock:
+        with self.lock, self.webhook_events.acting("user"):
             audience = self._seed_audience(body)
             at = parse_admin_time(body.get("at"), self._now())
             member = self.rules.person_signup(audience, str(body["email_address"]), at, body.get("merge_fields"))
@@ -348,14 +383,14 @@ class MailchimpAdmin:
 
     def _person_confirm(self, request: Request) -> Any:
         body = request.json()
-        with self.lock:
+        with self.lock, self.webhook_events.acting("user"):
             audience, member, at = self._person(body)
             self.rules.person_confirm(audience, member, at)
             return self._person_result(audience, member)
 
     def _person_bounce(self, request: Request) -> Any:
         body = request.json()
-        with self.lock:
+        with self.lock, self.webhook_events.acting("user"):
             audience, member, at = self._person(body)
             if body.get("type", "hard") == "hard":
                 self.rules.clean(audience, member, at)
@@ -363,14 +398,14 @@ class MailchimpAdmin:
 
     def _person_change_email(self, request: Request) -> Any:
         body = request.json()
-        with self.lock:
+        with self.lock, self.webhook_events.acting("user"):
             audience, member, at = self._person(body)
             self.rules.person_change_email(audience, member, str(body["new_email_address"]), at)
             return self._person_result(audience, member)
 
     def _person_preferences(self, request: Request) -> Any:
         body = request.json()
-        with self.lock:
+        with self.lock, self.webhook_events.acting("user"):
             audience, member, at = self._person(body)
             self.rules.person_edit(audience, member, body.get("interests"), body.get("merge_fields"), at)
             return self._person_result(audience, member)
@@ -393,6 +428,7 @@ class MailchimpAdmin:
             campaign = self.campaigns.create(audience, body, parse_admin_time(body.get("create_time"), self._now()))
             if body.get("send"):
                 self.campaigns.send(campaign, audience, parse_admin_time(body.get("send_time"), self._now()))
+                self.webhook_events.campaign_sent(audience, campaign)
             return {"id": campaign.id, "status": campaign.status, "recipients": len(campaign.recipients)}
 
     def _admin_send_campaign(self, request: Request) -> Any:
@@ -401,6 +437,7 @@ class MailchimpAdmin:
             campaign = self._campaign_of(request)
             audience = self.audiences[campaign.list_id]
             self.campaigns.send(campaign, audience, parse_admin_time(body.get("at"), self._now()))
+            self.webhook_events.campaign_sent(audience, campaign)
             return {
                 "id": campaign.id,
                 "status": campaign.status,
@@ -426,10 +463,10 @@ class MailchimpAdmin:
                 member = audience.members.get(recipient.hash)
                 if member is None:
                     continue
-                if action == "bounce" and event.get("type", "hard") == "hard":
-                    self.rules.clean(audience, member, at)
-                elif action == "unsubscribe":
-                    self.rules.person_unsubscribe(
-                        audience, member, str(event.get("reason") or DEFAULT_UNSUBSCRIBE_REASON), at
-                    )
+                reason = str(event.get("reason") or DEFAULT_UNSUBSCRIBE_REASON)
+                with self.webhook_events.acting("user", campaign_id=campaign.id, reason=reason):
+                    if action == "bounce" and event.get("type", "hard") == "hard":
+                        self.rules.clean(audience, member, at)
+                    elif action == "unsubscribe":
+                        self.rules.person_unsubscribe(audience, member, reason, at)
             return {"id": campaign.id, "recorded": len(events)}

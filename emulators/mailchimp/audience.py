@@ -158,6 +158,9 @@ class MergeField:
     type: str = "text"
     required: bool = False
     default_value: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # date_format, size, phone_format... (merge_fields.py)
+    public: bool = True
+    help_text: str = ""
 
 
 @dataclass
@@ -202,6 +205,8 @@ class Webhook:
     events: dict[str, bool]
     sources: dict[str, bool]
     created_at: int
+    signing_secret: str = ""  # empty: an unsigned webhook (created before signing existed)
+    disabled: bool = False  # a delivery was answered 410
 
 
 DEFAULT_MERGE_FIELDS = (

@@ -20,6 +20,7 @@ from emulators.common import BadJsonError, Emulator, FaultSpec, Request, Respons
 
 from . import batches as batch_ops
 from . import fields as shapes
+from . import merge_fields
 from .admin import MailchimpAdmin
 from .audience import (
     CATEGORY_TYPES,
@@ -34,6 +35,8 @@ from .audience import (
     subscriber_hash,
 )
 from .fields import Projection
+from .latency import LatencyModel
+from .latency import serve as serve_latency
 from .members import MemberRules
 from .problems import (
     FAULT_TEXT,
@@ -58,6 +61,7 @@ from .reports import (
     render_unsubscribe,
 )
 from .timestamps import format_epoch, parse_filter, to_epoch
+from .webhooks import MailchimpDeliveries, WebhookEvents, new_signing_secret, validate_url
 
 API_KEY = re.compile(r"^[0-9a-f]{32}-[a-z]{2,4}\d{1,3}$")
 OAUTH_TOKEN = re.compile(r"^[0-9a-f]{32}$")
@@ -66,6 +70,7 @@ DEFAULT_COUNT = 10
 SORT_FIELDS = ("timestamp_opt", "timestamp_signup", "last_changed")
 WEBHOOK_EVENTS = ("subscribe", "unsubscribe", "profile", "cleaned", "upemail", "campaign")
 WEBHOOK_SOURCES = ("user", "admin", "api")
+DUPLICATE_WEBHOOK = "Sorry, you can't set up multiple WebHooks for one URL on the same list."
 JSON_TYPE = "application/json; charset=utf-8"
 
 
@@ -89,9 +94,12 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         super().__init__()
         self._in_flight: Counter[str] = Counter()
         self._in_flight_lock = threading.Lock()
+        self.webhook_deliveries = MailchimpDeliveries()
+        self.webhook_events = WebhookEvents(self.webhook_deliveries, self._now)
         self.reset()
         self._register_api()
         self._register_admin()
+        self.webhook_deliveries.outbox.register(self.admin, "/_admin/webhooks")
 
     # ---- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -104,10 +112,18 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         self.campaigns = CampaignBook()
         self.batches: dict[str, batch_ops.Batch] = {}
         self.latency_seconds = 0.0
+        self.latency = LatencyModel()
         self.concurrency_limit = 10
         self.last_members_scanned = 0
         self.next_audience_web_id = 200_001
         self.next_category = 1
+        self.rules.observer = self.webhook_events
+        self.sign_webhooks = True
+        self.webhook_deliveries.hooks.clear()
+        self.webhook_deliveries.outbox.clear()
+
+    def close(self) -> None:
+        self.webhook_deliveries.outbox.close()
 
     def _now(self) -> int:
         return to_epoch(self.clock.now())
@@ -148,6 +164,7 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         add("GET", "/3.0/lists/{list_id}/webhooks", self._webhooks)
         add("POST", "/3.0/lists/{list_id}/webhooks", self._create_webhook)
         add("GET", "/3.0/lists/{list_id}/webhooks/{webhook_id}", self._webhook)
+        add("PATCH", "/3.0/lists/{list_id}/webhooks/{webhook_id}", self._update_webhook)
         add("DELETE", "/3.0/lists/{list_id}/webhooks/{webhook_id}", self._delete_webhook)
         add("GET", "/3.0/campaigns", self._list_campaigns)
         add("GET", "/3.0/campaigns/{campaign_id}", self._campaign)
@@ -161,6 +178,7 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         add("GET", "/3.0/batches/{batch_id}", self._batch_status)
         add("DELETE", "/3.0/batches/{batch_id}", self._delete_batch)
         add("GET", "/_batch-results/{archive}", self._batch_archive)
+        merge_fields.register(self)
 
     # ---- the hooks of the base class ------------------------------------------------------------
     def authenticate(self, request: Request) -> Response | None:
@@ -184,15 +202,31 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
         key = self._credential(request) or ""
         with self._in_flight_lock:
             if self._in_flight[key] >= self.concurrency_limit:
+                self.latency.note_throttled()
                 return problem_response(ApiError(429, "TooManyRequests", TOO_MANY_CONNECTIONS), request_id)
             self._in_flight[key] += 1
         try:
             if self.latency_seconds:
                 time.sleep(self.latency_seconds)
+            if self.latency.enabled:
+                return serve_latency(self.latency, route.template, request, lambda r: self._run(route, r, request_id))
             return self._run(route, request, request_id)
         finally:
             with self._in_flight_lock:
                 self._in_flight[key] -= 1
+
+    def configure_latency(self, spec: Any) -> Response:
+        if not isinstance(spec, dict):
+            raise ValueError("expected a JSON object of latency parameters")
+        self.latency.configure(spec)
+        return Response.json(200, self.latency.to_json())
+
+    def latency_state(self) -> Response:
+        return Response.json(200, self.latency.to_json())
+
+    def reset_latency_counts(self) -> Response:
+        self.latency.reset_counts()
+        return Response.empty(204)
 
     def error(self, status: int, message: str, request: Request) -> Response:
         if status == 405:
@@ -1068,6 +1102,7 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             "events": hook.events,
             "sources": hook.sources,
             "list_id": hook.list_id,
+            "signing_enabled": bool(hook.signing_secret),
             "_links": self._links(
                 request, f"/lists/{hook.list_id}/webhooks/{hook.id}", "self", "parent", "update", "delete"
             ),
@@ -1117,25 +1152,69 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
                 raise field_error(name, "Schema describes object of booleans")
             choices[name] = {key: bool(given.get(key, False)) for key in allowed}
         with self.lock:
+            if any(h.url == url for h in self._audience(request).webhooks.values()):
+                raise invalid_resource(DUPLICATE_WEBHOOK)
+        validate_url(url)  # the validator's GET, outside the lock: the receiver may call the API back
+        with self.lock:
             audience = self._audience(request)
             if any(h.url == url for h in audience.webhooks.values()):
-                raise invalid_resource(f"A webhook with the URL {url} already exists for this list.")
+                raise invalid_resource(DUPLICATE_WEBHOOK)
             hook = Webhook(
-                short_id("webhook", audience.id, len(audience.webhooks), url),
+                short_id("webhook", audience.id, len(audience.webhooks), url, self._now()),
                 audience.id,
                 url,
                 choices["events"],
                 choices["sources"],
                 self._now(),
+                signing_secret=new_signing_secret() if self.sign_webhooks else "",
             )
             audience.webhooks[hook.id] = hook
+            created = self._render_webhook(request, hook)
+            if hook.signing_secret:
+                created["signing_secret"] = hook.signing_secret  # shown this once, never on a GET
+            return self._ok(created)
+
+    def _update_webhook(self, request: Request) -> Response:
+        """PATCH: a new url (validated like a new webhook), and the events and sources named in the body."""
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise field_error("", "Schema describes object")
+        url = body.get("url")
+        if url is not None and (not isinstance(url, str) or not urlsplit(url).netloc):
+            raise field_error("url", "This value should be a valid URL.")
+        for name in ("events", "sources"):
+            given = body.get(name)
+            if given is not None and (
+                not isinstance(given, dict) or not all(isinstance(v, bool) for v in given.values())
+            ):
+                raise field_error(name, "Schema describes object of booleans")
+        key = unquote(request.params["webhook_id"])
+        with self.lock:
+            audience = self._audience(request)
+            if key not in audience.webhooks:
+                raise not_found()
+            if url is not None and any(h.url == url and h.id != key for h in audience.webhooks.values()):
+                raise invalid_resource(DUPLICATE_WEBHOOK)
+            moving = url is not None and url != audience.webhooks[key].url
+        if moving:
+            validate_url(url)
+        with self.lock:
+            hook = self._audience(request).webhooks.get(key)
+            if hook is None:
+                raise not_found()
+            hook.url = url or hook.url
+            for name, allowed in (("events", WEBHOOK_EVENTS), ("sources", WEBHOOK_SOURCES)):
+                chosen = getattr(hook, name)
+                chosen.update({k: v for k, v in (body.get(name) or {}).items() if k in allowed})
             return self._ok(self._render_webhook(request, hook))
 
     def _delete_webhook(self, request: Request) -> Response:
         with self.lock:
             audience = self._audience(request)
-            if audience.webhooks.pop(unquote(request.params["webhook_id"]), None) is None:
+            hook = audience.webhooks.pop(unquote(request.params["webhook_id"]), None)
+            if hook is None:
                 raise not_found()
+        self.webhook_deliveries.outbox.forget(lambda d: d.target != hook.id)
         return self._no_content()
 
     # ---- campaigns and reports ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import merge_fields
 from .audience import (
     PATCH_STATUSES,
     WRITABLE_STATUSES,
@@ -237,6 +238,7 @@ class MemberRules:
         self.next_web_id = 100_000_001
         self.next_change = 1
         self.next_tag_id = 10_001
+        self.observer: Any = None  # told before and after every write (the webhooks); None: nobody listens
 
     def new_tag_id(self) -> int:
         """Segment and tag ids are unique across the account, not per audience."""
@@ -285,40 +287,7 @@ class MemberRules:
         audience: Audience, merge: dict[str, Any] | None, current: dict[str, Any], creating: bool, skip_validation: bool
     ) -> dict[str, Any]:
         """The merge values to store (unknown tags are dropped), or Invalid Resource naming each bad field."""
-        accepted: dict[str, Any] = {}
-        errors: list[dict[str, str]] = []
-        for tag, value in (merge or {}).items():
-            definition = audience.merge_field(tag)
-            if definition is None:
-                continue  # the service ignores merge tags the audience does not have
-            if definition.type == "address" and isinstance(value, dict):
-                missing = [k for k in ("addr1", "city", "state", "zip") if not str(value.get(k) or "").strip()]
-                if missing and not skip_validation:
-                    errors.append({"field": tag, "message": "Please enter a complete address"})
-                    continue
-            elif isinstance(value, dict):
-                errors.append({"field": tag, "message": "Please enter a valid value"})
-                continue
-            elif definition.type == "number" and value != "" and not _is_number(value):
-                errors.append({"field": tag, "message": "Please enter a number"})
-                continue
-            if definition.type == "number" and value != "":
-                accepted[tag] = value if isinstance(value, (int, float)) else float(value)
-            elif definition.type == "address" and isinstance(value, dict):
-                accepted[tag] = {k: str(v) for k, v in value.items()}
-            else:
-                accepted[tag] = str(value)
-        if not skip_validation:
-            combined = {**current, **accepted}
-            for definition in audience.merge_fields:
-                if not definition.required:
-                    continue
-                value = combined.get(definition.tag, "")
-                if (creating or definition.tag in accepted) and value in ("", None):
-                    errors.append({"field": definition.tag, "message": "Please enter a value"})
-        if errors:
-            raise invalid_resource("Your merge fields were invalid.", errors)
-        return accepted
+        return merge_fields.check_merge_fields(audience, merge, current, creating, skip_validation)
 
     @staticmethod
     def check_interests(audience: Audience, interests: dict[str, bool] | None) -> None:
@@ -374,15 +343,20 @@ class MemberRules:
     def archive(self, audience: Audience, member: Member) -> None:
         if member.status == "archived":
             return
+        seen = self._seen(member)
         audience.unindex(member)
         member.status_before_archive = member.status
         member.status = "archived"
         self._touch(member)
         audience.index(member)
+        self._changed(audience, member, seen)
 
     def forget(self, audience: Audience, member: Member) -> None:
+        seen = None if member.status == "archived" else self._seen(member)
         audience.remove(member)
         audience.forgotten.add(member.hash)
+        if seen is not None:
+            self._changed(audience, member, seen, removed=True)
 
     # ---- batch subscribe ---------------------------------------------------------------------
     def batch_subscribe(
@@ -567,12 +541,22 @@ class MemberRules:
         self._person_write(audience, member, at, change)
 
     def _person_write(self, audience: Audience, member: Member, at: int, change: Callable[[], None]) -> None:
+        seen = self._seen(member)
         audience.unindex(member)
         before = member.consent_snapshot()
         change()
         if member.consent_snapshot() != before:
             self._touch(member, at)
         audience.index(member)
+        self._changed(audience, member, seen)
+
+    # ---- what the observer hears --------------------------------------------------------------
+    def _seen(self, member: Member | None) -> Any:
+        return None if self.observer is None else self.observer.before(member)
+
+    def _changed(self, audience: Audience, member: Member, seen: Any, removed: bool = False) -> None:
+        if self.observer is not None:
+            self.observer.after(audience, member, seen, removed)
 
     # ---- internals ---------------------------------------------------------------------------
     def _touch(self, member: Member, at: int | None = None) -> None:
@@ -592,6 +576,7 @@ class MemberRules:
         """A new member, or an archived one coming back (which keeps its ids and its compliance history)."""
         if archived is not None:
             self.check_transition(archived, email, status)
+        seen = self._seen(archived)
         merge = self.check_merge_fields(
             audience,
             parsed.merge_fields,
@@ -639,6 +624,7 @@ class MemberRules:
             audience.add(member)
         else:
             audience.index(member)
+        self._changed(audience, member, seen)
         return member
 
     def _update(
@@ -665,6 +651,7 @@ class MemberRules:
         self.check_permissions(audience, parsed.marketing_permissions)
 
         now = self.now()
+        seen = self._seen(member)
         before = member.consent_snapshot()
         audience.unindex(member)
         if new_email is not None:
@@ -693,6 +680,7 @@ class MemberRules:
         if member.consent_snapshot() != before:
             self._touch(member)
         audience.index(member)
+        self._changed(audience, member, seen)
         return member
 
     def _check_new_address(self, audience: Audience, member: Member, new_email: str, allow_archived: bool) -> None:
@@ -771,16 +759,6 @@ class MemberRules:
 def _withdrawal(current: str | None, by: str) -> str:
     """Who withdrew consent: the person's own unsubscribe or a bounce stays on record over a later admin's."""
     return current if current in ("person", "bounce") and by not in ("person", "bounce") else by
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return True
-    try:
-        float(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def _batch_error(email: str, refusal: ApiError) -> dict[str, str]:

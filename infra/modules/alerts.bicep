@@ -31,6 +31,10 @@ param syncLinks array = []
 @minValue(1)
 param throttledSecondsThreshold int = 300
 
+@description('Changes per link within two hours that scheduled runs found and no webhook announced, while no event was applied, that count as silent webhooks.')
+@minValue(1)
+param missedByWebhooksThreshold int = 5
+
 var createActionGroup = empty(actionGroupId)
 var emailReceivers = empty(alertEmail) ? [] : [
   {
@@ -100,6 +104,18 @@ traces
 | extend d = parse_json(extract(@"cbr-event ([{].*)", 1, message))
 | where tostring(d.event) == "throttled"
 | summarize waited = sum(todouble(d.wait_seconds)) by service = tostring(d.service), link = tostring(d.link)
+'''
+
+// Webhooks gone silent: scheduled scans of a link keep finding changes no real-time event announced, while no
+// webhook delivery reached the app and no event was applied (a deleted or disabled webhook, a rotated secret not
+// registered again, a stopped Dataverse step). The sweep still applies every change; only the latency is lost.
+var silentWebhooksQuery = '''
+traces
+| where message has "cbr-event"
+| extend d = parse_json(extract(@"cbr-event ([{].*)", 1, message))
+| where tostring(d.event) in ("missed_by_webhooks", "events_applied", "webhook")
+| summarize missed = sumif(toint(d.count), tostring(d.event) == "missed_by_webhooks"), heard = countif(tostring(d.event) == "events_applied" or (tostring(d.event) == "webhook" and tostring(d.delivery) == "accepted")) by link = tostring(d.link)
+| where heard == 0
 '''
 
 resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
@@ -287,6 +303,54 @@ resource throttleAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
           failingPeriods: {
             numberOfEvaluationPeriods: 2
             minFailingPeriodsToAlert: 2
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        notify
+      ]
+    }
+  }
+}
+
+resource silentWebhooksAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-silent-webhooks'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Consent Bridge: webhooks silent'
+    description: 'Scheduled runs keep finding changes that no webhook announced and no event was applied. Run python -m shared.cli webhooks status, then webhooks register (docs/deploy.md, real-time path).'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT2H'
+    criteria: {
+      allOf: [
+        {
+          query: silentWebhooksQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'missed'
+          operator: 'GreaterThan'
+          threshold: missedByWebhooksThreshold
+          dimensions: [
+            {
+              name: 'link'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
           }
         }
       ]

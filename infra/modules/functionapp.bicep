@@ -40,6 +40,12 @@ param appInsightsConnectionString string
 @description('Versionless URI of the Key Vault secret that holds the Mailchimp API key.')
 param mailchimpSecretUri string
 
+@description('Versionless URI of the Key Vault secret that holds WEBHOOK_SECRET.')
+param webhookSecretUri string
+
+@description('PUBLIC_BASE_URL; empty: https://<name>.azurewebsites.net, the app\'s own host name.')
+param publicBaseUrl string = ''
+
 @description('Most instances per function the plan may run: 40 to 1000 (the plan refuses a maximum below 40).')
 @minValue(40)
 @maxValue(1000)
@@ -68,6 +74,18 @@ param syncSchedule string = '0 */15 * * * *'
 @description('SYNC_NOW_SCHEDULE: NCRONTAB of the sync-now check.')
 param syncNowSchedule string = '0 * * * * *'
 
+@description('FIELD_MAP: the mapped fields, each {column, mergeField, direction?, kinds?}.')
+param fieldMap array = [
+  {
+    column: 'firstname'
+    mergeField: 'FNAME'
+  }
+  {
+    column: 'lastname'
+    mergeField: 'LNAME'
+  }
+]
+
 @description('ON_DYNAMICS_DELETE: keep, archive or forget the member when the last record holding its address is deleted.')
 @allowed([
   'keep'
@@ -75,6 +93,13 @@ param syncNowSchedule string = '0 * * * * *'
   'forget'
 ])
 param onDynamicsDelete string = 'keep'
+
+@description('OPT_OUT_ROLLUP: all or any; how per-audience statuses roll up into the opt-out columns.')
+@allowed([
+  'all'
+  'any'
+])
+param optOutRollup string = 'all'
 
 @description('FULL_RESYNC_HOURS: a run becomes a full pass when the last one is older than this.')
 param fullResyncHours int = 24
@@ -106,6 +131,11 @@ param subscriberStatusColumn string = 'cbr_subscriberstatus'
 @minValue(1)
 @maxValue(10)
 param mailchimpMaxConnections int = 8
+
+@description('DATAVERSE_MAX_PARALLEL: most Dataverse writes one instance keeps in flight.')
+@minValue(1)
+@maxValue(52)
+param dataverseMaxParallel int = 4
 
 @description('BATCH_SIZE: emails per reconcile message.')
 @minValue(1)
@@ -228,6 +258,14 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
           value: '@Microsoft.KeyVault(SecretUri=${mailchimpSecretUri})'
         }
         {
+          name: 'WEBHOOK_SECRET'
+          value: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
+        }
+        {
+          name: 'PUBLIC_BASE_URL'
+          value: empty(publicBaseUrl) ? 'https://${name}.azurewebsites.net' : publicBaseUrl
+        }
+        {
           name: 'MAILCHIMP_BASE_URL'
           value: mailchimpBaseUrl
         }
@@ -250,6 +288,14 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
         {
           name: 'ON_DYNAMICS_DELETE'
           value: onDynamicsDelete
+        }
+        {
+          name: 'OPT_OUT_ROLLUP'
+          value: optOutRollup
+        }
+        {
+          name: 'FIELD_MAP'
+          value: string(fieldMap)
         }
         {
           name: 'FULL_RESYNC_HOURS'
@@ -278,6 +324,10 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
         {
           name: 'MAILCHIMP_MAX_CONNECTIONS'
           value: string(mailchimpMaxConnections)
+        }
+        {
+          name: 'DATAVERSE_MAX_PARALLEL'
+          value: string(dataverseMaxParallel)
         }
         {
           name: 'BATCH_SIZE'

@@ -18,6 +18,13 @@ param mailchimpSecretName string = 'mailchimp-api-key'
 @description('Mailchimp API key (<key>-<dc>). Empty leaves the secret as it is, so a redeploy never blanks a key set with az keyvault secret set.')
 param mailchimpApiKey string = ''
 
+@description('Name of the secret that holds WEBHOOK_SECRET, the shared secret of the webhook routes.')
+param webhookSecretName string = 'webhook-secret'
+
+@secure()
+@description('WEBHOOK_SECRET (32 or more characters). Empty leaves the secret as it is.')
+param webhookSecret string = ''
+
 @description('Resource id of the Log Analytics workspace that receives the audit log of the vault (every secret read).')
 param workspaceId string
 
@@ -67,6 +74,20 @@ resource mailchimpSecret 'Microsoft.KeyVault/vaults/secrets@2026-05-15' = if (!e
   }
 }
 
+resource webhookSecretEntry 'Microsoft.KeyVault/vaults/secrets@2026-05-15' = if (!empty(webhookSecret)) {
+  // checkov:skip=CKV_AZURE_41: the webhook secret is rotated by a deployment and `webhooks register`, not by a date; an expiry would silence the webhooks on that date
+  // checkov:skip=CKV_AZURE_114: contentType is set below; the check cannot read the properties of a conditional resource
+  parent: vault
+  name: webhookSecretName
+  properties: {
+    value: webhookSecret
+    contentType: 'WEBHOOK_SECRET of the webhook routes'
+    attributes: {
+      enabled: true
+    }
+  }
+}
+
 // Every read of the Mailchimp key (and every other data-plane call) lands in the workspace's AzureDiagnostics table.
 resource vaultAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'audit-to-log-analytics'
@@ -86,3 +107,4 @@ output id string = vault.id
 output name string = vault.name
 // Versionless (and with the trailing slash) so the app setting follows every new version of the secret.
 output mailchimpSecretUri string = '${vault.properties.vaultUri}secrets/${mailchimpSecretName}/'
+output webhookSecretUri string = '${vault.properties.vaultUri}secrets/${webhookSecretName}/'

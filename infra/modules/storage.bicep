@@ -35,6 +35,8 @@ var queueNames = [
   'sync-links-poison'
   'sync-batches'
   'sync-batches-poison'
+  'sync-events'
+  'sync-events-poison'
 ]
 var tableNames = [
   'SyncState'

@@ -21,7 +21,11 @@ never sees HTTP:
   the multipart answer parsed back into one ``BatchResult`` per operation; parts answered 429/503
   are sent again after ``Retry-After`` (outside change sets);
 - errors become ``DataverseError`` (``status``, ``code``, ``message``) whose text never carries an
-  email address: addresses are replaced by their member hash.
+  email address: addresses are replaced by their member hash;
+- the bulk messages ``UpdateMultiple``/``CreateMultiple`` (whether a table supports them is asked once per
+  table and message from ``sdkmessagefilters``), the service's ``x-ms-dop-hint`` (``dop_hint``), and a cap on
+  concurrent writes, ``write_slot()``: the hint bounded by ``DATAVERSE_MAX_PARALLEL``; a ``Retry-After`` holds
+  back every request of the client until it has passed, not just the one that was throttled.
 
 Longer than 500 lines because it is the one door to the Web API: transport, paging, $batch framing and
 its multipart answers are each other's callers, and the quirks stay readable side by side.
@@ -334,6 +338,7 @@ class Dataverse:
         timeout: float = 120,
         page_size: int = MAX_PAGE_SIZE,
         sleep: Callable[[float], None] = time.sleep,
+        max_parallel: int = 1,
     ) -> None:
         self.org_url = environment_url(url)
         self.api = self.org_url + API_PATH
@@ -354,10 +359,22 @@ class Dataverse:
             self._token = _TokenSource(credential, f"{self.org_url}/.default")
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
+        self.max_parallel = max(1, max_parallel)
+        self.dop_hint: int | None = None  # the service's x-ms-dop-hint, from the latest answer that had one
+        self._paused_until = 0.0  # time.monotonic() before which no request is sent (a Retry-After)
+        self._writes = threading.Condition()
+        self._writes_in_flight = 0
+        self._writes_waiting = 0
+        self._supported: dict[tuple[str, str], bool] = {}
+        self.chunk_sizes: dict[str, int] = {}  # records per bulk message, per table, once the service said less
 
     @classmethod
     def from_settings(cls, settings: DataverseSettings) -> Dataverse:
-        return cls(settings.dataverse_url, client_id=settings.azure_client_id)
+        return cls(
+            settings.dataverse_url,
+            client_id=settings.azure_client_id,
+            max_parallel=getattr(settings, "dataverse_max_parallel", 1),
+        )
 
     def set_throttle_observer(self, observer: Callable[[float], None] | None) -> None:
         """``observer(wait_seconds)`` is called each time service protection throttles a request, before the retry."""
@@ -386,6 +403,7 @@ class Dataverse:
         attempt = 0
         while True:
             attempt += 1
+            self._hold()
             request_headers = dict(headers or {})
             if method == "GET":
                 request_headers.setdefault("If-None-Match", "null")
@@ -413,6 +431,8 @@ class Dataverse:
             status = response.status_code
             with contextlib.suppress(KeyError, TypeError, ValueError):  # the service's clock: watermarks use it
                 self.last_server_time = parsedate_to_datetime(response.headers["Date"])
+            with contextlib.suppress(KeyError, ValueError):
+                self.dop_hint = max(1, int(response.headers["x-ms-dop-hint"]))
             multipart = response.headers.get("Content-Type", "").startswith("multipart/mixed")
             if status == 401 and self._token is not None and not refreshed:
                 refreshed = force_refresh = True
@@ -425,9 +445,16 @@ class Dataverse:
                 raise self._error(response, method, where)
             return response
 
+    def _hold(self) -> None:
+        """Waits out a Retry-After another request of this client was given."""
+        wait = self._paused_until - time.monotonic()
+        if wait > 0:
+            self._sleep(wait)
+
     def _wait(self, retry_after: float | None, attempt: int, method: str, where: str, reason: str) -> None:
         if retry_after is not None:
             delay = retry_after + random.uniform(0, min(1.0, retry_after * 0.2))
+            self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
         else:
             delay = min(BACKOFF_CAP_SECONDS, 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
         log.warning(
@@ -745,6 +772,68 @@ class Dataverse:
 
     def whoami(self) -> dict[str, Any]:
         return self.get("WhoAmI")
+
+    # ---- bulk messages ------------------------------------------------------------------------------------
+    def supports_message(self, logical_name: str, message: str) -> bool:
+        """Whether the table supports a message such as ``UpdateMultiple``, asked once from ``sdkmessagefilters``
+        (not every standard table does); an environment that cannot answer counts as no."""
+        key = (logical_name, message)
+        if key not in self._supported:
+            params = {
+                "$select": "sdkmessagefilterid",
+                "$filter": "sdkmessageid/name eq @message and primaryobjecttypecode eq @table",
+                "@message": f"'{message}'",
+                "@table": f"'{logical_name}'",
+            }
+            try:
+                found = bool(self.get("sdkmessagefilters", params).get("value"))
+            except DataverseError as exc:
+                if exc.status not in (400, 403, 404, 501):
+                    raise
+                found = False
+            self._supported[key] = found
+        return self._supported[key]
+
+    def update_multiple(self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]) -> datetime | None:
+        """One ``UpdateMultiple`` (all or nothing on standard tables); returns the service's time after it, which is
+        no earlier than the ``modifiedon`` it gave the records."""
+        body = {"Targets": [{**target, "@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}"} for target in targets]}
+        response = self._request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.UpdateMultiple", body=body)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return parsedate_to_datetime(response.headers["Date"])
+        return None
+
+    def create_multiple(self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]) -> list[str]:
+        """One ``CreateMultiple``; the ids of the new records, in the order of ``targets``."""
+        body = {"Targets": [{**target, "@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}"} for target in targets]}
+        answer = self._json(self._request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.CreateMultiple", body=body))
+        return [str(record_id).lower() for record_id in answer.get("Ids") or []]
+
+    @property
+    def parallelism(self) -> int:
+        """How many writes may be in flight: the service's hint (1 without one), at most ``max_parallel``."""
+        return max(1, min(self.dop_hint or 1, self.max_parallel))
+
+    @property
+    def spare_parallelism(self) -> int:
+        """Write slots neither held nor waited for right now (at least 1): what splitting a write more would use."""
+        with self._writes:
+            return max(1, self.parallelism - self._writes_in_flight - self._writes_waiting)
+
+    @contextlib.contextmanager
+    def write_slot(self) -> Iterator[None]:
+        """Holds one of ``parallelism`` write slots, shared by every thread that uses this client."""
+        with self._writes:
+            self._writes_waiting += 1
+            self._writes.wait_for(lambda: self._writes_in_flight < self.parallelism)
+            self._writes_waiting -= 1
+            self._writes_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._writes:
+                self._writes_in_flight -= 1
+                self._writes.notify_all()
 
 
 # ---- multipart answers ------------------------------------------------------------------------------------

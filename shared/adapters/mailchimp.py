@@ -856,6 +856,24 @@ class Mailchimp:
 
         return [item for page in self._pages("GET interests", fetch, "interests", PAGE_SIZE_MAX) for item in page]
 
+    # ---- merge fields ----
+
+    def merge_fields(self, list_id: str) -> list[dict[str, Any]]:
+        """The audience's merge fields (tag, type, required, options such as date_format and size)."""
+
+        def fetch(offset: int, count: int) -> Any:
+            return self._client.lists.get_list_merge_fields(list_id, count=count, offset=offset)
+
+        return [item for page in self._pages("GET merge fields", fetch, "merge_fields", PAGE_SIZE_MAX) for item in page]
+
+    def create_merge_field(self, list_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Adds a merge field ({"tag", "name", "type", "required"?, "options"?}) to the audience."""
+        unknown = set(body) - {"tag", "name", "type", "required", "default_value", "public", "options", "help_text"}
+        if unknown:
+            raise ValueError(f"merge field has unknown keys {sorted(unknown)}")
+        payload = dict(body)
+        return self._call("POST merge field", lambda: self._client.lists.add_list_merge_field(list_id, payload))
+
     # ---- campaigns and reports ----
 
     def iter_campaigns(self, list_id: str, since_send_time: datetime | None) -> Iterator[dict[str, Any]]:
@@ -926,6 +944,22 @@ class Mailchimp:
                 raise ValueError(f"webhook {name} values must be true or false")
         body = {"url": url, "events": dict(events), "sources": dict(sources)}
         return self._call("POST webhook", lambda: self._client.lists.create_list_webhook(list_id, body))
+
+    def webhooks(self, list_id: str) -> list[dict[str, Any]]:
+        """The audience's webhooks (``signing_secret`` is never in these answers: only the create returns it)."""
+        answer = self._call("GET webhooks", lambda: self._client.lists.get_list_webhooks(list_id)) or {}
+        return list(answer.get("webhooks") or [])
+
+    def delete_webhook(self, list_id: str, webhook_id: str) -> bool:
+        """Deletes one webhook; False when it was already gone."""
+
+        def send() -> Any:
+            result = self._client.lists.delete_list_webhook(list_id, webhook_id)
+            if isinstance(result, requests.Response) and result.ok and not result.content:
+                return {"deleted": True}  # the 204: told apart from the 404 that missing_ok turns into None
+            return result
+
+        return self._call("DELETE webhook", send, missing_ok=True) is not None
 
     # ---- batch operations ----
 

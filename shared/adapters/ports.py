@@ -9,6 +9,7 @@ A call an upper layer starts making belongs here first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,6 +75,10 @@ class MailchimpPort(Protocol):
 
     def interests(self, list_id: str, category_id: str) -> list[dict[str, Any]]: ...
 
+    def merge_fields(self, list_id: str) -> list[dict[str, Any]]: ...
+
+    def create_merge_field(self, list_id: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
     def iter_campaigns(self, list_id: str, since_send_time: datetime | None) -> Iterator[dict[str, Any]]: ...
 
     def campaign_report(self, campaign_id: str, fields: list[str] | None = None) -> dict[str, Any]: ...
@@ -83,6 +88,14 @@ class MailchimpPort(Protocol):
     def iter_sent_to(self, campaign_id: str) -> Iterator[dict[str, Any]]: ...
 
     def iter_unsubscribed(self, campaign_id: str) -> Iterator[dict[str, Any]]: ...
+
+    def create_webhook(
+        self, list_id: str, url: str, events: Mapping[str, bool], sources: Mapping[str, bool]
+    ) -> dict[str, Any]: ...
+
+    def webhooks(self, list_id: str) -> list[dict[str, Any]]: ...
+
+    def delete_webhook(self, list_id: str, webhook_id: str) -> bool: ...
 
 
 class DataversePort(Protocol):
@@ -118,9 +131,40 @@ class DataversePort(Protocol):
 
     def create(self, entity_set: str, body: dict[str, Any], *, solution: str | None = None) -> str: ...
 
+    def update(self, entity_set: str, id: str, changes: dict[str, Any], *, if_match: str | None = "*") -> None: ...  # noqa: A002
+
+    def delete(self, entity_set: str, id: str, *, if_match: str | None = None) -> None: ...  # noqa: A002
+
     def batch(
         self, operations: Sequence[BatchOperation], *, atomic: bool = False, continue_on_error: bool = True
     ) -> list[DataverseBatchResult]: ...
+
+    def supports_message(self, logical_name: str, message: str) -> bool: ...
+
+    def update_multiple(
+        self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]
+    ) -> datetime | None: ...
+
+    def create_multiple(self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]) -> list[str]: ...
+
+    @property
+    def api(self) -> str:
+        """The Web API root (``<url>/api/data/v9.2``)."""
+
+    @property
+    def parallelism(self) -> int:
+        """How many writes may be in flight at once (the service's x-ms-dop-hint, bounded by a setting)."""
+
+    @property
+    def spare_parallelism(self) -> int:
+        """Write slots neither held nor waited for right now (at least 1)."""
+
+    @property
+    def chunk_sizes(self) -> dict[str, int]:
+        """Records per bulk message, per table, once the service answered a larger one with a timeout."""
+
+    def write_slot(self) -> AbstractContextManager[None]:
+        """One of ``parallelism`` write slots, held while a write is in flight."""
 
     def entity_definition(self, logical_name: str, select: Sequence[str] = ...) -> dict[str, Any] | None: ...
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.dataverse import DataverseError
@@ -40,6 +41,23 @@ SOLUTION = "ConsentBridge"
 PUBLISHER = "ConsentBridgePublisher"
 # option values are <option value prefix><4 digits>: the contract's choice values (100000000...) are prefix 10000
 OPTION_VALUE_PREFIX = 10000
+
+
+@dataclass(frozen=True)
+class PrefixedNames:
+    """Column, lookup and navigation names of a product table under the publisher prefix (DATAVERSE_PREFIX)."""
+
+    prefix: str
+
+    def column(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
+
+    def navigation(self, kind: str) -> str:
+        """The lookup's navigation property (its SchemaName), as ``@odata.bind`` takes it."""
+        return f"{self.prefix}_{kind.title()}"
+
+    def lookup_value(self, kind: str) -> str:
+        return f"_{self.prefix}_{kind}_value"
 
 
 def label(text: str) -> dict[str, Any]:

@@ -40,7 +40,8 @@ CONSENT_AUDIT = "ConsentAudit"
 TABLES = (SYNC_STATE, IDENTITY_MAP, SYNC_RUNS, CONSENT_AUDIT)
 LINKS_QUEUE = "sync-links"
 BATCHES_QUEUE = "sync-batches"
-QUEUES = (LINKS_QUEUE, BATCHES_QUEUE)
+EVENTS_QUEUE = "sync-events"  # real-time events from the webhook routes
+QUEUES = (LINKS_QUEUE, BATCHES_QUEUE, EVENTS_QUEUE)
 MAX_MESSAGE_BYTES = 64 * 1024
 TRANSACTION_LIMIT = 100  # entities per table batch transaction, all of one partition
 

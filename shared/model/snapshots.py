@@ -23,9 +23,10 @@ class MemberSnapshot:
     contact_id: str | None = None
     opted_in: datetime | None = None  # timestamp_opt
     interests: list[str] | None = None  # the interest ids set to true; None: not read
+    merge_fields: dict[str, Any] | None = None  # the mapped merge fields' values; None: not read
 
     def encode(self) -> list[Any]:
-        return [
+        encoded = [
             self.email,
             self.status,
             epoch(self.last_changed),
@@ -33,12 +34,14 @@ class MemberSnapshot:
             epoch(self.opted_in),
             self.interests,
         ]
+        return [*encoded, self.merge_fields] if self.merge_fields is not None else encoded
 
     @classmethod
     def decode(cls, data: list[Any]) -> MemberSnapshot:
         opted_in = from_epoch(data[4]) if len(data) > 4 else None
         interests = data[5] if len(data) > 5 else None
-        return cls(data[0], data[1], from_epoch(data[2]) or now(), data[3], opted_in, interests)
+        merge_fields = data[6] if len(data) > 6 else None
+        return cls(data[0], data[1], from_epoch(data[2]) or now(), data[3], opted_in, interests, merge_fields)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class RecordSnapshot:
     modifiedon: datetime
     state: int = 0
     status_code: int | None = None
+    fields: dict[str, Any] | None = None  # the mapped columns' values; None: not read
 
     @property
     def opted_out(self) -> bool:
@@ -78,11 +82,13 @@ class RecordSnapshot:
             epoch(self.modifiedon),
             self.state,
             self.status_code,
+            *([self.fields] if self.fields is not None else []),
         ]
 
     @classmethod
     def decode(cls, data: list[Any]) -> RecordSnapshot:
-        return cls(data[0], data[1], data[2], data[3], from_epoch(data[4]) or now(), data[5], data[6])
+        fields = data[7] if len(data) > 7 else None
+        return cls(data[0], data[1], data[2], data[3], from_epoch(data[4]) or now(), data[5], data[6], fields)
 
 
 @dataclass

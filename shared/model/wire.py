@@ -48,6 +48,8 @@ def pack(group: Group, columns: list[str], interests: list[str] | None = None) -
         if m.interests is not None and interests:
             chosen = set(m.interests)
             member.append("".join("1" if i in chosen else "0" for i in interests))
+        if m.merge_fields is not None:  # the mapped merge fields, after the interests' place
+            member += [""] * (5 - len(member)) + [m.merge_fields]
     records = [
         [
             r.record_id,
@@ -56,6 +58,7 @@ def pack(group: Group, columns: list[str], interests: list[str] | None = None) -
             epoch(r.modifiedon),
             r.state,
             r.status_code,
+            *([r.fields] if r.fields is not None else []),
         ]
         for r in group.records
     ]
@@ -88,8 +91,10 @@ def unpack(data: list[Any], columns: list[str], interests: list[str] | None = No
     if data[1] is not None:
         status, changed, contact_id, opted_in, *chosen = data[1]
         member = MemberSnapshot(email, status, from_epoch(changed) or now(), contact_id, from_epoch(opted_in))
-        if chosen:
+        if chosen and chosen[0]:
             member.interests = [i for i, flag in zip(interests, chosen[0], strict=True) if flag == "1"]
+        if len(chosen) > 1:
+            member.merge_fields = chosen[1]
     records = [
         RecordSnapshot(
             rid,
@@ -99,8 +104,9 @@ def unpack(data: list[Any], columns: list[str], interests: list[str] | None = No
             from_epoch(changed) or now(),
             state,
             status_code,
+            fields[0] if fields else None,
         )
-        for rid, code, flags, changed, state, status_code in data[3]
+        for rid, code, flags, changed, state, status_code, *fields in data[3]
     ]
     extras = [*data[4:], None, None, None, None]
     preferences = [

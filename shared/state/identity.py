@@ -51,6 +51,9 @@ class BaseRow:
     held: dict[str, list[Any]] = field(default_factory=dict)
     preferences_modifiedon: datetime | None = None
     preference_rows: dict[str, str] = field(default_factory=dict)
+    # mapped fields (shared.features.fields): per merge tag, a digest of the value both sides agreed on (never the
+    # value), with "!<digest>" after it for a value a side refused, so that it is not sent again
+    fields: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -71,6 +74,7 @@ class BaseRow:
             ("h", self.held),
             ("q", epoch(self.preferences_modifiedon)),
             ("w", self.preference_rows),
+            ("f", self.fields),
         ):
             if value:
                 data[key] = value
@@ -94,6 +98,7 @@ class BaseRow:
             dict(data.get("h", {})),
             from_epoch(data.get("q")),
             dict(data.get("w", {})),
+            dict(data.get("f", {})),
         )
 
 

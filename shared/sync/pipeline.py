@@ -2,10 +2,12 @@
 
 A unit goes through four phases, each in one place of the Reconciler (shared/sync/reconcile.py):
 
-    prepare   load the bases, apply address changes (rule 5), build one Item per member hash
-    decide    the consent rules per item; then every Step.decided (features plan their own changes)
-    write     one batch subscribe (entries carry what steps add), probes settled, Step.after_mailchimp,
-              one Dataverse $batch (record PATCHes, then the operations steps add), tags
+    prepare   load the bases, apply address changes (rule 5), build one Item per member hash; Step.prepared
+    decide    the consent rules per item (on the records as Step.consent_records has them read); then every
+              Step.decided (features plan their own changes)
+    write     one batch subscribe (entries carry what steps add; an entry whose merge field a step gives up
+              is sent again without it), probes settled, Step.after_mailchimp, one Dataverse $batch
+              (record PATCHes with the columns steps add, then the operations steps add), tags
     settle    audit entries (the core's, then every Step.audits), new bases (Step.settle_base),
               aliases and ConsentAudit rows (Step.audit_detail)
 
@@ -121,6 +123,13 @@ class Step:
 
     name = ""
 
+    def prepared(self, unit: Unit, items: list[Item]) -> None:
+        """Every item is built (bases loaded, members read or UNKNOWN); the consent rules have not run yet."""
+
+    def consent_records(self, unit: Unit, item: Item, records: list[consent.Record]) -> list[consent.Record]:
+        """The item's records as the consent rules read them (e.g. what "opted out" means in this audience)."""
+        return records
+
     def decided(self, unit: Unit, items: list[Item]) -> None:
         """Every item has its consent decision (members the batch subscribe will probe are still UNKNOWN)."""
 
@@ -131,8 +140,21 @@ class Step:
     def mailchimp_refused(self, unit: Unit, item: Item, reason: str, counts: Counter[str]) -> None:
         """Mailchimp refused an entry this step added fields to."""
 
+    def mailchimp_field_refused(self, unit: Unit, item: Item, tag: str, message: str, counts: Counter[str]) -> bool:
+        """Mailchimp refused the merge field ``tag`` of an entry; True: this step added it and gives it up, and the
+        entry is sent again without it (so the rest of the member is still written)."""
+        return False
+
     def after_mailchimp(self, unit: Unit, items: list[Item], write: MailchimpWrite, counts: Counter[str]) -> None:
         """The batch subscribe has answered (probed members are known now); ``write`` sends more."""
+
+    def record_columns(self, unit: Unit, item: Item) -> dict[str, dict[str, Any]]:
+        """Columns this step adds to the item's record PATCHes, per record id (a record without a consent write gets
+        a PATCH of its own in the same $batch); ``record_patched`` hears how each answered."""
+        return {}
+
+    def record_patched(self, unit: Unit, item: Item, record_id: str, result: BatchResult) -> None:
+        """The answer to a record PATCH that carried this step's columns."""
 
     def dataverse_writes(self, unit: Unit, items: list[Item], counts: Counter[str]) -> list[DataverseWrite]:
         """Operations for the unit's one $batch, each with what to do with its result."""

@@ -61,6 +61,8 @@ class Reconciler:
         """The one entry point: a run's batches, a real-time event or an erasure, as a unit of member hashes."""
         outcome = Outcome(unit.batch_id)
         items, moves = self._prepare(unit)
+        for step in self.steps:
+            step.prepared(unit, items)
         self._decide_all(unit, items)
         if not unit.dry_run:
             self._write_mailchimp(unit, items, outcome.counts)
@@ -163,11 +165,11 @@ class Reconciler:
     # ---- decide ---------------------------------------------------------------------------
     def _decide_all(self, unit: Unit, items: list[Item]) -> None:
         for item in items:
-            self._decide(item)
+            self._decide(unit, item)
         for step in self.steps:
             step.decided(unit, items)
 
-    def _decide(self, item: Item) -> None:
+    def _decide(self, unit: Unit, item: Item) -> None:
         member = None if item.member == UNKNOWN else item.known_member
         base = (
             None
@@ -192,6 +194,8 @@ class Reconciler:
             )
             for r in item.records
         ]
+        for step in self.steps:
+            records = step.consent_records(unit, item, records)
         item.decision = consent.decide(member, records, base, self.policy)
 
     # ---- write ----------------------------------------------------------------------------
@@ -220,7 +224,7 @@ class Reconciler:
         if not again:
             return
         for item in again:
-            self._decide(item)
+            self._decide(unit, item)
         followups = [item for item in again if item.decision and item.decision.mailchimp]
         for item in again:
             if item not in followups and item.known_member is not None:

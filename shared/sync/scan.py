@@ -2,6 +2,9 @@
 
 Pages are spilled to bucket files on local disk by the first characters of the member hash, then
 each bucket is grouped in memory: peak memory follows the size of one bucket, not of the list.
+
+Longer than 500 lines because the reads of both sides, the spill and the batching share one scan's state, and
+the hooks features answer a scan through (interests, mapped fields) are declared beside the reads that use them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -103,6 +106,62 @@ class NoInterests:
 
     def rows(self, *, kind: str, since: datetime | None, counts: Counter[str]) -> Iterator[list[PreferenceRow]]:
         return iter(())
+
+
+class FieldReading(Protocol):
+    """One scan's view of the mapped fields: what to read on each side and the values read."""
+
+    def member_fields(self) -> list[str]:
+        """Extra ``fields`` of the member pages (e.g. ``members.merge_fields``)."""
+
+    def columns(self, kind: str) -> list[str]:
+        """Extra columns of the records' $select for this record kind."""
+
+    def member_values(self, member: dict[str, Any]) -> dict[str, Any] | None:
+        """The mapped merge fields' values a member page shows; None when none are mapped."""
+
+    def record_values(self, row: dict[str, Any], kind: str) -> dict[str, Any] | None:
+        """The mapped columns' values of a record row; None when none are mapped for its kind."""
+
+    def prepare(self, *, full: bool, counts: Counter[str]) -> None:
+        """Called once per scan after the pages: refresh what the run's reconcile needs (merge field types)."""
+
+
+class FieldSource(Protocol):
+    """Where a scan learns about mapped fields: the fields feature plugs in here."""
+
+    def reading(self, link: Link, *, dry_run: bool) -> FieldReading: ...
+
+
+class NoFields:
+    """No feature maps fields: pages and $selects carry none."""
+
+    def reading(self, link: Link, *, dry_run: bool) -> NoFields:
+        return self
+
+    def member_fields(self) -> list[str]:
+        return []
+
+    def columns(self, kind: str) -> list[str]:
+        return []
+
+    def member_values(self, member: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    def record_values(self, row: dict[str, Any], kind: str) -> dict[str, Any] | None:
+        return None
+
+    def prepare(self, *, full: bool, counts: Counter[str]) -> None:
+        return None
+
+
+class ChangeWatch(Protocol):
+    """Shown every change a scan reads; counts those no real-time event announced (the realtime feature)."""
+
+    def saw(self, side: str, member_hash: str, changed: datetime) -> None: ...
+
+    def missed(self, started: dict[str, datetime | None]) -> Counter[str]:
+        """Per side, the changes seen that no event announced; ``started`` is each service's clock at the start."""
 
 
 @dataclass
@@ -203,18 +262,25 @@ def scan(
     indexes: tuple[Any, Any] | None = None,
     interests: InterestSource | None = None,
     dry_run: bool = False,
+    fields: FieldSource | None = None,
+    changes: ChangeWatch | None = None,
+    meet: Iterable[str] = (),
 ) -> ScanOutcome:
     """Reads both sides and returns the batches to reconcile and the watermarks to commit afterwards.
 
     ``interests`` answers what the audience's interests are (the preferences feature); without it the
-    batches carry none and preferences are left alone."""
+    batches carry none and preferences are left alone. ``meet`` names member hashes a feature wants
+    reconciled in this run although neither read shows them (a user edited a row of theirs that is not
+    the record itself)."""
     counts: Counter[str] = Counter()
     skips: list[tuple[str, str]] = []
     skipped_ids: set[str] = set()
     fresh = watermarks.completed_runs == 0
     mlist = read_marketing_list(dataverse, link.name, link.marketing_list_id)
     dataverse_started = dataverse.last_server_time  # Dataverse's clock as the read begins
+    mapped = (fields or NoFields()).reading(link, dry_run=dry_run)
     columns = record_columns(mlist, settings.opt_out_columns, settings.subscriber_status_column)
+    columns += [c for c in mapped.columns(mlist.kind) if c not in columns]
     proposed = proposal(watermarks)
     watch = (interests or NoInterests()).reading(link, dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="cbr-scan-") as directory:
@@ -225,6 +291,7 @@ def scan(
 
         def add_record(row: dict[str, Any]) -> None:
             record = to_record(row, mlist, settings.opt_out_columns, settings.subscriber_status_column)
+            record.fields = mapped.record_values(row, mlist.kind)
             counts["dataverse_read"] += 1
             email = normalize_email(record.email)
             if email is None:
@@ -233,6 +300,8 @@ def scan(
                     skips.append((record.record_id, email_problem(record.email) or "invalid-email"))
                 return
             buckets.add("record", member_hash(email), record.encode())
+            if changes is not None:
+                changes.saw("dataverse", member_hash(email), record.modifiedon)
             record_aliases.add(record.record_id, member_hash(email))
             proposed.dataverse_records = later(proposed.dataverse_records, record.modifiedon)
 
@@ -253,7 +322,7 @@ def scan(
 
         since_members = read_from(watermarks.mailchimp, full=full)
         mailchimp_started: datetime | None = None
-        for page in _member_pages(mailchimp, link, since_members):
+        for page in _member_pages(mailchimp, link, since_members, mapped.member_fields()):
             # Mailchimp's clock when the first page was served (slightly after the read began: the overlap
             # covers the difference)
             mailchimp_started = mailchimp_started or mailchimp.last_server_time
@@ -265,9 +334,12 @@ def scan(
                     member.get("contact_id"),
                     parse_time(member.get("timestamp_opt")),
                     watch.chosen(member),
+                    mapped.member_values(member),
                 )
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
+                if changes is not None:
+                    changes.saw("mailchimp", member_hash(snapshot.email), snapshot.last_changed)
                 if snapshot.contact_id:
                     contact_aliases.add(snapshot.contact_id, member_hash(snapshot.email))
                 proposed.mailchimp = later(proposed.mailchimp, snapshot.last_changed)
@@ -276,7 +348,11 @@ def scan(
             for group in json.loads(payload):
                 buckets.add("retry", group[0], group)
                 counts["retried"] += 1
+        for wanted in meet:
+            buckets.add("retry", wanted, Group(wanted, "").encode())  # merged into what the reads found
+            counts["met_for_features"] += 1
 
+        mapped.prepare(full=full, counts=counts)
         catalog = watch.catalog(full=full, counts=counts)
         if catalog:
             for rows in watch.rows(kind=mlist.kind, since=since_records, counts=counts):
@@ -289,6 +365,11 @@ def scan(
                 fresh=fresh,
                 add=lambda under, row: buckets.add("preference", under, row.encode()),
             )
+
+        if changes is not None and not dry_run:
+            started = {"mailchimp": mailchimp_started, "dataverse": dataverse_started}
+            for side, n in changes.missed(started).items():
+                counts[f"missed_by_webhooks:{side}"] += n
 
         # The next run reads from when this one began (on each service's clock), less the overlap: whatever
         # changed during this run, its own writes included, is read again then; nothing older is.
@@ -374,10 +455,12 @@ def joined_fetch(
     return ET.tostring(fetch, encoding="unicode")
 
 
-def _member_pages(mailchimp: MailchimpPort, link: Link, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
+def _member_pages(
+    mailchimp: MailchimpPort, link: Link, since: datetime | None, extra: list[str] | None = None
+) -> Iterator[list[dict[str, Any]]]:
     try:
         yield from mailchimp.iter_member_pages(
-            link.audience_id, since_last_changed=since, fields=MEMBER_FIELDS, newest_first=True
+            link.audience_id, since_last_changed=since, fields=[*MEMBER_FIELDS, *(extra or [])], newest_first=True
         )
     except MailchimpError as exc:
         if exc.status == 404:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shared.adapters import bulk
 from shared.adapters.dataverse import BatchOperation, dataverse_refusal
 from shared.adapters.mailchimp import MailchimpError, mailchimp_refusal
 from shared.adapters.ports import DataversePort, MailchimpPort
@@ -65,6 +66,7 @@ def write_mailchimp(
             # a step's fields only: an existing member keeps its status; one archived since the read comes
             # back only once the person confirms
             entry["status_if_new"] = "pending"
+            counts["members_written_by_steps"] += 1  # members written for what steps add alone
         elif write.action == "add":
             entry["status_if_new"] = write.status
             with_status.add(item.group.member_hash)
@@ -85,8 +87,35 @@ def write_mailchimp(
             counts[f"{step.name}_calls_mailchimp"] += pages(len(entries), BATCH_SUBSCRIBE_PAGE) - pages(
                 len(with_status), BATCH_SUBSCRIBE_PAGE
             )
-    result = mailchimp.batch_subscribe(link.audience_id, entries, update_existing=True)
     by_hash = {item.group.member_hash: item for item in items}
+    sent = {addresses.member_hash(str(entry["email_address"])): entry for entry in entries}
+    while entries:
+        entries = _send_entries(mailchimp, unit, entries, by_hash, sent, with_status, with_fields, steps, counts)
+        for step in steps:
+            # an entry sent again without a merge field a step gave up is that step's call
+            if entries and any(
+                addresses.member_hash(str(e["email_address"])) in with_fields[step.name] for e in entries
+            ):
+                counts[f"{step.name}_calls_mailchimp"] += pages(len(entries), BATCH_SUBSCRIBE_PAGE)
+                break
+
+
+def _send_entries(
+    mailchimp: MailchimpPort,
+    unit: Unit,
+    entries: list[Mapping[str, Any]],
+    by_hash: dict[str, Item],
+    sent: dict[str, Mapping[str, Any]],
+    with_status: set[str],
+    with_fields: dict[str, set[str]],
+    steps: Sequence[Step],
+    counts: Counter[str],
+) -> list[Mapping[str, Any]]:
+    """One batch subscribe of these entries, its answers applied; returns the entries to send again (a step gave
+    up a merge field Mailchimp refused, so the rest of the member is written without it)."""
+    link = unit.link
+    again: list[Mapping[str, Any]] = []
+    result = mailchimp.batch_subscribe(link.audience_id, entries, update_existing=True)
     answers = [(m, True) for m in result.new_members] + [(m, False) for m in result.updated_members]
     for answer, created in answers:
         answered = by_hash.get(addresses.member_hash(answer["email_address"]))
@@ -107,6 +136,24 @@ def write_mailchimp(
         if refused is None:
             continue
         item = refused
+        entry = sent.get(item.group.member_hash)
+        tag = (error.field or "").removeprefix("merge_fields.")
+        merge = entry.get("merge_fields") if entry is not None else None
+        if (
+            entry is not None
+            and isinstance(merge, dict)
+            and tag in merge
+            and any(
+                step.mailchimp_field_refused(unit, item, tag, error.field_message or error.error, counts)
+                for step in steps
+                if item.group.member_hash in with_fields[step.name]
+            )
+        ):
+            retry = dict(entry)
+            retry["merge_fields"] = {k: v for k, v in merge.items() if k != tag}
+            sent[item.group.member_hash] = retry
+            again.append(retry)
+            continue
         reason = mailchimp_refusal(error)
         if item.group.member_hash in with_status:
             item.mailchimp_failed = reason
@@ -114,17 +161,28 @@ def write_mailchimp(
         for step in steps:
             if item.group.member_hash in with_fields[step.name]:
                 step.mailchimp_refused(unit, item, reason, counts)
+    return again
 
 
 def write_dataverse(
     dataverse: DataversePort, unit: Unit, items: list[Item], steps: Sequence[Step], counts: Counter[str]
 ) -> None:
-    """One $batch (split by the client in pages of 1,000): the record PATCHes, then the steps' operations."""
+    """The record PATCHes, then the steps' operations, written by shared/adapters/bulk.py: record PATCHes as
+    UpdateMultiple where the table supports it, the rest as $batch (pages of 1,000), one result each in order."""
     operations: list[BatchOperation] = []
     owners: list[tuple[Item, str]] = []
+    columns_of: list[list[Step]] = []  # per PATCH, the steps whose columns it carries
     for item in items:
         kinds = {r.record_id: r.kind for r in item.records}
-        for record_id, body in item.record_writes.items():
+        added = [(step, step.record_columns(unit, item)) for step in steps]
+        bodies = {record_id: dict(body) for record_id, body in item.record_writes.items()}
+        carriers: dict[str, list[Step]] = {}
+        for step, per_record in added:
+            for record_id, columns in per_record.items():
+                if columns and record_id in kinds:
+                    bodies.setdefault(record_id, {}).update(columns)  # one PATCH per record, consent and columns
+                    carriers.setdefault(record_id, []).append(step)
+        for record_id, body in bodies.items():
             # the answer's modifiedon goes into the base, so the sync's own write is not mistaken later
             # for a person's edit
             operations.append(
@@ -136,21 +194,31 @@ def write_dataverse(
                 )
             )
             owners.append((item, record_id))
+            columns_of.append(carriers.get(record_id, []))
     extra: list[tuple[Step, DataverseWrite]] = [
         (step, write) for step in steps for write in step.dataverse_writes(unit, items, counts)
     ]
     if not operations and not extra:
         return
+    core = sum(1 for item, record_id in owners if record_id in item.record_writes)
     for step in steps:
-        own = sum(1 for owner, _ in extra if owner is step)
-        if own:  # pages that exist only because of the step's operations
-            counts[f"{step.name}_calls_dataverse"] += pages(len(operations) + own, BATCH_PAGE) - pages(
-                len(operations), BATCH_PAGE
-            )
-    results = dataverse.batch([*operations, *(operation for _, (operation, _) in extra)], continue_on_error=True)
+        # pages that exist only because of the step's operations and its columns' own PATCHes
+        own = sum(1 for owner, _ in extra if owner is step) + sum(
+            1
+            for (item, record_id), carriers in zip(owners, columns_of, strict=True)
+            if record_id not in item.record_writes and carriers and carriers[0] is step
+        )
+        if own:
+            counts[f"{step.name}_calls_dataverse"] += pages(core + own, BATCH_PAGE) - pages(core, BATCH_PAGE)
+    # plain record PATCHes go as UpdateMultiple where the table supports it, the rest as $batch
+    results = bulk.write(dataverse, [*operations, *(operation for _, (operation, _) in extra)])
     for (_, (_, settle)), result in zip(extra, results[len(owners) :], strict=True):
         settle(result)
-    for (item, record_id), result in zip(owners, results, strict=False):
+    for (item, record_id), carrying, result in zip(owners, columns_of, results, strict=False):
+        for carrier in carrying:
+            carrier.record_patched(unit, item, record_id, result)
+        if result.status >= 400 and record_id not in item.record_writes:
+            continue  # a PATCH of a step's columns only: the step heard its refusal
         if result.status >= 400:
             item.record_failures[record_id] = dataverse_refusal(result)
             counts["dataverse_refused"] += 1

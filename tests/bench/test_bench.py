@@ -100,3 +100,30 @@ def test_storage_requests_are_named_by_table_or_queue_not_by_key() -> None:
         operation("queue", "DELETE", f"{base}/sync-batches/messages/abc-123?popreceipt=x")
         == "queue DELETE sync-batches/messages/{id}"
     )
+
+
+def test_benchmark_on_the_latency_model_reports_each_run_against_its_bound() -> None:
+    command = [sys.executable, "-m", "bench", "--records", "200", "--scale", "1", "--json"]
+    command += ["--latency", "model", "--time-scale", "0.01,idle=0.02", "--workers", "2"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)  # noqa: S603
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+
+    assert result["benchmark"]["latency"] == "model" and result["benchmark"]["workers"] == 2
+    runs = result["runs"]
+    assert [run["run"] for run in runs] == ["initial", "settling", "incremental", "no-change", "idle"]
+    measured = {run["run"]: run for run in result["sizes"][0]["runs"]}
+    for run in runs:
+        assert set(run) >= {"run", "records", "wall_s", "bound_s", "calls"}
+        full = measured[run["run"]]
+        assert run["calls"] == full["api_calls"]["total"] and run["wall_s"] > 0
+        latency = full["latency"]
+        assert latency["time_scale"] == (0.02 if run["run"] == "idle" else 0.01)
+        parts = latency["bound_model_s"]
+        dataverse = max(latency["dataverse_server_s"] / min(latency["dop_hint"], 52), parts["dataverse_budget_s"])
+        expected = max(dataverse, latency["mailchimp_server_s"] / 10) * latency["time_scale"]
+        assert run["bound_s"] == round(expected, 3) > 0
+        assert run["ratio_to_bound"] == round(run["wall_s"] / run["bound_s"], 2)
+        assert run["throttled_429"] == latency["throttled_429"]
+    initial = measured["initial"]
+    assert initial["latency"]["dataverse_by_kind_s"]["$batch"] > 0 and initial["work"]["records_written"] >= 200

@@ -35,6 +35,10 @@ def test_bindings_follow_the_contract():
         "start_sync",
         "link_status",
         "sync_now",
+        "mailchimp_webhook",
+        "dataverse_webhook",
+        "handle_events",
+        "dead_letter_event",
     }
     [timer] = found["plan_sync"]["bindings"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%SYNC_SCHEDULE%"

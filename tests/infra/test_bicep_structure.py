@@ -32,6 +32,10 @@ PARAMETER_SETTINGS: dict[str, tuple[str, Any]] = {
 PRODUCT_SETTINGS: dict[str, tuple[str, Any]] = {
     "ON_DYNAMICS_DELETE": ("onDynamicsDelete", "keep"),
     "SYNC_NOW_SCHEDULE": ("syncNowSchedule", "0 * * * * *"),
+    "FIELD_MAP": (
+        "fieldMap",
+        [{"column": "firstname", "mergeField": "FNAME"}, {"column": "lastname", "mergeField": "LNAME"}],
+    ),
 }
 # Contract settings whose Azure value comes from a deployed resource rather than a typed-in parameter.
 RESOURCE_SETTINGS = {"AzureWebJobsStorage", "MAILCHIMP_API_KEY", "AZURE_CLIENT_ID"}
@@ -111,7 +115,14 @@ def test_no_storage_account_allows_shared_keys_or_weak_transport() -> None:
 def test_contract_queues_and_tables_are_created() -> None:
     storage = t.module_path("storage")
     values = t.variables(storage)
-    assert values["queueNames"]["value"] == ["sync-links", "sync-links-poison", "sync-batches", "sync-batches-poison"]
+    assert values["queueNames"]["value"] == [
+        "sync-links",
+        "sync-links-poison",
+        "sync-batches",
+        "sync-batches-poison",
+        "sync-events",
+        "sync-events-poison",
+    ]
     assert values["tableNames"]["value"] == ["SyncState", "IdentityMap", "SyncRuns", "ConsentAudit"]
     (container,) = t.declared(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")
     assert container.body["properties"]["publicAccess"] == "None"
@@ -232,7 +243,7 @@ def test_mailchimp_key_reaches_the_app_only_as_a_versionless_key_vault_reference
     keyvault = t.module_path("keyvault")
     outputs = t.parse(keyvault)["outputs"]
     assert outputs["mailchimpSecretUri"]["value"] == "${vault.properties.vaultUri}secrets/${mailchimpSecretName}/"
-    (secret,) = t.declared(keyvault, "Microsoft.KeyVault/vaults/secrets")
+    (secret,) = [s for s in t.declared(keyvault, "Microsoft.KeyVault/vaults/secrets") if s.symbol == "mailchimpSecret"]
     assert secret.body["properties"]["value"] == "mailchimpApiKey"
     assert secret.conditional, "an empty key parameter must not overwrite the secret on redeploy"
     assert "secure" in t.decorators(t.parameters(keyvault)["mailchimpApiKey"])
@@ -267,7 +278,7 @@ def test_no_plain_app_setting_carries_a_secret() -> None:
             assert not re.search(
                 r"(AccountKey|InstrumentationKey|SharedAccessSignature|password|secret)=", text, re.I
             ), f"app setting {name} looks like it carries a secret"
-        if name != "MAILCHIMP_API_KEY":
+        if name not in ("MAILCHIMP_API_KEY", "WEBHOOK_SECRET"):
             assert "@Microsoft.KeyVault" not in json.dumps(value)
 
 
@@ -320,7 +331,13 @@ def test_key_vault_uses_rbac_with_soft_delete_and_purge_protection() -> None:
 def test_alert_rules_watch_app_insights_and_notify_the_action_group() -> None:
     alerts = t.module_path("alerts")
     rules = t.declared(alerts, "Microsoft.Insights/scheduledQueryRules")
-    assert {r.symbol for r in rules} == {"poisonAlert", "failureAlert", "staleAlert", "throttleAlert"}
+    assert {r.symbol for r in rules} == {
+        "poisonAlert",
+        "failureAlert",
+        "staleAlert",
+        "throttleAlert",
+        "silentWebhooksAlert",
+    }
     for rule in rules:
         properties = rule.body["properties"]
         assert properties["scopes"] == ["appInsightsId"]
@@ -382,7 +399,9 @@ def test_deploy_guide_lists_every_parameter_setting_with_its_default() -> None:
     for setting, (parameter, default) in {**PARAMETER_SETTINGS, **PRODUCT_SETTINGS}.items():
         row = re.search(rf"^\| `{parameter}`[^|]*\| `{setting}`[^|]*\| (.+?) \|$", guide, re.MULTILINE)
         assert row, f"docs/deploy.md has no settings row for {parameter} -> {setting}"
-        if default not in (None, "", []):
+        if isinstance(default, list) and default:  # a JSON setting: its default as the app reads it
+            assert f"`{json.dumps(default, separators=(',', ':'))}`" in row.group(1)
+        elif default not in (None, "", []):
             assert f"`{default}`" in row.group(1), f"docs/deploy.md gives {setting} a default other than {default!r}"
 
 

@@ -113,6 +113,45 @@ CASES: list[tuple[Callable[[], None], str, dict[str, object], int]] = [
         {"link": "newsletter", "stage": "scan", "run_id": "run-1"},
         logging.ERROR,
     ),
+    (
+        lambda: telemetry.event_dead_lettered("newsletter"),
+        "dead_lettered",
+        {"link": "newsletter", "stage": "event"},
+        logging.ERROR,
+    ),
+    (
+        lambda: telemetry.webhook("mailchimp", "accepted", link="newsletter"),
+        "webhook",
+        {"side": "mailchimp", "delivery": "accepted", "count": 1, "link": "newsletter"},
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.webhook("dataverse", "refused"),
+        "webhook",
+        {"side": "dataverse", "delivery": "refused", "count": 1},
+        logging.WARNING,
+    ),
+    (
+        lambda: telemetry.events_applied(
+            "newsletter", "mailchimp", 12, latency_seconds=1.25, max_latency_seconds=3.5, run_id="run-1"
+        ),
+        "events_applied",
+        {
+            "link": "newsletter",
+            "side": "mailchimp",
+            "count": 12,
+            "latency_seconds": 1.25,
+            "max_latency_seconds": 3.5,
+            "run_id": "run-1",
+        },
+        logging.INFO,
+    ),
+    (
+        lambda: telemetry.missed_by_webhooks("newsletter", "dataverse", 4, run_id="run-1"),
+        "missed_by_webhooks",
+        {"link": "newsletter", "side": "dataverse", "count": 4, "run_id": "run-1"},
+        logging.WARNING,
+    ),
 ]
 
 

@@ -27,7 +27,13 @@ def compared_values(query: str) -> list[tuple[str, str]]:
 
 def test_the_queries_were_found() -> None:
     assert len(WORKBOOK_QUERIES) >= 10
-    assert set(ALERT_QUERIES) == {"poisonAlert[0]", "failureAlert[0]", "staleAlert[0]", "throttleAlert[0]"}
+    assert set(ALERT_QUERIES) == {
+        "poisonAlert[0]",
+        "failureAlert[0]",
+        "staleAlert[0]",
+        "throttleAlert[0]",
+        "silentWebhooksAlert[0]",
+    }
     assert len(EVENT_QUERIES) >= 12
 
 

@@ -1,0 +1,201 @@
+"""The bulk Dataverse writer against the emulator: UpdateMultiple and CreateMultiple where the table supports
+them, a refused chunk sent again as $batch on its own, chunks halved on a timeout, Retry-After honoured, and
+never two writes to one record in flight at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from shared.adapters import bulk
+from shared.adapters.dataverse import BatchOperation, Dataverse
+
+API = "/api/data/v9.2"
+UPDATE_MULTIPLE = f"POST {API}/{{entityset}}/Microsoft.Dynamics.CRM.UpdateMultiple"
+CREATE_MULTIPLE = f"POST {API}/{{entityset}}/Microsoft.Dynamics.CRM.CreateMultiple"
+BATCH = f"POST {API}/$batch"
+
+
+def seed(admin: Any, entity: str, count: int) -> list[str]:
+    key = {"contacts": "contactid", "leads": "leadid"}[entity]
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    admin.seed({entity: [{key: i, "lastname": f"L{n}", "donotbulkemail": False} for n, i in enumerate(ids)]})
+    return ids
+
+
+def record_patch(entity: str, record: str, body: dict[str, Any]) -> BatchOperation:
+    """The sync's record PATCH: never creates a record, answers the new modifiedon."""
+    return BatchOperation(
+        "PATCH", f"{entity}({record})?$select=modifiedon", body, {"If-Match": "*", "Prefer": "return=representation"}
+    )
+
+
+def rows(admin: Any, entity: str) -> dict[str, dict[str, Any]]:
+    key = {"contacts": "contactid", "leads": "leadid"}[entity]
+    return {row[key]: row for row in admin.state(entity=entity)["rows"]}
+
+
+def writes(admin: Any) -> dict[str, int]:
+    return {route: n for route, n in admin.calls().items() if not route.startswith("GET ")}
+
+
+def test_record_patches_go_as_one_update_multiple_and_answer_modifiedon(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 5)
+    client = Dataverse(dataverse_emulator.url)
+
+    results = bulk.write(client, [record_patch("contacts", i, {"donotbulkemail": True}) for i in ids])
+
+    assert writes(admin) == {UPDATE_MULTIPLE: 1}
+    assert all(r["donotbulkemail"] is True for r in rows(admin, "contacts").values())
+    written = {r["contactid"]: r["modifiedon"] for r in rows(admin, "contacts").values()}
+    assert [r.status for r in results] == [200] * 5
+    assert all(result.body["modifiedon"] >= written[i] for i, result in zip(ids, results, strict=True))
+
+
+def test_a_refused_chunk_falls_back_to_batch_for_that_chunk_only(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    leads = seed(admin, "leads", 9)
+    admin.call("POST", "qualify-lead", {"id": leads[4]})  # a read-only lead in the middle chunk
+    client = Dataverse(dataverse_emulator.url)
+    client.chunk_sizes["lead"] = 3
+
+    results = bulk.write(client, [record_patch("leads", i, {"donotbulkemail": True}) for i in leads])
+
+    assert writes(admin) == {UPDATE_MULTIPLE: 3, BATCH: 1}
+    assert admin.call("GET", "batch-parts")["total"] == 3  # the refused chunk's three PATCHes, continue-on-error
+    assert [r.ok for r in results] == [True] * 4 + [False] + [True] * 4
+    assert results[4].status == 400
+    stored = rows(admin, "leads")
+    assert [stored[i]["donotbulkemail"] for i in leads] == [True] * 4 + [False] + [True] * 4
+
+
+def test_new_rows_go_as_create_multiple(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    client = Dataverse(dataverse_emulator.url)
+
+    results = bulk.write(client, [BatchOperation("POST", "contacts", {"lastname": f"New{n}"}) for n in range(3)])
+
+    assert writes(admin) == {CREATE_MULTIPLE: 1}
+    stored = rows(admin, "contacts")
+    assert [stored[r.entity_id]["lastname"] for r in results] == ["New0", "New1", "New2"]
+
+
+def test_upserts_a_record_written_twice_and_a_few_patches_beside_them_ride_in_one_batch(
+    dataverse_emulator: Any,
+) -> None:
+    admin = dataverse_emulator.admin
+    [kept, other] = seed(admin, "contacts", 2)
+    client = Dataverse(dataverse_emulator.url)
+    upsert = BatchOperation("PATCH", f"contacts({uuid.uuid4()})", {"lastname": "Upserted"})  # may create
+    twice = [record_patch("contacts", kept, {"firstname": name}) for name in ("A", "B")]  # in order
+    single = record_patch("contacts", other, {"firstname": "C"})  # an UpdateMultiple would be one call more
+
+    results = bulk.write(client, [upsert, *twice, single])
+
+    assert writes(admin) == {BATCH: 1}
+    assert [r.status for r in results] == [204, 200, 200, 200]
+    stored = rows(admin, "contacts")
+    assert stored[kept]["firstname"] == "B" and stored[other]["firstname"] == "C" and len(stored) == 3
+
+
+def test_a_table_without_the_message_is_written_by_batch(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    list_id = str(uuid.uuid4())
+    admin.seed({"lists": [{"listid": list_id, "listname": "L", "type": False, "createdfromcode": 2}]})
+    client = Dataverse(dataverse_emulator.url)
+
+    results = bulk.write(client, [BatchOperation("PATCH", f"lists({list_id})", {"listname": "M"}, {"If-Match": "*"})])
+
+    assert [r.status for r in results] == [204]
+    assert writes(admin) == {BATCH: 1}
+    assert not client.supports_message("list", "UpdateMultiple")
+
+
+def test_a_timeout_halves_the_chunk_until_the_service_takes_it(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 8)
+    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.001, "sqlTimeoutSeconds": 0.1})  # 3 records
+    client = Dataverse(dataverse_emulator.url)
+
+    results = bulk.write(client, [record_patch("contacts", i, {"firstname": "T"}) for i in ids])
+
+    assert all(r.ok for r in results)
+    assert client.chunk_sizes["contact"] == 2
+    assert admin.call("GET", "bulk-targets")["total"] == 8
+    assert all(r["firstname"] == "T" for r in rows(admin, "contacts").values())
+
+
+def test_retry_after_holds_back_every_write_of_the_client(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 4)
+    admin.call("POST", "settings", {"faultRetryAfter": "0.3"})
+    admin.fail_next(1, pattern="UpdateMultiple", status=429)
+    slept: list[float] = []
+    client = Dataverse(dataverse_emulator.url, sleep=lambda s: (slept.append(s), time.sleep(s)))
+
+    started = time.monotonic()
+    results = bulk.write(client, [record_patch("contacts", i, {"firstname": "R"}) for i in ids])
+
+    assert all(r.ok for r in results)
+    assert slept and slept[0] >= 0.3  # Retry-After, plus a little jitter
+    assert time.monotonic() - started >= 0.3
+    assert admin.calls()[UPDATE_MULTIPLE] == 2  # refused once, then sent again
+    assert all(r["firstname"] == "R" for r in rows(admin, "contacts").values())
+
+
+class WatchedRecords(bulk.RecordsInFlight):
+    """Records when each record's writes start and end, to show that they never overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: dict[str, list[tuple[float, float]]] = {}
+        self._spans = threading.Lock()
+
+    @contextmanager
+    def hold(self, record_ids: set[str]) -> Iterator[None]:
+        with super().hold(record_ids):
+            start = time.monotonic()
+            try:
+                yield
+            finally:
+                end = time.monotonic()
+                with self._spans:
+                    for record in record_ids:
+                        self.spans.setdefault(record, []).append((start, end))
+
+
+def test_two_writes_to_one_record_are_never_in_flight_at_once(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 400)
+    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.002, "dopHint": 4})
+    client = Dataverse(dataverse_emulator.url, max_parallel=4)
+    client.whoami()  # the service's hint arrives with any answer
+    watched = WatchedRecords()
+    errors: list[BaseException] = []
+
+    def write(column: str) -> None:
+        try:
+            bulk.write(client, [record_patch("contacts", i, {column: "W"}) for i in ids], in_flight=watched)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(column,)) for column in ("firstname", "lastname")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors
+    # the writer that plans first finds 4 free slots (4 chunks of 100), the other 1 to 4
+    assert client.parallelism == 4 and 5 <= admin.calls()[UPDATE_MULTIPLE] <= 8
+    for record in ids:
+        [first, second] = sorted(watched.spans[record])
+        assert first[1] <= second[0], record
+    stored = rows(admin, "contacts")
+    assert all(r["firstname"] == "W" and r["lastname"] == "W" for r in stored.values())
+    assert not watched.held()
