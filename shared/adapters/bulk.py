@@ -5,7 +5,7 @@
 
 - plain record PATCHes (``PATCH <set>(<id>)`` with ``If-Match: *``: an update that never creates a record) are
   grouped by table and sent as ``UpdateMultiple``; plain creates (``POST <set>``) as ``CreateMultiple``; each
-  only where ``sdkmessagefilters`` says the table supports the message (asked once per table), and where the
+  only where ``sdkmessagefilters`` says the table supports the message (asked once per message), and where the
   messages cost no more calls than the ``$batch`` pages they save (a few records beside a unit's other rows
   ride in its ``$batch``);
 - chunks start at 1,000 records ("a reasonable place to start", bulk-operations.md) and a table's chunk is
@@ -126,12 +126,15 @@ def _plan(dataverse: Dataverse, operations: Sequence[BatchOperation]) -> tuple[l
         logical = _LOGICAL_BY_SET.get(entity_set) or entity_set.removesuffix("s")
         groups.setdefault((message, entity_set), _Bulk(message, entity_set, logical, [])).indexes.append(index)
     kept: list[_Bulk] = []
-    for group in groups.values():
-        # a bulk message only where it costs no call more than the $batch pages it takes the operations out of
+    # every operation starts in the $batch pages; a group leaves them for bulk messages only where its messages cost
+    # no call more than the pages its leaving saves, counted against what stays (the groups not yet moved included)
+    staying = len(rest) + sum(len(group.indexes) for group in groups.values())
+    for group in sorted(groups.values(), key=lambda g: -len(g.indexes)):
         messages = -(-len(group.indexes) // CHUNK_START)
-        saved = -(-(len(rest) + len(group.indexes)) // BATCH_PAGE) - -(-len(rest) // BATCH_PAGE)
+        saved = -(-staying // BATCH_PAGE) - -(-(staying - len(group.indexes)) // BATCH_PAGE)
         if messages <= saved and dataverse.supports_message(group.logical_name, group.message):
             kept.append(group)
+            staying -= len(group.indexes)
         else:
             rest.extend(group.indexes)
     return kept, sorted(rest)

@@ -365,7 +365,7 @@ class Dataverse:
         self._writes = threading.Condition()
         self._writes_in_flight = 0
         self._writes_waiting = 0
-        self._supported: dict[tuple[str, str], bool] = {}
+        self._supported: dict[str, frozenset[str]] = {}  # message -> the tables that take it
         self.chunk_sizes: dict[str, int] = {}  # records per bulk message, per table, once the service said less
 
     @classmethod
@@ -775,24 +775,29 @@ class Dataverse:
 
     # ---- bulk messages ------------------------------------------------------------------------------------
     def supports_message(self, logical_name: str, message: str) -> bool:
-        """Whether the table supports a message such as ``UpdateMultiple``, asked once from ``sdkmessagefilters``
-        (not every standard table does); an environment that cannot answer counts as no."""
-        key = (logical_name, message)
-        if key not in self._supported:
-            params = {
-                "$select": "sdkmessagefilterid",
-                "$filter": "sdkmessageid/name eq @message and primaryobjecttypecode eq @table",
+        """Whether the table supports a message such as ``UpdateMultiple``, from ``sdkmessagefilters`` (not every
+        standard table does): one read per message lists every table that has it, and the answer is kept for the
+        process; an environment that cannot answer counts as no."""
+        if message not in self._supported:
+            params: dict[str, str] | None = {
+                "$select": "primaryobjecttypecode",
+                "$filter": "sdkmessageid/name eq @message",
                 "@message": f"'{message}'",
-                "@table": f"'{logical_name}'",
             }
+            tables: set[str] = set()
+            url: str | None = "sdkmessagefilters"
             try:
-                found = bool(self.get("sdkmessagefilters", params).get("value"))
+                while url:  # not iter_pages: that would reset last_delta_link, which a scan may be using
+                    body = self.get(url, params, {"Prefer": f"odata.maxpagesize={MAX_PAGE_SIZE}"})
+                    params = None
+                    tables |= {str(row.get("primaryobjecttypecode")) for row in body.get("value", [])}
+                    url = body.get("@odata.nextLink")
             except DataverseError as exc:
                 if exc.status not in (400, 403, 404, 501):
                     raise
-                found = False
-            self._supported[key] = found
-        return self._supported[key]
+                tables = set()
+            self._supported[message] = frozenset(tables)
+        return logical_name in self._supported[message]
 
     def update_multiple(self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]) -> datetime | None:
         """One ``UpdateMultiple`` (all or nothing on standard tables); returns the service's time after it, which is
