@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.adapters.dataverse import BATCH_LIMIT, BatchOperation
 from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
+from shared.adapters.schema import PrefixedNames
 from shared.adapters.storage import SYNC_STATE, upsert
 from shared.errors import LinkError
 from shared.model.kinds import KIND_SETS
@@ -26,10 +27,8 @@ NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
-class Names:
+class Names(PrefixedNames):
     """Table, column and lookup names under the publisher prefix (DATAVERSE_PREFIX)."""
-
-    prefix: str
 
     @property
     def preference_table(self) -> str:
@@ -46,16 +45,6 @@ class Names:
     @property
     def subscription_set(self) -> str:
         return f"{self.prefix}_preferencesubscriptions"
-
-    def column(self, name: str) -> str:
-        return f"{self.prefix}_{name}"
-
-    def navigation(self, kind: str) -> str:
-        """The lookup's navigation property (its SchemaName), as ``@odata.bind`` takes it."""
-        return f"{self.prefix}_{kind.title()}"
-
-    def lookup_value(self, kind: str) -> str:
-        return f"_{self.prefix}_{kind}_value"
 
 
 # ---- catalog ---------------------------------------------------------------------------------------
