@@ -230,7 +230,8 @@ class FieldStep(Step):
         work.refused = "merge-field-refused"
         work.refused_digest = fields.digest(work.mailchimp_value)
         counts["field_values_refused"] += 1
-        log.info("member %s: merge field %s refused a value (%s)", item.group.member_hash, tag, message)
+        # the refusal's wording may quote the value (a name, say): only the tag is logged, the audit says why
+        log.info("member %s: merge field %s refused a value", item.group.member_hash, tag)
         return True
 
     def mailchimp_refused(self, unit: Unit, item: Item, reason: str, counts: Counter[str]) -> None:
