@@ -255,6 +255,7 @@ class Emulator:
         self.faults = Faults()
         self.clock = Clock()
         self.requests: deque[dict[str, Any]] = deque(maxlen=2000)
+        self.latency: Any = None  # a LatencyBook (emulators/latency.py) where the emulator models server time
         self.admin.add("GET", "/_admin/calls", self._admin_calls)
         self.admin.add("GET", "/_admin/requests", self._admin_requests)
         self.admin.add("DELETE", "/_admin/requests", self._admin_clear_requests)
@@ -297,14 +298,31 @@ class Emulator:
 
     def configure_latency(self, spec: Any) -> Response:
         """Switches the emulator's latency model on or off and sets its parameters (``POST /_admin/latency``)."""
-        return Response.json(404, {"error": f"the {self.name} emulator has no latency model"})
+        if self.latency is None:
+            return self._no_latency_model()
+        if not isinstance(spec, dict):
+            raise ValueError("expected a JSON object of latency parameters")
+        self.latency.configure(spec)
+        self.latency_configured()
+        return Response.json(200, self.latency.to_json())
+
+    def latency_configured(self) -> None:
+        """The latency model was switched or its parameters changed (e.g. limits that follow its time scale)."""
 
     def latency_state(self) -> Response:
         """The latency model's parameters and the server time it charged so far (``GET /_admin/latency``)."""
-        return Response.json(404, {"error": f"the {self.name} emulator has no latency model"})
+        if self.latency is None:
+            return self._no_latency_model()
+        return Response.json(200, self.latency.to_json())
 
     def reset_latency_counts(self) -> Response:
         """Forgets the server time charged so far (``DELETE /_admin/latency/counts``)."""
+        if self.latency is None:
+            return self._no_latency_model()
+        self.latency.reset_counts()
+        return Response.empty(204)
+
+    def _no_latency_model(self) -> Response:
         return Response.json(404, {"error": f"the {self.name} emulator has no latency model"})
 
     def dispatch(self, route: Route, request: Request) -> Response:

@@ -42,6 +42,7 @@ from shared.features.realtime.handler import EventsHandler
 from shared.features.realtime.receive import Receiver, Reply
 from shared.features.status.board import StatusBoard
 from shared.features.status.words import person_error
+from shared.model.snapshots import Group
 from shared.model.wire import BatchMessage
 from shared.rules.watermarks import full_pass_due
 from shared.settings import Settings, load_settings
@@ -490,7 +491,7 @@ def dead_letter_event(ctx: Context, message: dict[str, Any]) -> None:
     member = str(message.get("h") or "")
     links = [link.name for link in ctx.settings.links if link.audience_id == message.get("a")] if member else []
     for link in links:
-        ctx.ledger.record_retry(link, "events", member, json.dumps([[member, "", None, 0, [], []]]))
+        ctx.ledger.record_retry(link, "events", member, json.dumps([Group(member, "").encode()]))
     log.error(
         "a real-time event was dead-lettered; %s",
         f"member {member} is retried by the next run" if links else "the next run reads the change",

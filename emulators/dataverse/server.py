@@ -1865,19 +1865,8 @@ class DataverseEmulator(Emulator):
             ),
         )
 
-    def configure_latency(self, spec: Any) -> Response:
-        if not isinstance(spec, dict):
-            raise ValueError("expected a JSON object of latency parameters")
-        self.latency.configure(spec)
-        self.protection.scale = self.latency.time_scale if self.latency.enabled else 1.0
-        return Response.json(200, self.latency.to_json())
-
-    def latency_state(self) -> Response:
-        return Response.json(200, self.latency.to_json())
-
-    def reset_latency_counts(self) -> Response:
-        self.latency.reset_counts()
-        return Response.empty(204)
+    def latency_configured(self) -> None:
+        self.protection.scale = self.latency.time_scale if self.latency.enabled else 1.0  # limits follow the model
 
     def _admin_throttling(self, request: Request) -> Response:
         self.protection.configure(request.json())

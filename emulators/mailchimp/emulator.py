@@ -215,19 +215,6 @@ class MailchimpEmulator(MailchimpAdmin, Emulator):
             with self._in_flight_lock:
                 self._in_flight[key] -= 1
 
-    def configure_latency(self, spec: Any) -> Response:
-        if not isinstance(spec, dict):
-            raise ValueError("expected a JSON object of latency parameters")
-        self.latency.configure(spec)
-        return Response.json(200, self.latency.to_json())
-
-    def latency_state(self) -> Response:
-        return Response.json(200, self.latency.to_json())
-
-    def reset_latency_counts(self) -> Response:
-        self.latency.reset_counts()
-        return Response.empty(204)
-
     def error(self, status: int, message: str, request: Request) -> Response:
         if status == 405:
             _, _, allowed = self.router.match(request.method, request.path)
