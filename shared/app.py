@@ -50,6 +50,7 @@ from shared.state.aliases import AliasIndex
 from shared.state.audit import AuditLog
 from shared.state.identity import IdentityMap
 from shared.state.ledger import Ledger, RunSummary, new_run_id
+from shared.state.messages import MessageSupport
 from shared.sync.observers import FAILED, PARTIAL, SUCCEEDED, RunObserver, RunReport
 from shared.sync.pipeline import Outcome, Step, Unit
 from shared.sync.reconcile import Reconciler
@@ -87,6 +88,8 @@ class Context:
         self.mailchimp.use_shared_slot(self.slots.slot)
         self.mailchimp.set_throttle_observer(lambda wait: _throttled(telemetry.SERVICE_MAILCHIMP, wait))
         self.dataverse.set_throttle_observer(lambda wait: _throttled(telemetry.SERVICE_DATAVERSE, wait))
+        messages = MessageSupport(self.storage)
+        self.dataverse.remember_messages(messages.known, messages.learned)
         # the features: each plugs its steps in here, in the order they run
         self.steps = [
             ErasureStep(self.settings, self.storage, self.mailchimp, self.dataverse),  # first: a skip is seen by all

@@ -10,8 +10,10 @@
   ride in its ``$batch``);
 - chunks start at 1,000 records ("a reasonable place to start", bulk-operations.md) and a table's chunk is
   halved whenever the service answers one with a timeout; a unit's records are spread over as many chunks as
-  there are write slots no other write holds or waits for, so the chunks run side by side (more would only cost
-  calls: a unit written while others are in flight keeps whole chunks);
+  its share of the write slots allows, so the chunks run side by side: its share is the slots no other write
+  holds or waits for, and no more than the parallelism divided among the units being reconciled in the process
+  (``UNITS``), since each of those will write too (more chunks would only cost calls: when a run's units are
+  reconciled side by side, each keeps whole chunks and pages);
 - on standard tables a bulk message is all or nothing: a chunk the service refuses is sent again as
   ``$batch`` with ``continue-on-error``, that chunk only, so one read-only lead never costs its neighbours;
 - everything else (upserts, GETs, writes with ``Content-ID`` references, a record written twice) goes through
@@ -74,6 +76,37 @@ class RecordsInFlight:
 IN_FLIGHT = RecordsInFlight()
 
 
+class ActiveUnits:
+    """How many units this process is reconciling right now: each will want a write slot of its own."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with self._lock:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+
+UNITS = ActiveUnits()
+
+
+def share_of_slots(dataverse: Dataverse, units: ActiveUnits = UNITS) -> int:
+    """The write slots one unit's write may spread over: those no other write holds or waits for, and at most
+    its part of the parallelism among the units being reconciled (at least 1)."""
+    return max(1, min(dataverse.spare_parallelism, dataverse.parallelism // max(1, units.count())))
+
+
 @dataclass
 class _Bulk:
     """Operations of one table bound for one bulk message."""
@@ -85,14 +118,18 @@ class _Bulk:
 
 
 def write(
-    dataverse: Dataverse, operations: Sequence[BatchOperation], *, in_flight: RecordsInFlight = IN_FLIGHT
+    dataverse: Dataverse,
+    operations: Sequence[BatchOperation],
+    *,
+    in_flight: RecordsInFlight = IN_FLIGHT,
+    units: ActiveUnits = UNITS,
 ) -> list[BatchResult]:
     """Every operation written, by bulk message or ``$batch``; one result each, in the order given."""
     if not operations:
         return []
     results: list[BatchResult | None] = [None] * len(operations)
     groups, rest = _plan(dataverse, operations)
-    spare = dataverse.spare_parallelism  # slots other writes leave free: more chunks than that only cost calls
+    spare = share_of_slots(dataverse, units)  # more chunks than this unit's share of the slots only cost calls
     total = sum(len(group.indexes) for group in groups) + len(rest)
 
     def share(count: int) -> int:

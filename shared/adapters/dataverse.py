@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -366,6 +366,8 @@ class Dataverse:
         self._writes_in_flight = 0
         self._writes_waiting = 0
         self._supported: dict[str, frozenset[str]] = {}  # message -> the tables that take it
+        self._known: Callable[[], Mapping[str, frozenset[str]]] | None = None  # answers kept by earlier processes
+        self._learned: Callable[[str, frozenset[str]], None] | None = None
         self.chunk_sizes: dict[str, int] = {}  # records per bulk message, per table, once the service said less
 
     @classmethod
@@ -774,10 +776,23 @@ class Dataverse:
         return self.get("WhoAmI")
 
     # ---- bulk messages ------------------------------------------------------------------------------------
+    def remember_messages(
+        self, known: Callable[[], Mapping[str, frozenset[str]]], learned: Callable[[str, frozenset[str]], None]
+    ) -> None:
+        """Where the answers of ``supports_message`` an earlier process found are (asked once, at the first
+        question), and where to hand a new answer so that later processes find it: each run is a process of its
+        own, and need not ask the service again."""
+        self._known = known
+        self._learned = learned
+
     def supports_message(self, logical_name: str, message: str) -> bool:
         """Whether the table supports a message such as ``UpdateMultiple``, from ``sdkmessagefilters`` (not every
         standard table does): one read per message lists every table that has it, and the answer is kept for the
-        process; an environment that cannot answer counts as no."""
+        process (and handed to what ``remember_messages`` named, for later processes); an environment that cannot
+        answer counts as no."""
+        if self._known is not None:
+            known, self._known = self._known, None
+            self._supported.update(known())
         if message not in self._supported:
             params: dict[str, str] | None = {
                 "$select": "primaryobjecttypecode",
@@ -797,6 +812,8 @@ class Dataverse:
                     raise
                 tables = set()
             self._supported[message] = frozenset(tables)
+            if self._learned is not None:
+                self._learned(message, self._supported[message])
         return logical_name in self._supported[message]
 
     def update_multiple(self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]) -> datetime | None:

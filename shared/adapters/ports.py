@@ -8,7 +8,7 @@ A call an upper layer starts making belongs here first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -140,6 +140,10 @@ class DataversePort(Protocol):
     ) -> list[DataverseBatchResult]: ...
 
     def supports_message(self, logical_name: str, message: str) -> bool: ...
+
+    def remember_messages(
+        self, known: Callable[[], Mapping[str, frozenset[str]]], learned: Callable[[str, frozenset[str]], None]
+    ) -> None: ...
 
     def update_multiple(
         self, entity_set: str, logical_name: str, targets: Sequence[dict[str, Any]]

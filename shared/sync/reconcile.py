@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from shared.adapters import bulk
 from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
 from shared.model.kinds import KINDS
 from shared.model.snapshots import Group, RecordSnapshot
@@ -59,6 +60,10 @@ class Reconciler:
 
     def reconcile(self, unit: Unit) -> Outcome:
         """The one entry point: a run's batches, a real-time event or an erasure, as a unit of member hashes."""
+        with bulk.UNITS.active():  # the process's units share the Dataverse write slots
+            return self._reconcile(unit)
+
+    def _reconcile(self, unit: Unit) -> Outcome:
         outcome = Outcome(unit.batch_id)
         items, moves = self._prepare(unit)
         for step in self.steps:

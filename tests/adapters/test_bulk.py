@@ -199,3 +199,38 @@ def test_two_writes_to_one_record_are_never_in_flight_at_once(dataverse_emulator
     stored = rows(admin, "contacts")
     assert all(r["firstname"] == "W" and r["lastname"] == "W" for r in stored.values())
     assert not watched.held()
+
+
+def test_units_reconciled_side_by_side_share_the_write_slots(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 400)
+    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.001, "dopHint": 4})
+    client = Dataverse(dataverse_emulator.url, max_parallel=4)
+    client.whoami()
+    units = bulk.ActiveUnits()
+
+    with units.active():  # alone: the unit spreads over every free slot
+        assert bulk.share_of_slots(client, units) == 4
+        bulk.write(client, [record_patch("contacts", i, {"firstname": "A"}) for i in ids], units=units)
+    alone = admin.calls()[UPDATE_MULTIPLE]
+    with units.active(), units.active(), units.active():  # three units at once: each keeps whole chunks
+        assert bulk.share_of_slots(client, units) == 1
+        bulk.write(client, [record_patch("contacts", i, {"firstname": "B"}) for i in ids], units=units)
+
+    assert alone == 4  # 4 chunks of 100
+    assert admin.calls()[UPDATE_MULTIPLE] == alone + 1
+    assert all(r["firstname"] == "B" for r in rows(admin, "contacts").values())
+
+
+def test_which_tables_take_a_message_is_asked_once_across_clients(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 3)
+    kept: dict[str, frozenset[str]] = {}
+    for _ in range(2):  # two processes, one after the other
+        client = Dataverse(dataverse_emulator.url)
+        client.remember_messages(lambda: dict(kept), kept.__setitem__)
+        bulk.write(client, [record_patch("contacts", i, {"firstname": "M"}) for i in ids])
+
+    assert admin.calls()[f"GET {API}/{{entityset}}"] == 1  # the sdkmessagefilters read, by the first client only
+    assert "contact" in kept["UpdateMultiple"]
+    assert admin.calls()[UPDATE_MULTIPLE] == 2
