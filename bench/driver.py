@@ -314,6 +314,7 @@ def measure_run(
         # members whose status changed, and those written only for what features added (interests, merge fields)
         "members_written": counts.get("mailchimp_writes", 0) + counts.get("members_written_by_steps", 0),
         "merge_field_reads": counts.get("merge_field_reads", 0),
+        "archived_read": counts.get("mailchimp_archived_read", 0) if counts.get("archived_reads") else None,
         "records_written": patches - catalog_written - status,
         "status_writes": status,
         "membership_rows_written": counts.get("membership_rows_written", 0),

@@ -44,6 +44,8 @@ HOW_N_IS_DERIVED = (
     "$batch (records written count them, so they share its pages); the calls they add are "
     "ceil(records written / 1,000) - ceil((records written - their rows) / 1,000), and a full pass after the "
     "initial run adds 1 read of the membership rows users edited since the previous one. "
+    "A full pass (the initial run included) adds ceil(archived members / 1,000) (at least 1): the audience's "
+    "archived members, listed only when asked for, so that no record brings one back. "
     "Mapped fields (FIELD_MAP) add 1 read of the audience's merge fields on a run that reads them (the initial run "
     "or a full pass); members written count members whose merge fields alone were sent (the sync's "
     "members_written_by_steps counter, which counts a member once however many features added to its entry), and "
@@ -77,6 +79,7 @@ class Work:
     membership_rows_written: int = 0  # audience membership rows among records_written
     history_rows_written: int = 0  # consent history rows among records_written
     scoped_read: bool = False  # a full pass after the initial run reads the membership rows users edited
+    archived_read: int | None = None  # archived members a full pass listed (None: it did not list them)
 
 
 @dataclass
@@ -96,10 +99,17 @@ class Minimum:
     membership_writes: int = 0  # the $batch calls among dataverse_write that membership and history rows add
     dataverse_scoped: int = 0  # a full pass's read of the membership rows users edited
     mailchimp_merge_fields: int = 0  # the audience's merge field definitions, on a run that reads them
+    mailchimp_archived: int = 0  # a full pass's read of the audience's archived members
 
     @property
     def mailchimp(self) -> int:
-        return self.mailchimp_read + self.mailchimp_write + self.mailchimp_catalog + self.mailchimp_merge_fields
+        return (
+            self.mailchimp_read
+            + self.mailchimp_write
+            + self.mailchimp_catalog
+            + self.mailchimp_merge_fields
+            + self.mailchimp_archived
+        )
 
     @property
     def dataverse(self) -> int:
@@ -165,6 +175,7 @@ def minimum(work: Work) -> Minimum:
         membership_writes=write - ceil((work.records_written - membership_rows) / DATAVERSE_WRITE_PAGE),
         dataverse_scoped=int(work.scoped_read),
         mailchimp_merge_fields=min(1, work.merge_field_reads),
+        mailchimp_archived=0 if work.archived_read is None else max(1, ceil(work.archived_read / MAILCHIMP_READ_PAGE)),
     )
 
 
@@ -194,6 +205,8 @@ def explain(work: Work, low: Minimum) -> str:
     text += " + status row 1"
     if low.mailchimp_merge_fields:
         text += "; merge fields 1"
+    if work.archived_read is not None:
+        text += f"; archived members {part(work.archived_read, MAILCHIMP_READ_PAGE, low.mailchimp_archived)}"
     if low.mailchimp_catalog:
         text += (
             f"; catalog: Mailchimp 1 + {work.catalog_categories} categories, Dataverse read 1 + write "

@@ -145,7 +145,7 @@ def local_demo() -> int:
         print("\nAudience memberships and consent history in Dynamics:")
         for line in memberships.report(world.dataverse_admin):
             print(f"  {line}")
-        print("\n== Real time: serve, the webhooks, one change each way ==")
+        print("\n== Real time: serve, the webhooks, one change each way and an audience-scoped opt-out ==")
         for line in realtime.run(world, scenario.LINKS, FIELD_MAP=mapped.FIELD_MAP):
             print(f"  {line}")
         print("\nSync links in Dynamics (the 'Sync links' view):")

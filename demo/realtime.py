@@ -1,5 +1,5 @@
-"""The demo's real-time part: `serve` on loopback, the webhooks registered, and one change each way timed from the
-moment it is made in one service to the moment the other shows it."""
+"""The demo's real-time part: `serve` on loopback, the webhooks registered, and one change each way (and a user's
+audience-scoped opt-out) timed from the moment it is made in one service to the moment the other shows it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from typing import Any
 
 from shared.app import Context
 from shared.cli import manage_webhooks
+from shared.features.memberships.schema import Names
+from shared.features.memberships.steps import membership_id
 from shared.rules.addresses import member_hash
+from shared.rules.consent import SUBSCRIBER_STATUS_CODES
 from shared.serve import Server
 from shared.settings import load_settings
 
@@ -44,9 +47,9 @@ def run(world: Any, links: list[dict[str, Any]], **settings: str) -> Iterator[st
         said = out.getvalue().splitlines()
         steps = [line for line in said if line.startswith("Dataverse: step")]
         yield from (f"webhooks register: {line}" for line in said if line not in steps)
-        kinds = "Create and Update of contact, lead, account"
+        kinds = "Create and Update of contact, lead, account; Update of the audience memberships"
         yield f"webhooks register: Dataverse: {len(steps)} asynchronous steps ({kinds})"
-        leaving, opting_out = _two_subscribed_contacts(world, link.audience_id, link.marketing_list_id)
+        leaving, opting_out, scoped = _subscribed_contacts(world, link.audience_id, link.marketing_list_id, 3)
         world.mailchimp_admin.call(
             "POST", "people/unsubscribe", {"list_id": link.audience_id, "email_address": leaving["emailaddress1"]}
         )
@@ -66,12 +69,30 @@ def run(world: Any, links: list[dict[str, Any]], **settings: str) -> Iterator[st
             f"a user opted a contact out in Dynamics (member {hashed[:8]}): Mailchimp said unsubscribed "
             f"{time.monotonic() - started:.1f} s later" + ("" if arrived else " (not yet)")
         )
+        names = Names(ctx.settings.dataverse_prefix)
+        world.dataverse_admin.call(
+            "POST",
+            "edit",
+            {
+                "entity": names.membership_set,
+                "id": membership_id(scoped["contactid"], link.audience_id),
+                "changes": {names.column("status"): SUBSCRIBER_STATUS_CODES["unsubscribed"]},
+            },
+        )
+        started = time.monotonic()
+        hashed = member_hash(scoped["emailaddress1"])
+        arrived = _wait(lambda: _member_status(world, link.audience_id, hashed) == "unsubscribed")
+        yield (
+            f"a user set one audience membership to Unsubscribed in Dynamics (member {hashed[:8]}): Mailchimp said "
+            f"unsubscribed in {link.name} only, {time.monotonic() - started:.1f} s later"
+            + ("" if arrived else " (not yet)")
+        )
         out = io.StringIO()
         manage_webhooks(ctx, "remove", out)
         yield from (f"webhooks remove: {line}" for line in out.getvalue().splitlines())
 
 
-def _two_subscribed_contacts(world: Any, audience: str, list_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _subscribed_contacts(world: Any, audience: str, list_id: str, count: int) -> list[dict[str, Any]]:
     members = world.mailchimp_admin.state(list_id=audience)["audiences"][audience]["members"]
     subscribed = {key for key, m in members.items() if m["status"] == "subscribed"}
     [marketing_list] = [r for r in world.dataverse_admin.state(entity="lists")["rows"] if r["listid"] == list_id]
@@ -85,7 +106,7 @@ def _two_subscribed_contacts(world: Any, audience: str, list_id: str) -> tuple[d
         and not row.get("donotsendmm")
         and member_hash(row["emailaddress1"]) in subscribed
     ]
-    return found[0], found[1]
+    return found[:count]
 
 
 def _contact(world: Any, contact_id: str) -> dict[str, Any]:

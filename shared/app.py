@@ -103,8 +103,10 @@ class Context:
         self.interests = CatalogSource(self.mailchimp, self.dataverse, self.storage, self.settings.dataverse_prefix)
         self.status = StatusBoard(self.settings, self.dataverse, self.storage)
         self.observers = [self.status]
-        self.webhooks = Receiver(self.settings, self.storage)
-        self.events = EventsHandler(self, self.reconciler, partial(_event_applied, self))
+        self.webhooks = Receiver(self.settings, self.storage, watched=[self.memberships.scoped.table])
+        self.events = EventsHandler(
+            self, self.reconciler, partial(_event_applied, self), watched=[self.memberships.scoped]
+        )
         self.announced = Announced(self.storage)
 
     @classmethod
@@ -200,6 +202,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
     retries = [] if run.get("dry_run") else ctx.ledger.pending_retries(link_name)
     # a full pass also meets the members whose audience membership a user edited since the last one
     edited = [] if run.get("dry_run") or not full else ctx.memberships.scoped.collect(link, watermarks)
+    pointing = _Pointing(ctx, link_name, run_id)
     try:
         outcome = scan(
             link=link,
@@ -212,7 +215,7 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
             mapped_records=lambda: iter(ctx.identity.iter_records(link_name)),
             retries=[row["groups"] for row in retries],
             meet=edited,
-            send=lambda batch: _queue_batch(ctx, batch),
+            send=pointing.queue,
             indexes=None
             if run.get("dry_run")
             else (AliasIndex(ctx.storage, link_name, "records"), AliasIndex(ctx.storage, link_name, "contacts")),
@@ -237,6 +240,8 @@ def scan_link(ctx: Context, message: dict[str, Any], now: datetime | None = None
         if not run.get("first_error"):  # kept for the status row, should every attempt fail
             ctx.ledger.update_run(link_name, run_id, first_error=person_error(exc, run_id))
         raise
+    finally:
+        pointing.flush()  # a batch kept in the ledger is always pointed at, whatever became of the scan
     if outcome.skips and not run.get("dry_run"):
         AuditLog(ctx.storage).write_skips(link_name, run_id, outcome.skips, now)
     outcome.counts.update(Counter(f"skip:{reason}" for _, reason in outcome.skips))
@@ -348,15 +353,42 @@ def dead_letter_link(ctx: Context, message: dict[str, Any]) -> None:
     )
 
 
-def _queue_batch(ctx: Context, batch: BatchMessage) -> None:
-    # the payload waits in the run's ledger; the message only says where, so any invocation can take it
-    ctx.ledger.queue_batch(batch)
-    _point_at(ctx, batch.link, batch.run_id, [batch.batch_id])
+GATHER_SECONDS = 2  # how long a group's later batch messages wait for its first to be taken
 
 
-def _point_at(ctx: Context, link: str, run_id: str, batch_ids: list[str]) -> None:
+class _Pointing:
+    """The scan's batches: each payload waits in the run's ledger as soon as it is made; their messages go out
+    together once the held batches reach RECONCILE_MAX_EMAILS addresses (and at the end of the scan).
+
+    The group's first message is visible at once and the others ``GATHER_SECONDS`` later, so the invocation
+    that takes the first claims the group's other batches with it and one unit writes whole pages; the later
+    messages then find their batches taken and do nothing (or, should that unit fail or not take them all,
+    bring them in). Visible together, the messages would be taken by as many invocations at once (the host
+    hands a queue's messages to several, and ``sync --workers`` does too), each claiming its own batch alone
+    and writing part pages: a run of three batches would cost three batch subscribes and three ``$batch``
+    calls where one unit needs two and three. A unit's pages still go out side by side."""
+
+    def __init__(self, ctx: Context, link: str, run_id: str) -> None:
+        self.ctx, self.link, self.run_id = ctx, link, run_id
+        self.held: list[str] = []
+        self.emails = 0
+
+    def queue(self, batch: BatchMessage) -> None:
+        self.ctx.ledger.queue_batch(batch)  # the payload waits in the ledger; a message only says where
+        self.held.append(batch.batch_id)
+        self.emails += len(batch.groups)
+        if self.emails >= self.ctx.settings.reconcile_max_emails:
+            self.flush()
+
+    def flush(self) -> None:
+        held, self.held, self.emails = self.held, [], 0
+        _point_at(self.ctx, self.link, self.run_id, held[:1])
+        _point_at(self.ctx, self.link, self.run_id, held[1:], visible_in=GATHER_SECONDS)
+
+
+def _point_at(ctx: Context, link: str, run_id: str, batch_ids: list[str], *, visible_in: int | None = None) -> None:
     for batch_id in batch_ids:
-        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": batch_id})
+        ctx.storage.send(BATCHES_QUEUE, {"link": link, "run": run_id, "batch": batch_id}, visibility_timeout=visible_in)
 
 
 def _finalize(ctx: Context, link: str, run_id: str) -> RunSummary | None:

@@ -35,8 +35,8 @@ What it serves under ``/api/data/v9.2/`` (behaviour, limits and error bodies as 
   must match ``createdfromcode``; dynamic lists take no manual members, have no ``listmember`` rows and a
   ``membercount`` of null:
   their members are their ``query`` run through ``?fetchXml=`` (``/_admin/state`` shows them);
-- ``$batch`` with change sets (atomic), ``Content-ID`` references, 1,000 requests at most,
-  stop-on-first-error or ``Prefer: odata.continue-on-error``;
+- ``$batch`` with change sets (atomic, several per request, a failed one answered by its one error part),
+  ``Content-ID`` references, 1,000 requests at most, stop-on-first-error or ``Prefer: odata.continue-on-error``;
 - the bound actions ``<entityset>/Microsoft.Dynamics.CRM.CreateMultiple`` and ``UpdateMultiple`` on contact,
   lead, account and custom tables (``multiple.py``): one transaction, all or nothing, ``@odata.type`` on
   every target;

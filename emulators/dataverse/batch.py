@@ -1,6 +1,13 @@
 """OData ``$batch`` framing: parse a ``multipart/mixed`` request into operations and change sets, and
 write the ``batchresponse_`` / ``changesetresponse_`` multipart answer with one HTTP response per part.
 
+A request may hold several change sets beside loose requests, run in order (the server's ``_batch``). Each change
+set is one transaction: when one of its requests fails, what it did is rolled back and the answer for the whole
+change set is that single error as an ``application/http`` part, not a ``changesetresponse_`` (OData 4.01 part 1
+§11.7.7.5 "Multipart Batch Response"); with ``Prefer: odata.continue-on-error`` the other change sets and loose
+requests still run, without it the batch stops there and answers with that error's status (Microsoft's "Execute
+batch operations using the Web API": change sets, handling errors).
+
 Lines may end in CRLF (as sent by .NET and most clients) or bare LF; responses always use CRLF.
 """
 
@@ -172,7 +179,7 @@ def _http_part(response: PartResponse) -> bytes:
 
 
 def build(items: list[PartResponse | list[PartResponse]]) -> tuple[bytes, str]:
-    """The multipart body and its Content-Type; a list item is a successful change set."""
+    """The multipart body and its Content-Type; a list item is a successful change set, a failed one is its error."""
     boundary = f"batchresponse_{uuid.uuid4()}"
     chunks: list[bytes] = []
     for item in items:

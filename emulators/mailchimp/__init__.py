@@ -64,9 +64,29 @@ Member rules
   person's confirmation click or signup form (admin routes) makes that member subscribed. A member an admin
   (web app) or an API call unsubscribed is not in compliance state and may be subscribed through the API,
   as the service documents; ``MailchimpEmulator(compliance="strict")`` or ``POST /_admin/settings
-  {"compliance": "strict"}`` refuses that too (every unsubscribe a compliance state). The state and who
-  unsubscribed are not in the API's member (``unsubscribe_reason`` is "N/A (Unsubscribed by an admin)" for
-  admin and API unsubscribes); ``/_admin/state`` shows them.
+  {"compliance": "strict"}`` refuses that too (every unsubscribe a compliance state). The state is not in
+  the API's member; ``/_admin/state`` shows it and who unsubscribed.
+- ``unsubscribe_reason`` ("A subscriber's reason for unsubscribing") is in a member read (and ``fields=``)
+  while the member is unsubscribed, absent otherwise, as in the member responses integrators publish. Who
+  unsubscribed decides its value:
+  - an admin in the web app (``people/unsubscribe`` with "by": "admin", ``people/bulk-unsubscribe``) or any
+    API write (PATCH, PUT, POST, batch subscribe, ``/batches``), or a seeded member ``unsubscribed_by``
+    admin or api: "N/A (Unsubscribed by admin)". Public sources: the member read after an API unsubscribe
+    in testdriven.io's "Integrating Mailchimp with Django" and in kejyun's notes on
+    spatie/laravel-newsletter (``Newsletter::unsubscribe``); CruGlobal's MPDX (github.com/chuckmersereau/api_practice,
+    app/models/mail_chimp_member.rb) treats that value as "the product or the list manager unsubscribed
+    them" and reports having also seen "N/A (Unsubscribed by an admin)", so a reader should accept both;
+  - the person (``people/unsubscribe``, a campaign's ``unsubscribe`` activity): the reason the scenario
+    gives, else "I no longer want to receive these emails". Modelled: no public member read after a
+    person's own unsubscribe was found; the person picks a reason on Mailchimp's unsubscribe form or gives
+    none (the campaign's ``/unsubscribed`` report then says "Unspecified" in published output), so the
+    default stands for one of the form's choices and anything else is the scenario's text;
+  - a cleaned member has none (modelled from the field's description: cleaning is not an unsubscribe).
+  Webhooks carry the why separately: an unsubscribe's ``data[reason]`` is "manual" (it stays "manual"
+  whatever reason an API write sets, per the brandonseydel/MailChimp.Net report "Unsubscribe Reason Not
+  working"), or "abuse" when the person's reason reports spam; ``data[campaign_id]`` names the campaign
+  whose footer they used (empty otherwise); a cleaned event's ``data[reason]`` is "hard", with the bouncing
+  campaign's id.
 - Members carry ``marketing_permissions`` (one entry per permission of the audience: id, text, enabled;
   POST/PUT/PATCH set them, an unknown id is 400 Invalid Resource, a change moves last_changed) and the
   ``sms_phone_number`` / ``sms_subscription_status`` / ``sms_subscription_last_updated`` fields (empty

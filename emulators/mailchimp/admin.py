@@ -26,7 +26,7 @@ from .audience import (
     short_id,
     subscriber_hash,
 )
-from .members import MemberRules
+from .members import ADMIN_UNSUBSCRIBE_REASON, MemberRules
 from .merge_fields import default_options
 from .problems import ApiError
 from .reports import CampaignBook
@@ -208,15 +208,16 @@ class MailchimpAdmin:
             member.timestamp_opt = member.last_changed
         if spec.get("timestamp_signup"):
             member.timestamp_signup = parse_admin_time(spec["timestamp_signup"], now)
-        member.unsubscribe_reason = str(
-            spec.get("unsubscribe_reason") or (DEFAULT_UNSUBSCRIBE_REASON if status == "unsubscribed" else "")
-        )
         member.vip = bool(spec.get("vip", False))
         member.language = str(spec.get("language", ""))
         before = member.status_before_archive if status == "archived" else status
         by = spec.get("unsubscribed_by")
         if by is not None and by not in WITHDRAWN_BY:
             raise ValueError(f"member {member.hash}: unsubscribed_by must be one of {WITHDRAWN_BY}")
+        default_reason = ADMIN_UNSUBSCRIBE_REASON if by in ("admin", "api") else DEFAULT_UNSUBSCRIBE_REASON
+        member.unsubscribe_reason = str(
+            spec.get("unsubscribe_reason") or (default_reason if status == "unsubscribed" else "")
+        )
         if before == "cleaned":
             member.withdrawn_by = "bounce"
         elif before == "unsubscribed" or by is not None:
@@ -350,7 +351,8 @@ class MailchimpAdmin:
             if by not in ("person", "admin"):
                 raise ValueError("by must be person (their own unsubscribe) or admin (an admin in the web app)")
             reason = str(body.get("reason") or DEFAULT_UNSUBSCRIBE_REASON)
-            with self.webhook_events.acting("user" if by == "person" else "admin", reason=reason):
+            admin = by == "admin"  # an admin's unsubscribe is data[reason] "manual", whatever was typed
+            with self.webhook_events.acting("admin" if admin else "user", reason="" if admin else reason):
                 self.rules.person_unsubscribe(audience, member, reason, at, by=by)
             return self._person_result(audience, member)
 

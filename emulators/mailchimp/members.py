@@ -42,7 +42,8 @@ _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+
 _DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _TLD = re.compile(r"^[A-Za-z]{2,63}$")
 
-ADMIN_UNSUBSCRIBE_REASON = "N/A (Unsubscribed by an admin)"
+# the member's unsubscribe_reason after an admin's (web app) or an API unsubscribe; see the package docstring
+ADMIN_UNSUBSCRIBE_REASON = "N/A (Unsubscribed by admin)"
 BATCH_MAX_MEMBERS = 500
 
 

@@ -9,15 +9,16 @@
   messages cost no more calls than the ``$batch`` pages they save (a few records beside a unit's other rows
   ride in its ``$batch``);
 - chunks start at 1,000 records ("a reasonable place to start", bulk-operations.md) and a table's chunk is
-  halved whenever the service answers one with a timeout; a unit's records are spread over as many chunks as
-  its share of the write slots allows, so the chunks run side by side: its share is the slots no other write
-  holds or waits for, and no more than the parallelism divided among the units being reconciled in the process
-  (``UNITS``), since each of those will write too (more chunks would only cost calls: when a run's units are
-  reconciled side by side, each keeps whole chunks and pages);
+  halved whenever the service answers one with a timeout; ``$batch`` pages hold up to 1,000 requests. A write
+  is cut into as few chunks and pages as those sizes allow, never more (a smaller piece only adds a call), and
+  the pieces run side by side, since the service runs a ``$batch``'s requests one after another;
 - on standard tables a bulk message is all or nothing: a chunk the service refuses is sent again as
   ``$batch`` with ``continue-on-error``, that chunk only, so one read-only lead never costs its neighbours;
 - everything else (upserts, GETs, writes with ``Content-ID`` references, a record written twice) goes through
   ``$batch`` as before;
+- operations tied to a row's write (``BatchOperation.travels_with``, e.g. a consent history row and the record
+  PATCH it records) stay out of bulk messages, the write included: each tied group is one change set of one
+  ``$batch`` page, so a refused PATCH takes its history row with it while the page's other requests still run;
 - at most ``Dataverse.parallelism`` writes are in flight (``x-ms-dop-hint`` bounded by
   ``DATAVERSE_MAX_PARALLEL``), across every thread of the process; a ``Retry-After`` holds them all back (the
   adapter honours it); and two writes to one record are never in flight at once, even from two queue handlers.
@@ -34,12 +35,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from shared.adapters.dataverse import BatchOperation, BatchResult, DataverseError, Throttled
+from shared.adapters.dataverse import BatchOperation, BatchResult, DataverseError, Throttled, change_sets
 from shared.adapters.ports import DataversePort as Dataverse
 from shared.model.kinds import KIND_SETS
 
 CHUNK_START = 1000  # records per bulk message to begin with
-CHUNK_MIN = 100  # a unit is split for parallelism only down to chunks (and $batch pages) of this size
 TIMEOUT_CODES = frozenset({"0x80044151"})  # SQL timeout: the message was too large to finish in time
 TIMEOUT_STATUSES = frozenset({0, 408, 504})
 BATCH_PAGE = 1000
@@ -76,37 +76,6 @@ class RecordsInFlight:
 IN_FLIGHT = RecordsInFlight()
 
 
-class ActiveUnits:
-    """How many units this process is reconciling right now: each will want a write slot of its own."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        with self._lock:
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-
-    def count(self) -> int:
-        with self._lock:
-            return self._count
-
-
-UNITS = ActiveUnits()
-
-
-def share_of_slots(dataverse: Dataverse, units: ActiveUnits = UNITS) -> int:
-    """The write slots one unit's write may spread over: those no other write holds or waits for, and at most
-    its part of the parallelism among the units being reconciled (at least 1)."""
-    return max(1, min(dataverse.spare_parallelism, dataverse.parallelism // max(1, units.count())))
-
-
 @dataclass
 class _Bulk:
     """Operations of one table bound for one bulk message."""
@@ -118,35 +87,27 @@ class _Bulk:
 
 
 def write(
-    dataverse: Dataverse,
-    operations: Sequence[BatchOperation],
-    *,
-    in_flight: RecordsInFlight = IN_FLIGHT,
-    units: ActiveUnits = UNITS,
+    dataverse: Dataverse, operations: Sequence[BatchOperation], *, in_flight: RecordsInFlight = IN_FLIGHT
 ) -> list[BatchResult]:
     """Every operation written, by bulk message or ``$batch``; one result each, in the order given."""
     if not operations:
         return []
     results: list[BatchResult | None] = [None] * len(operations)
-    groups, rest = _plan(dataverse, operations)
-    spare = share_of_slots(dataverse, units)  # more chunks than this unit's share of the slots only cost calls
-    total = sum(len(group.indexes) for group in groups) + len(rest)
-
-    def share(count: int) -> int:
-        return max(1, round(spare * count / total))
-
+    tied = change_sets(operations)
+    groups, rest = _plan(dataverse, operations, {index for group in tied for index in group})
     # the $batch first: when writes go one at a time and it fails, the unit fails before any bulk message is sent,
     # as it did when everything went in one $batch
-    tasks = _batch_tasks(dataverse, operations, rest, results, in_flight, share(len(rest)))
+    tasks = _batch_tasks(dataverse, operations, rest, tied, results, in_flight)
     for group in groups:
-        for chunk in _chunks(group, dataverse, share(len(group.indexes))):
+        for chunk in _chunks(group, dataverse):
             tasks.append(partial(_send_bulk, dataverse, operations, chunk, results, in_flight))
     _run(tasks, dataverse.parallelism)
     return [r if r is not None else BatchResult(424, None) for r in results]
 
 
-def _plan(dataverse: Dataverse, operations: Sequence[BatchOperation]) -> tuple[list[_Bulk], list[int]]:
-    """Which operations go by bulk message (grouped by message and table) and which by ``$batch``."""
+def _plan(dataverse: Dataverse, operations: Sequence[BatchOperation], tied: set[int]) -> tuple[list[_Bulk], list[int]]:
+    """Which operations go by bulk message (grouped by message and table) and which by ``$batch`` (the tied ones
+    among them: a change set lives only in a ``$batch``)."""
     written: dict[str, int] = {}
     for operation in operations:
         record = _record_id(operation)
@@ -155,7 +116,7 @@ def _plan(dataverse: Dataverse, operations: Sequence[BatchOperation]) -> tuple[l
     groups: dict[tuple[str, str], _Bulk] = {}
     rest: list[int] = []
     for index, operation in enumerate(operations):
-        bulk = _bulk_kind(operation, written)
+        bulk = None if index in tied else _bulk_kind(operation, written)
         if bulk is None:
             rest.append(index)
             continue
@@ -200,13 +161,10 @@ def _record_id(operation: BatchOperation) -> str | None:
     return found.group("id").lower() if found else None
 
 
-def _chunks(group: _Bulk, dataverse: Dataverse, spare: int) -> list[list[int]]:
-    """The group's operations in chunks: no larger than the table's chunk size, and as many as ``spare`` write
-    slots can take side by side while each keeps ``CHUNK_MIN`` records."""
+def _chunks(group: _Bulk, dataverse: Dataverse) -> list[list[int]]:
+    """The group's operations in as few chunks as the table's chunk size allows, of even size."""
     size = dataverse.chunk_sizes.get(group.logical_name, CHUNK_START)
-    count = -(-len(group.indexes) // size)
-    count = max(count, min(spare, len(group.indexes) // CHUNK_MIN))
-    step = -(-len(group.indexes) // max(1, count))
+    step = -(-len(group.indexes) // -(-len(group.indexes) // size))
     return [group.indexes[start : start + step] for start in range(0, len(group.indexes), step)]
 
 
@@ -282,24 +240,27 @@ def _batch_tasks(
     dataverse: Dataverse,
     operations: Sequence[BatchOperation],
     rest: list[int],
+    tied: list[list[int]],
     results: list[BatchResult | None],
     in_flight: RecordsInFlight,
-    spare: int,
 ) -> list[Callable[[], None]]:
-    """The ``$batch`` pages of the remaining operations: side by side when no record repeats and no operation
-    refers to another (as many as the parallelism allows while each keeps ``CHUNK_MIN`` operations, since a
-    ``$batch`` runs its requests one after another), else all in one sequence as before."""
+    """The ``$batch`` pages of the remaining operations, as few as ``BATCH_PAGE`` allows, of even size, a tied group
+    never split: side by side when no record repeats outside its group and no operation refers to another, else all
+    in one sequence as before."""
     if not rest:
         return []
-    records = [_record_id(operations[i]) for i in rest]
-    named = [r for r in records if r]
+    group_of = {index: group for group in tied for index in group}
+    units = [group_of.get(index, [index]) for index in rest if group_of.get(index, [index])[0] == index]
+    seen: set[str] = set()
+    repeated = False
+    for unit in units:
+        named = {r for r in (_record_id(operations[i]) for i in unit) if r}
+        repeated = repeated or bool(named & seen)
+        seen |= named
     linked = any(operations[i].content_id is not None or operations[i].url_path.startswith("$") for i in rest)
-    if linked or len(named) != len(set(named)):
-        pages = [rest]
-    else:
-        count = max(-(-len(rest) // BATCH_PAGE), min(spare, len(rest) // CHUNK_MIN))
-        step = -(-len(rest) // count)
-        pages = [rest[start : start + step] for start in range(0, len(rest), step)]
+    step = -(-len(rest) // -(-len(rest) // BATCH_PAGE))  # as few pages as BATCH_PAGE allows, of even size
+    # in one sequence where order matters (the adapter keeps each tied group in one of its requests)
+    pages = [rest] if linked or repeated else _pages(units, step)
 
     def send(page: list[int]) -> None:
         held = {r for r in (_record_id(operations[i]) for i in page) if r}
@@ -309,6 +270,16 @@ def _batch_tasks(
             results[index] = answer
 
     return [partial(send, page) for page in pages]
+
+
+def _pages(units: list[list[int]], step: int) -> list[list[int]]:
+    """The units in pages of about ``step`` operations, none over ``BATCH_PAGE``, a unit never split."""
+    pages: list[list[int]] = [[]]
+    for unit in units:
+        if pages[-1] and (len(pages[-1]) >= step or len(pages[-1]) + len(unit) > BATCH_PAGE):
+            pages.append([])
+        pages[-1].extend(unit)
+    return pages
 
 
 def _run(tasks: list[Callable[[], None]], parallelism: int) -> None:

@@ -18,8 +18,9 @@ never sees HTTP:
 - FetchXML paging sets ``count``/``page`` and feeds back the twice URL-encoded paging cookie; a
   FetchXML URL longer than the 32 KB GET limit goes inside ``$batch`` (64 KB);
 - ``$batch`` framing (parts, change sets, ``Content-ID``), batches of at most 1,000 requests, and
-  the multipart answer parsed back into one ``BatchResult`` per operation; parts answered 429/503
-  are sent again after ``Retry-After`` (outside change sets);
+  the multipart answer parsed back into one ``BatchResult`` per operation; operations tied by
+  ``travels_with`` go as one change set each, several in a request, never split between requests;
+  parts answered 429/503 are sent again after ``Retry-After`` (outside atomic batches);
 - errors become ``DataverseError`` (``status``, ``code``, ``message``) whose text never carries an
   email address: addresses are replaced by their member hash;
 - the bulk messages ``UpdateMultiple``/``CreateMultiple`` (whether a table supports them is asked once per
@@ -76,6 +77,7 @@ FETCH_ANNOTATIONS = (
 )
 
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
+_ROW_PATH = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*\((?P<id>[0-9a-fA-F-]{36})\)(\?.*)?$")
 
 
 def redact(text: str) -> str:
@@ -206,13 +208,16 @@ class DeletedRecord:
 @dataclass
 class BatchOperation:
     """One request of a ``$batch``; ``url_path`` is relative to the API root (``contacts(<id>)``) or a
-    ``$<content-id>`` reference to an earlier operation of the same change set."""
+    ``$<content-id>`` reference to an earlier operation of the same change set. ``travels_with`` names the row (a
+    record's id, or any key) whose write the operation belongs with: it goes in one change set with the operations
+    writing that row and the others naming the same key, so they succeed or fail together (``change_sets``)."""
 
     method: str
     url_path: str
     body: dict[str, Any] | None = None
     headers: dict[str, str] | None = None
     content_id: str | None = None
+    travels_with: str | None = None
 
 
 @dataclass
@@ -364,7 +369,6 @@ class Dataverse:
         self._paused_until = 0.0  # time.monotonic() before which no request is sent (a Retry-After)
         self._writes = threading.Condition()
         self._writes_in_flight = 0
-        self._writes_waiting = 0
         self._supported: dict[str, frozenset[str]] = {}  # message -> the tables that take it
         self._known: Callable[[], Mapping[str, frozenset[str]]] | None = None  # answers kept by earlier processes
         self._learned: Callable[[str, frozenset[str]], None] | None = None
@@ -613,54 +617,70 @@ class Dataverse:
         self, operations: Sequence[BatchOperation], *, atomic: bool = False, continue_on_error: bool = True
     ) -> list[BatchResult]:
         """Runs the operations in ``$batch`` requests of at most 1,000 and returns one result each, in order.
-        ``atomic`` puts them in one change set (all or nothing; at most 1,000, no GET)."""
-        if atomic and len(operations) > BATCH_LIMIT:
-            raise ValueError(f"an atomic batch holds at most {BATCH_LIMIT} operations, got {len(operations)}")
-        if atomic and any(op.method.upper() == "GET" for op in operations):
-            raise ValueError("GET requests cannot be part of an atomic change set")
-        results: list[BatchResult] = []
-        for start in range(0, len(operations), BATCH_LIMIT):
-            results.extend(self._batch_chunk(list(operations[start : start + BATCH_LIMIT]), atomic, continue_on_error))
-        return results
-
-    def _batch_chunk(
-        self, operations: list[BatchOperation], atomic: bool, continue_on_error: bool
-    ) -> list[BatchResult]:
+        ``atomic`` puts them in one change set (all or nothing; at most 1,000, no GET). Otherwise each group of
+        operations tied by ``travels_with`` is a change set of its own, never split between two requests; with
+        ``continue_on_error`` a failed change set leaves the others and the loose requests to run."""
+        units = [list(range(len(operations)))] if atomic else _batch_units(operations)
+        for unit in units:
+            if len(unit) > BATCH_LIMIT:
+                raise ValueError(f"a change set holds at most {BATCH_LIMIT} operations, got {len(unit)}")
+            if (atomic or len(unit) > 1) and any(operations[i].method.upper() == "GET" for i in unit):
+                raise ValueError("GET requests cannot be part of a change set")
         results: list[BatchResult | None] = [None] * len(operations)
-        pending = list(range(len(operations)))
-        for attempt in range(1, self.max_attempts + 1):
-            sent = [operations[i] for i in pending]
-            answers = self._send_batch(sent, atomic, continue_on_error)
-            throttled: list[int] = []
-            waits: list[float] = []
-            for index, answer in zip(pending, answers, strict=True):
+        for request in _requests(units):
+            sent = [index for unit in request for index in unit]
+            position = {index: n for n, index in enumerate(sent)}
+            parts = [[position[i] for i in unit] for unit in request]
+            answers = self._batch_request([operations[i] for i in sent], parts, atomic, continue_on_error)
+            for index, answer in zip(sent, answers, strict=True):
                 results[index] = answer
-                if answer.status in THROTTLED_STATUSES and not atomic:
-                    throttled.append(index)
-                    waits.append(float(answer.headers.get("Retry-After") or 1))
+        return [r for r in results if r is not None]  # every operation is in one request
+
+    def _batch_request(
+        self, operations: list[BatchOperation], units: list[list[int]], atomic: bool, continue_on_error: bool
+    ) -> list[BatchResult]:
+        """One ``$batch`` request of these units (each an operation or a change set); parts the service throttled
+        are sent again after ``Retry-After`` (a throttled change set as a whole: it was rolled back)."""
+        results: list[BatchResult | None] = [None] * len(operations)
+        pending = units
+        for attempt in range(1, self.max_attempts + 1):
+            answers = self._send_batch(operations, pending, atomic, continue_on_error)
+            throttled: list[list[int]] = []
+            waits: list[float] = []
+            for unit in pending:
+                for index in unit:
+                    results[index] = answers[index]
+                statuses = [answers[index] for index in unit if answers[index].status in THROTTLED_STATUSES]
+                if statuses and not atomic:
+                    throttled.append(unit)
+                    waits.append(float(statuses[0].headers.get("Retry-After") or 1))
             if not throttled or attempt == self.max_attempts:
                 break
-            self._wait(max(waits), attempt, "POST", f"{API_PATH}/$batch", f"{len(throttled)} parts throttled")
+            parts = sum(map(len, throttled))
+            self._wait(max(waits), attempt, "POST", f"{API_PATH}/$batch", f"{parts} parts throttled")
             pending = throttled
-        return [r for r in results if r is not None]
+        return [r if r is not None else BatchResult(424, None) for r in results]
 
-    def _send_batch(self, operations: list[BatchOperation], atomic: bool, continue_on_error: bool) -> list[BatchResult]:
+    def _send_batch(
+        self, operations: list[BatchOperation], units: list[list[int]], atomic: bool, continue_on_error: bool
+    ) -> dict[int, BatchResult]:
         boundary = f"batch_{uuid.uuid4()}"
-        changeset = f"changeset_{uuid.uuid4()}"
-        parts = [self._batch_part(op, atomic) for op in operations]
-        if atomic:
-            inner = "".join(f"--{changeset}\r\n{part}\r\n" for part in parts) + f"--{changeset}--\r\n"
-            payload = (
-                f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n{inner}--{boundary}--\r\n"
-            )
-        else:
-            payload = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts) + f"--{boundary}--\r\n"
+        payload = ""
+        for unit in units:
+            parts = [self._batch_part(operations[i], atomic) for i in unit]
+            if atomic or len(unit) > 1:
+                changeset = f"changeset_{uuid.uuid4()}"
+                inner = "".join(f"--{changeset}\r\n{part}\r\n" for part in parts) + f"--{changeset}--\r\n"
+                payload += f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n{inner}"
+            else:
+                payload += f"--{boundary}\r\n{parts[0]}\r\n"
+        payload += f"--{boundary}--\r\n"
         headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
         if continue_on_error:
             headers["Prefer"] = "odata.continue-on-error"
         response = self._request("POST", "$batch", data=payload.encode(), headers=headers, multipart_errors=True)
         answers = _parse_multipart(response.content, response.headers.get("Content-Type", ""))
-        return _match_answers(operations, answers, atomic)
+        return _match_answers(operations, units, answers)
 
     def _batch_part(self, operation: BatchOperation, atomic: bool) -> str:
         lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
@@ -836,19 +856,11 @@ class Dataverse:
         """How many writes may be in flight: the service's hint (1 without one), at most ``max_parallel``."""
         return max(1, min(self.dop_hint or 1, self.max_parallel))
 
-    @property
-    def spare_parallelism(self) -> int:
-        """Write slots neither held nor waited for right now (at least 1): what splitting a write more would use."""
-        with self._writes:
-            return max(1, self.parallelism - self._writes_in_flight - self._writes_waiting)
-
     @contextlib.contextmanager
     def write_slot(self) -> Iterator[None]:
         """Holds one of ``parallelism`` write slots, shared by every thread that uses this client."""
         with self._writes:
-            self._writes_waiting += 1
             self._writes.wait_for(lambda: self._writes_in_flight < self.parallelism)
-            self._writes_waiting -= 1
             self._writes_in_flight += 1
         try:
             yield
@@ -906,24 +918,63 @@ def _parse_multipart(body: bytes, content_type: str) -> list[BatchResult | list[
 
 
 def _match_answers(
-    operations: list[BatchOperation], answers: list[BatchResult | list[BatchResult]], atomic: bool
-) -> list[BatchResult]:
-    """One result per operation: a failed change set's single error answers for all its operations,
-    and operations after a stopping error get 424."""
-    flat: list[BatchResult] = []
-    for answer in answers:
-        if isinstance(answer, list):
-            flat.extend(answer)
-        elif atomic:
-            flat.extend(BatchResult(answer.status, answer.body, answer.headers, op.content_id) for op in operations)
-        else:
-            flat.append(answer)
-    results = []
-    for index, operation in enumerate(operations):
-        if index < len(flat):
-            result = flat[index]
-            result.content_id = result.content_id or operation.content_id
-            results.append(result)
-        else:
-            results.append(BatchResult(424, None, {}, operation.content_id))
+    operations: list[BatchOperation], units: list[list[int]], answers: list[BatchResult | list[BatchResult]]
+) -> dict[int, BatchResult]:
+    """One result per operation of the units sent, one answer per unit: a change set that succeeded answers with a
+    part per operation; one that failed with a single error that answers for all its operations; units after a
+    stopping error have no answer and get 424."""
+    results: dict[int, BatchResult] = {}
+    for position, unit in enumerate(units):
+        answer = answers[position] if position < len(answers) else None
+        if isinstance(answer, list) and len(answer) == len(unit):
+            for index, result in zip(unit, answer, strict=True):
+                result.content_id = result.content_id or operations[index].content_id
+                results[index] = result
+            continue
+        if isinstance(answer, list):  # a failed change set some services frame as a change set of one error
+            answer = next((a for a in answer if not a.ok), None)
+        for index in unit:
+            if answer is None:
+                results[index] = BatchResult(424, None, {}, operations[index].content_id)
+            else:
+                results[index] = BatchResult(answer.status, answer.body, answer.headers, operations[index].content_id)
     return results
+
+
+def _requests(units: list[list[int]]) -> list[list[list[int]]]:
+    """The units in ``$batch`` requests of at most ``BATCH_LIMIT`` operations, in order, none split."""
+    requests_: list[list[list[int]]] = []
+    size = BATCH_LIMIT
+    for unit in units:
+        if size + len(unit) > BATCH_LIMIT:
+            requests_.append([])
+            size = 0
+        requests_[-1].append(unit)
+        size += len(unit)
+    return requests_
+
+
+def change_sets(operations: Sequence[BatchOperation]) -> list[list[int]]:
+    """The operations that travel together, as groups of indexes in order, the groups in the order of their first
+    operation: per key that an operation's ``travels_with`` names, the operations naming it and those writing the
+    row with that id. A key that gathers a single operation makes no group."""
+    keys = {op.travels_with.lower() for op in operations if op.travels_with}
+    if not keys:
+        return []
+    groups: dict[str, list[int]] = {}
+    for index, operation in enumerate(operations):
+        key = operation.travels_with.lower() if operation.travels_with else None
+        if key is None and (found := _ROW_PATH.match(operation.url_path)) and found.group("id").lower() in keys:
+            key = found.group("id").lower()
+        if key is not None:
+            groups.setdefault(key, []).append(index)
+    return sorted((group for group in groups.values() if len(group) > 1), key=lambda group: group[0])
+
+
+def _batch_units(operations: Sequence[BatchOperation]) -> list[list[int]]:
+    """The operations as ``$batch`` sends them: each group of ``change_sets`` in the place of its first operation,
+    every other operation alone."""
+    groups = change_sets(operations)
+    first = {group[0]: group for group in groups}
+    grouped = {index for group in groups for index in group}
+    return [first.get(index, [index]) for index in range(len(operations)) if index in first or index not in grouped]

@@ -160,10 +160,6 @@ class DataversePort(Protocol):
         """How many writes may be in flight at once (the service's x-ms-dop-hint, bounded by a setting)."""
 
     @property
-    def spare_parallelism(self) -> int:
-        """Write slots neither held nor waited for right now (at least 1)."""
-
-    @property
     def chunk_sizes(self) -> dict[str, int]:
         """Records per bulk message, per table, once the service answered a larger one with a timeout."""
 

@@ -24,6 +24,10 @@ class MemberSnapshot:
     opted_in: datetime | None = None  # timestamp_opt
     interests: list[str] | None = None  # the interest ids set to true; None: not read
     merge_fields: dict[str, Any] | None = None  # the mapped merge fields' values; None: not read
+    unsubscribe_reason: str | None = None  # Mailchimp's, on an unsubscribed member; None: none, or not read
+    # what a webhook said caused the status it announced (real-time path): data[reason] and data[campaign_id]
+    event_reason: str | None = None
+    campaign_id: str | None = None
 
     def encode(self) -> list[Any]:
         encoded = [
@@ -34,6 +38,9 @@ class MemberSnapshot:
             epoch(self.opted_in),
             self.interests,
         ]
+        cause = [self.unsubscribe_reason, self.event_reason, self.campaign_id]
+        if any(value is not None for value in cause):
+            return [*encoded, self.merge_fields, *cause]
         return [*encoded, self.merge_fields] if self.merge_fields is not None else encoded
 
     @classmethod
@@ -41,7 +48,19 @@ class MemberSnapshot:
         opted_in = from_epoch(data[4]) if len(data) > 4 else None
         interests = data[5] if len(data) > 5 else None
         merge_fields = data[6] if len(data) > 6 else None
-        return cls(data[0], data[1], from_epoch(data[2]) or now(), data[3], opted_in, interests, merge_fields)
+        reason, event_reason, campaign_id = [*data[7:10], None, None, None][:3]
+        return cls(
+            data[0],
+            data[1],
+            from_epoch(data[2]) or now(),
+            data[3],
+            opted_in,
+            interests,
+            merge_fields,
+            reason,
+            event_reason,
+            campaign_id,
+        )
 
 
 @dataclass

@@ -50,6 +50,8 @@ def pack(group: Group, columns: list[str], interests: list[str] | None = None) -
             member.append("".join("1" if i in chosen else "0" for i in interests))
         if m.merge_fields is not None:  # the mapped merge fields, after the interests' place
             member += [""] * (5 - len(member)) + [m.merge_fields]
+        if m.unsubscribe_reason is not None:  # after the merge fields' place (None there: not read)
+            member += [""] * (5 - len(member)) + [None] * (6 - max(len(member), 5)) + [m.unsubscribe_reason]
     records = [
         [
             r.record_id,
@@ -95,6 +97,8 @@ def unpack(data: list[Any], columns: list[str], interests: list[str] | None = No
             member.interests = [i for i, flag in zip(interests, chosen[0], strict=True) if flag == "1"]
         if len(chosen) > 1:
             member.merge_fields = chosen[1]
+        if len(chosen) > 2:
+            member.unsubscribe_reason = chosen[2]
     records = [
         RecordSnapshot(
             rid,

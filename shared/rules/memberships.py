@@ -13,11 +13,17 @@ OPT_OUT_ROLLUP. Three kinds of change meet on a record, and these functions tell
 
 A record in one audience only keeps the behaviour of a single link exactly: the columns are its opt-out.
 
+Who changed a membership in Mailchimp and why comes from what Mailchimp reports (``Reported``): the member's
+``unsubscribe_reason`` (an admin's or an API unsubscribe reads "N/A (Unsubscribed by admin)", also seen as
+"N/A (Unsubscribed by an admin)"; any other reason is the person's own) and, for a real-time event, the
+webhook's ``data[reason]`` and ``data[campaign_id]``.
+
 Nothing here reads, writes or logs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +47,9 @@ SIDE_MAILCHIMP, SIDE_DYNAMICS = 100000000, 100000001
 SIDE_LABELS = {SIDE_MAILCHIMP: "Mailchimp", SIDE_DYNAMICS: "Dynamics"}
 
 STATUS_BY_CODE = {code: status for status, code in SUBSCRIBER_STATUS_CODES.items()}
+
+# the unsubscribe_reason Mailchimp gives an unsubscribe made by an admin in the web app or through the API
+_ADMIN_REASON = re.compile(r"N/A \(Unsubscribed by (an )?admin\)", re.IGNORECASE)
 
 # rules after which Mailchimp's own status came from the person or their audience's admin
 _MAILCHIMP_RULES = frozenset({"mailchimp-changed", "both-changed-mailchimp-newer"})
@@ -129,13 +138,84 @@ def column_target(view: RecordView, status_after: str | None, policy: Rollup) ->
     return None if target is None or target == view.columns else target
 
 
-def source_of(rule: str, *, scoped: bool = False) -> int:
-    """cbr_source of a membership after a decision: who made its status what it is."""
+@dataclass(frozen=True)
+class Reported:
+    """What Mailchimp reported about the change that gave a member its status.
+
+    ``status``: the member's status as read. ``unsubscribe_reason``: the member's field (Mailchimp shows it on
+    unsubscribed members only; None: none, or not read). ``event_reason``: a webhook's ``data[reason]``
+    (``manual`` or ``abuse`` for an unsubscribe, ``hard`` or ``abuse`` for a cleaned member). ``campaign_id``:
+    the campaign the webhook named as the cause."""
+
+    status: str | None
+    unsubscribe_reason: str | None = None
+    event_reason: str | None = None
+    campaign_id: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The member's unsubscribe reason, when the member is unsubscribed and Mailchimp gave one."""
+        return (self.unsubscribe_reason or "").strip() if self.status == "unsubscribed" else ""
+
+    @property
+    def by_admin(self) -> bool:
+        """An admin (in the web app, or through the API) unsubscribed the member, not the person."""
+        return _ADMIN_REASON.fullmatch(self.reason) is not None
+
+    @property
+    def abuse(self) -> bool:
+        """The person reported a campaign as spam."""
+        return (self.event_reason or "").strip().lower() == "abuse"
+
+    def words(self) -> str:
+        """Mailchimp's account of the change, for cbr_reason and cbr_cause ("" when Mailchimp said nothing)."""
+        campaign = f" in campaign {self.campaign_id}" if self.campaign_id else ""
+        if self.status == "cleaned":
+            what = "the address bounced"  # Mailchimp cleans after a hard bounce or repeated soft ones
+            if self.abuse:
+                what = "an abuse complaint"
+            elif (self.event_reason or "").strip().lower() == "hard":
+                what = "a hard bounce"
+            return f"cleaned by Mailchimp: {what}{campaign}"
+        if self.status != "unsubscribed":
+            return ""
+        if self.by_admin:
+            return f"unsubscribed by an admin in Mailchimp{campaign}"
+        if self.abuse:
+            text = f"the person reported {f'campaign {self.campaign_id}' if self.campaign_id else 'a campaign'} as spam"
+        elif self.reason or self.unsubscribe_reason is not None or campaign:
+            text = f"unsubscribed by the person{campaign}"
+        else:
+            return ""
+        return f'{text}, reason: "{self.reason}"' if self.reason else text
+
+
+def source_of(rule: str, *, scoped: bool = False, reported: Reported | None = None) -> int:
+    """cbr_source of a membership after a decision: who made its status what it is. A Mailchimp change, or a
+    status whose change Mailchimp accounts for (an unsubscribe, a cleaning): the admin when Mailchimp's
+    unsubscribe reason says an admin did it, otherwise the person."""
     if scoped or rule in _DYNAMICS_RULES:
         return SOURCE_DYNAMICS_USER
-    if rule in _MAILCHIMP_RULES:
-        return SOURCE_SUBSCRIBER
+    if rule in _MAILCHIMP_RULES or (reported is not None and reported.words()):
+        return SOURCE_ADMIN if reported is not None and reported.by_admin else SOURCE_SUBSCRIBER
     return SOURCE_PRODUCT
+
+
+def reason_text(reported: Reported | None, rule_words: str, limit: int) -> str:
+    """cbr_reason (and cbr_cause): Mailchimp's account of the change, then the deciding rule's words; at most
+    ``limit`` characters, the rule's words kept whole when Mailchimp's (a person's free text) must be cut."""
+    mailchimp = reported.words() if reported is not None else ""
+    if not mailchimp:
+        return rule_words[:limit]
+    if not rule_words:
+        return mailchimp[:limit]
+    tail = f"; {rule_words}"
+    room = limit - len(tail)
+    if room < 20:
+        return f"{mailchimp}{tail}"[:limit]
+    if len(mailchimp) > room:
+        mailchimp = mailchimp[: room - 1] + "…"
+    return f"{mailchimp}{tail}"
 
 
 def describe(status: str | None, opted_out: bool | None = None) -> str:

@@ -17,12 +17,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from shared.adapters import bulk
 from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
 from shared.model.kinds import KINDS
 from shared.model.snapshots import Group, RecordSnapshot
 from shared.model.times import now
-from shared.rules import consent
+from shared.rules import addresses, consent
 from shared.rules.audit import AuditEntry
 from shared.settings import Settings
 from shared.state.aliases import AliasIndex
@@ -35,6 +34,8 @@ from shared.sync.pipeline import UNKNOWN, Item, Outcome, Step, Unit
 log = logging.getLogger("consent_bridge.reconcile")
 
 RECORD_FIELDS = ["email_address", "status", "last_changed", "contact_id", "timestamp_opt", "interests"]
+ARCHIVED_FIELDS = ["members.email_address", "members.last_changed", "members.contact_id", "total_items"]
+ASK_ONE_BY_ONE = 1  # a new address is read by itself; more are looked up among the audience's archived members
 
 
 class Reconciler:
@@ -60,10 +61,6 @@ class Reconciler:
 
     def reconcile(self, unit: Unit) -> Outcome:
         """The one entry point: a run's batches, a real-time event or an erasure, as a unit of member hashes."""
-        with bulk.UNITS.active():  # the process's units share the Dataverse write slots
-            return self._reconcile(unit)
-
-    def _reconcile(self, unit: Unit) -> Outcome:
         outcome = Outcome(unit.batch_id)
         items, moves = self._prepare(unit)
         for step in self.steps:
@@ -153,19 +150,38 @@ class Reconciler:
     def _resolve_unknown(self, unit: Unit, items: list[Item]) -> None:
         """New records whose address may already be in the audience: ask Mailchimp before deciding.
 
-        Records that are not opted out are probed by the batch subscribe itself (status_if_new only
-        touches new members); opted-out ones must not be added, so their member is read one by one.
-        """
-        for item in items:
-            if item.member != UNKNOWN:
-                continue
-            if any(not r.opted_out for r in item.records if r.active):
-                continue  # probed by the batch subscribe
-            found = self.mailchimp.member(unit.link.audience_id, item.group.member_hash, fields=RECORD_FIELDS)
+        Opted-out records must not be added, so their member is read one by one. Records that are not opted
+        out would be probed by the batch subscribe itself (status_if_new only touches new members), but a
+        member the audience holds archived is one a batch subscribe brings back, and archiving hides why (it
+        may follow an unsubscribe): so up to ``ASK_ONE_BY_ONE`` of them are read one by one too, and more are
+        looked up in one read of the audience's archived members; those it does not list are probed."""
+        unknown = [item for item in items if item.member == UNKNOWN]
+        consenting = [item for item in unknown if any(not r.opted_out for r in item.records if r.active)]
+        archived = self._archived(unit, consenting) if len(consenting) > ASK_ONE_BY_ONE else None
+        for item in unknown:
+            if archived is not None and item in consenting:
+                if item.group.member_hash not in archived:
+                    continue  # probed by the batch subscribe
+                found: dict[str, Any] | None = archived[item.group.member_hash]
+            else:
+                found = self.mailchimp.member(unit.link.audience_id, item.group.member_hash, fields=RECORD_FIELDS)
             item.member = writers.member_of(found) if found else None
             chosen = chosen_interests(found) if found else None
             item.member_interests = None if chosen is None else frozenset(chosen)
             item.probed = False
+
+    def _archived(self, unit: Unit, items: list[Item]) -> dict[str, dict[str, Any]]:
+        """The items' members the audience holds archived, from one read of its archived members."""
+        wanted = {item.group.member_hash for item in items}
+        found: dict[str, dict[str, Any]] = {}
+        for page in self.mailchimp.iter_member_pages(
+            unit.link.audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived"
+        ):
+            for member in page:
+                hashed = addresses.member_hash(member["email_address"])
+                if hashed in wanted:
+                    found[hashed] = {**member, "status": "archived"}
+        return found
 
     # ---- decide ---------------------------------------------------------------------------
     def _decide_all(self, unit: Unit, items: list[Item]) -> None:

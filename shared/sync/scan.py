@@ -44,8 +44,10 @@ MEMBER_FIELDS = [
     "members.contact_id",
     "members.timestamp_opt",
     "members.interests",
+    "members.unsubscribe_reason",  # who unsubscribed them (an admin, or the person and why)
     "total_items",
 ]
+ARCHIVED_FIELDS = ["members.email_address", "members.last_changed", "members.contact_id", "total_items"]
 
 
 @dataclass
@@ -335,6 +337,7 @@ def scan(
                     parse_time(member.get("timestamp_opt")),
                     watch.chosen(member),
                     mapped.member_values(member),
+                    member.get("unsubscribe_reason"),
                 )
                 counts["mailchimp_read"] += 1
                 buckets.add("member", member_hash(snapshot.email), snapshot.encode())
@@ -343,6 +346,17 @@ def scan(
                 if snapshot.contact_id:
                     contact_aliases.add(snapshot.contact_id, member_hash(snapshot.email))
                 proposed.mailchimp = later(proposed.mailchimp, snapshot.last_changed)
+
+        if full:
+            # archived members are listed only when asked for; a record meeting one must not bring it back
+            counts["archived_reads"] += 1
+            for page in mailchimp.iter_member_pages(
+                link.audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived"
+            ):
+                for member in page:
+                    counts["mailchimp_archived_read"] += 1
+                    hashed = member_hash(member["email_address"])
+                    buckets.add("archived", hashed, archived_snapshot(member).encode())
 
         for payload in retries:
             for group in json.loads(payload):
@@ -453,6 +467,17 @@ def joined_fetch(
     ET.SubElement(link_filter, "condition", attribute="listid", operator="eq", value=mlist.list_id)
     ET.SubElement(link_filter, "condition", attribute="createdon", operator="ge", value=iso_seconds(joined_since))
     return ET.tostring(fetch, encoding="unicode")
+
+
+def archived_snapshot(member: dict[str, Any]) -> MemberSnapshot:
+    """An archived member as a read shows it: the address, and when it was archived."""
+    return MemberSnapshot(
+        member["email_address"],
+        "archived",
+        parse_time(member.get("last_changed")) or now(),
+        member.get("contact_id"),
+        None,
+    )
 
 
 def _member_pages(

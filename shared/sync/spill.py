@@ -126,10 +126,14 @@ class Buckets:
             handle.seek(0)
             groups: dict[str, Group] = {}
             mapped: dict[str, list[str]] = {}
+            archived: dict[str, Any] = {}
             for line in handle:
                 kind, key, payload = json.loads(line)
                 if kind == "mapped":
                     mapped[key] = payload
+                    continue
+                if kind == "archived":
+                    archived[key] = payload
                     continue
                 if kind in ("moved", "renamed", "preference"):
                     extended = groups.get(key) or groups.setdefault(key, Group(key, "", member_seen=full))
@@ -165,6 +169,13 @@ class Buckets:
                     if all(r.record_id != record.record_id for r in group.records):
                         group.records.append(record)
                     group.email = group.email or normalize_email(record.email) or ""
+            for key, payload in archived.items():
+                # a member the audience holds archived: only its records need to know (never revived); an
+                # archived member no record meets is no work
+                found = groups.get(key)
+                if found is not None and found.records and found.member is None:
+                    found.member = MemberSnapshot.decode(payload)
+                    found.member_seen = True
             for key, record_ids in mapped.items():  # full pass: mapped records no longer in the list
                 known_group = groups.get(key)
                 seen = {r.record_id for r in known_group.records} if known_group else set()

@@ -168,7 +168,8 @@ def write_dataverse(
     dataverse: DataversePort, unit: Unit, items: list[Item], steps: Sequence[Step], counts: Counter[str]
 ) -> None:
     """The record PATCHes, then the steps' operations, written by shared/adapters/bulk.py: record PATCHes as
-    UpdateMultiple where the table supports it, the rest as $batch (pages of 1,000), one result each in order."""
+    UpdateMultiple where the table supports it, the rest as $batch (pages of 1,000), one result each in order; a
+    step's operation that names a record's write (``travels_with``) goes with it in one change set."""
     operations: list[BatchOperation] = []
     owners: list[tuple[Item, str]] = []
     columns_of: list[list[Step]] = []  # per PATCH, the steps whose columns it carries

@@ -7,12 +7,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from shared.adapters import bulk
 from shared.adapters.dataverse import BatchOperation, Dataverse
+from tests.emulators.dataverse_support import sent_in_batches
 
 API = "/api/data/v9.2"
 UPDATE_MULTIPLE = f"POST {API}/{{entityset}}/Microsoft.Dynamics.CRM.UpdateMultiple"
@@ -171,8 +173,8 @@ class WatchedRecords(bulk.RecordsInFlight):
 
 def test_two_writes_to_one_record_are_never_in_flight_at_once(dataverse_emulator: Any) -> None:
     admin = dataverse_emulator.admin
-    ids = seed(admin, "contacts", 400)
-    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.002, "dopHint": 4})
+    ids = seed(admin, "contacts", 2400)
+    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.001, "dopHint": 4})
     client = Dataverse(dataverse_emulator.url, max_parallel=4)
     client.whoami()  # the service's hint arrives with any answer
     watched = WatchedRecords()
@@ -191,8 +193,7 @@ def test_two_writes_to_one_record_are_never_in_flight_at_once(dataverse_emulator
         thread.join()
 
     assert not errors
-    # the writer that plans first finds 4 free slots (4 chunks of 100), the other 1 to 4
-    assert client.parallelism == 4 and 5 <= admin.calls()[UPDATE_MULTIPLE] <= 8
+    assert client.parallelism == 4 and admin.calls()[UPDATE_MULTIPLE] == 6  # 3 chunks of 800 each
     for record in ids:
         [first, second] = sorted(watched.spans[record])
         assert first[1] <= second[0], record
@@ -201,25 +202,23 @@ def test_two_writes_to_one_record_are_never_in_flight_at_once(dataverse_emulator
     assert not watched.held()
 
 
-def test_units_reconciled_side_by_side_share_the_write_slots(dataverse_emulator: Any) -> None:
+def test_a_write_is_cut_into_as_few_chunks_as_the_sizes_allow_and_they_run_side_by_side(
+    dataverse_emulator: Any,
+) -> None:
     admin = dataverse_emulator.admin
-    ids = seed(admin, "contacts", 400)
-    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.001, "dopHint": 4})
+    ids = seed(admin, "contacts", 2500)
+    admin.call("POST", "latency", {"enabled": True, "timeScale": 0.01, "dopHint": 4})
     client = Dataverse(dataverse_emulator.url, max_parallel=4)
     client.whoami()
-    units = bulk.ActiveUnits()
 
-    with units.active():  # alone: the unit spreads over every free slot
-        assert bulk.share_of_slots(client, units) == 4
-        bulk.write(client, [record_patch("contacts", i, {"firstname": "A"}) for i in ids], units=units)
-    alone = admin.calls()[UPDATE_MULTIPLE]
-    with units.active(), units.active(), units.active():  # three units at once: each keeps whole chunks
-        assert bulk.share_of_slots(client, units) == 1
-        bulk.write(client, [record_patch("contacts", i, {"firstname": "B"}) for i in ids], units=units)
+    watched = WatchedRecords()
 
-    assert alone == 4  # 4 chunks of 100
-    assert admin.calls()[UPDATE_MULTIPLE] == alone + 1
-    assert all(r["firstname"] == "B" for r in rows(admin, "contacts").values())
+    bulk.write(client, [record_patch("contacts", i, {"firstname": "A"}) for i in ids], in_flight=watched)
+
+    assert admin.calls()[UPDATE_MULTIPLE] == 3  # 2,500 records: three chunks of at most 1,000, not four
+    spans = sorted({span for held in watched.spans.values() for span in held})
+    assert len(spans) == 3 and spans[1][0] < spans[0][1]  # the second began before the first ended
+    assert all(r["firstname"] == "A" for r in rows(admin, "contacts").values())
 
 
 def test_which_tables_take_a_message_is_asked_once_across_clients(dataverse_emulator: Any) -> None:
@@ -234,3 +233,85 @@ def test_which_tables_take_a_message_is_asked_once_across_clients(dataverse_emul
     assert admin.calls()[f"GET {API}/{{entityset}}"] == 1  # the sdkmessagefilters read, by the first client only
     assert "contact" in kept["UpdateMultiple"]
     assert admin.calls()[UPDATE_MULTIPLE] == 2
+
+
+# ---- operations tied to a record's write ---------------------------------------------------------------------------
+def tied_row(record: str, lastname: str) -> BatchOperation:
+    """A row written with the record's write, all or nothing (as a consent history row is with its PATCH)."""
+    return BatchOperation("PATCH", f"contacts({uuid.uuid4()})", {"lastname": lastname}, {}, travels_with=record)
+
+
+def upsert(lastname: str) -> BatchOperation:
+    return BatchOperation("PATCH", f"contacts({uuid.uuid4()})", {"lastname": lastname}, {})
+
+
+def test_a_tied_record_patch_leaves_update_multiple_for_a_change_set_with_its_row(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    ids = seed(admin, "contacts", 1000)
+    client = Dataverse(dataverse_emulator.url)
+    operations = [record_patch("contacts", i, {"firstname": "T"}) for i in ids]
+
+    results = bulk.write(client, [*operations, tied_row(ids[500], "History")])
+
+    assert writes(admin) == {UPDATE_MULTIPLE: 1, BATCH: 1}
+    assert admin.call("GET", "bulk-targets")["total"] == 999  # every record but the tied one
+    patch, row = sent_in_batches(admin)
+    assert patch.url.startswith(f"{API}/contacts({ids[500]})") and row.body == {"lastname": "History"}
+    assert patch.change_set is not None and patch.change_set == row.change_set
+    assert [r.status for r in results] == [200] * 1000 + [204]
+    assert all(r["firstname"] == "T" for r in rows(admin, "contacts").values() if r["contactid"] in set(ids))
+
+
+def test_pages_split_for_parallelism_never_separate_a_tied_group(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    [record] = seed(admin, "contacts", 1)
+    client = Dataverse(dataverse_emulator.url)
+    group = [record_patch("contacts", record, {"firstname": "G"}), tied_row(record, "G1"), tied_row(record, "G2")]
+    # 1,500 operations make two pages of 750: the group, at 748 to 750, lies across the even cut
+    operations = [*(upsert(f"A{n}") for n in range(748)), *group, *(upsert(f"B{n}") for n in range(749))]
+
+    results = bulk.write(client, operations)
+
+    assert writes(admin) == {BATCH: 2}
+    sent = sent_in_batches(admin)
+    assert sorted(Counter(s.request for s in sent).values()) == [749, 751]
+    together = [
+        s for s in sent if s.url.startswith(f"{API}/contacts({record})") or s.body.get("lastname") in ("G1", "G2")
+    ]
+    assert len(together) == 3 and len({s.change_set for s in together}) == 1 and together[0].change_set is not None
+    assert all(s.change_set is None for s in sent if s not in together)
+    assert all(r.ok for r in results) and len(results) == 1500
+
+
+def test_a_refused_patch_takes_its_tied_row_with_it_and_the_others_are_written(dataverse_emulator: Any) -> None:
+    admin = dataverse_emulator.admin
+    leads = seed(admin, "leads", 3)
+    admin.call("POST", "qualify-lead", {"id": leads[1]})  # read-only: its PATCH is refused
+    client = Dataverse(dataverse_emulator.url)
+    patches = [record_patch("leads", i, {"donotbulkemail": True}) for i in leads]
+    history = [tied_row(i, f"History {n}") for n, i in enumerate(leads)]
+
+    results = bulk.write(client, [*patches, *history, upsert("Loose")])
+
+    assert writes(admin) == {BATCH: 1}
+    assert [r.status for r in results] == [200, 400, 200, 204, 400, 204, 204]
+    assert results[1].refusal == results[4].refusal and "read-only" in results[1].refusal
+    assert sorted(r["lastname"] for r in rows(admin, "contacts").values()) == ["History 0", "History 2", "Loose"]
+    stored = rows(admin, "leads")
+    assert [stored[i]["donotbulkemail"] for i in leads] == [True, False, True]
+
+
+def test_the_adapter_sends_a_change_set_whole_in_the_next_request_rather_than_split_it(
+    dataverse_emulator: Any,
+) -> None:
+    admin = dataverse_emulator.admin
+    [record] = seed(admin, "contacts", 1)
+    client = Dataverse(dataverse_emulator.url)
+    group = [record_patch("contacts", record, {"firstname": "G"}), tied_row(record, "G1"), tied_row(record, "G2")]
+
+    results = client.batch([*(upsert(f"A{n}") for n in range(999)), *group])
+
+    sent = sent_in_batches(admin)
+    assert Counter(s.request for s in sent) == {0: 999, 1: 3}  # the first request keeps 999, not 1,000
+    assert {s.change_set for s in sent if s.request == 1} == {(1, 0)}
+    assert [r.status for r in results] == [204] * 999 + [200, 204, 204]

@@ -87,6 +87,9 @@ def test_minimum_adds_one_call_per_page_of_each_kind_of_work() -> None:
     nothing = minimum(Work(0, 0, 0, 0, static_incremental=False))
     # learning that nothing changed still takes a read on each side and the list, and saying so the status write
     assert nothing.total == 4
+    # a full pass lists the audience's archived members too: at least one page
+    assert minimum(Work(0, 0, 0, 0, static_incremental=False, archived_read=0)).mailchimp_archived == 1
+    assert minimum(Work(0, 0, 0, 0, static_incremental=False, archived_read=2500)).total == 4 + 3
 
 
 def test_storage_requests_are_named_by_table_or_queue_not_by_key() -> None:

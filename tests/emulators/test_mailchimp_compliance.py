@@ -126,7 +126,7 @@ def test_a_member_an_admin_or_the_api_unsubscribed_can_be_subscribed_through_the
             mc.lists.update_list_member(LIST, md5(email), {"status": "unsubscribed"})
         state = member_state(mailchimp_emulator, email)
         assert (state["status"], state["unsubscribed_by"], state["in_compliance_state"]) == ("unsubscribed", by, False)
-        assert mc.lists.get_list_member(LIST, md5(email))["unsubscribe_reason"] == "N/A (Unsubscribed by an admin)"
+        assert mc.lists.get_list_member(LIST, md5(email))["unsubscribe_reason"] == "N/A (Unsubscribed by admin)"
     assert mc.lists.update_list_member(LIST, md5(emails[0]), {"status": "subscribed"})["status"] == "subscribed"
     put = mc.lists.set_list_member(LIST, md5(emails[1]), {"email_address": emails[1], "status": "subscribed"})
     assert put["status"] == "subscribed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections import Counter
 from typing import Any
 
@@ -84,6 +85,7 @@ def run_handling_every_message_twice(world: SyncWorld) -> Counter[str]:
     engine.scan_link(ctx, scan_body)  # redelivered
     assert ctx.storage.queue_length(BATCHES_QUEUE) == queued, "a second scan queued the batches again"
     assert writes(world) == before
+    time.sleep(engine.GATHER_SECONDS)  # a group's later messages wait that long for its first to be taken
     messages = ctx.storage.receive(BATCHES_QUEUE, visibility_timeout=60, max_messages=32)
     assert len(messages) == queued >= 2
     for message in messages:
@@ -256,6 +258,7 @@ def test_a_run_stopped_after_the_scan_and_one_batch_loses_no_change(world):
     [link_message] = ctx.storage.receive(LINKS_QUEUE, visibility_timeout=60)
     engine.scan_link(ctx, json.loads(link_message.content))
     ctx.storage.delete(LINKS_QUEUE, link_message)
+    time.sleep(engine.GATHER_SECONDS)  # a group's later messages wait that long for its first to be taken
     first, held = ctx.storage.receive(BATCHES_QUEUE, visibility_timeout=60, max_messages=2)
     engine.reconcile_batch(ctx, json.loads(first.content))
     ctx.storage.delete(BATCHES_QUEUE, first)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -10,6 +12,7 @@ import pytest
 
 from shared import app as engine
 from shared.adapters.storage import BATCHES_QUEUE, LINKS_QUEUE
+from shared.cli import QueueRules, run_sync
 from tests.sync_world import SyncWorld, contact
 
 BATCH_SUBSCRIBE, DATAVERSE_BATCH = "POST /3.0/lists/{list_id}", "POST /api/data/v9.2/$batch"
@@ -30,6 +33,7 @@ def scanned(world: SyncWorld) -> tuple[engine.Context, str, list[dict]]:
     [link_message] = ctx.storage.receive(LINKS_QUEUE, visibility_timeout=60)
     engine.scan_link(ctx, json.loads(link_message.content))
     ctx.storage.delete(LINKS_QUEUE, link_message)
+    time.sleep(engine.GATHER_SECONDS)  # a group's later messages wait that long for its first to be taken
     messages = ctx.storage.receive(BATCHES_QUEUE, visibility_timeout=300, max_messages=32)
     for message in messages:
         ctx.storage.delete(BATCHES_QUEUE, message)
@@ -58,6 +62,18 @@ def test_waiting_batches_of_a_run_are_written_together_in_whole_pages(world):
         2,
         6,
     )
+
+
+def test_several_handlers_still_take_a_run_s_batches_as_one_unit(world):
+    # the batches' messages go out together, so the handler taking the first claims the others with it
+    out = io.StringIO()
+    rules = QueueRules(max_dequeue_count=5, visibility_timeout=0.0)
+    code = run_sync(world.context(), out, rules=rules, progress=lambda _: None, workers=4)
+    assert code == 0, out.getvalue()
+    calls = Counter(world.mailchimp.admin.calls()) + Counter(world.dataverse.admin.calls())
+    assert calls[BATCH_SUBSCRIBE] == 1 and calls[DATAVERSE_BATCH] - world.status_writes() == 1, calls
+    [run] = world.context().ledger.latest_runs(world.link, 1)
+    assert (run.status, run.batches, run.counts["merged_into"]) == ("completed", 3, 2)
 
 
 def test_a_unit_of_one_batch_when_the_setting_says_so(world):

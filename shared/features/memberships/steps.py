@@ -10,7 +10,8 @@ OPT_OUT_ROLLUP. A record in one audience only is left exactly as a single link t
 
 In the unit's one $batch the step adds an upsert of each record's membership row (when its status changed, the
 record is new to the link, or the link's membership rows are being created for the first time) and a
-``cbr_consentchange`` row for every consent change written to either side.
+``cbr_consentchange`` row for every consent change written to either side. A row for a change written to
+Dynamics travels with that write (``BatchOperation.travels_with``): one change set, all or nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from shared.adapters.storage import SYNC_STATE, upsert
 from shared.features.memberships.schema import NAME_LENGTH, TEXT_LENGTH, Names
 from shared.features.memberships.scoped import ScopedEdits
 from shared.model.kinds import KIND_SETS, KINDS
-from shared.model.snapshots import RecordSnapshot
+from shared.model.snapshots import MemberSnapshot, RecordSnapshot
 from shared.model.times import iso_seconds, now
 from shared.rules import consent
 from shared.rules.audit import AuditEntry
@@ -37,10 +38,12 @@ from shared.rules.memberships import (
     SIDE_DYNAMICS,
     SIDE_MAILCHIMP,
     RecordView,
+    Reported,
     audience_opt_out,
     change_of,
     column_target,
     describe,
+    reason_text,
     source_of,
 )
 from shared.settings import Settings
@@ -89,7 +92,7 @@ class MembershipStep(Step):
     def __init__(self, settings: Settings, storage: StoragePort, dataverse: DataversePort) -> None:
         self.settings = settings
         self.storage = storage
-        self.scoped = ScopedEdits(dataverse, storage, settings.dataverse_prefix)
+        self.scoped = ScopedEdits(dataverse, storage, settings.dataverse_prefix, settings.links)
         self.names = Names(settings.dataverse_prefix)
         self.policy = settings.opt_out_rollup
         self._upgrades: dict[str, str] = {}  # link -> the run that creates its rows, once read
@@ -257,15 +260,16 @@ class MembershipStep(Step):
         if decision.mailchimp is not None and not item.mailchimp_failed:
             mailchimp_new = item.member_after or decision.mailchimp.status
         when = item.member_last_changed or (known.last_changed if known else None) or now()
+        reported = _reported(item.group.member, status) if mailchimp_new is None else None
         writes: list[DataverseWrite] = []
         for record in item.records:
             if record.record_id in skipped or not record.writable:
                 continue
             view = views.get(record.record_id)
             scoped = view is not None and change_of(view, self.policy) == "scoped"
-            cause = self._cause(decision.rule, view)
+            cause = reason_text(reported, self._cause(decision.rule, view), TEXT_LENGTH)
             if status and (status != old_status or record.record_id not in in_base or upgrading or scoped):
-                source = source_of(decision.rule, scoped=scoped)
+                source = source_of(decision.rule, scoped=scoped, reported=reported)
                 body = self._membership_body(unit, record, status, source, when, cause)
                 operation = BatchOperation(
                     "PATCH",
@@ -288,7 +292,12 @@ class MembershipStep(Step):
                 opted_out = next(iter(columns.values())) if columns else None
                 old = describe(old_status, record.opted_out if columns else None)
                 new = describe(status, opted_out)
-                writes.append(self._change(unit, record, decision.rule, SIDE_DYNAMICS, old, new, cause, counts))
+                # one change set with the write it records: the record's PATCH when it sets the opt-out columns,
+                # else the membership row; a refused write then leaves no row saying the change happened
+                tie = record.record_id if columns else membership_id(record.record_id, unit.link.audience_id)
+                writes.append(
+                    self._change(unit, record, decision.rule, SIDE_DYNAMICS, old, new, cause, counts, travels_with=tie)
+                )
         return writes
 
     def _membership_body(
@@ -316,7 +325,10 @@ class MembershipStep(Step):
         new: str,
         cause: str,
         counts: Counter[str],
+        *,
+        travels_with: str | None = None,
     ) -> DataverseWrite:
+        """A history row; ``travels_with`` names the row whose write it records (see BatchOperation)."""
         c = self.names.column
         body = {
             c("name"): f"{rule}: {old} → {new}"[:NAME_LENGTH],
@@ -331,9 +343,8 @@ class MembershipStep(Step):
             f"{self.names.navigation(record.kind)}@odata.bind": f"/{KIND_SETS[record.kind]}({record.record_id})",
         }
         row = change_id(unit.run_id, unit.link.audience_id, record.record_id, side)
-        return BatchOperation("PATCH", f"{self.names.change_set}({row})", body, {}), _counted(
-            counts, "consent_history_rows_written"
-        )
+        operation = BatchOperation("PATCH", f"{self.names.change_set}({row})", body, {}, travels_with=travels_with)
+        return operation, _counted(counts, "consent_history_rows_written")
 
     def _cause(self, rule: str, view: RecordView | None) -> str:
         """Why, in words: the rule's, and whether a user's change was global or for this audience only."""
@@ -344,6 +355,13 @@ class MembershipStep(Step):
         if change == "scoped":
             return f"{words or rule} (this audience only: its membership's status)"
         return words
+
+
+def _reported(member: MemberSnapshot | None, status: str | None) -> Reported | None:
+    """What Mailchimp said about the change behind the member's status, when the membership takes that status."""
+    if member is None or member.status != status:
+        return None
+    return Reported(member.status, member.unsubscribe_reason, member.event_reason, member.campaign_id)
 
 
 def _with_columns(record: RecordSnapshot, opted_out: bool) -> RecordSnapshot:

@@ -73,6 +73,8 @@ class MailchimpDelivery:
     fired_at: datetime | None
     email: str | None  # normalised; the new address for upemail
     old_email: str | None  # upemail only
+    reason: str = ""  # unsubscribe and cleaned: data[reason] (manual, abuse, hard)
+    campaign_id: str = ""  # unsubscribe and cleaned: data[campaign_id], the campaign that caused it
 
     def event(self, received: datetime) -> Event:
         if self.email is None:
@@ -85,6 +87,8 @@ class MailchimpDelivery:
             type=self.type,
             member_hash=member_hash(self.email),
             old_hash=member_hash(self.old_email) if self.old_email else "",
+            reason=self.reason,
+            campaign_id=self.campaign_id,
         )
 
 
@@ -112,7 +116,13 @@ def read_mailchimp(raw: bytes) -> MailchimpDelivery:
     email = normalize_email(fields.get("data[email]"))
     if kind != "campaign" and email is None:
         raise UnreadableDeliveryError(f"a {kind} delivery without data[email]")
-    return MailchimpDelivery(kind, audience, fired_at, email, None)
+    if kind not in ("unsubscribe", "cleaned"):
+        return MailchimpDelivery(kind, audience, fired_at, email, None)
+    reason = fields.get("data[reason]", "").strip()[:20]
+    campaign = fields.get("data[campaign_id]", "").strip()
+    return MailchimpDelivery(
+        kind, audience, fired_at, email, None, reason, campaign if re.fullmatch(r"[A-Za-z0-9]{1,64}", campaign) else ""
+    )
 
 
 def read_dataverse(raw: bytes, received: datetime) -> Event:

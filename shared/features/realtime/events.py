@@ -3,7 +3,9 @@
 A Mailchimp event names an audience and a member hash (two for an address change); a Dataverse event names a
 table and a record id, and who made the change. Addresses never travel: the handler reads the member and the
 records again. ``at`` is when the change happened on the service (Mailchimp's ``fired_at``, Dataverse's
-``OperationCreatedOn``), ``received`` when the route accepted it: latency is measured from ``at``.
+``OperationCreatedOn``), ``received`` when the route accepted it: latency is measured from ``at``. An unsubscribe
+or cleaned event also keeps why, as Mailchimp said it (``data[reason]``, ``data[campaign_id]``); a reader that does
+not know those keys ignores them, so the version stays 1.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Event:
     type: str = ""
     member_hash: str = ""
     old_hash: str = ""
+    reason: str = ""  # unsubscribe and cleaned: the delivery's data[reason]
+    campaign_id: str = ""  # unsubscribe and cleaned: the delivery's data[campaign_id]
     # Dataverse: the table's logical name, the record id, the message (Create, Update) and the initiating user
     entity: str = ""
     record_id: str = ""
@@ -51,6 +55,10 @@ class Event:
             body.update(a=self.audience, t=self.type, h=self.member_hash)
             if self.old_hash:
                 body["o"] = self.old_hash
+            if self.reason:
+                body["y"] = self.reason
+            if self.campaign_id:
+                body["c"] = self.campaign_id
         else:
             body.update(e=self.entity, i=self.record_id, m=self.message, u=self.user)
         return body
@@ -74,6 +82,8 @@ class Event:
             type=str(body.get("t") or ""),
             member_hash=str(body.get("h") or ""),
             old_hash=str(body.get("o") or ""),
+            reason=str(body.get("y") or ""),
+            campaign_id=str(body.get("c") or ""),
             entity=str(body.get("e") or ""),
             record_id=str(body.get("i") or ""),
             message=str(body.get("m") or ""),

@@ -9,7 +9,9 @@ Reading again. An event is a hint: the member and the records are read anew befo
 of Mailchimp events is one ``since_last_changed`` read (newest first, stopping once every named member is
 found), a few are read by hash; records are read by id, a hundred ids per request, in one ``$batch``, and only
 while they are in the link's marketing list. Then ``Reconciler.reconcile(unit)`` decides with the same rules,
-bases and audit as a run; a duplicate, late or replayed event finds the base agreeing and writes nothing.
+bases and audit as a run; a duplicate, late or replayed event finds the base agreeing and writes nothing. What an
+unsubscribe or cleaned event said caused it (its reason and campaign) rides on the member read again, when that
+member still has the status the event announced.
 
 At least once. Drained messages are deleted only after their unit is reconciled; when reconciling fails they
 become visible again after host.json's visibility timeout, and one that failed maxDequeueCount times goes to
@@ -23,11 +25,11 @@ import logging
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import median
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from azure.storage.queue import QueueMessage
@@ -50,11 +52,18 @@ from shared.state.identity import BaseRow, IdentityMap
 from shared.state.ledger import new_run_id
 from shared.sync.pipeline import Outcome, Unit
 from shared.sync.reconcile import Reconciler
-from shared.sync.scan import MarketingList, dynamic_fetch, read_marketing_list, record_columns, to_record
+from shared.sync.scan import (
+    MarketingList,
+    archived_snapshot,
+    dynamic_fetch,
+    read_marketing_list,
+    record_columns,
+    to_record,
+)
 
 log = logging.getLogger("consent_bridge.realtime")
 
-MEMBER_FIELDS = ["email_address", "status", "last_changed", "contact_id", "timestamp_opt"]
+MEMBER_FIELDS = ["email_address", "status", "last_changed", "contact_id", "timestamp_opt", "unsubscribe_reason"]
 PAGE_FIELDS = [f"members.{name}" for name in MEMBER_FIELDS] + ["total_items"]
 FEW = 20  # up to this many members are read one by one; more are one since_last_changed read
 IDS_PER_REQUEST = 100  # record ids per GET inside the $batch (the URL stays well under the service's limit)
@@ -90,6 +99,22 @@ class LinkWork:
 
     mailchimp: list[Event] = field(default_factory=list)
     dataverse: list[Event] = field(default_factory=list)
+    rows: list[Event] = field(default_factory=list)  # edits of a watched table's rows (not the records)
+    met: set[str] = field(default_factory=set)  # member hashes those edits name
+
+
+class WatchedTable(Protocol):
+    """A table of the product's own whose edits in Dynamics are consent changes (the audience memberships):
+    ``webhooks register`` adds a step on its Update filtered to ``columns``, and its events are handed to
+    ``edited``, which answers per link the member hashes to meet."""
+
+    @property
+    def table(self) -> str: ...
+
+    @property
+    def columns(self) -> list[str]: ...
+
+    def edited(self, row_ids: list[str]) -> dict[str, list[str]]: ...
 
 
 class EventsHandler:
@@ -99,8 +124,10 @@ class EventsHandler:
         reconciler: Callable[[], Reconciler],
         applied: Callable[[str, str, datetime], None],
         gathering: Gathering | None = None,
+        watched: Sequence[WatchedTable] = (),
     ) -> None:
         self.services = services
+        self.watched = {table.table: table for table in watched}
         self.settings = services.settings
         self.reconciler = reconciler
         self.applied = applied  # tells the app's observers (the link's status row)
@@ -186,7 +213,16 @@ class EventsHandler:
             own = self.own_user()
             echoes = [e for e in dataverse if own and e.user == own]
             counts["echo"] += len(echoes)
+            rows = [e for e in dataverse if e not in echoes and e.entity in self.watched]
             dataverse = [e for e in dataverse if e not in echoes and e.entity in RECORD_TABLES]
+            for table, watcher in self.watched.items():
+                edits = [e for e in rows if e.entity == table]
+                met = watcher.edited([e.record_id for e in edits]) if edits else {}
+                for link_name, hashes in met.items():
+                    work[link_name].rows.extend(edits)
+                    work[link_name].met.update(hashes)
+                if edits and not met:
+                    counts["ignored"] += len(edits)  # rows of no linked audience, or of no record the sync knows
         for event in events:
             if event.side != MAILCHIMP:
                 continue
@@ -223,7 +259,7 @@ class EventsHandler:
             counts.update(outcome.counts)
         applied = now()
         self.announced.announce(link.name, [g.member_hash for g in groups])
-        for side, events in ((MAILCHIMP, todo.mailchimp), (DATAVERSE, todo.dataverse)):
+        for side, events in ((MAILCHIMP, todo.mailchimp), (DATAVERSE, [*todo.dataverse, *todo.rows])):
             if not events:
                 continue
             latencies = [max(0.0, (applied - e.changed_at).total_seconds()) for e in events]
@@ -235,7 +271,7 @@ class EventsHandler:
         written = counts["mailchimp_writes"] + counts["dynamics_writes"]
         if written:  # a duplicate, late or replayed event changed nothing: the link's row stays as it is
             described = (
-                f"{len(todo.mailchimp)} Mailchimp and {len(todo.dataverse)} Dynamics event(s), "
+                f"{len(todo.mailchimp)} Mailchimp and {len(todo.dataverse) + len(todo.rows)} Dynamics event(s), "
                 f"{len(groups)} member(s) read again, {written} change(s) written"
             )
             self.applied(link.name, described, applied)
@@ -247,7 +283,7 @@ class EventsHandler:
         services = self.services
         mlist = read_marketing_list(services.dataverse, link.name, link.marketing_list_id)
         renamed = {e.member_hash: e.old_hash for e in todo.mailchimp if e.type == "upemail" and e.old_hash}
-        named = {e.member_hash for e in todo.mailchimp}
+        named = {e.member_hash for e in todo.mailchimp} | todo.met
         bases = IdentityMap(services.storage).load(link.name, [*named, *renamed.values()])
         owner: dict[str, str] = {}  # record id -> the hash whose base holds it
         for hashed, base in bases.items():
@@ -303,7 +339,7 @@ class EventsHandler:
         """The members of the named hashes, and of the records' hashes when there are few."""
         mailchimp = self.services.mailchimp
         answers: dict[str, dict[str, Any] | None] = {}
-        if len(named) > FEW:
+        if len(named) > FEW and events:
             oldest = min(e.changed_at for e in events) - MARGIN
             wanted = set(named)
             for page in mailchimp.iter_member_pages(
@@ -324,16 +360,35 @@ class EventsHandler:
         for hashed, member in answers.items():
             group = groups[hashed]
             group.member_seen = True
-            if member is None or member.get("status") == "archived":
-                continue  # absent, as a scan that does not list archived members sees it
+            if member is None:
+                continue
+            if member.get("status") == "archived":
+                if group.records:  # a record meeting it must not bring it back, as on a full pass
+                    group.member = archived_snapshot(member)
+                continue  # otherwise absent, as an incremental scan (which lists no archived member) sees it
             group.member = MemberSnapshot(
                 member["email_address"],
                 member["status"],
                 parse_time(member.get("last_changed")) or now(),
                 member.get("contact_id"),
                 parse_time(member.get("timestamp_opt")),
+                unsubscribe_reason=member.get("unsubscribe_reason"),
             )
+            cause = _cause(events, hashed, member["status"])
+            if cause is not None:
+                group.member.event_reason, group.member.campaign_id = cause.reason or None, cause.campaign_id or None
             group.email = normalize_email(member["email_address"]) or group.email
+
+
+_CAUSED = {"unsubscribe": "unsubscribed", "cleaned": "cleaned"}  # event type -> the status it announces
+
+
+def _cause(events: list[Event], hashed: str, status: str) -> Event | None:
+    """The latest event that announced the member's present status (what Mailchimp said caused it), if any."""
+    matching = [
+        e for e in events if e.member_hash == hashed and _CAUSED.get(e.type) == status and (e.reason or e.campaign_id)
+    ]
+    return max(matching, key=lambda e: e.changed_at) if matching else None
 
 
 def _json(content: Any) -> dict[str, Any]:

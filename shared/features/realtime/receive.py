@@ -10,7 +10,7 @@ validation GET); 401 a wrong or missing secret or signature, nothing enqueued; 4
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,10 +44,17 @@ class Reply:
 class Receiver:
     """Answers deliveries to ``/api/webhooks/mailchimp`` and ``/api/webhooks/dataverse``."""
 
-    def __init__(self, settings: Settings, storage: StoragePort, registry: WebhookRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: StoragePort,
+        registry: WebhookRegistry | None = None,
+        watched: Iterable[str] = (),
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.registry = registry or WebhookRegistry(storage)
+        self.tables = RECORD_TABLES | frozenset(watched)  # the records, and the product's watched tables
 
     def mailchimp(
         self,
@@ -96,7 +103,7 @@ class Receiver:
             event = read_dataverse(body, at or now())
         except UnreadableDeliveryError as exc:
             return self._unreadable(side, str(exc))
-        if event.entity not in RECORD_TABLES:
+        if event.entity not in self.tables:
             telemetry.webhook(side, telemetry.DELIVERY_IGNORED)
             return Reply(200, f"ignored: the product does not sync {event.entity} rows")
         own = self.registry.own_user()

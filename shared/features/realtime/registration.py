@@ -11,12 +11,15 @@ the product made at another URL (a new base URL, a rotated secret) is deleted.
 Dataverse: a service endpoint (contract 8 Webhook, authtype 5 HttpHeader carrying ``X-Consent-Bridge-Secret``,
 JSON) and a step per message (Create, Update) and table (contact, lead, account): stage 40, mode 1
 (asynchronous: a slow or absent endpoint never blocks a user saving a record), Update filtered to the columns
-the product reads. Registering again rewrites the endpoint's URL and secret, so it also rotates the secret.
+the product reads; and a step on Update of each watched table of the product's own (the audience memberships,
+filtered to their status), whose edits are consent changes too. Registering again rewrites the endpoint's URL
+and secret, so it also rotates the secret.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +29,7 @@ from shared.adapters.dataverse import DataverseError
 from shared.adapters.mailchimp import MailchimpError
 from shared.adapters.ports import Services
 from shared.errors import ConfigurationError
+from shared.features.realtime.handler import WatchedTable
 from shared.features.realtime.registry import DataverseEndpoint, MailchimpWebhook, WebhookRegistry
 from shared.model.times import iso_seconds, now
 
@@ -57,8 +61,9 @@ class Registered:
 
 
 class Registration:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, watched: Mapping[str, WatchedTable] | None = None) -> None:
         self.services = services
+        self.watched = dict(watched or {})  # tables of the product's own whose edits are consent changes
         self.settings = services.settings
         self.registry = WebhookRegistry(services.storage)
 
@@ -149,7 +154,8 @@ class Registration:
         steps: list[str] = []
         for message in MESSAGES:
             message_id = self._message_id(message)
-            for table in TABLES:
+            # the records on Create and Update; a watched table (its rows are the product's) on Update only
+            for table in [*TABLES, *(self.watched if message == "Update" else ())]:
                 name = f"Consent Bridge: {message} of {table}"
                 columns = ",".join(self.columns(table)) if message == "Update" else None
                 found = existing.get(name)
@@ -183,6 +189,8 @@ class Registration:
 
     def columns(self, table: str) -> list[str]:
         """The columns of one table the product reads: a change to one of them is worth an event."""
+        if table in self.watched:
+            return sorted(self.watched[table].columns)
         found = ["emailaddress1", "statecode", *self.settings.opt_out_columns]
         if self.settings.subscriber_status_column:
             found.append(self.settings.subscriber_status_column)

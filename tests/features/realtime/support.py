@@ -35,6 +35,14 @@ def realtime_world(mailchimp: Any, dataverse: Any, azurite: str, **kwargs: Any) 
     return world
 
 
+def delivering_world(mailchimp: Any, dataverse: Any, azurite: str) -> SyncWorld:
+    """A real-time world whose emulators deliver their webhooks at once (retries compressed too)."""
+    world = realtime_world(mailchimp, dataverse, azurite, tag=None)
+    for admin in (mailchimp.admin, dataverse.admin):
+        admin.call("POST", "webhooks/settings", {"timeScale": 0.001})
+    return world
+
+
 def serve(world: SyncWorld, ctx: Context | None = None) -> Server:
     port = int(world.env()["PUBLIC_BASE_URL"].rsplit(":", 1)[1])
     return Server(ctx or world.context(), port=port, retry_seconds=1, timers=False, say=lambda _: None)

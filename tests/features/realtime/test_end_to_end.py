@@ -13,16 +13,13 @@ import requests
 from shared import app as engine
 from shared.cli import QueueRules, manage_webhooks, run_sync
 from shared.features.realtime.registration import Registration
-from tests.features.realtime.support import SECRET, realtime_world, serve, wait_for
+from tests.features.realtime.support import SECRET, delivering_world, serve, wait_for
 from tests.sync_world import contact, member
 
 
 @pytest.fixture
 def world(mailchimp_emulator, dataverse_emulator, azurite):
-    world = realtime_world(mailchimp_emulator, dataverse_emulator, azurite, tag=None)
-    for admin in (mailchimp_emulator.admin, dataverse_emulator.admin):
-        admin.call("POST", "webhooks/settings", {"timeScale": 0.001})
-    return world
+    return delivering_world(mailchimp_emulator, dataverse_emulator, azurite)
 
 
 def webhooks(world, action: str) -> tuple[int, str]:

@@ -150,3 +150,40 @@ def test_an_address_change_in_dynamics_changes_the_members_address(world):
     assert counts["rule:email-changed-in-dynamics"] == 1
     members = world.members()
     assert "new@example.org" in members and "person0@example.org" not in members
+
+
+def test_a_new_record_meeting_an_archived_member_does_not_bring_it_back(world):
+    [person] = seeded(world)
+    gone = "gone@example.org"
+    world.mailchimp.admin.seed(
+        {"members": [{"list_id": world.audience, **member(gone, "archived", status_before_archive="unsubscribed")}]}
+    )
+    newcomer = contact(gone)
+    world.dataverse.admin.seed(
+        {
+            "contacts": [newcomer],
+            "lists": [
+                {
+                    "listid": world.list_id,
+                    "listname": f"List {world.link}",
+                    "type": False,
+                    "createdfromcode": 2,
+                    "members": [person["contactid"], newcomer["contactid"]],
+                }
+            ],
+        }
+    )
+    ctx = world.context()
+    created = Event(
+        DATAVERSE,
+        datetime.now(UTC),
+        None,
+        entity="contact",
+        record_id=newcomer["contactid"],
+        message="Create",
+        user=dynamics_user(world),
+    )
+    counts = ctx.events.handle(created.encode(), gather=False)
+    assert counts["rule:member-archived-not-revived"] == 1, counts
+    assert world.members()[gone]["status"] == "archived"
+    assert not counts["mailchimp_writes"]
