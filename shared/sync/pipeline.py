@@ -171,3 +171,8 @@ class Step:
     def audit_detail(self, unit: Unit, entry: AuditEntry, detail: str) -> str:
         """The detail of an entry's ConsentAudit row (e.g. the campaign that caused a status change)."""
         return detail
+
+    def causes_found(self, link: Link, causes: dict[str, str]) -> None:
+        """A feature learned, outside any unit, what caused members' status changes (member hash -> words, e.g.
+        the campaign whose footer they used): told once per cause, usually after the unit that applied the change
+        wrote its rows."""

@@ -16,7 +16,8 @@ list are as at its last pass). A pass over a campaign reads, each only when ther
   opens, clicks and bounces per member, into the engagement rows of the member's records;
 - ``/sent-to`` once, after the first activity read: rows for the recipients that read wrote none for (sent,
   and the delivery status), so each row is written once;
-- ``/unsubscribed`` when the report's count grew: marks the rows and records the campaign as the cause.
+- ``/unsubscribed`` when the report's count grew: marks the rows and records the campaign as the cause (and
+  tells every step, ``Step.causes_found``: the audience memberships put it on their rows).
 
 Progress lives in SyncState (PartitionKey = link, RowKey ``campaign|<id>``); the link's campaign watermark in
 RowKey ``campaigns``; causes in PartitionKey ``<link>|causes``, RowKey = member hash.
@@ -74,6 +75,9 @@ class CampaignContext(Services, Protocol):
 
     @property
     def ledger(self) -> Ledger: ...
+
+    @property
+    def steps(self) -> list[Step]: ...  # told the causes a pass finds (Step.causes_found)
 
 
 Finalize = Callable[[Any, str, str], object]  # the app's run finaliser: (context, link, run id)
@@ -463,6 +467,7 @@ def reconcile_campaign(ctx: CampaignContext, message: dict[str, Any], finalize: 
             "subscriber_clicks": (report.get("clicks") or {}).get("unique_subscriber_clicks"),
         }
     )
+    _tell_steps(work)
     _save(ctx.storage, link_name, progress)
     _complete_causes(ctx.storage, link_name, work.counts)
     ctx.ledger.finish_batch(link_name, run_id, batch_id, "done", work.counts)
@@ -777,6 +782,7 @@ def _cause(work: _Pass, what: str, at: datetime | None) -> dict[str, Any]:
         "run_id": work.run_id,
         "pending": True,
         "attempts": 0,
+        "told": False,  # the steps have not heard of it yet (_tell_steps)
     }
 
 
@@ -799,6 +805,38 @@ def _record_causes(work: _Pass, causes: dict[str, dict[str, Any]]) -> None:
     work.ctx.storage.write(SYNC_STATE, [upsert({"PartitionKey": partition, "RowKey": h, **c}) for h, c in new.items()])
     work.known_causes |= set(new)
     work.counts["campaign_causes_recorded"] += len(new)
+
+
+def _tell_steps(work: _Pass) -> None:
+    """Tells every step the causes this campaign's passes recorded and no step has heard yet (one call to them
+    per pass, whatever the pages that found the causes; a pass that failed before telling is told by the next),
+    e.g. the audience memberships, whose rows say why a status changed."""
+    partition = f"{work.link.name}|causes"
+    untold = {
+        str(row["RowKey"]): str(row.get("text") or "")
+        for row in work.ctx.storage.query(
+            SYNC_STATE,
+            "PartitionKey eq @p and campaign_id eq @c and told eq false",
+            {"p": partition, "c": work.campaign_id},
+            select=["RowKey", "text"],
+        )
+    }
+    if not untold:
+        return
+    for step in work.ctx.steps:
+        step.causes_found(work.link, untold)
+    work.ctx.storage.write(
+        SYNC_STATE,
+        [
+            (
+                TransactionOperation.UPSERT,
+                {"PartitionKey": partition, "RowKey": member, "told": True},
+                {"mode": UpdateMode.MERGE},
+            )
+            for member in untold
+        ],
+    )
+    work.counts["campaign_causes_told"] += len(untold)
 
 
 _cause_cache: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}

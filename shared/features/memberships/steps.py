@@ -27,6 +27,7 @@ from typing import Any
 from shared.adapters.dataverse import BatchOperation, BatchResult
 from shared.adapters.ports import DataversePort, StoragePort
 from shared.adapters.storage import SYNC_STATE, upsert
+from shared.features.memberships.causes import CampaignCauses
 from shared.features.memberships.schema import NAME_LENGTH, TEXT_LENGTH, Names
 from shared.features.memberships.scoped import ScopedEdits
 from shared.model.kinds import KIND_SETS, KINDS
@@ -46,7 +47,7 @@ from shared.rules.memberships import (
     reason_text,
     source_of,
 )
-from shared.settings import Settings
+from shared.settings import Link, Settings
 from shared.state.identity import IdentityMap
 from shared.sync.pipeline import DataverseWrite, Item, MailchimpWrite, Step, Unit
 
@@ -94,6 +95,7 @@ class MembershipStep(Step):
         self.storage = storage
         self.scoped = ScopedEdits(dataverse, storage, settings.dataverse_prefix, settings.links)
         self.names = Names(settings.dataverse_prefix)
+        self.causes = CampaignCauses(dataverse, storage, self.names)
         self.policy = settings.opt_out_rollup
         self._upgrades: dict[str, str] = {}  # link -> the run that creates its rows, once read
 
@@ -154,6 +156,10 @@ class MembershipStep(Step):
             else record
             for record in records
         ]
+
+    def causes_found(self, link: Link, causes: dict[str, str]) -> None:
+        """The campaign behind members' status changes, learned after their rows were written (causes.py)."""
+        self.causes.apply(link, causes, membership_id)
 
     def decided(self, unit: Unit, items: list[Item]) -> None:
         for item in items:
