@@ -814,19 +814,16 @@ class Dataverse:
             known, self._known = self._known, None
             self._supported.update(known())
         if message not in self._supported:
-            params: dict[str, str] | None = {
-                "$select": "primaryobjecttypecode",
-                "$filter": "sdkmessageid/name eq @message",
-                "@message": f"'{message}'",
-            }
             tables: set[str] = set()
-            url: str | None = "sdkmessagefilters"
+            pages = self.iter_pages(
+                "sdkmessagefilters",
+                select="primaryobjecttypecode",
+                filter=f"sdkmessageid/name eq '{message}'",
+                page_size=MAX_PAGE_SIZE,
+            )
             try:
-                while url:  # not iter_pages: that would reset last_delta_link, which a scan may be using
-                    body = self.get(url, params, {"Prefer": f"odata.maxpagesize={MAX_PAGE_SIZE}"})
-                    params = None
-                    tables |= {str(row.get("primaryobjecttypecode")) for row in body.get("value", [])}
-                    url = body.get("@odata.nextLink")
+                for page in pages:
+                    tables |= {str(row.get("primaryobjecttypecode")) for row in page}
             except DataverseError as exc:
                 if exc.status not in (400, 403, 404, 501):
                     raise
