@@ -35,14 +35,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from shared.adapters.dataverse import BatchOperation, BatchResult, DataverseError, Throttled, change_sets
+from shared.adapters.dataverse import (
+    BATCH_LIMIT,
+    BatchOperation,
+    BatchResult,
+    DataverseError,
+    Throttled,
+    batch_units,
+    pack,
+)
 from shared.adapters.ports import DataversePort as Dataverse
 from shared.model.kinds import KIND_SETS
 
 CHUNK_START = 1000  # records per bulk message to begin with
 TIMEOUT_CODES = frozenset({"0x80044151"})  # SQL timeout: the message was too large to finish in time
 TIMEOUT_STATUSES = frozenset({0, 408, 504})
-BATCH_PAGE = 1000
+BATCH_PAGE = BATCH_LIMIT  # requests per $batch page: the service's limit
 
 _RECORD_URL = re.compile(r"^/?(?P<set>[A-Za-z_][A-Za-z0-9_]*)\((?P<id>[0-9a-fA-F-]{36})\)(\?.*)?$")
 _SET_URL = re.compile(r"^/?(?P<set>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -93,11 +101,11 @@ def write(
     if not operations:
         return []
     results: list[BatchResult | None] = [None] * len(operations)
-    tied = change_sets(operations)
-    groups, rest = _plan(dataverse, operations, {index for group in tied for index in group})
+    units = batch_units(operations)
+    groups, rest = _plan(dataverse, operations, {index for unit in units if len(unit) > 1 for index in unit})
     # the $batch first: when writes go one at a time and it fails, the unit fails before any bulk message is sent,
     # as it did when everything went in one $batch
-    tasks = _batch_tasks(dataverse, operations, rest, tied, results, in_flight)
+    tasks = _batch_tasks(dataverse, operations, rest, units, results, in_flight)
     for group in groups:
         for chunk in _chunks(group, dataverse):
             tasks.append(partial(_send_bulk, dataverse, operations, chunk, results, in_flight))
@@ -240,17 +248,17 @@ def _batch_tasks(
     dataverse: Dataverse,
     operations: Sequence[BatchOperation],
     rest: list[int],
-    tied: list[list[int]],
+    units: list[list[int]],
     results: list[BatchResult | None],
     in_flight: RecordsInFlight,
 ) -> list[Callable[[], None]]:
     """The ``$batch`` pages of the remaining operations, as few as ``BATCH_PAGE`` allows, of even size, a tied group
     never split: side by side when no record repeats outside its group and no operation refers to another, else all
-    in one sequence as before."""
+    in one sequence as before. ``units`` are the operations as the adapter sends them (``batch_units``)."""
     if not rest:
         return []
-    group_of = {index: group for group in tied for index in group}
-    units = [group_of.get(index, [index]) for index in rest if group_of.get(index, [index])[0] == index]
+    staying = set(rest)
+    units = [unit for unit in units if unit[0] in staying]  # a tied group is all in the $batch, or not at all
     seen: set[str] = set()
     repeated = False
     for unit in units:
@@ -260,7 +268,7 @@ def _batch_tasks(
     linked = any(operations[i].content_id is not None or operations[i].url_path.startswith("$") for i in rest)
     step = -(-len(rest) // -(-len(rest) // BATCH_PAGE))  # as few pages as BATCH_PAGE allows, of even size
     # in one sequence where order matters (the adapter keeps each tied group in one of its requests)
-    pages = [rest] if linked or repeated else _pages(units, step)
+    pages = [rest] if linked or repeated else [[i for unit in page for i in unit] for page in pack(units, step)]
 
     def send(page: list[int]) -> None:
         held = {r for r in (_record_id(operations[i]) for i in page) if r}
@@ -270,16 +278,6 @@ def _batch_tasks(
             results[index] = answer
 
     return [partial(send, page) for page in pages]
-
-
-def _pages(units: list[list[int]], step: int) -> list[list[int]]:
-    """The units in pages of about ``step`` operations, none over ``BATCH_PAGE``, a unit never split."""
-    pages: list[list[int]] = [[]]
-    for unit in units:
-        if pages[-1] and (len(pages[-1]) >= step or len(pages[-1]) + len(unit) > BATCH_PAGE):
-            pages.append([])
-        pages[-1].extend(unit)
-    return pages
 
 
 def _run(tasks: list[Callable[[], None]], parallelism: int) -> None:

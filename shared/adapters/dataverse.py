@@ -210,7 +210,7 @@ class BatchOperation:
     """One request of a ``$batch``; ``url_path`` is relative to the API root (``contacts(<id>)``) or a
     ``$<content-id>`` reference to an earlier operation of the same change set. ``travels_with`` names the row (a
     record's id, or any key) whose write the operation belongs with: it goes in one change set with the operations
-    writing that row and the others naming the same key, so they succeed or fail together (``change_sets``)."""
+    writing that row and the others naming the same key, so they succeed or fail together (``batch_units``)."""
 
     method: str
     url_path: str
@@ -620,14 +620,14 @@ class Dataverse:
         ``atomic`` puts them in one change set (all or nothing; at most 1,000, no GET). Otherwise each group of
         operations tied by ``travels_with`` is a change set of its own, never split between two requests; with
         ``continue_on_error`` a failed change set leaves the others and the loose requests to run."""
-        units = [list(range(len(operations)))] if atomic else _batch_units(operations)
+        units = [list(range(len(operations)))] if atomic else batch_units(operations)
         for unit in units:
             if len(unit) > BATCH_LIMIT:
                 raise ValueError(f"a change set holds at most {BATCH_LIMIT} operations, got {len(unit)}")
             if (atomic or len(unit) > 1) and any(operations[i].method.upper() == "GET" for i in unit):
                 raise ValueError("GET requests cannot be part of a change set")
         results: list[BatchResult | None] = [None] * len(operations)
-        for request in _requests(units):
+        for request in pack(units):
             sent = [index for unit in request for index in unit]
             position = {index: n for n, index in enumerate(sent)}
             parts = [[position[i] for i in unit] for unit in request]
@@ -938,40 +938,38 @@ def _match_answers(
     return results
 
 
-def _requests(units: list[list[int]]) -> list[list[list[int]]]:
-    """The units in ``$batch`` requests of at most ``BATCH_LIMIT`` operations, in order, none split."""
+def pack(units: Sequence[list[int]], size: int = BATCH_LIMIT) -> list[list[list[int]]]:
+    """The units (an operation, or a change set) in order, in ``$batch`` requests: a request closes once it holds
+    ``size`` operations, or when the next unit would take it over ``BATCH_LIMIT``; a unit is never split."""
     requests_: list[list[list[int]]] = []
-    size = BATCH_LIMIT
+    count = 0
     for unit in units:
-        if size + len(unit) > BATCH_LIMIT:
+        if not requests_ or count >= size or count + len(unit) > BATCH_LIMIT:
             requests_.append([])
-            size = 0
+            count = 0
         requests_[-1].append(unit)
-        size += len(unit)
+        count += len(unit)
     return requests_
 
 
-def change_sets(operations: Sequence[BatchOperation]) -> list[list[int]]:
-    """The operations that travel together, as groups of indexes in order, the groups in the order of their first
-    operation: per key that an operation's ``travels_with`` names, the operations naming it and those writing the
-    row with that id. A key that gathers a single operation makes no group."""
+def batch_units(operations: Sequence[BatchOperation]) -> list[list[int]]:
+    """The operations as ``$batch`` sends them, as lists of indexes in order: each group that travels together in
+    the place of its first operation, every other operation alone. A group is, per key that an operation's
+    ``travels_with`` names, the operations naming it and those writing the row with that id; a key that gathers a
+    single operation makes no group."""
     keys = {op.travels_with.lower() for op in operations if op.travels_with}
-    if not keys:
-        return []
     groups: dict[str, list[int]] = {}
     for index, operation in enumerate(operations):
         key = operation.travels_with.lower() if operation.travels_with else None
-        if key is None and (found := _ROW_PATH.match(operation.url_path)) and found.group("id").lower() in keys:
+        if (
+            key is None
+            and keys
+            and (found := _ROW_PATH.match(operation.url_path))
+            and found.group("id").lower() in keys
+        ):
             key = found.group("id").lower()
         if key is not None:
             groups.setdefault(key, []).append(index)
-    return sorted((group for group in groups.values() if len(group) > 1), key=lambda group: group[0])
-
-
-def _batch_units(operations: Sequence[BatchOperation]) -> list[list[int]]:
-    """The operations as ``$batch`` sends them: each group of ``change_sets`` in the place of its first operation,
-    every other operation alone."""
-    groups = change_sets(operations)
-    first = {group[0]: group for group in groups}
-    grouped = {index for group in groups for index in group}
+    first = {group[0]: group for group in groups.values() if len(group) > 1}
+    grouped = {index for group in first.values() for index in group}
     return [first.get(index, [index]) for index in range(len(operations)) if index in first or index not in grouped]
