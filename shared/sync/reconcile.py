@@ -30,11 +30,11 @@ from shared.state.identity import BaseRow, IdentityMap
 from shared.sync import writers
 from shared.sync.moves import Moves, apply_moves, chosen_interests
 from shared.sync.pipeline import UNKNOWN, Item, Outcome, Step, Unit
+from shared.sync.scan import archived_members
 
 log = logging.getLogger("consent_bridge.reconcile")
 
 RECORD_FIELDS = ["email_address", "status", "last_changed", "contact_id", "timestamp_opt", "interests"]
-ARCHIVED_FIELDS = ["members.email_address", "members.last_changed", "members.contact_id", "total_items"]
 ASK_ONE_BY_ONE = 1  # a new address is read by itself; more are looked up among the audience's archived members
 
 
@@ -174,13 +174,10 @@ class Reconciler:
         """The items' members the audience holds archived, from one read of its archived members."""
         wanted = {item.group.member_hash for item in items}
         found: dict[str, dict[str, Any]] = {}
-        for page in self.mailchimp.iter_member_pages(
-            unit.link.audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived"
-        ):
-            for member in page:
-                hashed = addresses.member_hash(member["email_address"])
-                if hashed in wanted:
-                    found[hashed] = {**member, "status": "archived"}
+        for member in archived_members(self.mailchimp, unit.link.audience_id):
+            hashed = addresses.member_hash(member["email_address"])
+            if hashed in wanted:
+                found[hashed] = {**member, "status": "archived"}
         return found
 
     # ---- decide ---------------------------------------------------------------------------

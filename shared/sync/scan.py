@@ -350,13 +350,9 @@ def scan(
         if full:
             # archived members are listed only when asked for; a record meeting one must not bring it back
             counts["archived_reads"] += 1
-            for page in mailchimp.iter_member_pages(
-                link.audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived"
-            ):
-                for member in page:
-                    counts["mailchimp_archived_read"] += 1
-                    hashed = member_hash(member["email_address"])
-                    buckets.add("archived", hashed, archived_snapshot(member).encode())
+            for member in archived_members(mailchimp, link.audience_id):
+                counts["mailchimp_archived_read"] += 1
+                buckets.add("archived", member_hash(member["email_address"]), archived_snapshot(member).encode())
 
         for payload in retries:
             for group in json.loads(payload):
@@ -467,6 +463,15 @@ def joined_fetch(
     ET.SubElement(link_filter, "condition", attribute="listid", operator="eq", value=mlist.list_id)
     ET.SubElement(link_filter, "condition", attribute="createdon", operator="ge", value=iso_seconds(joined_since))
     return ET.tostring(fetch, encoding="unicode")
+
+
+def archived_members(mailchimp: MailchimpPort, audience_id: str) -> Iterator[dict[str, Any]]:
+    """The audience's archived members, which a member read lists only when asked for by status: the address, when
+    it was archived and the contact id."""
+    for page in mailchimp.iter_member_pages(
+        audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived"
+    ):
+        yield from page
 
 
 def archived_snapshot(member: dict[str, Any]) -> MemberSnapshot:
