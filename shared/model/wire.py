@@ -48,10 +48,12 @@ def pack(group: Group, columns: list[str], interests: list[str] | None = None) -
         if m.interests is not None and interests:
             chosen = set(m.interests)
             member.append("".join("1" if i in chosen else "0" for i in interests))
-        if m.merge_fields is not None:  # the mapped merge fields, after the interests' place
-            member += [""] * (5 - len(member)) + [m.merge_fields]
-        if m.unsubscribe_reason is not None:  # after the merge fields' place (None there: not read)
-            member += [""] * (5 - len(member)) + [None] * (6 - max(len(member), 5)) + [m.unsubscribe_reason]
+        # after the interests' place: the mapped merge fields, then the unsubscribe reason (None: not read)
+        tail = [m.merge_fields, m.unsubscribe_reason]
+        while tail and tail[-1] is None:
+            tail.pop()
+        if tail:
+            member += [""] * (5 - len(member)) + tail
     records = [
         [
             r.record_id,
