@@ -103,10 +103,9 @@ class Context:
         self.interests = CatalogSource(self.mailchimp, self.dataverse, self.storage, self.settings.dataverse_prefix)
         self.status = StatusBoard(self.settings, self.dataverse, self.storage)
         self.observers = [self.status]
-        self.webhooks = Receiver(self.settings, self.storage, watched=[self.memberships.scoped.table])
-        self.events = EventsHandler(
-            self, self.reconciler, partial(_event_applied, self), watched=[self.memberships.scoped]
-        )
+        self.watched = [self.memberships.scoped]  # tables whose edits in Dynamics are consent changes too
+        self.webhooks = Receiver(self.settings, self.storage, watched=self.watched)
+        self.events = EventsHandler(self, self.reconciler, partial(_event_applied, self), watched=self.watched)
         self.announced = Announced(self.storage)
 
     @classmethod

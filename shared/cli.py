@@ -194,7 +194,7 @@ def privacy_request(ctx: engine.Context, args: argparse.Namespace, out: TextIO) 
 
 def manage_webhooks(ctx: engine.Context, action: str, out: TextIO) -> int:
     """register / status / remove: 0 done, 1 a service refused (run it again), 2 configuration."""
-    registration = Registration(ctx, watched=ctx.events.watched)
+    registration = Registration(ctx, watched=ctx.watched)
     try:
         ctx.storage.ensure()
         if action == "status":

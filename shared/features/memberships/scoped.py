@@ -61,19 +61,17 @@ class ScopedEdits:
         """Its columns whose change is worth an event."""
         return [self.names.column("status")]
 
-    def edited(self, row_ids: list[str]) -> dict[str, list[str]]:
-        """The rows the events name, read once (the product's own writes left out) and kept as edits; returns per
-        link the member hashes to meet now."""
+    def edited(self, row_ids: list[str], own_user: str) -> dict[str, list[str]]:
+        """The rows the events name, read once (those ``own_user``, the product, wrote last left out) and kept as
+        edits; returns per link the member hashes to meet now."""
         ids = sorted({row_id.lower() for row_id in row_ids if _GUID.fullmatch(row_id)})
         if not ids:
             return {}
-        user = self._user if self._user is not None else self._own_user()
-        self._user = user
         key = f"{self.names.membership_table}id"
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), ROWS_PER_READ):
             chosen = " or ".join(f"{key} eq {row_id}" for row_id in ids[start : start + ROWS_PER_READ])
-            row_filter = f"({chosen})" + (f" and _modifiedby_value ne {user}" if user else "")
+            row_filter = f"({chosen})" + (f" and _modifiedby_value ne {own_user}" if own_user else "")
             for page in self.dataverse.iter_pages(self.names.membership_set, select=self._select(), filter=row_filter):
                 rows.extend(page)
         audience = self.names.column("audienceid")

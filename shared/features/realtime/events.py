@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from shared.errors import StoredFormatError
 from shared.model.times import epoch, from_epoch, now
@@ -89,3 +89,18 @@ class Event:
             message=str(body.get("m") or ""),
             user=str(body.get("u") or ""),
         )
+
+
+class WatchedTable(Protocol):
+    """A table of the product's own whose edits in Dynamics are consent changes (the audience memberships):
+    ``webhooks register`` adds a step on its Update filtered to ``columns``, and its events are handed to
+    ``edited`` with the product's own user (whose writes are no edit), which answers per link the member hashes
+    to meet."""
+
+    @property
+    def table(self) -> str: ...
+
+    @property
+    def columns(self) -> list[str]: ...
+
+    def edited(self, row_ids: list[str], own_user: str) -> dict[str, list[str]]: ...

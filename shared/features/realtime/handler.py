@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import median
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from azure.storage.queue import QueueMessage
@@ -41,7 +41,7 @@ from shared.adapters.storage import EVENTS_QUEUE, poison
 from shared.errors import StoredFormatError
 from shared.features.realtime.announced import EVENTS_BATCH, Announced
 from shared.features.realtime.deliveries import MEMBER_EVENTS, RECORD_TABLES
-from shared.features.realtime.events import DATAVERSE, MAILCHIMP, Event
+from shared.features.realtime.events import DATAVERSE, MAILCHIMP, Event, WatchedTable
 from shared.features.realtime.registry import WebhookRegistry
 from shared.model.snapshots import Group, MemberSnapshot, RecordSnapshot
 from shared.model.times import now, parse_time
@@ -101,20 +101,6 @@ class LinkWork:
     dataverse: list[Event] = field(default_factory=list)
     rows: list[Event] = field(default_factory=list)  # edits of a watched table's rows (not the records)
     met: set[str] = field(default_factory=set)  # member hashes those edits name
-
-
-class WatchedTable(Protocol):
-    """A table of the product's own whose edits in Dynamics are consent changes (the audience memberships):
-    ``webhooks register`` adds a step on its Update filtered to ``columns``, and its events are handed to
-    ``edited``, which answers per link the member hashes to meet."""
-
-    @property
-    def table(self) -> str: ...
-
-    @property
-    def columns(self) -> list[str]: ...
-
-    def edited(self, row_ids: list[str]) -> dict[str, list[str]]: ...
 
 
 class EventsHandler:
@@ -217,7 +203,7 @@ class EventsHandler:
             dataverse = [e for e in dataverse if e not in echoes and e.entity in RECORD_TABLES]
             for table, watcher in self.watched.items():
                 edits = [e for e in rows if e.entity == table]
-                met = watcher.edited([e.record_id for e in edits]) if edits else {}
+                met = watcher.edited([e.record_id for e in edits], own) if edits else {}
                 for link_name, hashes in met.items():
                     work[link_name].rows.extend(edits)
                     work[link_name].met.update(hashes)

@@ -10,7 +10,7 @@ validation GET); 401 a wrong or missing secret or signature, nothing enqueued; 4
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +27,7 @@ from shared.features.realtime.deliveries import (
     secret_matches,
     signature_problem,
 )
-from shared.features.realtime.events import Event
+from shared.features.realtime.events import Event, WatchedTable
 from shared.features.realtime.registry import WebhookRegistry
 from shared.model.times import now
 from shared.settings import Settings
@@ -49,12 +49,12 @@ class Receiver:
         settings: Settings,
         storage: StoragePort,
         registry: WebhookRegistry | None = None,
-        watched: Iterable[str] = (),
+        watched: Sequence[WatchedTable] = (),
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.registry = registry or WebhookRegistry(storage)
-        self.tables = RECORD_TABLES | frozenset(watched)  # the records, and the product's watched tables
+        self.tables = RECORD_TABLES | {table.table for table in watched}  # the records, and the product's own
 
     def mailchimp(
         self,

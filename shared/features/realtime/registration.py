@@ -19,7 +19,7 @@ and secret, so it also rotates the secret.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from shared.adapters.dataverse import DataverseError
 from shared.adapters.mailchimp import MailchimpError
 from shared.adapters.ports import Services
 from shared.errors import ConfigurationError
-from shared.features.realtime.handler import WatchedTable
+from shared.features.realtime.events import WatchedTable
 from shared.features.realtime.registry import DataverseEndpoint, MailchimpWebhook, WebhookRegistry
 from shared.model.times import iso_seconds, now
 
@@ -61,9 +61,9 @@ class Registered:
 
 
 class Registration:
-    def __init__(self, services: Services, watched: Mapping[str, WatchedTable] | None = None) -> None:
+    def __init__(self, services: Services, watched: Sequence[WatchedTable] = ()) -> None:
         self.services = services
-        self.watched = dict(watched or {})  # tables of the product's own whose edits are consent changes
+        self.watched = {table.table: table for table in watched}  # the product's own tables whose edits are consent
         self.settings = services.settings
         self.registry = WebhookRegistry(services.storage)
 
