@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from shared.adapters.mailchimp import PAGE_SIZE_MAX
 from shared.adapters.ports import DataversePort, MailchimpPort, StoragePort
 from shared.model.kinds import KINDS
 from shared.model.snapshots import Group, RecordSnapshot
@@ -30,7 +31,7 @@ from shared.state.identity import BaseRow, IdentityMap
 from shared.sync import writers
 from shared.sync.moves import Moves, apply_moves, chosen_interests
 from shared.sync.pipeline import UNKNOWN, Item, Outcome, Step, Unit
-from shared.sync.scan import archived_members
+from shared.sync.scan import archived_pages
 
 log = logging.getLogger("consent_bridge.reconcile")
 
@@ -154,15 +155,16 @@ class Reconciler:
         out would be probed by the batch subscribe itself (status_if_new only touches new members), but a
         member the audience holds archived is one a batch subscribe brings back, and archiving hides why (it
         may follow an unsubscribe): so up to ``ASK_ONE_BY_ONE`` of them are read one by one too, and more are
-        looked up in one read of the audience's archived members; those it does not list are probed."""
+        looked up in a read of the audience's archived members; those it settles as not archived are probed."""
         unknown = [item for item in items if item.member == UNKNOWN]
         consenting = [item for item in unknown if any(not r.opted_out for r in item.records if r.active)]
-        archived = self._archived(unit, consenting) if len(consenting) > ASK_ONE_BY_ONE else None
+        archived, settled = self._archived(unit, consenting) if len(consenting) > ASK_ONE_BY_ONE else ({}, set())
         for item in unknown:
-            if archived is not None and item in consenting:
-                if item.group.member_hash not in archived:
-                    continue  # probed by the batch subscribe
-                found: dict[str, Any] | None = archived[item.group.member_hash]
+            hashed = item.group.member_hash
+            if hashed in archived:
+                found: dict[str, Any] | None = archived[hashed]
+            elif hashed in settled:
+                continue  # not archived: probed by the batch subscribe
             else:
                 found = self.mailchimp.member(unit.link.audience_id, item.group.member_hash, fields=RECORD_FIELDS)
             item.member = writers.member_of(found) if found else None
@@ -170,15 +172,23 @@ class Reconciler:
             item.member_interests = None if chosen is None else frozenset(chosen)
             item.probed = False
 
-    def _archived(self, unit: Unit, items: list[Item]) -> dict[str, dict[str, Any]]:
-        """The items' members the audience holds archived, from one read of its archived members."""
+    def _archived(self, unit: Unit, items: list[Item]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The items' members the audience holds archived, and the hashes the read settled (found, or known not to
+        be archived). An audience may hold many archived members: the read stops once its pages have cost as many
+        calls as asking for each member still unsettled would, and leaves those to be asked one by one."""
         wanted = {item.group.member_hash for item in items}
         found: dict[str, dict[str, Any]] = {}
-        for member in archived_members(self.mailchimp, unit.link.audience_id):
-            hashed = addresses.member_hash(member["email_address"])
-            if hashed in wanted:
-                found[hashed] = {**member, "status": "archived"}
-        return found
+        for read, page in enumerate(archived_pages(self.mailchimp, unit.link.audience_id), start=1):
+            for member in page:
+                hashed = addresses.member_hash(member["email_address"])
+                if hashed in wanted:
+                    found[hashed] = {**member, "status": "archived"}
+            left = len(wanted) - len(found)
+            if left == 0 or len(page) < PAGE_SIZE_MAX:  # every one found, or that was the last page
+                break
+            if read >= left:
+                return found, set(found)
+        return found, wanted
 
     # ---- decide ---------------------------------------------------------------------------
     def _decide_all(self, unit: Unit, items: list[Item]) -> None:

@@ -350,9 +350,11 @@ def scan(
         if full:
             # archived members are listed only when asked for; a record meeting one must not bring it back
             counts["archived_reads"] += 1
-            for member in archived_members(mailchimp, link.audience_id):
-                counts["mailchimp_archived_read"] += 1
-                buckets.add("archived", member_hash(member["email_address"]), archived_snapshot(member).encode())
+            for page in archived_pages(mailchimp, link.audience_id):
+                for member in page:
+                    counts["mailchimp_archived_read"] += 1
+                    hashed = member_hash(member["email_address"])
+                    buckets.add("archived", hashed, archived_snapshot(member).encode())
 
         for payload in retries:
             for group in json.loads(payload):
@@ -465,13 +467,10 @@ def joined_fetch(
     return ET.tostring(fetch, encoding="unicode")
 
 
-def archived_members(mailchimp: MailchimpPort, audience_id: str) -> Iterator[dict[str, Any]]:
-    """The audience's archived members, which a member read lists only when asked for by status: the address, when
-    it was archived and the contact id."""
-    for page in mailchimp.iter_member_pages(
-        audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived"
-    ):
-        yield from page
+def archived_pages(mailchimp: MailchimpPort, audience_id: str) -> Iterator[list[dict[str, Any]]]:
+    """The audience's archived members, which a member read lists only when asked for by status, in pages of
+    ``PAGE_SIZE_MAX`` (a shorter page is the last): the address, when it was archived and the contact id."""
+    return mailchimp.iter_member_pages(audience_id, since_last_changed=None, fields=ARCHIVED_FIELDS, status="archived")
 
 
 def archived_snapshot(member: dict[str, Any]) -> MemberSnapshot:
